@@ -1,0 +1,23 @@
+//! Gatehouse's pure domain core: login names, access decisions, the session model and
+//! failed-login rate limiting.
+//!
+//! Nothing in this crate performs I/O or reads a clock: callers pass `now` in. That keeps
+//! every rule testable exactly and in isolation (see `ARCHITECTURE.md`). A test in
+//! `tests/no_io.rs` checks with `cargo tree` that no async runtime, database, SSH or TUI
+//! crate is pulled in.
+
+pub mod access;
+pub mod login;
+pub mod names;
+pub mod ratelimit;
+pub mod session;
+pub mod ssh_policy;
+pub mod target_addr;
+
+pub use access::{AccessDecision, AccessFacts, decide_access};
+pub use login::{LoginName, LoginNameError};
+pub use names::{NameError, validate_name};
+pub use ratelimit::{FailedLoginLimiter, LimiterConfig};
+pub use session::{EndReason, Protocol};
+pub use ssh_policy::{ForwardingKind, ForwardingPolicy, env_var_allowed};
+pub use target_addr::{SshAddress, SshAddressError};

@@ -1,0 +1,230 @@
+//! The accept loop and what all connections share: the store, the node name, the
+//! failed-login limiter and the registry of live connections (for graceful shutdown).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_core::{EndReason, FailedLoginLimiter, LimiterConfig};
+use gatehouse_store::Store;
+use russh::keys::PrivateKey;
+use russh::server;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::connection::{Connection, ConnectionState};
+
+#[derive(Debug, Error)]
+pub enum SshError {
+    #[error("ssh listener failed: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// Settings of the SSH front.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Name of this broker node in the session registry.
+    pub node: String,
+    pub host_key: PrivateKey,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    pub login_limiter: LimiterConfig,
+    /// How long live sessions get to close after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(node: String, host_key: PrivateKey) -> Self {
+        BrokerConfig {
+            node,
+            host_key,
+            max_connections: 10_000,
+            login_limiter: LimiterConfig::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by every connection of one broker.
+pub struct Broker {
+    pub(crate) store: Store,
+    pub(crate) config: BrokerConfig,
+    pub(crate) limiter: Mutex<FailedLoginLimiter<IpAddr>>,
+    pub(crate) upstream_config: Arc<russh::client::Config>,
+    live: Mutex<HashMap<u64, server::Handle>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Broker {
+    pub fn new(store: Store, config: BrokerConfig) -> Arc<Broker> {
+        let upstream_config = russh::client::Config {
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        };
+        Arc::new(Broker {
+            limiter: Mutex::new(FailedLoginLimiter::new(config.login_limiter)),
+            store,
+            config,
+            upstream_config: Arc::new(upstream_config),
+            live: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn server_config(&self) -> Arc<server::Config> {
+        use russh::MethodKind;
+        Arc::new(server::Config {
+            methods: russh::MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+            keys: vec![self.config.host_key.clone()],
+            auth_rejection_time: Duration::from_millis(500),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            // Gatehouse enforces idle limits itself; russh's own timer would count keepalives.
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            nodelay: true,
+            max_auth_attempts: 6,
+            ..Default::default()
+        })
+    }
+
+    fn live_count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+/// Serves SSH on `listener` until `shutdown` resolves, then disconnects live sessions (end
+/// reason `shutdown`) and waits for them to be recorded, at most `shutdown_grace`.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SshError> {
+    let config = broker.server_config();
+    let slots = Arc::new(Semaphore::new(broker.config.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (socket, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; continuing");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(SshError::Accept(e)),
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let broker = broker.clone();
+        let config = config.clone();
+        tasks.spawn(async move {
+            serve_connection(broker, config, socket, peer).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    let handles: Vec<server::Handle> = broker
+        .live
+        .lock()
+        .map(|mut l| l.drain().map(|(_, h)| h).collect())
+        .unwrap_or_default();
+    tracing::info!(
+        live = handles.len(),
+        "shutting down: disconnecting live sessions"
+    );
+    for h in handles {
+        let _ = h
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                "gatehouse is shutting down".into(),
+                "en".into(),
+            )
+            .await;
+    }
+    let grace = broker.config.shutdown_grace;
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = broker.live_count(),
+            "sessions still open after shutdown grace"
+        );
+    }
+    Ok(())
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || e.raw_os_error() == Some(24) // EMFILE: too many open files, retry later
+}
+
+async fn serve_connection(
+    broker: Arc<Broker>,
+    config: Arc<server::Config>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let span = tracing::info_span!(
+        "session",
+        peer = %peer,
+        session_id = tracing::field::Empty,
+        operator = tracing::field::Empty,
+        target = tracing::field::Empty,
+        environment = tracing::field::Empty,
+    );
+    let state = Arc::new(ConnectionState::new(peer, span.clone()));
+    let handler = Connection::new(broker.clone(), state.clone());
+    async {
+        let running = match server::run_stream(config, socket, handler).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = ?e, "ssh handshake failed");
+                return;
+            }
+        };
+        let key = broker
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut live) = broker.live.lock() {
+            live.insert(key, running.handle());
+        }
+        let outcome = running.await;
+        // Removed already by shutdown: that is why it ended.
+        if let Ok(mut live) = broker.live.lock()
+            && live.remove(&key).is_none()
+        {
+            state.set_end_reason(EndReason::Shutdown);
+        }
+        if let Err(e) = outcome {
+            tracing::debug!(error = ?e, "ssh connection ended with an error");
+        }
+        state.finish(&broker).await;
+    }
+    .instrument(span)
+    .await;
+}

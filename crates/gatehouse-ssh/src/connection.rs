@@ -1,0 +1,821 @@
+//! One operator connection: authentication, the access decision, the session row, and the
+//! dispatch of channel events to relays. `ConnectionState` is shared with the relay tasks and
+//! with the task that closes the session row when the connection ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use gatehouse_core::{
+    AccessDecision, AccessFacts, EndReason, ForwardingKind, ForwardingPolicy, LoginName,
+    LoginNameError, Protocol, decide_access, env_var_allowed,
+};
+use gatehouse_store::{AuditEvent, NewSession, TargetRecord, passwords};
+use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, Pty, Sig};
+use serde_json::json;
+
+use crate::broker::Broker;
+use crate::deny::{notice, refuse_on_channel};
+use crate::keys::fingerprint;
+use crate::relay::{self, RelayHandle, Request, ToTarget};
+use crate::upstream::{self, Upstream};
+
+/// What the connection-closing task needs, shared with relays.
+pub(crate) struct ConnectionState {
+    peer: SocketAddr,
+    span: tracing::Span,
+    inner: Mutex<StateInner>,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+#[derive(Default)]
+struct StateInner {
+    session_id: Option<String>,
+    operator: Option<String>,
+    target: Option<String>,
+    end_reason: Option<EndReason>,
+    upstream: Option<Arc<Upstream>>,
+}
+
+impl ConnectionState {
+    pub(crate) fn new(peer: SocketAddr, span: tracing::Span) -> Self {
+        ConnectionState {
+            peer,
+            span,
+            inner: Mutex::new(StateInner::default()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Records why the session ends; the first reason given wins.
+    pub(crate) fn set_end_reason(&self, reason: EndReason) {
+        if let Ok(mut i) = self.inner.lock()
+            && i.end_reason.is_none()
+        {
+            i.end_reason = Some(reason);
+        }
+    }
+
+    /// Called once the operator connection is gone: closes the target connection and the
+    /// session row.
+    pub(crate) async fn finish(&self, broker: &Broker) {
+        let (session_id, operator, target, reason, upstream) = match self.inner.lock() {
+            Ok(mut i) => (
+                i.session_id.take(),
+                i.operator.clone(),
+                i.target.clone(),
+                i.end_reason.take().unwrap_or(EndReason::ClientClosed),
+                i.upstream.take(),
+            ),
+            Err(_) => return,
+        };
+        if let Some(up) = upstream {
+            up.disconnect().await;
+        }
+        let Some(id) = session_id else { return };
+        let (bytes_in, bytes_out) = (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        );
+        let store = broker.store();
+        if let Err(e) = store.end_session(&id, &reason, bytes_in, bytes_out).await {
+            tracing::error!(error = %e, "cannot close session in the registry");
+        }
+        let _ = store
+            .audit(&AuditEvent {
+                kind: "session_end",
+                operator: operator.as_deref(),
+                session_id: Some(&id),
+                source: Some(&self.peer.to_string()),
+                detail: json!({
+                    "target": target,
+                    "reason": reason.to_stored(),
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                }),
+            })
+            .await;
+        tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
+    }
+}
+
+/// Whether the authenticated operator may reach the selected target.
+enum Access {
+    /// Not authenticated yet.
+    Pending,
+    Allowed(Box<TargetRecord>),
+    Denied(String),
+}
+
+enum ChannelKind {
+    Relay(RelayHandle),
+    /// Refused with this message at the first shell/exec/subsystem request.
+    Refused(String),
+}
+
+/// The russh handler for one operator connection.
+pub(crate) struct Connection {
+    broker: Arc<Broker>,
+    state: Arc<ConnectionState>,
+    operator: Option<String>,
+    target_name: Option<String>,
+    session_id: Option<String>,
+    access: Access,
+    upstream: Option<Arc<Upstream>>,
+    channels: HashMap<ChannelId, ChannelKind>,
+}
+
+/// Splits the SSH user name into operator and (optional) target.
+fn split_user(user: &str) -> Option<(String, Option<String>)> {
+    match LoginName::parse(user) {
+        Ok(l) => Some((l.operator, Some(l.target))),
+        Err(LoginNameError::MissingTarget(_)) => gatehouse_core::validate_name("operator", user)
+            .ok()
+            .map(|()| (user.to_owned(), None)),
+        Err(_) => None,
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(broker: Arc<Broker>, state: Arc<ConnectionState>) -> Self {
+        Connection {
+            broker,
+            state,
+            operator: None,
+            target_name: None,
+            session_id: None,
+            access: Access::Pending,
+            upstream: None,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn peer(&self) -> String {
+        self.state.peer.to_string()
+    }
+
+    /// `Err(reject)` while the source is locked out by the failed-login limiter.
+    fn check_rate_limit(&self) -> Result<(), Auth> {
+        let now = std::time::Instant::now();
+        let verdict = self
+            .broker
+            .limiter
+            .lock()
+            .map(|l| l.check(&self.state.peer.ip(), now))
+            .unwrap_or(Ok(()));
+        verdict.map_err(|retry| {
+            tracing::warn!(source = %self.state.peer, retry_after_s = retry.as_secs(), "login refused: too many failures from this source");
+            Auth::reject()
+        })
+    }
+
+    async fn auth_failed(&self, user: &str, method: &str) -> Auth {
+        let locked_out = self
+            .broker
+            .limiter
+            .lock()
+            .map(|mut l| l.record_failure(&self.state.peer.ip(), std::time::Instant::now()))
+            .unwrap_or(false);
+        tracing::warn!(source = %self.state.peer, user = %user.escape_debug(), method, "authentication failed");
+        let _ = self
+            .broker
+            .store()
+            .audit(&AuditEvent {
+                kind: "auth_failure",
+                operator: split_user(user).map(|(o, _)| o).as_deref(),
+                session_id: None,
+                source: Some(&self.peer()),
+                detail: json!({"method": method, "user": user, "source_locked_out": locked_out}),
+            })
+            .await;
+        Auth::reject()
+    }
+
+    /// Authentication succeeded: decide access and register the session.
+    async fn auth_succeeded_as(
+        &mut self,
+        operator: String,
+        target: Option<String>,
+        method: &str,
+    ) -> Auth {
+        if let Ok(mut l) = self.broker.limiter.lock() {
+            l.record_success(&self.state.peer.ip());
+        }
+        match self.register(&operator, target.as_deref(), method).await {
+            Ok(()) => Auth::Accept,
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable during login; refusing");
+                Auth::reject()
+            }
+        }
+    }
+
+    async fn register(
+        &mut self,
+        operator: &str,
+        target: Option<&str>,
+        method: &str,
+    ) -> Result<(), gatehouse_store::StoreError> {
+        let store = self.broker.store().clone();
+        let record = match target {
+            Some(t) => store.target(t).await?,
+            None => None,
+        };
+        let locked = store.operator(operator).await?.is_some_and(|o| o.locked);
+        let grants = store.granted_environments(operator).await?;
+        let (access, denial) = match target {
+            None => (
+                Access::Denied(format!(
+                    "no target selected: connect as {operator}+TARGET@…"
+                )),
+                Some("no target"),
+            ),
+            Some(t) => {
+                let facts = AccessFacts {
+                    operator_locked: locked,
+                    target: record
+                        .as_ref()
+                        .map(|r| (r.environment.as_str(), r.protocol)),
+                    granted_environments: &grants,
+                    protocol: Protocol::Ssh,
+                };
+                match (decide_access(&facts), record) {
+                    (AccessDecision::Allow, Some(r)) => (Access::Allowed(Box::new(r)), None),
+                    (AccessDecision::Deny(reason), _) => (
+                        Access::Denied(reason.operator_message(t)),
+                        Some(reason.as_str()),
+                    ),
+                    (AccessDecision::Allow, None) => (
+                        Access::Denied(format!("target '{t}' vanished")),
+                        Some("unknown target"),
+                    ),
+                }
+            }
+        };
+        let environment = match &access {
+            Access::Allowed(r) => Some(r.environment.clone()),
+            _ => None,
+        };
+        let target_name = target.unwrap_or("");
+        let session_id = store
+            .start_session(&NewSession {
+                node: &self.broker.config.node,
+                operator,
+                target: target_name,
+                environment: environment.as_deref(),
+                protocol: Protocol::Ssh,
+                client_addr: &self.peer(),
+            })
+            .await?;
+        let span = &self.state.span;
+        span.record("session_id", session_id.as_str());
+        span.record("operator", operator);
+        span.record("target", target_name);
+        if let Some(env) = &environment {
+            span.record("environment", env.as_str());
+        }
+        if let Ok(mut i) = self.state.inner.lock() {
+            i.session_id = Some(session_id.clone());
+            i.operator = Some(operator.to_owned());
+            i.target = target.map(str::to_owned);
+        }
+        store
+            .audit(&AuditEvent {
+                kind: "auth_success",
+                operator: Some(operator),
+                session_id: Some(&session_id),
+                source: Some(&self.peer()),
+                detail: json!({"method": method, "target": target_name}),
+            })
+            .await?;
+        store
+            .audit(&AuditEvent {
+                kind: if denial.is_some() {
+                    "access_denied"
+                } else {
+                    "session_start"
+                },
+                operator: Some(operator),
+                session_id: Some(&session_id),
+                source: Some(&self.peer()),
+                detail: json!({
+                    "target": target_name,
+                    "environment": environment,
+                    "reason": denial,
+                }),
+            })
+            .await?;
+        if let Some(why) = denial {
+            tracing::warn!(reason = why, "access denied");
+            self.state.set_end_reason(EndReason::AccessDenied);
+        } else {
+            tracing::info!("session started");
+        }
+        self.operator = Some(operator.to_owned());
+        self.target_name = target.map(str::to_owned);
+        self.session_id = Some(session_id);
+        self.access = access;
+        Ok(())
+    }
+
+    /// The target connection, opened on first use.
+    async fn upstream(&mut self) -> Result<Arc<Upstream>, String> {
+        if let Some(up) = &self.upstream {
+            return Ok(up.clone());
+        }
+        let target = match &self.access {
+            Access::Allowed(t) => t.clone(),
+            Access::Denied(m) => return Err(m.clone()),
+            Access::Pending => return Err("not authenticated".into()),
+        };
+        let session_id = self.session_id.clone().unwrap_or_default();
+        let operator = self.operator.clone().unwrap_or_default();
+        match upstream::connect(&self.broker, &target, &session_id, &operator).await {
+            Ok(up) => {
+                let up = Arc::new(up);
+                if let Ok(mut i) = self.state.inner.lock() {
+                    i.upstream = Some(up.clone());
+                }
+                self.upstream = Some(up.clone());
+                Ok(up)
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot connect to target");
+                self.state.set_end_reason(e.end_reason());
+                let message = e.operator_message(&target.name);
+                self.access = Access::Denied(message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    fn relay(&self, channel: ChannelId) -> Option<&RelayHandle> {
+        match self.channels.get(&channel) {
+            Some(ChannelKind::Relay(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Runs a start request (shell, exec, subsystem) or refuses the channel.
+    async fn start_request(
+        &mut self,
+        channel: ChannelId,
+        request: Request,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        match self.channels.get(&channel) {
+            Some(ChannelKind::Refused(message)) => {
+                let message = message.clone();
+                refuse_on_channel(session, channel, &message)
+            }
+            Some(ChannelKind::Relay(relay)) => {
+                if relay.request(request).await {
+                    session.channel_success(channel)
+                } else {
+                    session.channel_failure(channel)
+                }
+            }
+            None => session.channel_failure(channel),
+        }
+    }
+
+    /// Refuses a forwarding request, audits it and tells the operator on a live channel.
+    async fn refuse_forwarding(
+        &self,
+        kind: ForwardingKind,
+        detail: serde_json::Value,
+        session: &mut Session,
+    ) {
+        let message = ForwardingPolicy::refusal_message(kind);
+        tracing::warn!(kind = kind.as_str(), %detail, "forwarding refused");
+        let _ = self
+            .broker
+            .store()
+            .audit(&AuditEvent {
+                kind: "forwarding_refused",
+                operator: self.operator.as_deref(),
+                session_id: self.session_id.as_deref(),
+                source: Some(&self.peer()),
+                detail: json!({"kind": kind.as_str(), "request": detail}),
+            })
+            .await;
+        if let Some(channel) = self
+            .channels
+            .iter()
+            .find_map(|(id, k)| matches!(k, ChannelKind::Relay(_)).then_some(*id))
+        {
+            let _ = notice(session, channel, &message);
+        }
+    }
+
+    fn forwarding_policy(&self) -> ForwardingPolicy {
+        ForwardingPolicy::default()
+    }
+}
+
+impl Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if let Err(reject) = self.check_rate_limit() {
+            return Ok(reject);
+        }
+        let Some((operator, _)) = split_user(user) else {
+            return Ok(Auth::reject());
+        };
+        let known = self
+            .broker
+            .store()
+            .operator_has_key(&operator, &fingerprint(offer.public_key))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "store unavailable during login");
+                false
+            });
+        Ok(if known { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if let Err(reject) = self.check_rate_limit() {
+            return Ok(reject);
+        }
+        let parsed = split_user(user);
+        let known = match &parsed {
+            Some((operator, _)) => self
+                .broker
+                .store()
+                .operator_has_key(operator, &fingerprint(key.public_key))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        match parsed {
+            Some((operator, target)) if known => {
+                Ok(self.auth_succeeded_as(operator, target, "publickey").await)
+            }
+            _ => Ok(self.auth_failed(user, "publickey").await),
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if let Err(reject) = self.check_rate_limit() {
+            return Ok(reject);
+        }
+        let parsed = split_user(user);
+        let stored = match &parsed {
+            Some((operator, _)) => match self.broker.store().operator(operator).await {
+                Ok(o) => o.and_then(|o| o.password_hash),
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable during login");
+                    return Ok(Auth::reject());
+                }
+            },
+            None => None,
+        };
+        // argon2 is deliberately slow: keep it off the async workers.
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            passwords::verify_password(&password, stored.as_deref())
+        })
+        .await
+        .unwrap_or(false);
+        match parsed {
+            Some((operator, target)) if ok => {
+                Ok(self.auth_succeeded_as(operator, target, "password").await)
+            }
+            _ => Ok(self.auth_failed(user, "password").await),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let id = channel.id();
+        // Events reach us through the handler callbacks; the channel's own queue is unused.
+        drop(channel);
+        let kind = match self.upstream().await {
+            Err(message) => ChannelKind::Refused(message),
+            Ok(up) => match up.open_session_channel().await {
+                Ok(target_channel) => ChannelKind::Relay(relay::start(
+                    target_channel,
+                    id,
+                    session.handle(),
+                    self.state.clone(),
+                )),
+                Err(e) => {
+                    let target = self.target_name.clone().unwrap_or_default();
+                    self.state.set_end_reason(EndReason::TargetUnreachable);
+                    ChannelKind::Refused(format!(
+                        "target '{target}' refused a session channel: {e}"
+                    ))
+                }
+            },
+        };
+        self.channels.insert(id, kind);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        drop(channel);
+        if !self.forwarding_policy().allows(ForwardingKind::LocalPort) {
+            self.refuse_forwarding(
+                ForwardingKind::LocalPort,
+                json!({"host": host_to_connect, "port": port_to_connect,
+                       "originator": format!("{originator_address}:{originator_port}")}),
+                session,
+            )
+            .await;
+        }
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        drop(channel);
+        self.refuse_forwarding(
+            ForwardingKind::LocalPort,
+            json!({"socket": socket_path}),
+            session,
+        )
+        .await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_forwarding(
+            ForwardingKind::RemotePort,
+            json!({"address": address, "port": *port}),
+            session,
+        )
+        .await;
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_forwarding(
+            ForwardingKind::RemotePort,
+            json!({"socket": socket_path}),
+            session,
+        )
+        .await;
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_forwarding(
+            ForwardingKind::Agent,
+            json!({"channel": channel.to_string()}),
+            session,
+        )
+        .await;
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_forwarding(
+            ForwardingKind::X11,
+            json!({"channel": channel.to_string()}),
+            session,
+        )
+        .await;
+        session.channel_failure(channel)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.relay(channel) {
+            Some(relay) => {
+                relay
+                    .request(Request::Pty {
+                        term: term.to_owned(),
+                        cols: col_width,
+                        rows: row_height,
+                        pix_width,
+                        pix_height,
+                        modes: modes.to_vec(),
+                    })
+                    .await
+            }
+            // A refused channel accepts the pty so that the refusal text reaches the operator.
+            None => self.channels.contains_key(&channel),
+        };
+        if ok {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !env_var_allowed(variable_name) {
+            tracing::debug!(variable = %variable_name.escape_debug(), "environment variable not relayed");
+            return session.channel_failure(channel);
+        }
+        if let Some(relay) = self.relay(channel) {
+            relay
+                .send(ToTarget::Env(
+                    variable_name.to_owned(),
+                    variable_value.to_owned(),
+                ))
+                .await;
+        }
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_request(channel, Request::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_request(channel, Request::Exec(data.to_vec()), session)
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_request(channel, Request::Subsystem(name.to_owned()), session)
+            .await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(relay) = self.relay(channel) {
+            relay
+                .send(ToTarget::WindowChange {
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(relay) = self.relay(channel) {
+            relay.send(ToTarget::Signal(signal)).await;
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.state
+            .bytes_in
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(relay) = self.relay(channel) {
+            relay
+                .send(ToTarget::Data(Bytes::copy_from_slice(data)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.state
+            .bytes_in
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(relay) = self.relay(channel) {
+            relay
+                .send(ToTarget::ExtendedData(code, Bytes::copy_from_slice(data)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(relay) = self.relay(channel) {
+            relay.send(ToTarget::Eof).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(ChannelKind::Relay(relay)) = self.channels.remove(&channel) {
+            self.state.set_end_reason(EndReason::ClientClosed);
+            relay.send(ToTarget::Close).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! The back: a russh client connection from Gatehouse to the target, authenticated with the
+//! target's stored key and accepted only if the target presents its pinned host key (or, for
+//! a trust-on-first-use target with no key yet, after pinning the first key seen).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_core::EndReason;
+use gatehouse_store::{AuditEvent, TargetRecord};
+use russh::client;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use serde_json::json;
+
+use crate::broker::Broker;
+use crate::keys::{fingerprint, parse_private_key, parse_public_key_line, public_key_line};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the target could not be reached; each maps to an end reason and an operator message.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    HostKeyMismatch { expected: String, presented: String },
+    Unreachable(String),
+    CredentialRefused,
+    Misconfigured(String),
+}
+
+impl UpstreamError {
+    pub(crate) fn end_reason(&self) -> EndReason {
+        match self {
+            UpstreamError::HostKeyMismatch { .. } => EndReason::HostKeyMismatch,
+            UpstreamError::Unreachable(_) | UpstreamError::CredentialRefused => {
+                EndReason::TargetUnreachable
+            }
+            UpstreamError::Misconfigured(m) => EndReason::Error(m.clone()),
+        }
+    }
+
+    /// What the operator sees; never the credential, never the expected key.
+    pub(crate) fn operator_message(&self, target: &str) -> String {
+        match self {
+            UpstreamError::HostKeyMismatch { .. } => format!(
+                "target '{target}' presented a host key that does not match its pinned key; \
+                 connection refused (possible man-in-the-middle). The event is in the audit log."
+            ),
+            UpstreamError::Unreachable(why) => format!("cannot reach target '{target}': {why}"),
+            UpstreamError::CredentialRefused => {
+                format!("target '{target}' refused Gatehouse's credential; ask a Gatehouse admin")
+            }
+            UpstreamError::Misconfigured(_) => {
+                format!("target '{target}' is misconfigured in Gatehouse; ask a Gatehouse admin")
+            }
+        }
+    }
+}
+
+pub(crate) struct UpstreamHandler {
+    pinned: Option<PublicKey>,
+    trust_on_first_use: bool,
+    presented: Arc<Mutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for UpstreamHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            // Host certificates are not trusted by pinning; the pinned key is what counts.
+            PublicKeyOrCertificate::Certificate(cert) => PublicKey::from(cert.public_key().clone()),
+        };
+        let accept = match &self.pinned {
+            Some(pinned) => pinned.key_data() == key.key_data(),
+            None => self.trust_on_first_use,
+        };
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(key);
+        }
+        Ok(accept)
+    }
+}
+
+pub(crate) struct Upstream {
+    handle: client::Handle<UpstreamHandler>,
+}
+
+impl Upstream {
+    pub(crate) async fn open_session_channel(
+        &self,
+    ) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        self.handle.channel_open_session().await
+    }
+
+    pub(crate) async fn disconnect(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// Connects and authenticates to `target`.
+pub(crate) async fn connect(
+    broker: &Broker,
+    target: &TargetRecord,
+    session_id: &str,
+    operator: &str,
+) -> Result<Upstream, UpstreamError> {
+    let store = broker.store();
+    let pinned = match &target.host_key {
+        Some(line) => Some(
+            parse_public_key_line(line, "pinned host key")
+                .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?,
+        ),
+        None if target.trust_on_first_use => None,
+        None => {
+            return Err(UpstreamError::Misconfigured(
+                "no pinned host key and trust-on-first-use is off".into(),
+            ));
+        }
+    };
+    let credential = store
+        .target_credential(&target.name)
+        .await
+        .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+    let identity = parse_private_key(
+        &String::from_utf8_lossy(&credential),
+        &format!("identity of target '{}'", target.name),
+    )
+    .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+    drop(credential);
+
+    let presented = Arc::new(Mutex::new(None));
+    let handler = UpstreamHandler {
+        pinned: pinned.clone(),
+        trust_on_first_use: target.trust_on_first_use,
+        presented: presented.clone(),
+    };
+    let addr = (target.host.as_str(), target.port);
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client::connect(broker.upstream_config.clone(), addr, handler),
+    )
+    .await;
+    let presented_key = presented.lock().ok().and_then(|p| p.clone());
+    let mut handle = match connected {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            if let (Some(expected), Some(got)) = (&pinned, &presented_key)
+                && expected.key_data() != got.key_data()
+            {
+                let err = UpstreamError::HostKeyMismatch {
+                    expected: fingerprint(expected),
+                    presented: fingerprint(got),
+                };
+                audit_mismatch(broker, target, session_id, operator, &err).await;
+                return Err(err);
+            }
+            return Err(UpstreamError::Unreachable(describe(&e)));
+        }
+        Err(_) => {
+            return Err(UpstreamError::Unreachable(format!(
+                "no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+
+    if pinned.is_none()
+        && let Some(key) = &presented_key
+    {
+        pin_first_key(broker, target, key, session_id, operator).await?;
+    }
+
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|e| UpstreamError::Unreachable(describe(&e)))?
+        .flatten();
+    let auth = handle
+        .authenticate_publickey(
+            target.username.clone(),
+            PrivateKeyWithHashAlg::new(Arc::new(identity), hash),
+        )
+        .await
+        .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+    if !auth.success() {
+        let _ = store
+            .audit(&AuditEvent {
+                kind: "target_auth_failed",
+                operator: Some(operator),
+                session_id: Some(session_id),
+                source: None,
+                detail: json!({"target": target.name, "username": target.username}),
+            })
+            .await;
+        return Err(UpstreamError::CredentialRefused);
+    }
+    Ok(Upstream { handle })
+}
+
+async fn pin_first_key(
+    broker: &Broker,
+    target: &TargetRecord,
+    key: &PublicKey,
+    session_id: &str,
+    operator: &str,
+) -> Result<(), UpstreamError> {
+    let store = broker.store();
+    let line = public_key_line(key);
+    let pinned_now = store
+        .pin_host_key(&target.name, &line)
+        .await
+        .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+    if pinned_now {
+        let _ = store
+            .audit(&AuditEvent {
+                kind: "host_key_pinned",
+                operator: Some(operator),
+                session_id: Some(session_id),
+                source: None,
+                detail: json!({
+                    "target": target.name,
+                    "fingerprint": fingerprint(key),
+                    "how": "trust-on-first-use",
+                }),
+            })
+            .await;
+        return Ok(());
+    }
+    // Another session pinned a key first: this one must match it.
+    let stored = store
+        .target(&target.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| t.host_key)
+        .and_then(|l| parse_public_key_line(&l, "pinned host key").ok());
+    match stored {
+        Some(s) if s.key_data() == key.key_data() => Ok(()),
+        Some(s) => {
+            let err = UpstreamError::HostKeyMismatch {
+                expected: fingerprint(&s),
+                presented: fingerprint(key),
+            };
+            audit_mismatch(broker, target, session_id, operator, &err).await;
+            Err(err)
+        }
+        None => Err(UpstreamError::Misconfigured(
+            "host key pinning failed".into(),
+        )),
+    }
+}
+
+async fn audit_mismatch(
+    broker: &Broker,
+    target: &TargetRecord,
+    session_id: &str,
+    operator: &str,
+    err: &UpstreamError,
+) {
+    if let UpstreamError::HostKeyMismatch {
+        expected,
+        presented,
+    } = err
+    {
+        tracing::warn!(target_name = %target.name, %expected, %presented, "target host key mismatch");
+        let _ = broker
+            .store()
+            .audit(&AuditEvent {
+                kind: "host_key_mismatch",
+                operator: Some(operator),
+                session_id: Some(session_id),
+                source: None,
+                detail: json!({
+                    "target": target.name,
+                    "expected": expected,
+                    "presented": presented,
+                }),
+            })
+            .await;
+    }
+}
+
+fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io.to_string(),
+        russh::Error::Disconnect => "the target closed the connection".into(),
+        other => other.to_string(),
+    }
+}

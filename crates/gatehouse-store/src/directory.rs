@@ -1,0 +1,236 @@
+//! Environments, operators, their public keys, and grants (operator × environment).
+
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, is_foreign_key_violation, is_unique_violation, now_millis};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub locked: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub operator: String,
+    pub environment: String,
+    pub granted_at: i64,
+}
+
+impl Store {
+    pub async fn add_environment(&self, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO environments (name, created_at) VALUES ($1, $2)")
+            .bind(name)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists {
+                        kind: "environment",
+                        name: name.to_owned(),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    pub async fn environment_exists(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM environments WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    pub async fn list_environments(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM environments ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+            .collect()
+    }
+
+    pub async fn add_operator(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO operators (name, password_hash, locked, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "user",
+                    name: name.to_owned(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn set_operator_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE operators SET password_hash = $1 WHERE name = $2")
+            .bind(password_hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "user",
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let row = sqlx::query(
+            "SELECT name, password_hash, locked, created_at FROM operators WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(OperatorRecord {
+                name: r.try_get(0)?,
+                password_hash: r.try_get(1)?,
+                locked: r.try_get::<i64, _>(2)? != 0,
+                created_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, password_hash, locked, created_at FROM operators ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OperatorRecord {
+                    name: r.try_get(0)?,
+                    password_hash: r.try_get(1)?,
+                    locked: r.try_get::<i64, _>(2)? != 0,
+                    created_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds an authorized public key (OpenSSH text form) identified by its SHA-256 fingerprint.
+    pub async fn add_operator_key(
+        &self,
+        operator: &str,
+        fingerprint: &str,
+        public_key: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO operator_keys (operator, fingerprint, public_key, added_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(operator)
+        .bind(fingerprint)
+        .bind(public_key)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "public key",
+                    name: fingerprint.to_owned(),
+                }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound {
+                    kind: "user",
+                    name: operator.to_owned(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn operator_has_key(&self, operator: &str, fingerprint: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM operator_keys WHERE operator = $1 AND fingerprint = $2",
+        )
+        .bind(operator)
+        .bind(fingerprint)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    pub async fn grant(&self, operator: &str, environment: &str) -> Result<()> {
+        if self.operator(operator).await?.is_none() {
+            return Err(StoreError::NotFound {
+                kind: "user",
+                name: operator.to_owned(),
+            });
+        }
+        if !self.environment_exists(environment).await? {
+            return Err(StoreError::NotFound {
+                kind: "environment",
+                name: environment.to_owned(),
+            });
+        }
+        sqlx::query("INSERT INTO grants (operator, environment, granted_at) VALUES ($1, $2, $3)")
+            .bind(operator)
+            .bind(environment)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists {
+                        kind: "grant",
+                        name: format!("{operator} → {environment}"),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    pub async fn granted_environments(&self, operator: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT environment FROM grants WHERE operator = $1 ORDER BY environment")
+                .bind(operator)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+            .collect()
+    }
+
+    pub async fn list_grants(&self) -> Result<Vec<GrantRecord>> {
+        let rows = sqlx::query(
+            "SELECT operator, environment, granted_at FROM grants ORDER BY operator, environment",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GrantRecord {
+                    operator: r.try_get(0)?,
+                    environment: r.try_get(1)?,
+                    granted_at: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,151 @@
+//! The session registry: one row per brokered session, written at start and closed with
+//! its end reason and byte counts.
+
+use gatehouse_core::{EndReason, Protocol};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, now_millis};
+
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    pub node: &'a str,
+    pub operator: &'a str,
+    pub target: &'a str,
+    pub environment: Option<&'a str>,
+    pub protocol: Protocol,
+    pub client_addr: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub node: String,
+    pub operator: String,
+    pub target: String,
+    pub environment: Option<String>,
+    pub protocol: String,
+    pub client_addr: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+}
+
+impl SessionRecord {
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.end_reason.as_deref().map(EndReason::from_stored)
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out";
+
+fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        node: r.try_get(1)?,
+        operator: r.try_get(2)?,
+        target: r.try_get(3)?,
+        environment: r.try_get(4)?,
+        protocol: r.try_get(5)?,
+        client_addr: r.try_get(6)?,
+        started_at: r.try_get(7)?,
+        ended_at: r.try_get(8)?,
+        end_reason: r.try_get(9)?,
+        bytes_in: r.try_get(10)?,
+        bytes_out: r.try_get(11)?,
+    })
+}
+
+impl Store {
+    /// Registers a new live session and returns its id (a UUIDv7: sortable by start time).
+    pub async fn start_session(&self, s: &NewSession<'_>) -> Result<String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO sessions (id, node, operator, target, environment, protocol, client_addr, started_at, bytes_in, bytes_out)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0)",
+        )
+        .bind(&id)
+        .bind(s.node)
+        .bind(s.operator)
+        .bind(s.target)
+        .bind(s.environment)
+        .bind(s.protocol.as_str())
+        .bind(s.client_addr)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Closes a live session. A session already closed keeps its first end reason.
+    pub async fn end_session(
+        &self,
+        id: &str,
+        reason: &EndReason,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2, bytes_in = $3, bytes_out = $4
+             WHERE id = $5 AND ended_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(reason.to_stored())
+        .bind(i64::try_from(bytes_in).unwrap_or(i64::MAX))
+        .bind(i64::try_from(bytes_out).unwrap_or(i64::MAX))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes every session this node left open (it died while they were live) as
+    /// `interrupted`. Returns their ids.
+    pub async fn close_interrupted_sessions(&self, node: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM sessions WHERE node = $1 AND ended_at IS NULL")
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+            )
+            .bind(now_millis())
+            .bind(EndReason::Interrupted.to_stored())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(ids)
+    }
+
+    /// Newest first.
+    pub async fn list_sessions(&self, limit: u32) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC, id DESC LIMIT $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    pub async fn session(&self, id: &str) -> Result<SessionRecord> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "session",
+                name: id.to_owned(),
+            })?;
+        session_from_row(&row)
+    }
+}

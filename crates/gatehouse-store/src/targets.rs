@@ -1,0 +1,159 @@
+//! Targets: where an operator may be brokered to, with the credential Gatehouse uses there
+//! (sealed under the master key) and the target's pinned host key.
+
+use gatehouse_core::Protocol;
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, is_foreign_key_violation, is_unique_violation, now_millis};
+
+/// A target to create. `credential` is the plaintext secret (a private key in OpenSSH
+/// format for SSH targets); it is sealed before it reaches the database.
+#[derive(Debug, Clone)]
+pub struct NewTarget<'a> {
+    pub name: &'a str,
+    pub environment: &'a str,
+    pub protocol: Protocol,
+    pub host: &'a str,
+    pub port: u16,
+    pub username: &'a str,
+    pub credential: &'a [u8],
+    pub host_key: Option<&'a str>,
+    pub trust_on_first_use: bool,
+}
+
+/// A stored target, without its credential (see [`Store::target_credential`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRecord {
+    pub name: String,
+    pub environment: String,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub host_key: Option<String>,
+    pub trust_on_first_use: bool,
+}
+
+fn credential_context(target: &str) -> String {
+    format!("gatehouse target credential:{target}")
+}
+
+const TARGET_COLUMNS: &str =
+    "name, environment, protocol, host, port, username, host_key, trust_on_first_use";
+
+fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
+    let protocol: String = r.try_get(2)?;
+    let port: i64 = r.try_get(4)?;
+    Ok(TargetRecord {
+        name: r.try_get(0)?,
+        environment: r.try_get(1)?,
+        protocol: protocol.parse().map_err(StoreError::Corrupt)?,
+        host: r.try_get(3)?,
+        port: u16::try_from(port).map_err(|_| StoreError::Corrupt(format!("port {port}")))?,
+        username: r.try_get(5)?,
+        host_key: r.try_get(6)?,
+        trust_on_first_use: r.try_get::<i64, _>(7)? != 0,
+    })
+}
+
+impl Store {
+    pub async fn add_target(&self, t: &NewTarget<'_>) -> Result<()> {
+        let sealed = self
+            .master_key
+            .seal(&credential_context(t.name), t.credential);
+        sqlx::query(
+            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(t.name)
+        .bind(t.environment)
+        .bind(t.protocol.as_str())
+        .bind(t.host)
+        .bind(i64::from(t.port))
+        .bind(t.username)
+        .bind(sealed)
+        .bind(t.host_key)
+        .bind(i64::from(t.trust_on_first_use))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "target",
+                    name: t.name.to_owned(),
+                }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound {
+                    kind: "environment",
+                    name: t.environment.to_owned(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn target(&self, name: &str) -> Result<Option<TargetRecord>> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM targets WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(target_from_row).transpose()
+    }
+
+    pub async fn list_targets(&self) -> Result<Vec<TargetRecord>> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM targets ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(target_from_row).collect()
+    }
+
+    /// The target's plaintext credential. Never log or display it.
+    pub async fn target_credential(&self, name: &str) -> Result<Vec<u8>> {
+        let row = sqlx::query("SELECT credential FROM targets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "target",
+                name: name.to_owned(),
+            })?;
+        let sealed: Vec<u8> = row.try_get(0)?;
+        Ok(self.master_key.open(&credential_context(name), &sealed)?)
+    }
+
+    /// Pins `host_key` for a trust-on-first-use target that has none yet. Returns `false`
+    /// when a key was already pinned (by a concurrent session), in which case the caller
+    /// must compare against the stored one.
+    pub async fn pin_host_key(&self, name: &str, host_key: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE targets SET host_key = $1 WHERE name = $2 AND host_key IS NULL AND trust_on_first_use = 1",
+        )
+        .bind(host_key)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Removes a target. Its past sessions stay in the registry.
+    pub async fn remove_target(&self, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM targets WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "target",
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}

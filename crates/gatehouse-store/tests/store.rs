@@ -1,0 +1,258 @@
+//! The store's behaviour, run identically on SQLite and on a throwaway PostgreSQL server.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use gatehouse_core::{EndReason, Protocol};
+use gatehouse_store::{
+    AuditEvent, AuditFilter, MasterKey, NewSession, NewTarget, Store, StoreError,
+};
+
+async fn exercise(store: &Store) {
+    // environments
+    store.add_environment("prod").await.unwrap();
+    store.add_environment("dev").await.unwrap();
+    assert!(matches!(
+        store.add_environment("prod").await,
+        Err(StoreError::AlreadyExists {
+            kind: "environment",
+            ..
+        })
+    ));
+    assert_eq!(store.list_environments().await.unwrap(), ["dev", "prod"]);
+
+    // operators, keys, passwords
+    let hash = gatehouse_store::passwords::hash_password("pw").unwrap();
+    store.add_operator("alice", Some(&hash)).await.unwrap();
+    store.add_operator("bob", None).await.unwrap();
+    assert!(matches!(
+        store.add_operator("alice", None).await,
+        Err(StoreError::AlreadyExists { kind: "user", .. })
+    ));
+    let alice = store.operator("alice").await.unwrap().unwrap();
+    assert_eq!(alice.password_hash.as_deref(), Some(hash.as_str()));
+    assert!(!alice.locked);
+    assert!(store.operator("nobody").await.unwrap().is_none());
+    store
+        .add_operator_key("bob", "SHA256:abc", "ssh-ed25519 AAAA bob")
+        .await
+        .unwrap();
+    assert!(store.operator_has_key("bob", "SHA256:abc").await.unwrap());
+    assert!(!store.operator_has_key("alice", "SHA256:abc").await.unwrap());
+    assert!(matches!(
+        store.add_operator_key("ghost", "SHA256:x", "k").await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+
+    // grants
+    store.grant("alice", "prod").await.unwrap();
+    assert!(matches!(
+        store.grant("alice", "prod").await,
+        Err(StoreError::AlreadyExists { kind: "grant", .. })
+    ));
+    assert!(matches!(
+        store.grant("alice", "nope").await,
+        Err(StoreError::NotFound {
+            kind: "environment",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.grant("ghost", "prod").await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+    assert_eq!(store.granted_environments("alice").await.unwrap(), ["prod"]);
+    assert!(store.granted_environments("bob").await.unwrap().is_empty());
+
+    // targets, sealed credentials, TOFU pinning
+    let t = NewTarget {
+        name: "web1",
+        environment: "prod",
+        protocol: Protocol::Ssh,
+        host: "127.0.0.1",
+        port: 22,
+        username: "deploy",
+        credential: b"PRIVATE KEY MATERIAL",
+        host_key: None,
+        trust_on_first_use: true,
+    };
+    store.add_target(&t).await.unwrap();
+    assert!(matches!(
+        store.add_target(&t).await,
+        Err(StoreError::AlreadyExists { kind: "target", .. })
+    ));
+    assert!(matches!(
+        store
+            .add_target(&NewTarget {
+                name: "web2",
+                environment: "staging",
+                ..t.clone()
+            })
+            .await,
+        Err(StoreError::NotFound {
+            kind: "environment",
+            ..
+        })
+    ));
+    let rec = store.target("web1").await.unwrap().unwrap();
+    assert_eq!(rec.port, 22);
+    assert_eq!(rec.protocol, Protocol::Ssh);
+    assert!(rec.host_key.is_none());
+    assert_eq!(
+        store.target_credential("web1").await.unwrap(),
+        b"PRIVATE KEY MATERIAL"
+    );
+    assert!(
+        store
+            .pin_host_key("web1", "ssh-ed25519 AAAAfirst")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .pin_host_key("web1", "ssh-ed25519 AAAAsecond")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .target("web1")
+            .await
+            .unwrap()
+            .unwrap()
+            .host_key
+            .as_deref(),
+        Some("ssh-ed25519 AAAAfirst")
+    );
+    assert_eq!(store.list_targets().await.unwrap().len(), 1);
+
+    // session registry
+    let new = NewSession {
+        node: "n1",
+        operator: "alice",
+        target: "web1",
+        environment: Some("prod"),
+        protocol: Protocol::Ssh,
+        client_addr: "127.0.0.1:5555",
+    };
+    let s1 = store.start_session(&new).await.unwrap();
+    let s2 = store.start_session(&new).await.unwrap();
+    let s3 = store
+        .start_session(&NewSession {
+            node: "n2",
+            ..new.clone()
+        })
+        .await
+        .unwrap();
+    store
+        .end_session(&s1, &EndReason::ClientClosed, 10, 2000)
+        .await
+        .unwrap();
+    // a second end keeps the first reason
+    store
+        .end_session(&s1, &EndReason::Error("late".into()), 0, 0)
+        .await
+        .unwrap();
+    let r1 = store.session(&s1).await.unwrap();
+    assert_eq!(r1.end_reason(), Some(EndReason::ClientClosed));
+    assert_eq!((r1.bytes_in, r1.bytes_out), (10, 2000));
+    assert!(r1.ended_at.is_some());
+    assert_eq!(
+        store.close_interrupted_sessions("n1").await.unwrap(),
+        vec![s2.clone()]
+    );
+    assert_eq!(
+        store.session(&s2).await.unwrap().end_reason(),
+        Some(EndReason::Interrupted)
+    );
+    assert!(store.session(&s3).await.unwrap().ended_at.is_none());
+    let listed = store.list_sessions(10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(matches!(
+        store.session("missing").await,
+        Err(StoreError::NotFound {
+            kind: "session",
+            ..
+        })
+    ));
+
+    // audit log
+    store
+        .audit(&AuditEvent {
+            kind: "auth_failure",
+            operator: Some("alice"),
+            session_id: None,
+            source: Some("127.0.0.1:1"),
+            detail: serde_json::json!({"method": "password"}),
+        })
+        .await
+        .unwrap();
+    store
+        .audit(&AuditEvent {
+            kind: "session_start",
+            operator: Some("alice"),
+            session_id: Some(&s1),
+            source: None,
+            detail: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    let all = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].kind, "auth_failure");
+    assert_eq!(all[0].detail["method"], "password");
+    let only = store
+        .list_audit(&AuditFilter {
+            session_id: Some(&s1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].kind, "session_start");
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+    exercise(&store).await;
+    store.close().await;
+    // reopening runs no migration twice and keeps the data
+    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+    assert_eq!(store.list_environments().await.unwrap(), ["dev", "prod"]);
+    // ... but another master key cannot open the sealed credential
+    assert!(matches!(
+        store.target_credential("web1").await,
+        Err(StoreError::Secret(_))
+    ));
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let pg = gatehouse_testbed::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    pg.create_database("gatehouse_store_test").unwrap();
+    let store = Store::open(&pg.url("gatehouse_store_test"), MasterKey::generate())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    exercise(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unreachable_store_is_a_clear_error() {
+    let port = gatehouse_testbed::free_port().unwrap();
+    let err = Store::open(
+        &format!("postgres://u:hunter2@127.0.0.1:{port}/db"),
+        MasterKey::generate(),
+    )
+    .await
+    .err()
+    .expect("no server listens there");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot open store at postgres://u:***@127.0.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

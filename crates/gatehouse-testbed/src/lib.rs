@@ -1,0 +1,13 @@
+//! Real servers for the demo and the tests: an OpenSSH `sshd` and a PostgreSQL cluster, each
+//! started on a free loopback port in its own temp dir and stopped when dropped.
+//!
+//! A missing program is an error naming the Debian package that provides it; nothing is
+//! skipped silently.
+
+mod postgres;
+mod process;
+mod sshd;
+
+pub use postgres::Postgres;
+pub use process::{TestbedError, current_user_name, find_program, free_port, require_program};
+pub use sshd::Sshd;

@@ -1,0 +1,215 @@
+//! A throwaway PostgreSQL cluster on a loopback port. PostgreSQL refuses to run as root, so
+//! when the tests run as root the cluster runs as the `postgres` system user.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::process::{
+    TestbedError, current_uid, free_port, lookup_user, read_log, require_program, stop,
+    wait_for_port,
+};
+
+/// Superuser created by `initdb`; local connections use `trust`.
+pub const SUPERUSER: &str = "gatehouse";
+
+pub struct Postgres {
+    dir: TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres, TestbedError> {
+        let initdb = require_program("initdb", "postgresql")?;
+        let postgres = require_program("postgres", "postgresql")?;
+        let run_as = if current_uid() == Some(0) {
+            Some(lookup_user("postgres").ok_or_else(|| TestbedError::Startup {
+                what: "postgres".into(),
+                detail: "running as root and there is no 'postgres' user to run PostgreSQL as: install the Debian package 'postgresql'".into(),
+            })?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-pg-")
+            .tempdir()
+            .map_err(TestbedError::io("create postgres temp dir"))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(TestbedError::io("chown postgres temp dir"))?;
+        }
+        let data = dir.path().join("data");
+        let log = dir.path().join("postgres.log");
+        let as_user = |cmd: &mut Command| {
+            if let Some((uid, gid)) = run_as {
+                cmd.uid(uid).gid(gid);
+            }
+        };
+        let mut init = Command::new(&initdb);
+        init.arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
+            .stdin(Stdio::null());
+        as_user(&mut init);
+        let out = init.output().map_err(TestbedError::io("run initdb"))?;
+        if !out.status.success() {
+            return Err(TestbedError::Startup {
+                what: "initdb".into(),
+                detail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        let port = free_port()?;
+        let log_file = fs::File::create(&log).map_err(TestbedError::io("create postgres log"))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&log, Some(uid), Some(gid))
+                .map_err(TestbedError::io("chown postgres log"))?;
+        }
+        let mut server = Command::new(&postgres);
+        server
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        as_user(&mut server);
+        let mut child = server
+            .spawn()
+            .map_err(TestbedError::io(format!("start {}", postgres.display())))?;
+        let ready = wait_for_port("postgres", port, &mut child, &log, Duration::from_secs(30))
+            .and_then(|()| wait_until_accepting(port, &log));
+        if let Err(e) = ready {
+            stop(&mut child, "INT");
+            return Err(e);
+        }
+        Ok(Postgres { dir, port, child })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://gatehouse@127.0.0.1:PORT/DB`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL as the superuser with `psql` and returns its output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, TestbedError> {
+        let psql = require_program("psql", "postgresql-client")?;
+        let out = Command::new(psql)
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(TestbedError::io("run psql"))?;
+        if !out.status.success() {
+            return Err(TestbedError::Startup {
+                what: format!("psql {sql}"),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates a database owned by the superuser.
+    pub fn create_database(&self, name: &str) -> Result<(), TestbedError> {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))
+            .map(|_| ())
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("postgres.log"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The postmaster listens before it accepts queries; wait for `pg_isready`.
+fn wait_until_accepting(port: u16, log: &Path) -> Result<(), TestbedError> {
+    let isready = require_program("pg_isready", "postgresql-client")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = Command::new(&isready)
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                SUPERUSER,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(TestbedError::Startup {
+                what: "postgres".into(),
+                detail: format!("not ready after 30s; log:\n{}", read_log(log)),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: "fast" shutdown, so that no backend outlives the test.
+        stop(&mut self.child, "INT");
+    }
+}

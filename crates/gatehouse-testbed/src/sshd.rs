@@ -1,0 +1,161 @@
+//! A private OpenSSH `sshd` on a loopback port, accepting public-key logins as the current
+//! user for the keys it is given.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process::{
+    TestbedError, current_uid, current_user_name, free_port, read_log, require_program, stop,
+    wait_for_port,
+};
+
+pub struct Sshd {
+    dir: TempDir,
+    port: u16,
+    child: Child,
+    host_public_key: String,
+    user: String,
+}
+
+impl Sshd {
+    /// Starts sshd trusting `authorized_keys` (OpenSSH public key lines).
+    pub fn start(authorized_keys: &[String]) -> Result<Sshd, TestbedError> {
+        let sshd = require_program("sshd", "openssh-server")?;
+        let keygen = require_program("ssh-keygen", "openssh-client")?;
+        let user = current_user_name().ok_or_else(|| TestbedError::Startup {
+            what: "sshd".into(),
+            detail: "cannot determine the current user name from /etc/passwd".into(),
+        })?;
+        if current_uid() == Some(0) {
+            // sshd's privilege separation needs this directory when run as root.
+            fs::create_dir_all("/run/sshd").map_err(TestbedError::io("create /run/sshd"))?;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-sshd-")
+            .tempdir()
+            .map_err(TestbedError::io("create sshd temp dir"))?;
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        let out = Command::new(&keygen)
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "gatehouse-testbed-target",
+                "-f",
+            ])
+            .arg(&host_key)
+            .output()
+            .map_err(TestbedError::io("run ssh-keygen"))?;
+        if !out.status.success() {
+            return Err(TestbedError::Startup {
+                what: "ssh-keygen".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        let host_public_key = fs::read_to_string(host_key.with_extension("pub"))
+            .map_err(TestbedError::io("read sshd host public key"))?;
+        let host_public_key = host_public_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let authorized = dir.path().join("authorized_keys");
+        fs::write(&authorized, authorized_keys.join("\n") + "\n")
+            .map_err(TestbedError::io("write authorized_keys"))?;
+        let port = free_port()?;
+        let config = dir.path().join("sshd_config");
+        let log = dir.path().join("sshd.log");
+        fs::write(
+            &config,
+            sshd_config(dir.path(), port, &host_key, &authorized),
+        )
+        .map_err(TestbedError::io("write sshd_config"))?;
+        let log_file = fs::File::create(&log).map_err(TestbedError::io("create sshd log"))?;
+        let mut child = Command::new(&sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(TestbedError::io(format!("start {}", sshd.display())))?;
+        if let Err(e) = wait_for_port("sshd", port, &mut child, &log, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(Sshd {
+            dir,
+            port,
+            child,
+            host_public_key,
+            user,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The target's host key, `ssh-ed25519 AAAA…`.
+    pub fn host_public_key(&self) -> &str {
+        &self.host_public_key
+    }
+
+    /// The user that may log in (the user running the tests).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// sshd's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("sshd.log"))
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        stop(&mut self.child, "TERM");
+    }
+}
+
+fn sshd_config(dir: &Path, port: u16, host_key: &Path, authorized: &Path) -> String {
+    format!(
+        "Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {authorized}
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+AllowAgentForwarding yes
+X11Forwarding no
+AcceptEnv LANG LC_* TZ GATEHOUSE_TEST_*
+PrintMotd no
+PrintLastLog no
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+",
+        host_key = host_key.display(),
+        dir = dir.display(),
+        authorized = authorized.display(),
+    )
+}

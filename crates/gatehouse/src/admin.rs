@@ -1,0 +1,458 @@
+//! Admin commands: environments, targets, operators, grants, the session registry and the
+//! audit log. They work on the same store as a running broker.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use gatehouse_core::{Protocol, SshAddress, validate_name};
+use gatehouse_ssh::keys;
+use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, NewTarget, Store, passwords};
+use russh::keys::ssh_key::LineEnding;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::table;
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment.
+    Add { name: String },
+    /// List environments.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Register a target that operators reach through Gatehouse.
+    Add(TargetAddArgs),
+    /// List targets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a target (its past sessions stay in the registry).
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TargetAddArgs {
+    pub name: String,
+    /// Environment the target belongs to.
+    #[arg(long)]
+    pub env: String,
+    /// Where Gatehouse connects: USER@HOST[:PORT].
+    #[arg(long, value_name = "USER@HOST:PORT")]
+    pub ssh: String,
+    /// Private key Gatehouse logs in with (OpenSSH format, unencrypted). Stored encrypted.
+    #[arg(long, value_name = "PRIVATE_KEY_FILE")]
+    pub identity: PathBuf,
+    /// The target's host key, "ssh-ed25519 AAAA…".
+    #[arg(long, conflicts_with_all = ["host_key_file", "trust_on_first_use"])]
+    pub host_key: Option<String>,
+    /// File holding the target's host key (a .pub file or a known_hosts line).
+    #[arg(long, conflicts_with = "trust_on_first_use")]
+    pub host_key_file: Option<PathBuf>,
+    /// Pin whatever host key the target presents first (recorded in the audit log).
+    #[arg(long)]
+    pub trust_on_first_use: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an operator.
+    Add {
+        name: String,
+        /// Authorized public key file (repeatable).
+        #[arg(long, value_name = "FILE")]
+        public_key: Vec<PathBuf>,
+        /// Read the operator's password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List operators.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only events newer than this (e.g. 1h, 7d, or an RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = MasterKey::load_or_create(&config.secret_key_file)?;
+    Ok(Store::open(&config.store_url, key).await?)
+}
+
+async fn admin_audit(store: &Store, kind: &str, detail: serde_json::Value) -> anyhow::Result<()> {
+    store
+        .audit(&AuditEvent {
+            kind,
+            operator: None,
+            session_id: None,
+            source: Some("admin-cli"),
+            detail,
+        })
+        .await?;
+    Ok(())
+}
+
+pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        EnvCommand::Add { name } => {
+            validate_name("environment", &name)?;
+            store.add_environment(&name).await?;
+            admin_audit(&store, "environment_added", json!({"environment": name})).await?;
+            println!("environment {name} added");
+        }
+        EnvCommand::List => {
+            for e in store.list_environments().await? {
+                println!("{e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        TargetCommand::Add(args) => add_target(&store, args).await,
+        TargetCommand::List { json } => {
+            let targets = store.list_targets().await?;
+            if json {
+                let v: Vec<_> = targets
+                    .iter()
+                    .map(|t| {
+                        json!({"name": t.name, "environment": t.environment,
+                               "protocol": t.protocol.as_str(), "host": t.host, "port": t.port,
+                               "username": t.username, "host_key": t.host_key,
+                               "trust_on_first_use": t.trust_on_first_use})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let rows: Vec<Vec<String>> = targets
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.environment.clone(),
+                            t.protocol.to_string(),
+                            format!("{}@{}:{}", t.username, t.host, t.port),
+                            host_key_summary(t.host_key.as_deref(), t.trust_on_first_use),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table::render(&["name", "env", "protocol", "address", "host key"], &rows)
+                );
+            }
+            Ok(())
+        }
+        TargetCommand::Remove { name } => {
+            store.remove_target(&name).await?;
+            admin_audit(&store, "target_removed", json!({"target": name})).await?;
+            println!("target {name} removed");
+            Ok(())
+        }
+    }
+}
+
+fn host_key_summary(line: Option<&str>, tofu: bool) -> String {
+    match line.map(|l| keys::parse_public_key_line(l, "host key")) {
+        Some(Ok(k)) => keys::fingerprint(&k),
+        Some(Err(_)) => "invalid".into(),
+        None if tofu => "(trust on first use)".into(),
+        None => "(none)".into(),
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
+    validate_name("target", &args.name)?;
+    let addr = SshAddress::parse(&args.ssh, 22).context("--ssh")?;
+    let identity_text = read_file(&args.identity, "identity")?;
+    let identity = keys::parse_private_key(
+        &identity_text,
+        &format!("identity {}", args.identity.display()),
+    )?;
+    let identity_text = identity
+        .to_openssh(LineEnding::LF)
+        .context("cannot encode identity")?;
+    let host_key = match (&args.host_key, &args.host_key_file) {
+        (Some(text), _) => Some(keys::parse_public_key_line(text, "--host-key")?),
+        (None, Some(path)) => Some(keys::parse_public_key_line(
+            &read_file(path, "host key file")?,
+            &format!("host key file {}", path.display()),
+        )?),
+        (None, None) if args.trust_on_first_use => None,
+        (None, None) => bail!(
+            "target '{}' needs a pinned host key: give --host-key or --host-key-file, or --trust-on-first-use",
+            args.name
+        ),
+    };
+    let host_key_line = host_key.as_ref().map(keys::public_key_line);
+    store
+        .add_target(&NewTarget {
+            name: &args.name,
+            environment: &args.env,
+            protocol: Protocol::Ssh,
+            host: &addr.host,
+            port: addr.port,
+            username: &addr.user,
+            credential: identity_text.as_bytes(),
+            host_key: host_key_line.as_deref(),
+            trust_on_first_use: args.trust_on_first_use,
+        })
+        .await?;
+    let key_summary = host_key_summary(host_key_line.as_deref(), args.trust_on_first_use);
+    admin_audit(
+        store,
+        "target_added",
+        json!({"target": args.name, "environment": args.env,
+               "address": format!("{}@{}:{}", addr.user, addr.host, addr.port),
+               "host_key": key_summary,
+               "identity": keys::fingerprint(identity.public_key())}),
+    )
+    .await?;
+    println!(
+        "target {} added (environment {}, ssh {}@{}:{}, host key {})",
+        args.name, args.env, addr.user, addr.host, addr.port, key_summary
+    );
+    Ok(())
+}
+
+fn read_password_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    let password = s.strip_suffix('\n').unwrap_or(&s);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("the password read from standard input is empty");
+    }
+    Ok(password.to_owned())
+}
+
+pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        UserCommand::Add {
+            name,
+            public_key,
+            password_stdin,
+        } => {
+            validate_name("user", &name)?;
+            if public_key.is_empty() && !password_stdin {
+                bail!(
+                    "user '{name}' needs a credential: give --public-key FILE or --password-stdin"
+                );
+            }
+            let mut keys_to_add = Vec::new();
+            for path in &public_key {
+                let k = keys::parse_public_key_line(
+                    &read_file(path, "public key")?,
+                    &format!("public key {}", path.display()),
+                )?;
+                keys_to_add.push(k);
+            }
+            let hash = if password_stdin {
+                let pw = read_password_stdin()?;
+                Some(passwords::hash_password(&pw).map_err(anyhow::Error::msg)?)
+            } else {
+                None
+            };
+            store.add_operator(&name, hash.as_deref()).await?;
+            for k in &keys_to_add {
+                store
+                    .add_operator_key(&name, &keys::fingerprint(k), &keys::public_key_line(k))
+                    .await?;
+            }
+            let fps: Vec<String> = keys_to_add.iter().map(keys::fingerprint).collect();
+            admin_audit(
+                &store,
+                "user_added",
+                json!({"user": name, "public_keys": fps, "password": hash.is_some()}),
+            )
+            .await?;
+            println!(
+                "user {name} added ({} public key{}{})",
+                fps.len(),
+                if fps.len() == 1 { "" } else { "s" },
+                if hash.is_some() { ", password set" } else { "" }
+            );
+        }
+        UserCommand::List => {
+            let rows: Vec<Vec<String>> = store
+                .list_operators()
+                .await?
+                .into_iter()
+                .map(|o| {
+                    vec![
+                        o.name,
+                        if o.password_hash.is_some() {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        if o.locked { "locked" } else { "active" }.into(),
+                    ]
+                })
+                .collect();
+            print!("{}", table::render(&["name", "password", "state"], &rows));
+        }
+    }
+    Ok(())
+}
+
+pub async fn grant(config: &Config, user: &str, env: &str) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    store.grant(user, env).await?;
+    admin_audit(
+        &store,
+        "grant_added",
+        json!({"user": user, "environment": env}),
+    )
+    .await?;
+    println!("user {user} may now reach environment {env}");
+    Ok(())
+}
+
+pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        SessionsCommand::List { json, limit } => {
+            let sessions = store.list_sessions(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+                return Ok(());
+            }
+            let now = gatehouse_store::now_millis();
+            let rows: Vec<Vec<String>> = sessions
+                .into_iter()
+                .map(|s| {
+                    let end = s.ended_at.unwrap_or(now);
+                    let dur =
+                        std::time::Duration::from_secs(((end - s.started_at).max(0) / 1000) as u64);
+                    vec![
+                        s.id,
+                        s.operator,
+                        s.target,
+                        s.environment.unwrap_or_else(|| "-".into()),
+                        s.client_addr,
+                        table::time(s.started_at),
+                        humantime::format_duration(dur).to_string(),
+                        s.end_reason.unwrap_or_else(|| "live".into()),
+                        s.bytes_in.to_string(),
+                        s.bytes_out.to_string(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &[
+                        "id", "operator", "target", "env", "client", "started", "duration", "end",
+                        "in", "out"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(gatehouse_store::now_millis() - d.as_millis() as i64);
+    }
+    let t = humantime::parse_rfc3339_weak(s).with_context(|| {
+        format!("--since '{s}' is neither a duration (1h, 7d) nor a time (2026-01-31T12:00:00Z)")
+    })?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0))
+}
+
+pub async fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List {
+        json,
+        since,
+        user,
+        session,
+        kind,
+        limit,
+    } = cmd;
+    let since_millis = since.as_deref().map(parse_since).transpose()?;
+    let store = open_store(config).await?;
+    let events = store
+        .list_audit(&AuditFilter {
+            since_millis,
+            operator: user.as_deref(),
+            session_id: session.as_deref(),
+            kind: kind.as_deref(),
+            limit,
+        })
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = events
+        .into_iter()
+        .map(|e| {
+            vec![
+                table::time(e.at),
+                e.kind,
+                e.operator.unwrap_or_else(|| "-".into()),
+                e.session_id.unwrap_or_else(|| "-".into()),
+                e.source.unwrap_or_else(|| "-".into()),
+                e.detail.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["time", "kind", "operator", "session", "source", "detail"],
+            &rows
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! `gatehouse.toml`: where the store, keys and recordings live and where the broker
+//! listens. Every key is optional; a missing file means all defaults, relative to the
+//! current directory. Paths in a file are relative to the file. Unknown keys and bad values
+//! are rejected with the file, line and reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    ssh: RawSsh,
+    #[serde(default)]
+    recordings: RawRecordings,
+    #[serde(default)]
+    secrets: RawSecrets,
+    #[serde(default)]
+    node: RawNode,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    listen: Option<SocketAddr>,
+    host_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRecordings {
+    root: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Option<toml::Spanned<String>>,
+}
+
+/// The resolved configuration: absolute paths, checked values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// sqlx URL: `sqlite:///abs/path.db` or `postgres://…`.
+    pub store_url: String,
+    pub ssh_listen: SocketAddr,
+    pub host_key: PathBuf,
+    pub recordings_root: PathBuf,
+    pub secret_key_file: PathBuf,
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}:{line}:{column}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults (relative to `cwd`) when `path` is `None`.
+    pub fn load(path: Option<&Path>, cwd: &Path) -> anyhow::Result<Config> {
+        match path {
+            None => Ok(Config::resolve(
+                RawConfig::default(),
+                cwd,
+                "(defaults)",
+                "",
+            )?),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", p.display()))?;
+                let abs = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    cwd.join(p)
+                };
+                let base = abs.parent().unwrap_or(cwd).to_path_buf();
+                Ok(Config::parse(&text, &base, &p.display().to_string())?)
+            }
+        }
+    }
+
+    /// Parses config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                reason: e.message().trim().to_owned(),
+            }
+        })?;
+        Config::resolve(raw, base, file, text)
+    }
+
+    fn resolve(raw: RawConfig, base: &Path, file: &str, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: std::ops::Range<usize>, reason: String| {
+            let (line, column) = line_col(text, span.start);
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                reason,
+            }
+        };
+        let store_url = match raw.store.url {
+            None => sqlite_url(&base.join("gatehouse.db")),
+            Some(url) => {
+                let span = url.span();
+                let url = url.into_inner();
+                resolve_store_url(&url, base).map_err(|reason| at(span, reason))?
+            }
+        };
+        let node = match raw.node.name {
+            Some(n) => {
+                let span = n.span();
+                let n = n.into_inner();
+                gatehouse_core::validate_name("node", &n).map_err(|e| at(span, e.to_string()))?;
+                n
+            }
+            None => default_node_name(),
+        };
+        let abs = |p: Option<PathBuf>, default: &str| {
+            let p = p.unwrap_or_else(|| PathBuf::from(default));
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+        Ok(Config {
+            store_url,
+            ssh_listen: raw.ssh.listen.unwrap_or_else(|| {
+                DEFAULT_SSH_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 2222)))
+            }),
+            host_key: abs(raw.ssh.host_key, "gatehouse_host_ed25519"),
+            recordings_root: abs(raw.recordings.root, "recordings"),
+            secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
+            node,
+        })
+    }
+}
+
+fn resolve_store_url(url: &str, base: &Path) -> Result<String, String> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err("sqlite url has no file path: use sqlite://FILE".into());
+        }
+        let p = Path::new(path);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        };
+        let mut out = sqlite_url(&abs);
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        Ok(out)
+    } else {
+        gatehouse_store::Backend::of_url(url).map_err(|e| e.to_string())?;
+        Ok(url.to_owned())
+    }
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| gatehouse_core::validate_name("node", h).is_ok())
+        .unwrap_or_else(|| "gatehouse".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/gh"), "gatehouse.toml")
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::load(None, Path::new("/srv")).unwrap();
+        assert_eq!(c.store_url, "sqlite:///srv/gatehouse.db");
+        assert_eq!(c.ssh_listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.host_key, Path::new("/srv/gatehouse_host_ed25519"));
+        assert_eq!(c.recordings_root, Path::new("/srv/recordings"));
+        assert_eq!(c.secret_key_file, Path::new("/srv/gatehouse_secret.key"));
+    }
+
+    #[test]
+    fn documented_keys_and_relative_paths() {
+        let c = parse(
+            r#"
+[store]
+url = "sqlite://data/g.db"
+[ssh]
+listen = "0.0.0.0:2022"
+host_key = "keys/host"
+[recordings]
+root = "/var/lib/gatehouse/rec"
+[node]
+name = "bastion-1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.store_url, "sqlite:///etc/gh/data/g.db");
+        assert_eq!(c.ssh_listen.to_string(), "0.0.0.0:2022");
+        assert_eq!(c.host_key, Path::new("/etc/gh/keys/host"));
+        assert_eq!(c.recordings_root, Path::new("/var/lib/gatehouse/rec"));
+        assert_eq!(c.node, "bastion-1");
+        let pg = parse("[store]\nurl = \"postgres://gh@db.internal/gatehouse\"\n").unwrap();
+        assert_eq!(pg.store_url, "postgres://gh@db.internal/gatehouse");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = parse("[ssh]\nlisten = \"127.0.0.1:1\"\nport = 22\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1));
+        assert!(e.reason.contains("unknown field `port`"), "{}", e.reason);
+        assert!(
+            e.to_string()
+                .starts_with("gatehouse.toml:3:1: unknown field `port`"),
+            "{e}"
+        );
+        let e = parse("[sshd]\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.reason.contains("unknown field `sshd`"), "{}", e.reason);
+    }
+
+    #[test]
+    fn bad_values_name_line_and_reason() {
+        let e = parse("[ssh]\n\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("socket address"), "{}", e.reason);
+        let e = parse("[store]\nurl = \"mysql://x\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 7));
+        assert!(e.reason.contains("not supported"), "{}", e.reason);
+        let e = parse("[store]\nurl = \"sqlite://\"\n").unwrap_err();
+        assert!(e.reason.contains("no file path"), "{}", e.reason);
+        let e = parse("[node]\nname = \"a b\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = parse("[ssh]\nlisten = 5\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = parse("[ssh\n").unwrap_err();
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/g.toml")), Path::new("/")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read config /nonexistent/g.toml"),
+            "{e}"
+        );
+    }
+}

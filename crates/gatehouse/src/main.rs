@@ -1,0 +1,101 @@
+//! `gatehouse`: the one binary. CLI wiring only — the broker lives in `gatehouse-ssh`, the
+//! store in `gatehouse-store`, the rules in `gatehouse-core`.
+
+mod admin;
+mod config;
+mod demo;
+mod serve;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Privileged-access session broker"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, defaults relative to the current directory.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve,
+    /// Run the broker with a ready demo: a private sshd target, an operator and a grant.
+    Demo(demo::DemoArgs),
+    /// Manage environments.
+    #[command(subcommand)]
+    Env(admin::EnvCommand),
+    /// Manage targets.
+    #[command(subcommand)]
+    Target(admin::TargetCommand),
+    /// Manage operators.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Let USER reach every target of ENV.
+    Grant { user: String, env: String },
+    /// Inspect the session registry.
+    #[command(subcommand)]
+    Sessions(admin::SessionsCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, without repeating a cause already in the message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let config = config::Config::load(cli.config.as_deref(), &cwd)?;
+    match cli.command {
+        Command::Serve => serve::serve(config).await,
+        Command::Demo(args) => demo::demo(args, &cwd).await,
+        Command::Env(c) => admin::env(&config, c).await,
+        Command::Target(c) => admin::target(&config, c).await,
+        Command::User(c) => admin::user(&config, c).await,
+        Command::Grant { user, env } => admin::grant(&config, &user, &env).await,
+        Command::Sessions(c) => admin::sessions(&config, c).await,
+        Command::Audit(c) => admin::audit(&config, c).await,
+    }
+}

@@ -1,0 +1,38 @@
+# Sourced by scripts/test and scripts/demo: makes sure the system programs Gatehouse's
+# tests and demo drive are installed. As root on Debian it installs what is missing;
+# otherwise it names the packages and stops.
+
+# ensure_packages PROGRAM:PACKAGE ...
+ensure_packages() {
+    local missing=()
+    local pair prog pkg
+    for pair in "$@"; do
+        prog=${pair%%:*}
+        pkg=${pair#*:}
+        if ! command -v "$prog" >/dev/null 2>&1 \
+            && ! [ -x "/usr/sbin/$prog" ] \
+            && ! compgen -G "/usr/lib/postgresql/*/bin/$prog" >/dev/null; then
+            case " ${missing[*]} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing missing packages: ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >&2
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    else
+        echo "missing packages: ${missing[*]}" >&2
+        echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+}
+
+ensure_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo not found: install the Rust toolchain (https://rustup.rs), then run this again" >&2
+        exit 1
+    fi
+}

@@ -1,0 +1,370 @@
+//! End-to-end harness: runs the real `gatehouse` binary on a free loopback port with a fresh
+//! store, a real OpenSSH `sshd` as the target, and the real OpenSSH client tools.
+//!
+//! Every helper fails loudly: a missing program names its Debian package, a broker that
+//! does not start shows its log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use gatehouse_testbed::{Sshd, require_program};
+use tempfile::TempDir;
+
+/// The `gatehouse` binary built next to this test executable (`cargo build` builds it;
+/// `GATEHOUSE_BIN` overrides).
+pub fn gatehouse_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEHOUSE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("gatehouse");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p gatehouse` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn tool(program: &str, package: &'static str) -> PathBuf {
+    require_program(program, package).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A generated ed25519 key pair: `(private key path, public key line)`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new(tool("ssh-keygen", "openssh-client"))
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("read .pub");
+    (path, public.trim().to_owned())
+}
+
+/// A running broker with its own config, store and host key.
+pub struct Gatehouse {
+    dir: TempDir,
+    child: Child,
+    port: u16,
+}
+
+impl Gatehouse {
+    pub fn start() -> Gatehouse {
+        Self::start_with("")
+    }
+
+    /// Starts with extra TOML appended to the generated config.
+    pub fn start_with(extra_config: &str) -> Gatehouse {
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(
+            dir.path().join("gatehouse.toml"),
+            format!("[ssh]\nlisten = \"127.0.0.1:0\"\n{extra_config}"),
+        )
+        .expect("write config");
+        let child = Self::spawn(dir.path());
+        let mut g = Gatehouse {
+            dir,
+            child,
+            port: 0,
+        };
+        g.port = g.read_port();
+        g
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gatehouse.log"))
+            .expect("log file");
+        Command::new(gatehouse_bin())
+            .arg("--config")
+            .arg(dir.join("gatehouse.toml"))
+            .arg("serve")
+            .current_dir(dir)
+            .env("GATEHOUSE_LOG", "info,gatehouse_ssh=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start gatehouse")
+    }
+
+    fn read_port(&mut self) -> u16 {
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read gatehouse stdout");
+        let port = line
+            .trim()
+            .strip_prefix("gatehouse: ssh listening on ")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        match port {
+            Some(p) => p,
+            None => panic!(
+                "gatehouse did not start (stdout {line:?}); log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("gatehouse.toml")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gatehouse.log")).unwrap_or_default()
+    }
+
+    /// `known_hosts` pinning this broker's host key.
+    pub fn known_hosts(&self) -> PathBuf {
+        let path = self.dir.path().join("known_hosts");
+        if !path.exists() {
+            let key = std::fs::read_to_string(self.dir.path().join("gatehouse_host_ed25519.pub"))
+                .expect("broker host public key");
+            std::fs::write(&path, format!("[127.0.0.1]:{} {}", self.port, key.trim()))
+                .expect("write known_hosts");
+        }
+        path
+    }
+
+    /// Runs an admin command against this broker's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(gatehouse_bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run gatehouse cli");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .as_mut()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("gatehouse cli output")
+    }
+
+    /// Runs an admin command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "gatehouse {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The session registry, newest first.
+    pub fn sessions(&self) -> Vec<serde_json::Value> {
+        let out = self.cli_ok(&["sessions", "list", "--json"]);
+        serde_json::from_str(&out).expect("sessions list --json is JSON")
+    }
+
+    /// Waits until the newest session is closed and returns it.
+    pub fn wait_session_closed(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sessions = self.sessions();
+            if let Some(s) = sessions.first()
+                && !s["end_reason"].is_null()
+            {
+                return s.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session never closed: {sessions:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let out = self.cli_ok(&["audit", "list", "--json"]);
+        serde_json::from_str(&out).expect("audit list --json is JSON")
+    }
+
+    /// An OpenSSH client command to this broker as `login`, authenticating with `key`.
+    pub fn ssh(&self, login: &str, key: &Path) -> Command {
+        let mut c = Command::new(tool("ssh", "openssh-client"));
+        c.args(self.client_options("-p", key))
+            .arg(format!("{login}@127.0.0.1"));
+        c
+    }
+
+    /// Options shared by ssh, scp and sftp (`port_flag` is `-p` for ssh, `-P` for the others).
+    pub fn client_options(&self, port_flag: &str, key: &Path) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            port_flag.into(),
+            self.port.to_string(),
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts().display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+        ]
+    }
+
+    /// Kills the broker with SIGKILL (no chance to clean up).
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same directory (same store, same host key).
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let config = std::fs::read_to_string(self.config()).expect("config");
+        let pinned = config.replace("127.0.0.1:0", &format!("127.0.0.1:{}", self.port));
+        std::fs::write(self.config(), pinned).expect("write config");
+        self.child = Self::spawn(self.dir.path());
+        self.port = self.read_port();
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A broker, a real sshd target `web1` in environment `prod`, and operator `alice` with a
+/// key and a grant on `prod`.
+pub struct World {
+    pub gatehouse: Gatehouse,
+    pub sshd: Sshd,
+    pub keys: TempDir,
+    pub alice_key: PathBuf,
+    pub target_identity: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let keys = tempfile::Builder::new()
+            .prefix("gatehouse-keys-")
+            .tempdir()
+            .expect("temp dir");
+        let (target_identity, target_public) = keygen(keys.path(), "target_identity");
+        let (alice_key, _) = keygen(keys.path(), "alice");
+        let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
+        let gatehouse = Gatehouse::start();
+        gatehouse.cli_ok(&["env", "add", "prod"]);
+        gatehouse.cli_ok(&[
+            "target",
+            "add",
+            "web1",
+            "--env",
+            "prod",
+            "--ssh",
+            &format!("{}@127.0.0.1:{}", sshd.user(), sshd.port()),
+            "--identity",
+            &target_identity.display().to_string(),
+            "--host-key",
+            sshd.host_public_key(),
+        ]);
+        gatehouse.cli_ok(&[
+            "user",
+            "add",
+            "alice",
+            "--public-key",
+            &alice_key.with_extension("pub").display().to_string(),
+        ]);
+        gatehouse.cli_ok(&["grant", "alice", "prod"]);
+        World {
+            gatehouse,
+            sshd,
+            keys,
+            alice_key,
+            target_identity,
+        }
+    }
+
+    /// `ssh alice+web1@broker COMMAND`, output captured.
+    pub fn ssh_exec(&self, login: &str, command: &str) -> Output {
+        self.gatehouse
+            .ssh(login, &self.alice_key)
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
