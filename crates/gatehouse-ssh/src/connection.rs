@@ -413,6 +413,14 @@ impl Connection {
         }
     }
 
+    /// Bytes the operator sent on a channel: counted, then relayed.
+    async fn operator_input(&self, channel: ChannelId, event: ToTarget, len: usize) {
+        self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        if let Some(relay) = self.relay(channel) {
+            relay.send(event).await;
+        }
+    }
+
     fn forwarding_policy(&self) -> ForwardingPolicy {
         ForwardingPolicy::default()
     }
@@ -767,14 +775,8 @@ impl Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.state
-            .bytes_in
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if let Some(relay) = self.relay(channel) {
-            relay
-                .send(ToTarget::Data(Bytes::copy_from_slice(data)))
-                .await;
-        }
+        let event = ToTarget::Data(Bytes::copy_from_slice(data));
+        self.operator_input(channel, event, data.len()).await;
         Ok(())
     }
 
@@ -785,14 +787,8 @@ impl Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.state
-            .bytes_in
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if let Some(relay) = self.relay(channel) {
-            relay
-                .send(ToTarget::ExtendedData(code, Bytes::copy_from_slice(data)))
-                .await;
-        }
+        let event = ToTarget::ExtendedData(code, Bytes::copy_from_slice(data));
+        self.operator_input(channel, event, data.len()).await;
         Ok(())
     }
 

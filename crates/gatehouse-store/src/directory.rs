@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, is_foreign_key_violation, is_unique_violation, now_millis};
+use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorRecord {
@@ -19,6 +19,15 @@ pub struct GrantRecord {
     pub granted_at: i64,
 }
 
+fn operator_from_row(r: &sqlx::any::AnyRow) -> Result<OperatorRecord> {
+    Ok(OperatorRecord {
+        name: r.try_get(0)?,
+        password_hash: r.try_get(1)?,
+        locked: r.try_get::<i64, _>(2)? != 0,
+        created_at: r.try_get(3)?,
+    })
+}
+
 impl Store {
     pub async fn add_environment(&self, name: &str) -> Result<()> {
         sqlx::query("INSERT INTO environments (name, created_at) VALUES ($1, $2)")
@@ -26,16 +35,7 @@ impl Store {
             .bind(now_millis())
             .execute(&self.pool)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists {
-                        kind: "environment",
-                        name: name.to_owned(),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| insert_error(e, "environment", name, None))?;
         Ok(())
     }
 
@@ -65,16 +65,7 @@ impl Store {
         .bind(now_millis())
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    kind: "user",
-                    name: name.to_owned(),
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(|e| insert_error(e, "user", name, None))?;
         Ok(())
     }
 
@@ -84,13 +75,7 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "user",
-                name: name.to_owned(),
-            });
-        }
-        Ok(())
+        expect_row(done, "user", name)
     }
 
     pub async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
@@ -100,15 +85,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(OperatorRecord {
-                name: r.try_get(0)?,
-                password_hash: r.try_get(1)?,
-                locked: r.try_get::<i64, _>(2)? != 0,
-                created_at: r.try_get(3)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(operator_from_row).transpose()
     }
 
     pub async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
@@ -117,16 +94,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OperatorRecord {
-                    name: r.try_get(0)?,
-                    password_hash: r.try_get(1)?,
-                    locked: r.try_get::<i64, _>(2)? != 0,
-                    created_at: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(operator_from_row).collect()
     }
 
     /// Adds an authorized public key (OpenSSH text form) identified by its SHA-256 fingerprint.
@@ -145,21 +113,7 @@ impl Store {
         .bind(now_millis())
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    kind: "public key",
-                    name: fingerprint.to_owned(),
-                }
-            } else if is_foreign_key_violation(&e) {
-                StoreError::NotFound {
-                    kind: "user",
-                    name: operator.to_owned(),
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(|e| insert_error(e, "public key", fingerprint, Some(("user", operator))))?;
         Ok(())
     }
 
@@ -193,16 +147,7 @@ impl Store {
             .bind(now_millis())
             .execute(&self.pool)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists {
-                        kind: "grant",
-                        name: format!("{operator} → {environment}"),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| insert_error(e, "grant", &format!("{operator} → {environment}"), None))?;
         Ok(())
     }
 

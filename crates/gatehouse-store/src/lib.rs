@@ -156,12 +156,40 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+/// Turns an insert's constraint violation into the store's own error: a duplicate is
+/// `AlreadyExists { kind, name }`, a missing referenced row is `NotFound` of `parent`.
+fn insert_error(
+    e: sqlx::Error,
+    kind: &'static str,
+    name: &str,
+    parent: Option<(&'static str, &str)>,
+) -> StoreError {
+    match (&e, parent) {
+        (sqlx::Error::Database(db), _) if db.is_unique_violation() => StoreError::AlreadyExists {
+            kind,
+            name: name.to_owned(),
+        },
+        (sqlx::Error::Database(db), Some((parent_kind, parent_name)))
+            if db.is_foreign_key_violation() =>
+        {
+            StoreError::NotFound {
+                kind: parent_kind,
+                name: parent_name.to_owned(),
+            }
+        }
+        _ => e.into(),
+    }
 }
 
-fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+/// `NotFound { kind, name }` when an update or delete touched no row.
+fn expect_row(done: sqlx::any::AnyQueryResult, kind: &'static str, name: &str) -> Result<()> {
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

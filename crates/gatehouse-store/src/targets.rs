@@ -4,7 +4,7 @@
 use gatehouse_core::Protocol;
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, is_foreign_key_violation, is_unique_violation, now_millis};
+use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
 
 /// A target to create. `credential` is the plaintext secret (a private key in OpenSSH
 /// format for SSH targets); it is sealed before it reaches the database.
@@ -77,21 +77,7 @@ impl Store {
         .bind(now_millis())
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    kind: "target",
-                    name: t.name.to_owned(),
-                }
-            } else if is_foreign_key_violation(&e) {
-                StoreError::NotFound {
-                    kind: "environment",
-                    name: t.environment.to_owned(),
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(|e| insert_error(e, "target", t.name, Some(("environment", t.environment))))?;
         Ok(())
     }
 
@@ -148,12 +134,6 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "target",
-                name: name.to_owned(),
-            });
-        }
-        Ok(())
+        expect_row(done, "target", name)
     }
 }
