@@ -34,6 +34,11 @@ pub(crate) struct ConnectionState {
 
 #[derive(Default)]
 struct StateInner {
+    /// Authentication bookkeeping, for counting a key-only failed connection once.
+    authenticated: bool,
+    keys_rejected: u32,
+    failures_recorded: u32,
+    last_user: Option<String>,
     session_id: Option<String>,
     operator: Option<String>,
     target: Option<String>,
@@ -61,9 +66,24 @@ impl ConnectionState {
         }
     }
 
+    fn update(&self, f: impl FnOnce(&mut StateInner)) {
+        if let Ok(mut i) = self.inner.lock() {
+            f(&mut i);
+        }
+    }
+
     /// Called once the operator connection is gone: closes the target connection and the
     /// session row.
     pub(crate) async fn finish(&self, broker: &Broker) {
+        // A client that only offered keys nobody authorized failed to log in: count the
+        // connection once (each offered key is not a guess; an agent may hold many).
+        let key_only_failure = self.inner.lock().ok().and_then(|i| {
+            (!i.authenticated && i.keys_rejected > 0 && i.failures_recorded == 0)
+                .then(|| i.last_user.clone().unwrap_or_default())
+        });
+        if let Some(user) = key_only_failure {
+            record_auth_failure(broker, self.peer, &user, "publickey").await;
+        }
         let (session_id, operator, target, reason, upstream) = match self.inner.lock() {
             Ok(mut i) => (
                 i.session_id.take(),
@@ -102,6 +122,26 @@ impl ConnectionState {
             .await;
         tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
     }
+}
+
+/// Logs, audits and counts toward the source's lockout one failed login.
+async fn record_auth_failure(broker: &Broker, peer: SocketAddr, user: &str, method: &str) {
+    let locked_out = broker
+        .limiter
+        .lock()
+        .map(|mut l| l.record_failure(&peer.ip(), std::time::Instant::now()))
+        .unwrap_or(false);
+    tracing::warn!(source = %peer, user = %user.escape_debug(), method, locked_out, "authentication failed");
+    let _ = broker
+        .store()
+        .audit(&AuditEvent {
+            kind: "auth_failure",
+            operator: split_user(user).map(|(o, _)| o).as_deref(),
+            session_id: None,
+            source: Some(&peer.to_string()),
+            detail: json!({"method": method, "user": user, "source_locked_out": locked_out}),
+        })
+        .await;
 }
 
 /// Whether the authenticated operator may reach the selected target.
@@ -175,24 +215,8 @@ impl Connection {
     }
 
     async fn auth_failed(&self, user: &str, method: &str) -> Auth {
-        let locked_out = self
-            .broker
-            .limiter
-            .lock()
-            .map(|mut l| l.record_failure(&self.state.peer.ip(), std::time::Instant::now()))
-            .unwrap_or(false);
-        tracing::warn!(source = %self.state.peer, user = %user.escape_debug(), method, "authentication failed");
-        let _ = self
-            .broker
-            .store()
-            .audit(&AuditEvent {
-                kind: "auth_failure",
-                operator: split_user(user).map(|(o, _)| o).as_deref(),
-                session_id: None,
-                source: Some(&self.peer()),
-                detail: json!({"method": method, "user": user, "source_locked_out": locked_out}),
-            })
-            .await;
+        self.state.update(|i| i.failures_recorded += 1);
+        record_auth_failure(&self.broker, self.state.peer, user, method).await;
         Auth::reject()
     }
 
@@ -206,6 +230,7 @@ impl Connection {
         if let Ok(mut l) = self.broker.limiter.lock() {
             l.record_success(&self.state.peer.ip());
         }
+        self.state.update(|i| i.authenticated = true);
         match self.register(&operator, target.as_deref(), method).await {
             Ok(()) => Auth::Accept,
             Err(e) => {
@@ -453,6 +478,13 @@ impl Handler for Connection {
                 tracing::error!(error = %e, "store unavailable during login");
                 false
             });
+        if !known {
+            let user = user.to_owned();
+            self.state.update(|i| {
+                i.keys_rejected += 1;
+                i.last_user = Some(user);
+            });
+        }
         Ok(if known { Auth::Accept } else { Auth::reject() })
     }
 

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gatehouse_core::LimiterConfig;
 use serde::Deserialize;
 
 pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
@@ -36,6 +37,10 @@ struct RawStore {
 struct RawSsh {
     listen: Option<SocketAddr>,
     host_key: Option<PathBuf>,
+    /// Failed logins from one source address, within `login_failure_window`, that lock it out.
+    login_failure_limit: Option<toml::Spanned<u32>>,
+    login_failure_window: Option<toml::Spanned<String>>,
+    login_lockout: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -66,6 +71,7 @@ pub struct Config {
     pub recordings_root: PathBuf,
     pub secret_key_file: PathBuf,
     pub node: String,
+    pub login_limiter: LimiterConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,6 +148,34 @@ impl Config {
             }
             None => default_node_name(),
         };
+        let defaults = LimiterConfig::default();
+        let duration = |v: Option<toml::Spanned<String>>, default| match v {
+            None => Ok(default),
+            Some(v) => {
+                let span = v.span();
+                match humantime::parse_duration(v.get_ref()) {
+                    Ok(d) if !d.is_zero() => Ok(d),
+                    Ok(_) => Err(at(span, "duration must be greater than zero".into())),
+                    Err(e) => Err(at(span, format!("invalid duration '{}': {e}", v.get_ref()))),
+                }
+            }
+        };
+        let max_failures = match raw.ssh.login_failure_limit {
+            None => defaults.max_failures,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(at(
+                    v.span(),
+                    "login_failure_limit must be at least 1".into(),
+                ));
+            }
+            Some(v) => v.into_inner(),
+        };
+        let login_limiter = LimiterConfig {
+            max_failures,
+            window: duration(raw.ssh.login_failure_window, defaults.window)?,
+            lockout: duration(raw.ssh.login_lockout, defaults.lockout)?,
+            ..defaults
+        };
         let abs = |p: Option<PathBuf>, default: &str| {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
             if p.is_absolute() { p } else { base.join(p) }
@@ -157,6 +191,7 @@ impl Config {
             recordings_root: abs(raw.recordings.root, "recordings"),
             secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
             node,
+            login_limiter,
         })
     }
 }
@@ -247,6 +282,14 @@ name = "bastion-1"
         assert_eq!(c.host_key, Path::new("/etc/gh/keys/host"));
         assert_eq!(c.recordings_root, Path::new("/var/lib/gatehouse/rec"));
         assert_eq!(c.node, "bastion-1");
+        assert_eq!(c.login_limiter, LimiterConfig::default());
+        let c = parse("[ssh]\nlogin_failure_limit = 3\nlogin_failure_window = \"30s\"\nlogin_lockout = \"1h\"\n").unwrap();
+        assert_eq!(c.login_limiter.max_failures, 3);
+        assert_eq!(c.login_limiter.window, std::time::Duration::from_secs(30));
+        assert_eq!(
+            c.login_limiter.lockout,
+            std::time::Duration::from_secs(3600)
+        );
         let pg = parse("[store]\nurl = \"postgres://gh@db.internal/gatehouse\"\n").unwrap();
         assert_eq!(pg.store_url, "postgres://gh@db.internal/gatehouse");
     }
@@ -282,6 +325,17 @@ name = "bastion-1"
         assert_eq!(e.line, 2);
         let e = parse("[ssh\n").unwrap_err();
         assert_eq!(e.line, 1);
+        let e = parse("[ssh]\nlogin_lockout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 17));
+        assert!(
+            e.reason.starts_with("invalid duration '5 parsecs'"),
+            "{}",
+            e.reason
+        );
+        let e = parse("[ssh]\nlogin_failure_limit = 0\n").unwrap_err();
+        assert_eq!(e.reason, "login_failure_limit must be at least 1");
+        let e = parse("[ssh]\nlogin_failure_window = \"0s\"\n").unwrap_err();
+        assert_eq!(e.reason, "duration must be greater than zero");
     }
 
     #[test]

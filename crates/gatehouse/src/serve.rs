@@ -49,7 +49,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let listener = TcpListener::bind(config.ssh_listen)
         .await
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
-    let broker = Broker::new(store, BrokerConfig::new(config.node.clone(), host_key));
+    let mut broker_config = BrokerConfig::new(config.node.clone(), host_key);
+    broker_config.login_limiter = config.login_limiter;
+    let broker = Broker::new(store, broker_config);
     Ok(Prepared {
         broker,
         listener,
