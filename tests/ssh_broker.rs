@@ -631,3 +631,55 @@ fn trust_on_first_use_pins_the_first_key() {
     let out = w.ssh_exec("alice+web3", "echo second");
     assert_eq!(stdout(&out), "second\n");
 }
+
+#[test]
+fn only_locale_environment_variables_reach_the_target() {
+    let w = World::new();
+    // sshd accepts GATEHOUSE_TEST_* too: only Gatehouse's allow-list stands in the way
+    let out = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .args([
+            "-o",
+            "SendEnv=LC_TIME",
+            "-o",
+            "SendEnv=GATEHOUSE_TEST_INJECT",
+        ])
+        .arg("echo time=${LC_TIME:-unset} inject=${GATEHOUSE_TEST_INJECT:-unset}")
+        .env("LC_TIME", "C")
+        .env("GATEHOUSE_TEST_INJECT", "evil")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "time=C inject=unset\n", "{}", stderr(&out));
+}
+
+#[test]
+fn host_key_file_accepts_a_known_hosts_line() {
+    let w = World::new();
+    let file = w.keys.path().join("known_hosts_line");
+    std::fs::write(
+        &file,
+        format!(
+            "# pinned\n[127.0.0.1]:{} {}\n",
+            w.sshd.port(),
+            w.sshd.host_public_key()
+        ),
+    )
+    .unwrap();
+    w.gatehouse.cli_ok(&[
+        "target",
+        "add",
+        "web4",
+        "--env",
+        "prod",
+        "--ssh",
+        &format!("{}@127.0.0.1:{}", w.sshd.user(), w.sshd.port()),
+        "--identity",
+        &w.target_identity.display().to_string(),
+        "--host-key-file",
+        &file.display().to_string(),
+    ]);
+    let out = w.ssh_exec("alice+web4", "echo pinned-from-file");
+    assert_eq!(stdout(&out), "pinned-from-file\n", "{}", stderr(&out));
+}
