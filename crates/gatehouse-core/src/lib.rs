@@ -7,16 +7,20 @@
 //! crate is pulled in.
 
 pub mod access;
+pub mod enforcement;
 pub mod login;
 pub mod names;
+pub mod policy;
 pub mod ratelimit;
 pub mod session;
 pub mod ssh_policy;
 pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, decide_access};
+pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};
+pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};
 pub use ratelimit::{FailedLoginLimiter, LimiterConfig};
 pub use session::{EndReason, Protocol};
 pub use ssh_policy::{ForwardingKind, ForwardingPolicy, env_var_allowed};

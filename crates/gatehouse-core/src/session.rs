@@ -52,6 +52,20 @@ pub enum EndReason {
     Shutdown,
     /// The broker died while the session was live (found at the next start).
     Interrupted,
+    /// No operator activity for the environment's idle timeout.
+    IdleTimeout,
+    /// The environment's maximum session length was reached.
+    MaxSession,
+    /// Wrong password (or code) too many times at an in-band reauthentication.
+    ReauthFailed,
+    /// A locked session was not unlocked within the lock grace.
+    ReauthTimeout,
+    /// Reauthentication was due and the session cannot reauthenticate in-band.
+    ReauthRequired,
+    /// Ended by `gatehouse sessions kill`, with the admin's reason (may be empty).
+    AdminKill(String),
+    /// The operator's account was locked by an admin.
+    OperatorLocked,
     /// A protocol or internal error; the text says which.
     Error(String),
 }
@@ -66,6 +80,13 @@ impl EndReason {
             EndReason::TargetUnreachable => "target_unreachable",
             EndReason::Shutdown => "shutdown",
             EndReason::Interrupted => "interrupted",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxSession => "max_session",
+            EndReason::ReauthFailed => "reauth_failed",
+            EndReason::ReauthTimeout => "reauth_timeout",
+            EndReason::ReauthRequired => "reauth_required",
+            EndReason::AdminKill(_) => "admin_kill",
+            EndReason::OperatorLocked => "operator_locked",
             EndReason::Error(_) => "error",
         }
     }
@@ -74,6 +95,7 @@ impl EndReason {
     pub fn to_stored(&self) -> String {
         match self {
             EndReason::Error(detail) => format!("error: {detail}"),
+            EndReason::AdminKill(why) if !why.is_empty() => format!("admin_kill: {why}"),
             other => other.as_code().to_owned(),
         }
     }
@@ -87,6 +109,16 @@ impl EndReason {
             "target_unreachable" => EndReason::TargetUnreachable,
             "shutdown" => EndReason::Shutdown,
             "interrupted" => EndReason::Interrupted,
+            "idle_timeout" => EndReason::IdleTimeout,
+            "max_session" => EndReason::MaxSession,
+            "reauth_failed" => EndReason::ReauthFailed,
+            "reauth_timeout" => EndReason::ReauthTimeout,
+            "reauth_required" => EndReason::ReauthRequired,
+            "admin_kill" => EndReason::AdminKill(String::new()),
+            "operator_locked" => EndReason::OperatorLocked,
+            other if other.starts_with("admin_kill: ") => {
+                EndReason::AdminKill(other["admin_kill: ".len()..].to_owned())
+            }
             other => EndReason::Error(other.strip_prefix("error: ").unwrap_or(other).to_owned()),
         }
     }
@@ -112,6 +144,14 @@ mod tests {
             EndReason::TargetUnreachable,
             EndReason::Shutdown,
             EndReason::Interrupted,
+            EndReason::IdleTimeout,
+            EndReason::MaxSession,
+            EndReason::ReauthFailed,
+            EndReason::ReauthTimeout,
+            EndReason::ReauthRequired,
+            EndReason::AdminKill(String::new()),
+            EndReason::AdminKill("maintenance window".into()),
+            EndReason::OperatorLocked,
             EndReason::Error("channel reset".into()),
         ] {
             assert_eq!(EndReason::from_stored(&r.to_stored()), r);
