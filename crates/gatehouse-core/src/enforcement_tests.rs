@@ -61,7 +61,6 @@ fn policy(idle: Option<Duration>, max: Option<Duration>, warn: &[Duration]) -> E
 #[test]
 fn no_limits_means_no_wakeups() {
     let mut e = Enforcer::new(EnvPolicy::default());
-    let mut clock = Duration::ZERO;
     assert_eq!(e.next_wakeup(), None);
     assert!(e.poll(1000 * M).is_empty());
 }

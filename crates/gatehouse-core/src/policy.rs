@@ -118,7 +118,7 @@ impl EnvPolicy {
 /// `15m`, `8h`, `1h30m`, `45s`, `1500ms`: the shortest exact form, for messages.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
