@@ -354,7 +354,6 @@ fn lengthened_policy_moves_the_end_out() {
 #[test]
 fn admin_kill_ends_at_once_with_the_reason() {
     let mut e = Enforcer::new(policy(Some(M), None, &[]));
-    let mut clock = Duration::ZERO;
     assert_eq!(
         e.kill(EndReason::AdminKill("incident 42".into())),
         Directive::End {
@@ -365,7 +364,6 @@ fn admin_kill_ends_at_once_with_the_reason() {
     assert_eq!(e.next_wakeup(), None);
     assert!(e.poll(2 * M).is_empty());
     let mut e = Enforcer::new(EnvPolicy::default());
-    let mut clock = Duration::ZERO;
     assert!(matches!(
         e.kill(EndReason::OperatorLocked),
         Directive::End { message, .. } if message == "account locked by admin"
