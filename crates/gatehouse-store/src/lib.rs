@@ -10,6 +10,7 @@
 mod audit;
 mod directory;
 pub mod passwords;
+mod policies;
 pub mod secrets;
 mod sessions;
 mod targets;
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord};
 pub use directory::{GrantRecord, OperatorRecord};
+pub use policies::{KillRequest, StoredPolicy};
 pub use secrets::{MasterKey, SecretError};
 pub use sessions::{NewSession, SessionRecord};
 pub use targets::{NewTarget, TargetRecord};

@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use gatehouse_core::{EndReason, Protocol};
+use std::time::Duration;
+
+use gatehouse_core::{EndReason, EnvPolicy, IdleAction, Protocol};
 use gatehouse_store::{
-    AuditEvent, AuditFilter, MasterKey, NewSession, NewTarget, Store, StoreError,
+    AuditEvent, AuditFilter, KillRequest, MasterKey, NewSession, NewTarget, Store, StoreError,
 };
 
 async fn exercise(store: &Store) {
@@ -174,6 +176,55 @@ async fn exercise(store: &Store) {
             ..
         })
     ));
+
+    // policies: default, set, versioned
+    let p0 = store.environment_policy("prod").await.unwrap();
+    assert_eq!(p0.policy, EnvPolicy::default());
+    let policy = EnvPolicy {
+        idle_timeout: Some(Duration::from_secs(900)),
+        max_session: Some(Duration::from_secs(8 * 3600)),
+        warn_before: vec![Duration::from_secs(300), Duration::from_millis(1500)],
+        idle_action: IdleAction::Lock,
+        lock_grace: Duration::from_secs(60),
+        reauth_after: Some(Duration::from_secs(12 * 3600)),
+    };
+    store.set_environment_policy("prod", &policy).await.unwrap();
+    let p1 = store.environment_policy("prod").await.unwrap();
+    assert_eq!(p1.policy, policy);
+    assert_eq!(p1.version, p0.version + 1);
+    assert_eq!(store.list_policies().await.unwrap().len(), 2);
+    assert!(matches!(
+        store.set_environment_policy("nope", &policy).await,
+        Err(StoreError::NotFound {
+            kind: "environment",
+            ..
+        })
+    ));
+
+    // kill requests and operator locks reach the owning node
+    let live = store.start_session(&new).await.unwrap();
+    store.request_kill(&live, "incident 7").await.unwrap();
+    assert!(matches!(
+        store.request_kill(&s1, "x").await,
+        Err(StoreError::NotFound {
+            kind: "live session",
+            ..
+        })
+    ));
+    assert_eq!(
+        store.pending_kills("n1").await.unwrap(),
+        vec![(live.clone(), KillRequest::Admin("incident 7".to_owned()))]
+    );
+    assert!(store.pending_kills("n2").await.unwrap().is_empty());
+    let locked = store.set_operator_locked("alice", true).await.unwrap();
+    assert!(locked.contains(&live) && locked.contains(&s3), "{locked:?}");
+    assert!(store.operator("alice").await.unwrap().unwrap().locked);
+    assert_eq!(
+        store.pending_kills("n2").await.unwrap(),
+        vec![(s3.clone(), KillRequest::OperatorLocked)]
+    );
+    store.set_operator_locked("alice", false).await.unwrap();
+    assert!(!store.operator("alice").await.unwrap().unwrap().locked);
 
     // audit log
     store

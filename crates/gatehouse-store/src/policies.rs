@@ -1,0 +1,195 @@
+//! Environment policies, admin kill requests and operator locks: what an admin changes and
+//! live sessions must obey. Each policy change bumps `policy_version`, which brokers watch.
+
+use std::time::Duration;
+
+use gatehouse_core::{EnvPolicy, IdleAction};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, expect_row, now_millis};
+
+fn ms(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn dur(ms: Option<i64>) -> Option<Duration> {
+    ms.map(|m| Duration::from_millis(m.max(0) as u64))
+}
+
+/// An environment's policy as stored, with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub environment: String,
+    pub policy: EnvPolicy,
+    pub version: i64,
+}
+
+const POLICY_COLUMNS: &str = "name, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms, policy_version";
+
+fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
+    let warn: String = r.try_get(3)?;
+    let warn_before = warn
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| StoreError::Corrupt(format!("warn_before_ms '{warn}'")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let action: String = r.try_get(4)?;
+    Ok(StoredPolicy {
+        environment: r.try_get(0)?,
+        policy: EnvPolicy {
+            idle_timeout: dur(r.try_get(1)?),
+            max_session: dur(r.try_get(2)?),
+            warn_before,
+            idle_action: IdleAction::parse(&action)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            lock_grace: dur(Some(r.try_get(5)?)).unwrap_or_default(),
+            reauth_after: dur(r.try_get(6)?),
+        },
+        version: r.try_get(7)?,
+    })
+}
+
+impl Store {
+    pub async fn environment_policy(&self, environment: &str) -> Result<StoredPolicy> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM environments WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "environment",
+                name: environment.to_owned(),
+            })?;
+        policy_from_row(&row)
+    }
+
+    pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM environments ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    /// Replaces an environment's policy (already validated) and bumps its version.
+    pub async fn set_environment_policy(&self, environment: &str, p: &EnvPolicy) -> Result<()> {
+        let warn = p
+            .warn_before
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let done = sqlx::query(
+            "UPDATE environments SET idle_timeout_ms = $1, max_session_ms = $2, warn_before_ms = $3,
+                 idle_action = $4, lock_grace_ms = $5, reauth_after_ms = $6,
+                 policy_version = policy_version + 1
+             WHERE name = $7",
+        )
+        .bind(ms(p.idle_timeout))
+        .bind(ms(p.max_session))
+        .bind(warn)
+        .bind(p.idle_action.as_str())
+        .bind(ms(Some(p.lock_grace)))
+        .bind(ms(p.reauth_after))
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        expect_row(done, "environment", environment)
+    }
+
+    /// Asks the broker that owns a live session to end it.
+    pub async fn request_kill(&self, session_id: &str, reason: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE sessions SET kill_requested_at = $1, kill_reason = $2
+             WHERE id = $3 AND ended_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(KillRequest::Admin(reason.to_owned()).to_stored())
+        .bind(session_id)
+        .execute(&self.pool)
+        .await?;
+        expect_row(done, "live session", session_id)
+    }
+
+    /// Locks (or unlocks) an operator. Locking also asks for every live session of the
+    /// operator to end; returns their ids.
+    pub async fn set_operator_locked(&self, operator: &str, locked: bool) -> Result<Vec<String>> {
+        let done = sqlx::query("UPDATE operators SET locked = $1 WHERE name = $2")
+            .bind(i64::from(locked))
+            .bind(operator)
+            .execute(&self.pool)
+            .await?;
+        expect_row(done, "user", operator)?;
+        if !locked {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id FROM sessions WHERE operator = $1 AND ended_at IS NULL")
+            .bind(operator)
+            .fetch_all(&self.pool)
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        sqlx::query(
+            "UPDATE sessions SET kill_requested_at = $1, kill_reason = $2
+             WHERE operator = $3 AND ended_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(KillRequest::OperatorLocked.to_stored())
+        .bind(operator)
+        .execute(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Live sessions of `node` that an admin asked to end.
+    pub async fn pending_kills(&self, node: &str) -> Result<Vec<(String, KillRequest)>> {
+        let rows = sqlx::query(
+            "SELECT id, kill_reason FROM sessions
+             WHERE node = $1 AND ended_at IS NULL AND kill_requested_at IS NOT NULL",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stored = r.try_get::<Option<String>, _>(1)?.unwrap_or_default();
+                Ok((r.try_get(0)?, KillRequest::from_stored(&stored)))
+            })
+            .collect()
+    }
+}
+
+/// Why an admin asked for a session to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillRequest {
+    /// `gatehouse sessions kill`, with the admin's reason (may be empty).
+    Admin(String),
+    /// `gatehouse user lock`.
+    OperatorLocked,
+}
+
+const LOCKED_MARK: &str = "locked";
+const ADMIN_PREFIX: &str = "admin:";
+
+impl KillRequest {
+    fn to_stored(&self) -> String {
+        match self {
+            KillRequest::Admin(why) => format!("{ADMIN_PREFIX}{why}"),
+            KillRequest::OperatorLocked => LOCKED_MARK.to_owned(),
+        }
+    }
+
+    fn from_stored(s: &str) -> KillRequest {
+        match s.strip_prefix(ADMIN_PREFIX) {
+            Some(why) => KillRequest::Admin(why.to_owned()),
+            None if s == LOCKED_MARK => KillRequest::OperatorLocked,
+            None => KillRequest::Admin(s.to_owned()),
+        }
+    }
+}
