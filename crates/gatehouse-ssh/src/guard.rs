@@ -1,0 +1,350 @@
+//! The session guard: the async driver of one session's `Enforcer`. It sleeps until the
+//! enforcer's next wakeup (one tokio timer per session: no loop over sessions), folds in
+//! operator activity, policy changes and admin kills, and carries out the directives on the
+//! operator's channels through [`OperatorIo`]: warnings, the in-band lock prompt, the end.
+//!
+//! Activity is recorded lock-free by the connection handler ([`ActivityClock`]) and read
+//! lazily when a deadline comes up, so a keystroke costs an atomic store, not a message.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_core::{Directive, EndReason, Enforcer, EnvPolicy};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// When the operator last did something, as nanoseconds since the session opened, plus one
+/// (0: never). Written by the connection handler, read by the guard.
+#[derive(Debug)]
+pub(crate) struct ActivityClock {
+    opened: Instant,
+    last: AtomicU64,
+}
+
+impl ActivityClock {
+    pub(crate) fn new(opened: Instant) -> Self {
+        ActivityClock {
+            opened,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let at = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last.fetch_max(at + 1, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Option<Duration> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.opened.elapsed()
+    }
+}
+
+/// What the guard is told by the rest of the broker.
+#[derive(Debug)]
+pub(crate) enum GuardEvent<C> {
+    /// A shell, exec or subsystem started on a channel (`pty`: it has a terminal).
+    ChannelStarted { channel: C, pty: bool },
+    ChannelClosed { channel: C },
+    /// Keystrokes typed while the session is locked: answers to the prompt.
+    LockInput(Bytes),
+    Policy(EnvPolicy),
+    Kill(EndReason),
+}
+
+/// The operator's side of the session, as the guard acts on it.
+pub(crate) trait OperatorIo<C>: Send + Sync + 'static {
+    /// Writes `text` on a channel: to the terminal (`stderr` false) or to stderr.
+    fn write(&self, channel: C, stderr: bool, text: String) -> impl Future<Output = ()> + Send;
+    /// Ends the connection with an SSH disconnect carrying `message`.
+    fn disconnect(&self, message: String) -> impl Future<Output = ()> + Send;
+}
+
+/// Checks an answer typed at the lock prompt.
+pub(crate) trait Reauthenticator: Send + Sync + 'static {
+    /// Whether the operator can reauthenticate in-band at all (has a password).
+    fn available(&self) -> bool;
+    fn check_password(&self, answer: String) -> impl Future<Output = bool> + Send;
+}
+
+/// What the guard reports about directives it carried out (audit, registry).
+pub(crate) trait GuardObserver: Send + Sync + 'static {
+    fn directive(&self, directive: &Directive) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    Locked,
+    Ended,
+}
+
+/// Shared with the relays: while locked, operator input goes to the guard and target
+/// output waits; once ended, nothing more is relayed.
+#[derive(Debug)]
+pub(crate) struct LockState {
+    closed: AtomicBool,
+    tx: watch::Sender<Gate>,
+}
+
+impl LockState {
+    pub(crate) fn new() -> Arc<LockState> {
+        Arc::new(LockState {
+            closed: AtomicBool::new(false),
+            tx: watch::channel(Gate::Open).0,
+        })
+    }
+
+    /// True while locked or ended: operator input must not reach the target.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_locked(&self) -> bool {
+        *self.tx.borrow() == Gate::Locked
+    }
+
+    fn set(&self, gate: Gate) {
+        self.closed.store(gate != Gate::Open, Ordering::Release);
+        self.tx.send_replace(gate);
+    }
+
+    /// Waits while the session is locked. `false` when the session has ended.
+    pub(crate) async fn wait_open(&self) -> bool {
+        let mut rx = self.tx.subscribe();
+        match rx.wait_for(|g| *g != Gate::Locked).await {
+            Ok(g) => *g == Gate::Open,
+            Err(_) => false,
+        }
+    }
+}
+
+const MAX_ANSWER: usize = 1024;
+
+pub(crate) struct Guard<C, O, R, B> {
+    pub(crate) enforcer: Enforcer,
+    pub(crate) clock: Arc<ActivityClock>,
+    pub(crate) io: O,
+    pub(crate) reauth: R,
+    pub(crate) observer: B,
+    pub(crate) lock: Arc<LockState>,
+    pub(crate) operator: String,
+    channels: BTreeMap<C, bool>,
+    synced_activity: Option<Duration>,
+    answer: Vec<u8>,
+}
+
+impl<C, O, R, B> Guard<C, O, R, B>
+where
+    C: Copy + Ord + Send + Sync + 'static,
+    O: OperatorIo<C>,
+    R: Reauthenticator,
+    B: GuardObserver,
+{
+    pub(crate) fn new(
+        policy: EnvPolicy,
+        clock: Arc<ActivityClock>,
+        io: O,
+        reauth: R,
+        observer: B,
+        lock: Arc<LockState>,
+        operator: String,
+    ) -> Self {
+        Guard {
+            enforcer: Enforcer::new(policy),
+            clock,
+            io,
+            reauth,
+            observer,
+            lock,
+            operator,
+            channels: BTreeMap::new(),
+            synced_activity: None,
+            answer: Vec::new(),
+        }
+    }
+
+    /// Runs until the session ends (by a directive, or because `events` closed).
+    pub(crate) async fn run(mut self, mut events: mpsc::UnboundedReceiver<GuardEvent<C>>) {
+        let opened = self.clock.opened;
+        loop {
+            if self.enforcer.is_ended() {
+                return;
+            }
+            let wake = self.enforcer.next_wakeup().map(|o| opened + o);
+            tokio::select! {
+                biased;
+                event = events.recv() => match event {
+                    Some(e) => self.on_event(e).await,
+                    None => return,
+                },
+                () = sleep_until_opt(wake) => self.on_wakeup().await,
+            }
+        }
+    }
+
+    fn sync_activity(&mut self) {
+        if let Some(at) = self.clock.last()
+            && Some(at) > self.synced_activity
+        {
+            self.synced_activity = Some(at);
+            self.enforcer.activity(at);
+        }
+    }
+
+    async fn on_wakeup(&mut self) {
+        self.sync_activity();
+        let now = self.clock.now();
+        // activity since we went to sleep may have moved the deadline out
+        if self.enforcer.next_wakeup().is_some_and(|w| w > now) {
+            return;
+        }
+        for d in self.enforcer.poll(now) {
+            self.carry_out(d).await;
+        }
+    }
+
+    async fn on_event(&mut self, event: GuardEvent<C>) {
+        match event {
+            GuardEvent::ChannelStarted { channel, pty } => {
+                self.channels.insert(channel, pty);
+                self.clock.touch();
+                let lockable = self.channels.values().any(|p| *p) && self.reauth.available();
+                self.enforcer.set_lock_capable(lockable);
+            }
+            GuardEvent::ChannelClosed { channel } => {
+                self.channels.remove(&channel);
+                let lockable = self.channels.values().any(|p| *p) && self.reauth.available();
+                self.enforcer.set_lock_capable(lockable);
+            }
+            GuardEvent::Policy(policy) => {
+                self.sync_activity();
+                let now = self.clock.now();
+                self.enforcer.set_policy(policy, now);
+            }
+            GuardEvent::Kill(reason) => {
+                let d = self.enforcer.kill(reason);
+                self.carry_out(d).await;
+            }
+            GuardEvent::LockInput(bytes) => self.on_lock_input(&bytes).await,
+        }
+    }
+
+    async fn on_lock_input(&mut self, bytes: &[u8]) {
+        if !self.enforcer.is_locked() {
+            return;
+        }
+        for &b in bytes {
+            match b {
+                b'\r' | b'\n' => {
+                    let answer = String::from_utf8_lossy(&self.answer).into_owned();
+                    self.answer.iter_mut().for_each(|b| *b = 0);
+                    self.answer.clear();
+                    let ok = self.reauth.check_password(answer).await;
+                    let now = self.clock.now();
+                    if let Some(d) = self.enforcer.unlock_attempt(ok, now) {
+                        self.carry_out(d).await;
+                    }
+                    if !self.enforcer.is_locked() {
+                        return; // the rest of this input is not a password
+                    }
+                }
+                0x7f | 0x08 => {
+                    self.answer.pop();
+                }
+                0x15 | 0x03 => self.answer.clear(), // Ctrl-U, Ctrl-C: start over
+                _ if self.answer.len() < MAX_ANSWER => self.answer.push(b),
+                _ => {}
+            }
+        }
+    }
+
+    /// The terminal channel the lock prompt is shown on.
+    fn prompt_channel(&self) -> Option<C> {
+        self.channels.iter().find_map(|(c, pty)| pty.then_some(*c))
+    }
+
+    async fn say(&self, text: &str) {
+        for (&channel, &pty) in &self.channels {
+            self.io
+                .write(channel, !pty, format!("\r\n[gatehouse] {text}\r\n"))
+                .await;
+        }
+    }
+
+    async fn prompt(&self) {
+        if let Some(c) = self.prompt_channel() {
+            self.io
+                .write(c, false, format!("[gatehouse] password for {}: ", self.operator))
+                .await;
+        }
+    }
+
+    async fn carry_out(&mut self, d: Directive) {
+        self.observer.directive(&d).await;
+        match &d {
+            Directive::Warn { message, .. } => self.say(message).await,
+            Directive::Lock { message, .. } => {
+                self.lock.set(Gate::Locked);
+                self.answer.clear();
+                if let Some(c) = self.prompt_channel() {
+                    self.io
+                        .write(
+                            c,
+                            false,
+                            format!("\r\n[gatehouse] {message}; enter your password to resume\r\n"),
+                        )
+                        .await;
+                }
+                self.prompt().await;
+            }
+            Directive::UnlockFailed { attempts_left } => {
+                if let Some(c) = self.prompt_channel() {
+                    let s = if *attempts_left == 1 { "" } else { "s" };
+                    self.io
+                        .write(
+                            c,
+                            false,
+                            format!("\r\n[gatehouse] wrong password; {attempts_left} attempt{s} left\r\n"),
+                        )
+                        .await;
+                }
+                self.prompt().await;
+            }
+            Directive::Unlocked => {
+                if let Some(c) = self.prompt_channel() {
+                    self.io
+                        .write(c, false, "\r\n[gatehouse] unlocked; resuming (Ctrl-L redraws the screen)\r\n".into())
+                        .await;
+                }
+                self.lock.set(Gate::Open);
+            }
+            Directive::End { message, .. } => {
+                self.lock.set(Gate::Ended);
+                self.say(message).await;
+                self.io.disconnect(message.clone()).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;

@@ -1,0 +1,244 @@
+//! The guard on tokio's paused clock: limits are exact to the millisecond, and nothing waits
+//! in real time.
+
+use std::sync::Mutex;
+
+use gatehouse_core::IdleAction;
+
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+const M: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Default)]
+struct Recorder {
+    lines: Arc<Mutex<Vec<(Duration, u32, bool, String)>>>,
+    disconnected: Arc<Mutex<Option<(Duration, String)>>>,
+    observed: Arc<Mutex<Vec<Directive>>>,
+    opened: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Recorder {
+    fn at(&self) -> Duration {
+        self.opened.lock().unwrap().unwrap().elapsed()
+    }
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().iter().map(|l| l.3.clone()).collect()
+    }
+}
+
+impl OperatorIo<u32> for Recorder {
+    async fn write(&self, channel: u32, stderr: bool, text: String) {
+        let at = self.at();
+        self.lines.lock().unwrap().push((at, channel, stderr, text));
+    }
+    async fn disconnect(&self, message: String) {
+        let at = self.at();
+        *self.disconnected.lock().unwrap() = Some((at, message));
+    }
+}
+
+impl GuardObserver for Recorder {
+    async fn directive(&self, d: &Directive) {
+        self.observed.lock().unwrap().push(d.clone());
+    }
+}
+
+struct Password(Option<&'static str>);
+
+impl Reauthenticator for Password {
+    fn available(&self) -> bool {
+        self.0.is_some()
+    }
+    async fn check_password(&self, answer: String) -> bool {
+        Some(answer.as_str()) == self.0
+    }
+}
+
+struct Harness {
+    rec: Recorder,
+    clock: Arc<ActivityClock>,
+    lock: Arc<LockState>,
+    tx: mpsc::UnboundedSender<GuardEvent<u32>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(policy: EnvPolicy, password: Option<&'static str>) -> Harness {
+    let opened = Instant::now();
+    let rec = Recorder::default();
+    *rec.opened.lock().unwrap() = Some(opened);
+    let clock = Arc::new(ActivityClock::new(opened));
+    let lock = LockState::new();
+    let guard = Guard::new(
+        policy,
+        clock.clone(),
+        rec.clone(),
+        Password(password),
+        rec.clone(),
+        lock.clone(),
+        "alice".into(),
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(guard.run(rx));
+    Harness {
+        rec,
+        clock,
+        lock,
+        tx,
+        task,
+    }
+}
+
+/// Lets the guard task run at the current (paused) instant.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+    settle().await;
+}
+
+fn idle_policy(idle: Duration, warn: &[Duration]) -> EnvPolicy {
+    EnvPolicy {
+        idle_timeout: Some(idle),
+        warn_before: warn.to_vec(),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifteen_minute_idle_limit_is_exact() {
+    let h = start(idle_policy(15 * M, &[M]), None);
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    settle().await;
+    advance(14 * M - Duration::from_millis(1)).await;
+    assert!(h.rec.lines.lock().unwrap().is_empty());
+    advance(Duration::from_millis(1)).await;
+    {
+        let lines = h.rec.lines.lock().unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].0, 14 * M);
+        assert_eq!(
+            lines[0].3,
+            "\r\n[gatehouse] idle for 14m — this session closes in 1m; press any key to stay\r\n"
+        );
+        assert!(!lines[0].2, "pty: written to the terminal, not stderr");
+    }
+    advance(M - Duration::from_millis(1)).await;
+    assert!(h.rec.disconnected.lock().unwrap().is_none());
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        *h.rec.disconnected.lock().unwrap(),
+        Some((15 * M, "idle timeout 15m reached".into()))
+    );
+    h.task.await.unwrap();
+    assert!(h.lock.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keystrokes_keep_it_alive_and_without_pty_warnings_go_to_stderr() {
+    let h = start(idle_policy(10 * S, &[2 * S]), None);
+    h.tx.send(GuardEvent::ChannelStarted { channel: 3, pty: false }).unwrap();
+    settle().await;
+    // a keystroke every 7 s: always before the warning (due 8 s after the last one)
+    for _ in 0..5 {
+        advance(7 * S).await;
+        h.clock.touch();
+    }
+    assert!(h.rec.lines.lock().unwrap().is_empty(), "{}", h.rec.text());
+    advance(8 * S).await;
+    let lines = h.rec.lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1);
+    assert_eq!((lines[0].0, lines[0].1, lines[0].2), (43 * S, 3, true));
+    advance(2 * S).await;
+    assert_eq!(h.rec.disconnected.lock().unwrap().as_ref().unwrap().0, 45 * S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_unlock_with_the_password_and_the_prompt_never_echoes() {
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    let h = start(p, Some("hunter2"));
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    settle().await;
+    advance(10 * S).await;
+    assert!(h.lock.is_locked());
+    assert!(h.rec.text().contains("session locked after 10s idle; enter your password to resume"));
+    assert!(h.rec.text().ends_with("[gatehouse] password for alice: "));
+    // typed with a typo corrected by backspace
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"hunter3\x7f2\r"))).unwrap();
+    settle().await;
+    assert!(!h.lock.is_locked());
+    assert!(h.rec.text().contains("unlocked; resuming"));
+    assert!(!h.rec.text().contains("hunter"), "the password was echoed");
+    // idle counts again from the unlock
+    advance(10 * S).await;
+    assert!(h.lock.is_locked());
+    let observed = h.rec.observed.lock().unwrap().clone();
+    assert!(matches!(observed[..], [Directive::Lock { .. }, Directive::Unlocked, Directive::Lock { .. }]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_wrong_passwords_end_the_session() {
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    let h = start(p, Some("right"));
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    settle().await;
+    advance(10 * S).await;
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"a\rb\r"))).unwrap();
+    settle().await;
+    assert!(h.rec.text().contains("wrong password; 1 attempt left"));
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"c\r"))).unwrap();
+    settle().await;
+    assert_eq!(
+        h.rec.disconnected.lock().unwrap().as_ref().map(|d| d.1.clone()),
+        Some("reauthentication failed".into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_without_a_password_disconnects() {
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    let h = start(p, None);
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    settle().await;
+    advance(10 * S).await;
+    assert_eq!(
+        h.rec.disconnected.lock().unwrap().clone(),
+        Some((10 * S, "idle timeout 10s reached".into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn policy_change_and_admin_kill_reach_the_live_session() {
+    let h = start(idle_policy(15 * M, &[]), None);
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    settle().await;
+    advance(5 * M).await;
+    h.tx.send(GuardEvent::Policy(idle_policy(2 * M, &[]))).unwrap();
+    settle().await;
+    assert!(h.rec.text().contains("closes in 5s"), "{}", h.rec.text());
+    advance(5 * S).await;
+    assert_eq!(
+        h.rec.disconnected.lock().unwrap().clone(),
+        Some((5 * M + 5 * S, "idle timeout 2m reached".into()))
+    );
+
+    let h = start(EnvPolicy::default(), None);
+    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    advance(3 * M).await;
+    h.tx.send(GuardEvent::Kill(EndReason::AdminKill("incident".into()))).unwrap();
+    settle().await;
+    assert_eq!(
+        h.rec.disconnected.lock().unwrap().clone(),
+        Some((3 * M, "terminated by admin: incident".into()))
+    );
+    h.task.await.unwrap();
+}
