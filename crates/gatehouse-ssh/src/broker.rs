@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::connection::{Connection, ConnectionState};
+use crate::enforce::{GuardControl, watch_store};
 
 #[derive(Debug, Error)]
 pub enum SshError {
@@ -56,6 +57,8 @@ pub struct Broker {
     pub(crate) limiter: Mutex<FailedLoginLimiter<IpAddr>>,
     pub(crate) upstream_config: Arc<russh::client::Config>,
     live: Mutex<HashMap<u64, server::Handle>>,
+    /// Guards of live sessions, by session id.
+    pub(crate) guards: Mutex<HashMap<String, GuardControl>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -74,6 +77,7 @@ impl Broker {
             config,
             upstream_config: Arc::new(upstream_config),
             live: Mutex::new(HashMap::new()),
+            guards: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
         })
     }
@@ -112,6 +116,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SshError> {
     let config = broker.server_config();
+    let watcher = tokio::spawn(watch_store(broker.clone()));
     let slots = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -162,6 +167,7 @@ pub async fn run(
             )
             .await;
     }
+    watcher.abort();
     let grace = broker.config.shutdown_grace;
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await

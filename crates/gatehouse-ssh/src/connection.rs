@@ -2,7 +2,7 @@
 //! dispatch of channel events to relays. `ConnectionState` is shared with the relay tasks and
 //! with the task that closes the session row when the connection ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,13 +12,15 @@ use gatehouse_core::{
     AccessDecision, AccessFacts, EndReason, ForwardingKind, ForwardingPolicy, LoginName,
     LoginNameError, Protocol, decide_access, env_var_allowed,
 };
-use gatehouse_store::{AuditEvent, NewSession, TargetRecord, passwords};
+use gatehouse_store::{AuditEvent, NewSession, StoredPolicy, TargetRecord, passwords};
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Pty, Sig};
 use serde_json::json;
 
 use crate::broker::Broker;
 use crate::deny::{notice, refuse_on_channel};
+use crate::enforce::{AuditObserver, GuardControl, GuardSender, SshOperator, StoreReauth};
+use crate::guard::{ActivityClock, Guard, GuardEvent, LockState};
 use crate::keys::fingerprint;
 use crate::relay::{self, RelayHandle, Request, ToTarget};
 use crate::upstream::{self, Upstream};
@@ -98,6 +100,9 @@ impl ConnectionState {
             up.disconnect().await;
         }
         let Some(id) = session_id else { return };
+        if let Ok(mut guards) = broker.guards.lock() {
+            guards.remove(&id);
+        }
         let (bytes_in, bytes_out) = (
             self.bytes_in.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed),
@@ -168,6 +173,17 @@ pub(crate) struct Connection {
     access: Access,
     upstream: Option<Arc<Upstream>>,
     channels: HashMap<ChannelId, ChannelKind>,
+    pty_channels: HashSet<ChannelId>,
+    /// The environment's policy, read at login; the guard starts with it.
+    policy: Option<(StoredPolicy, bool)>,
+    enforcement: Option<Enforcement>,
+}
+
+/// The handler's side of a running guard.
+struct Enforcement {
+    clock: Arc<ActivityClock>,
+    lock: Arc<LockState>,
+    events: GuardSender,
 }
 
 /// Splits the SSH user name into operator and (optional) target.
@@ -192,6 +208,75 @@ impl Connection {
             access: Access::Pending,
             upstream: None,
             channels: HashMap::new(),
+            pty_channels: HashSet::new(),
+            policy: None,
+            enforcement: None,
+        }
+    }
+
+    /// Starts the session's guard (allowed sessions only), once authentication completed.
+    fn start_guard(&mut self, session: &mut Session) {
+        let (Some((policy, has_password)), Some(session_id), Some(operator)) = (
+            self.policy.take(),
+            self.session_id.clone(),
+            self.operator.clone(),
+        ) else {
+            return;
+        };
+        let clock = Arc::new(ActivityClock::new(tokio::time::Instant::now()));
+        let lock = LockState::new();
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = self.broker.store().clone();
+        let guard = Guard::new(
+            policy.policy,
+            clock.clone(),
+            SshOperator {
+                handle: session.handle(),
+            },
+            StoreReauth {
+                store: store.clone(),
+                operator: operator.clone(),
+                has_password,
+            },
+            AuditObserver {
+                store,
+                state: self.state.clone(),
+                session_id: session_id.clone(),
+                operator: operator.clone(),
+            },
+            lock.clone(),
+            operator,
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            guard.run(rx),
+            self.state.span.clone(),
+        ));
+        if let Ok(mut guards) = self.broker.guards.lock() {
+            guards.insert(
+                session_id,
+                GuardControl {
+                    environment: policy.environment,
+                    policy_version: policy.version,
+                    events: events.clone(),
+                },
+            );
+        }
+        self.enforcement = Some(Enforcement {
+            clock,
+            lock,
+            events,
+        });
+    }
+
+    fn tell_guard(&self, event: GuardEvent<ChannelId>) {
+        if let Some(e) = &self.enforcement {
+            let _ = e.events.send(event);
+        }
+    }
+
+    fn touch(&self) {
+        if let Some(e) = &self.enforcement {
+            e.clock.touch();
         }
     }
 
@@ -286,6 +371,14 @@ impl Connection {
             Access::Allowed(r) => Some(r.environment.clone()),
             _ => None,
         };
+        if let Some(env) = &environment {
+            let policy = store.environment_policy(env).await?;
+            let has_password = store
+                .operator(operator)
+                .await?
+                .is_some_and(|o| o.password_hash.is_some());
+            self.policy = Some((policy, has_password));
+        }
         let target_name = target.unwrap_or("");
         let session_id = store
             .start_session(&NewSession {
@@ -400,6 +493,10 @@ impl Connection {
             }
             Some(ChannelKind::Relay(relay)) => {
                 if relay.request(request).await {
+                    self.tell_guard(GuardEvent::ChannelStarted {
+                        channel,
+                        pty: self.pty_channels.contains(&channel),
+                    });
                     session.channel_success(channel)
                 } else {
                     session.channel_failure(channel)
@@ -438,8 +535,18 @@ impl Connection {
         }
     }
 
-    /// Bytes the operator sent on a channel: counted, then relayed.
+    /// Bytes the operator sent on a channel: activity, counted, relayed. While the session
+    /// is locked they answer the lock prompt instead and go nowhere else.
     async fn operator_input(&self, channel: ChannelId, event: ToTarget, len: usize) {
+        if let Some(e) = &self.enforcement
+            && e.lock.is_closed()
+        {
+            if let (true, ToTarget::Data(bytes)) = (e.lock.is_locked(), event) {
+                let _ = e.events.send(GuardEvent::LockInput(bytes));
+            }
+            return;
+        }
+        self.touch();
         self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         if let Some(relay) = self.relay(channel) {
             relay.send(event).await;
@@ -456,6 +563,11 @@ impl Handler for Connection {
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(Auth::reject())
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.start_guard(session);
+        Ok(())
     }
 
     async fn auth_publickey_offered(
@@ -553,6 +665,7 @@ impl Handler for Connection {
         let id = channel.id();
         // Events reach us through the handler callbacks; the channel's own queue is unused.
         drop(channel);
+        self.touch();
         let kind = match self.upstream().await {
             Err(message) => ChannelKind::Refused(message),
             Ok(up) => match up.open_session_channel().await {
@@ -561,6 +674,7 @@ impl Handler for Connection {
                     id,
                     session.handle(),
                     self.state.clone(),
+                    self.enforcement.as_ref().map(|e| e.lock.clone()),
                 )),
                 Err(e) => {
                     let target = self.target_name.clone().unwrap_or_default();
@@ -711,6 +825,7 @@ impl Handler for Connection {
             None => self.channels.contains_key(&channel),
         };
         if ok {
+            self.pty_channels.insert(channel);
             session.channel_success(channel)
         } else {
             session.channel_failure(channel)
@@ -840,6 +955,8 @@ impl Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.pty_channels.remove(&channel);
+        self.tell_guard(GuardEvent::ChannelClosed { channel });
         if let Some(ChannelKind::Relay(relay)) = self.channels.remove(&channel) {
             self.state.set_end_reason(EndReason::ClientClosed);
             relay.send(ToTarget::Close).await;

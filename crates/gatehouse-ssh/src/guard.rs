@@ -54,8 +54,13 @@ impl ActivityClock {
 #[derive(Debug)]
 pub(crate) enum GuardEvent<C> {
     /// A shell, exec or subsystem started on a channel (`pty`: it has a terminal).
-    ChannelStarted { channel: C, pty: bool },
-    ChannelClosed { channel: C },
+    ChannelStarted {
+        channel: C,
+        pty: bool,
+    },
+    ChannelClosed {
+        channel: C,
+    },
     /// Keystrokes typed while the session is locked: answers to the prompt.
     LockInput(Bytes),
     Policy(EnvPolicy),
@@ -285,7 +290,11 @@ where
     async fn prompt(&self) {
         if let Some(c) = self.prompt_channel() {
             self.io
-                .write(c, false, format!("[gatehouse] password for {}: ", self.operator))
+                .write(
+                    c,
+                    false,
+                    format!("[gatehouse] password for {}: ", self.operator),
+                )
                 .await;
         }
     }
@@ -324,7 +333,12 @@ where
             Directive::Unlocked => {
                 if let Some(c) = self.prompt_channel() {
                     self.io
-                        .write(c, false, "\r\n[gatehouse] unlocked; resuming (Ctrl-L redraws the screen)\r\n".into())
+                        .write(
+                            c,
+                            false,
+                            "\r\n[gatehouse] unlocked; resuming (Ctrl-L redraws the screen)\r\n"
+                                .into(),
+                        )
                         .await;
                 }
                 self.lock.set(Gate::Open);

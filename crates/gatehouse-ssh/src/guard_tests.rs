@@ -23,7 +23,12 @@ impl Recorder {
         self.opened.lock().unwrap().unwrap().elapsed()
     }
     fn text(&self) -> String {
-        self.lines.lock().unwrap().iter().map(|l| l.3.clone()).collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.3.clone())
+            .collect()
     }
 }
 
@@ -114,7 +119,11 @@ fn idle_policy(idle: Duration, warn: &[Duration]) -> EnvPolicy {
 #[tokio::test(start_paused = true)]
 async fn fifteen_minute_idle_limit_is_exact() {
     let h = start(idle_policy(15 * M, &[M]), None);
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     settle().await;
     advance(14 * M - Duration::from_millis(1)).await;
     assert!(h.rec.lines.lock().unwrap().is_empty());
@@ -143,7 +152,11 @@ async fn fifteen_minute_idle_limit_is_exact() {
 #[tokio::test(start_paused = true)]
 async fn keystrokes_keep_it_alive_and_without_pty_warnings_go_to_stderr() {
     let h = start(idle_policy(10 * S, &[2 * S]), None);
-    h.tx.send(GuardEvent::ChannelStarted { channel: 3, pty: false }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 3,
+        pty: false,
+    })
+    .unwrap();
     settle().await;
     // a keystroke every 7 s: always before the warning (due 8 s after the last one)
     for _ in 0..5 {
@@ -156,7 +169,10 @@ async fn keystrokes_keep_it_alive_and_without_pty_warnings_go_to_stderr() {
     assert_eq!(lines.len(), 1);
     assert_eq!((lines[0].0, lines[0].1, lines[0].2), (43 * S, 3, true));
     advance(2 * S).await;
-    assert_eq!(h.rec.disconnected.lock().unwrap().as_ref().unwrap().0, 45 * S);
+    assert_eq!(
+        h.rec.disconnected.lock().unwrap().as_ref().unwrap().0,
+        45 * S
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -164,14 +180,23 @@ async fn lock_unlock_with_the_password_and_the_prompt_never_echoes() {
     let mut p = idle_policy(10 * S, &[]);
     p.idle_action = IdleAction::Lock;
     let h = start(p, Some("hunter2"));
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     settle().await;
     advance(10 * S).await;
     assert!(h.lock.is_locked());
-    assert!(h.rec.text().contains("session locked after 10s idle; enter your password to resume"));
+    assert!(
+        h.rec
+            .text()
+            .contains("session locked after 10s idle; enter your password to resume")
+    );
     assert!(h.rec.text().ends_with("[gatehouse] password for alice: "));
     // typed with a typo corrected by backspace
-    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"hunter3\x7f2\r"))).unwrap();
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"hunter3\x7f2\r")))
+        .unwrap();
     settle().await;
     assert!(!h.lock.is_locked());
     assert!(h.rec.text().contains("unlocked; resuming"));
@@ -180,7 +205,14 @@ async fn lock_unlock_with_the_password_and_the_prompt_never_echoes() {
     advance(10 * S).await;
     assert!(h.lock.is_locked());
     let observed = h.rec.observed.lock().unwrap().clone();
-    assert!(matches!(observed[..], [Directive::Lock { .. }, Directive::Unlocked, Directive::Lock { .. }]));
+    assert!(matches!(
+        observed[..],
+        [
+            Directive::Lock { .. },
+            Directive::Unlocked,
+            Directive::Lock { .. }
+        ]
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,16 +220,27 @@ async fn three_wrong_passwords_end_the_session() {
     let mut p = idle_policy(10 * S, &[]);
     p.idle_action = IdleAction::Lock;
     let h = start(p, Some("right"));
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     settle().await;
     advance(10 * S).await;
-    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"a\rb\r"))).unwrap();
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"a\rb\r")))
+        .unwrap();
     settle().await;
     assert!(h.rec.text().contains("wrong password; 1 attempt left"));
-    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"c\r"))).unwrap();
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"c\r")))
+        .unwrap();
     settle().await;
     assert_eq!(
-        h.rec.disconnected.lock().unwrap().as_ref().map(|d| d.1.clone()),
+        h.rec
+            .disconnected
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|d| d.1.clone()),
         Some("reauthentication failed".into())
     );
 }
@@ -207,7 +250,11 @@ async fn lock_without_a_password_disconnects() {
     let mut p = idle_policy(10 * S, &[]);
     p.idle_action = IdleAction::Lock;
     let h = start(p, None);
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     settle().await;
     advance(10 * S).await;
     assert_eq!(
@@ -219,10 +266,15 @@ async fn lock_without_a_password_disconnects() {
 #[tokio::test(start_paused = true)]
 async fn policy_change_and_admin_kill_reach_the_live_session() {
     let h = start(idle_policy(15 * M, &[]), None);
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     settle().await;
     advance(5 * M).await;
-    h.tx.send(GuardEvent::Policy(idle_policy(2 * M, &[]))).unwrap();
+    h.tx.send(GuardEvent::Policy(idle_policy(2 * M, &[])))
+        .unwrap();
     settle().await;
     assert!(h.rec.text().contains("closes in 5s"), "{}", h.rec.text());
     advance(5 * S).await;
@@ -232,9 +284,14 @@ async fn policy_change_and_admin_kill_reach_the_live_session() {
     );
 
     let h = start(EnvPolicy::default(), None);
-    h.tx.send(GuardEvent::ChannelStarted { channel: 0, pty: true }).unwrap();
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
     advance(3 * M).await;
-    h.tx.send(GuardEvent::Kill(EndReason::AdminKill("incident".into()))).unwrap();
+    h.tx.send(GuardEvent::Kill(EndReason::AdminKill("incident".into())))
+        .unwrap();
     settle().await;
     assert_eq!(
         h.rec.disconnected.lock().unwrap().clone(),

@@ -9,6 +9,7 @@
 mod broker;
 mod connection;
 mod deny;
+mod enforce;
 mod guard;
 pub mod keys;
 mod relay;

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::connection::ConnectionState;
+use crate::guard::LockState;
 
 /// Operator events queued per channel: at most this many (each ≤ one SSH packet, 32 KiB).
 const QUEUE_DEPTH: usize = 256;
@@ -91,6 +92,7 @@ pub(crate) fn start(
     operator_channel: ChannelId,
     operator: server::Handle,
     state: Arc<ConnectionState>,
+    lock: Option<Arc<LockState>>,
 ) -> RelayHandle {
     let (read, write) = target_channel.split();
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -98,7 +100,7 @@ pub(crate) fn start(
     let span = tracing::Span::current();
     tokio::spawn(write_to_target(rx, write, pending.clone()).instrument(span.clone()));
     tokio::spawn(
-        read_from_target(read, operator_channel, operator, state, pending).instrument(span),
+        read_from_target(read, operator_channel, operator, state, pending, lock).instrument(span),
     );
     RelayHandle { tx }
 }
@@ -166,6 +168,7 @@ async fn read_from_target(
     operator: server::Handle,
     state: Arc<ConnectionState>,
     pending: PendingReplies,
+    lock: Option<Arc<LockState>>,
 ) {
     let answer = |ok: bool| {
         if let Some(reply) = pending.lock().ok().and_then(|mut p| p.pop_front()) {
@@ -173,6 +176,14 @@ async fn read_from_target(
         }
     };
     while let Some(msg) = target.wait().await {
+        // While the session is locked the target's output waits here (and the target
+        // stalls once its window fills); after an enforcement end nothing more is relayed.
+        if let Some(lock) = &lock
+            && lock.is_closed()
+            && !lock.wait_open().await
+        {
+            return;
+        }
         let delivered = match msg {
             ChannelMsg::Data { data } => {
                 state
