@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{World, keygen, stderr, stdout, tool};
+use gatehouse_e2e::{Tmux, World, keygen, stderr, stdout, tool};
 
 #[test]
 fn exec_prints_output_and_returns_the_remote_exit_code() {
@@ -133,80 +133,6 @@ fn password_login_and_wrong_password() {
             .unwrap()
             .contains("wrong-pass")
     );
-}
-
-/// Runs `ssh -tt` inside tmux so that it has a real terminal that can be resized.
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn start(dir: &std::path::Path, command: &str) -> Tmux {
-        let socket = dir.join("tmux.sock");
-        let out = Command::new(tool("tmux", "tmux"))
-            .arg("-S")
-            .arg(&socket)
-            .args([
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-x",
-                "100",
-                "-y",
-                "30",
-                command,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux: {}", stderr(&out));
-        Tmux { socket }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(tool("tmux", "tmux"))
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-J"])
-    }
-
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let screen = self.screen();
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "'{needle}' never appeared; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn type_line(&self, line: &str) {
-        self.run(&["send-keys", "-l", line]);
-        self.run(&["send-keys", "Enter"]);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .output();
-    }
 }
 
 #[test]

@@ -222,6 +222,15 @@ impl Gatehouse {
         serde_json::from_str(&out).expect("audit list --json is JSON")
     }
 
+    /// The `ssh` command line (for a shell, e.g. inside tmux) to this broker as `login`.
+    pub fn ssh_command_line(&self, login: &str, key: &Path) -> String {
+        std::iter::once(tool("ssh", "openssh-client").display().to_string())
+            .chain(self.client_options("-p", key))
+            .chain(["-tt".to_owned(), format!("{login}@127.0.0.1")])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// An OpenSSH client command to this broker as `login`, authenticating with `key`.
     pub fn ssh(&self, login: &str, key: &Path) -> Command {
         let mut c = Command::new(tool("ssh", "openssh-client"));
@@ -367,4 +376,83 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `ssh -tt` inside tmux so that it has a real terminal that can be resized.
+pub struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    pub fn start(dir: &Path, command: &str) -> Tmux {
+        let socket = dir.join("tmux.sock");
+        let out = Command::new(tool("tmux", "tmux"))
+            .arg("-S")
+            .arg(&socket)
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux: {}", stderr(&out));
+        Tmux { socket }
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(tool("tmux", "tmux"))
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J"])
+    }
+
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "'{needle}' never appeared; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends keys literally, without Enter.
+    pub fn type_keys(&self, keys: &str) {
+        self.run(&["send-keys", "-l", keys]);
+    }
+
+    pub fn type_line(&self, line: &str) {
+        self.run(&["send-keys", "-l", line]);
+        self.run(&["send-keys", "Enter"]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
 }

@@ -12,8 +12,9 @@ use crate::policy::{EnvPolicy, IdleAction, format_countdown, format_duration};
 use crate::session::EndReason;
 
 /// When a changed policy puts a limit in the past, the session gets this long, with a
-/// warning, instead of ending without notice.
-pub const FINAL_NOTICE: Duration = Duration::from_secs(5);
+/// warning, instead of ending without notice; short, so that a shortened policy takes
+/// effect within 2 seconds of the change.
+pub const FINAL_NOTICE: Duration = Duration::from_secs(1);
 /// Wrong answers allowed at an in-band reauthentication before the session ends.
 pub const MAX_UNLOCK_ATTEMPTS: u8 = 3;
 

@@ -318,7 +318,7 @@ fn shortened_policy_past_its_limit_gets_a_final_notice() {
             remaining, message, ..
         } => {
             assert_eq!(*remaining, FINAL_NOTICE);
-            assert!(message.contains("closes in 5s"), "{message}");
+            assert!(message.contains("closes in 1s"), "{message}");
         }
         other => panic!("{other:?}"),
     }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gatehouse_core::{Protocol, SshAddress, validate_name};
+use std::time::Duration;
+
+use gatehouse_core::{EnvPolicy, IdleAction, Protocol, SshAddress, format_duration, validate_name};
 use gatehouse_ssh::keys;
 use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, NewTarget, Store, passwords};
 use russh::keys::ssh_key::LineEnding;
@@ -21,6 +23,39 @@ pub enum EnvCommand {
     Add { name: String },
     /// List environments.
     List,
+    /// Change an environment's session policy; live sessions follow within 2 seconds.
+    Set(EnvSetArgs),
+    /// Show an environment's session policy.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Durations are humantime (`90s`, `15m`, `8h`, `1h30m`); `off` removes a limit.
+#[derive(Debug, Args)]
+pub struct EnvSetArgs {
+    pub name: String,
+    /// End (or lock) a session after this long without operator activity.
+    #[arg(long, value_name = "DURATION|off")]
+    pub idle_timeout: Option<String>,
+    /// End a session this long after it opened, active or not.
+    #[arg(long, value_name = "DURATION|off")]
+    pub max_session: Option<String>,
+    /// Warn this long before an idle end, a maximum-length end or a due reauthentication
+    /// (comma-separated, e.g. 5m,1m,10s).
+    #[arg(long, value_name = "LEADS|off")]
+    pub warn_before: Option<String>,
+    /// What the idle limit does: disconnect, or lock and ask for the password in-band.
+    #[arg(long, value_name = "disconnect|lock")]
+    pub idle_action: Option<String>,
+    /// How long a locked session waits for the password.
+    #[arg(long, value_name = "DURATION")]
+    pub lock_grace: Option<String>,
+    /// Ask for the password again this long after login, even while active.
+    #[arg(long, value_name = "DURATION|off")]
+    pub reauth_after: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +108,10 @@ pub enum UserCommand {
     },
     /// List operators.
     List,
+    /// Refuse the operator's logins and end every live session of theirs.
+    Lock { name: String },
+    /// Allow the operator to log in again.
+    Unlock { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +122,12 @@ pub enum SessionsCommand {
         json: bool,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// End a live session (within 2 seconds); the operator is told why.
+    Kill {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -138,8 +183,109 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
                 println!("{e}");
             }
         }
+        EnvCommand::Set(args) => {
+            let name = args.name.clone();
+            let current = store.environment_policy(&name).await?.policy;
+            let policy = apply_policy_args(current, args)?;
+            store.set_environment_policy(&name, &policy).await?;
+            admin_audit(
+                &store,
+                "policy_changed",
+                json!({"environment": name, "policy": policy_json(&policy)}),
+            )
+            .await?;
+            println!("environment {name} policy updated; live sessions follow within 2 seconds");
+            print!("{}", policy_text(&policy));
+        }
+        EnvCommand::Show { name, json } => {
+            let stored = store.environment_policy(&name).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&policy_json(&stored.policy))?
+                );
+            } else {
+                print!("{}", policy_text(&stored.policy));
+            }
+        }
     }
     Ok(())
+}
+
+fn parse_limit(flag: &str, value: &str) -> anyhow::Result<Option<Duration>> {
+    if matches!(value, "off" | "none") {
+        return Ok(None);
+    }
+    parse_duration(flag, value).map(Some)
+}
+
+fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| anyhow::anyhow!("{flag} '{value}' is not a duration like 90s, 15m or 8h: {e}"))
+}
+
+fn apply_policy_args(mut p: EnvPolicy, a: EnvSetArgs) -> anyhow::Result<EnvPolicy> {
+    if let Some(v) = &a.idle_timeout {
+        p.idle_timeout = parse_limit("--idle-timeout", v)?;
+    }
+    if let Some(v) = &a.max_session {
+        p.max_session = parse_limit("--max-session", v)?;
+    }
+    if let Some(v) = &a.reauth_after {
+        p.reauth_after = parse_limit("--reauth-after", v)?;
+    }
+    if let Some(v) = &a.lock_grace {
+        p.lock_grace = parse_duration("--lock-grace", v)?;
+    }
+    if let Some(v) = &a.idle_action {
+        p.idle_action = IdleAction::parse(v)?;
+    }
+    if let Some(v) = &a.warn_before {
+        p.warn_before = if matches!(v.as_str(), "off" | "none" | "") {
+            Vec::new()
+        } else {
+            v.split(',')
+                .map(|lead| parse_duration("--warn-before", lead))
+                .collect::<anyhow::Result<_>>()?
+        };
+    }
+    Ok(p.validated()?)
+}
+
+fn show_limit(d: Option<Duration>) -> String {
+    d.map_or_else(|| "off".into(), format_duration)
+}
+
+fn policy_text(p: &EnvPolicy) -> String {
+    let warn = if p.warn_before.is_empty() {
+        "off".to_owned()
+    } else {
+        p.warn_before
+            .iter()
+            .map(|d| format_duration(*d))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "idle-timeout  {}\nmax-session   {}\nwarn-before   {warn}\nidle-action   {}\nlock-grace    {}\nreauth-after  {}\n",
+        show_limit(p.idle_timeout),
+        show_limit(p.max_session),
+        p.idle_action.as_str(),
+        format_duration(p.lock_grace),
+        show_limit(p.reauth_after),
+    )
+}
+
+fn policy_json(p: &EnvPolicy) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    json!({
+        "idle_timeout_ms": ms(p.idle_timeout),
+        "max_session_ms": ms(p.max_session),
+        "warn_before_ms": p.warn_before.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+        "idle_action": p.idle_action.as_str(),
+        "lock_grace_ms": p.lock_grace.as_millis() as u64,
+        "reauth_after_ms": ms(p.reauth_after),
+    })
 }
 
 pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
@@ -316,6 +462,25 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 if hash.is_some() { ", password set" } else { "" }
             );
         }
+        UserCommand::Lock { name } => {
+            let ended = store.set_operator_locked(&name, true).await?;
+            admin_audit(
+                &store,
+                "user_locked",
+                json!({"user": name, "sessions_ended": ended}),
+            )
+            .await?;
+            println!(
+                "user {name} locked; {} live session{} will end within 2 seconds",
+                ended.len(),
+                if ended.len() == 1 { "" } else { "s" }
+            );
+        }
+        UserCommand::Unlock { name } => {
+            store.set_operator_locked(&name, false).await?;
+            admin_audit(&store, "user_unlocked", json!({"user": name})).await?;
+            println!("user {name} unlocked");
+        }
         UserCommand::List => {
             let rows: Vec<Vec<String>> = store
                 .list_operators()
@@ -356,6 +521,16 @@ pub async fn grant(config: &Config, user: &str, env: &str) -> anyhow::Result<()>
 pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     match cmd {
+        SessionsCommand::Kill { id, reason } => {
+            store.request_kill(&id, &reason).await?;
+            admin_audit(
+                &store,
+                "session_kill_requested",
+                json!({"session": id, "reason": reason}),
+            )
+            .await?;
+            println!("session {id} will end within 2 seconds");
+        }
         SessionsCommand::List { json, limit } => {
             let sessions = store.list_sessions(limit).await?;
             if json {
