@@ -401,7 +401,7 @@ impl Tmux {
                 command,
             ])
             .output()
-            .unwrap();
+            .expect("run tmux");
         assert!(out.status.success(), "tmux: {}", stderr(&out));
         Tmux { socket }
     }
@@ -412,7 +412,7 @@ impl Tmux {
             .arg(&self.socket)
             .args(args)
             .output()
-            .unwrap();
+            .expect("run tmux");
         assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
         stdout(&out)
     }

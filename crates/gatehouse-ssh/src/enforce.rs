@@ -21,6 +21,9 @@ use crate::guard::{GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
 /// How often the broker looks for policy changes and kill requests in the store.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long an ended session's channels get to drain before the disconnect.
+const END_LINGER: Duration = Duration::from_millis(300);
+
 pub(crate) type GuardSender = mpsc::UnboundedSender<GuardEvent<ChannelId>>;
 
 /// A live session's guard, as the watcher reaches it.
@@ -46,7 +49,15 @@ impl OperatorIo<ChannelId> for SshOperator {
         };
     }
 
-    async fn disconnect(&self, message: String) {
+    async fn end(&self, channels: Vec<ChannelId>, message: String) {
+        // OpenSSH exits at a disconnect without writing output it still buffers, which
+        // would lose the end line: close the channels first and give the client a moment
+        // to print and close its side.
+        for channel in channels {
+            let _ = self.handle.eof(channel).await;
+            let _ = self.handle.close(channel).await;
+        }
+        tokio::time::sleep(END_LINGER).await;
         let _ = self
             .handle
             .disconnect(russh::Disconnect::ByApplication, message, "en".into())

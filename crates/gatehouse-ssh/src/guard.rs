@@ -71,8 +71,9 @@ pub(crate) enum GuardEvent<C> {
 pub(crate) trait OperatorIo<C>: Send + Sync + 'static {
     /// Writes `text` on a channel: to the terminal (`stderr` false) or to stderr.
     fn write(&self, channel: C, stderr: bool, text: String) -> impl Future<Output = ()> + Send;
-    /// Ends the connection with an SSH disconnect carrying `message`.
-    fn disconnect(&self, message: String) -> impl Future<Output = ()> + Send;
+    /// Ends the session: closes `channels` (after the end line was written on them) and
+    /// disconnects with `message` as the SSH disconnect reason.
+    fn end(&self, channels: Vec<C>, message: String) -> impl Future<Output = ()> + Send;
 }
 
 /// Checks an answer typed at the lock prompt.
@@ -346,7 +347,8 @@ where
             Directive::End { message, .. } => {
                 self.lock.set(Gate::Ended);
                 self.say(message).await;
-                self.io.disconnect(message.clone()).await;
+                let channels = self.channels.keys().copied().collect();
+                self.io.end(channels, message.clone()).await;
             }
         }
     }

@@ -10,9 +10,12 @@ use super::*;
 const S: Duration = Duration::from_secs(1);
 const M: Duration = Duration::from_secs(60);
 
+/// A line written to the operator: when, on which channel, to stderr or not, and what.
+type Written = (Duration, u32, bool, String);
+
 #[derive(Clone, Default)]
 struct Recorder {
-    lines: Arc<Mutex<Vec<(Duration, u32, bool, String)>>>,
+    lines: Arc<Mutex<Vec<Written>>>,
     disconnected: Arc<Mutex<Option<(Duration, String)>>>,
     observed: Arc<Mutex<Vec<Directive>>>,
     opened: Arc<Mutex<Option<Instant>>>,
@@ -37,7 +40,7 @@ impl OperatorIo<u32> for Recorder {
         let at = self.at();
         self.lines.lock().unwrap().push((at, channel, stderr, text));
     }
-    async fn disconnect(&self, message: String) {
+    async fn end(&self, _channels: Vec<u32>, message: String) {
         let at = self.at();
         *self.disconnected.lock().unwrap() = Some((at, message));
     }

@@ -108,6 +108,12 @@ pub enum UserCommand {
     },
     /// List operators.
     List,
+    /// Set an operator's password (read from standard input).
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
     /// Refuse the operator's logins and end every live session of theirs.
     Lock { name: String },
     /// Allow the operator to log in again.
@@ -461,6 +467,13 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 if fps.len() == 1 { "" } else { "s" },
                 if hash.is_some() { ", password set" } else { "" }
             );
+        }
+        UserCommand::Passwd { name, .. } => {
+            let pw = read_password_stdin()?;
+            let hash = passwords::hash_password(&pw).map_err(anyhow::Error::msg)?;
+            store.set_operator_password(&name, &hash).await?;
+            admin_audit(&store, "password_set", json!({"user": name})).await?;
+            println!("password of user {name} set");
         }
         UserCommand::Lock { name } => {
             let ended = store.set_operator_locked(&name, true).await?;

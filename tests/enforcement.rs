@@ -1,0 +1,419 @@
+//! Enforcement end to end, with limits of a few seconds: the real `ssh` client through the
+//! real broker to a real `sshd`, with `tmux` as the operator's terminal.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gatehouse_e2e::{Gatehouse, Tmux, World, stderr, stdout};
+
+fn set_policy(g: &Gatehouse, args: &[&str]) {
+    let mut all = vec!["env", "set", "prod"];
+    all.extend_from_slice(args);
+    g.cli_ok(&all);
+}
+
+/// Starts an interactive session in tmux; the shell prints `EXIT=<status>` when ssh ends.
+fn interactive(w: &World, login: &str) -> Tmux {
+    let ssh = w.gatehouse.ssh_command_line(login, &w.alice_key);
+    let tmux = Tmux::start(
+        w.keys.path(),
+        &format!("env TERM=xterm {ssh}; echo EXIT=$?; sleep 60"),
+    );
+    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
+    tmux.wait_for("ready-42");
+    tmux
+}
+
+fn wait_live(g: &Gatehouse) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = g.sessions().first()
+            && s["end_reason"].is_null()
+        {
+            return s["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no live session:\n{}", g.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn audit_kinds(g: &Gatehouse) -> Vec<String> {
+    g.audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn idle_pty_session_is_warned_then_ended() {
+    let w = World::new();
+    set_policy(
+        &w.gatehouse,
+        &["--idle-timeout", "3s", "--warn-before", "2s"],
+    );
+    let tmux = interactive(&w, "alice+web1");
+    let screen = tmux.wait_for("EXIT=");
+    assert!(
+        screen
+            .contains("[gatehouse] idle for 1s — this session closes in 2s; press any key to stay"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("[gatehouse] idle timeout 3s reached"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("EXIT=0"),
+        "ssh must exit non-zero:\n{screen}"
+    );
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["end_reason"], "idle_timeout");
+    let kinds = audit_kinds(&w.gatehouse);
+    assert!(kinds.contains(&"enforcement_warning".into()), "{kinds:?}");
+    assert!(kinds.contains(&"enforcement_end".into()), "{kinds:?}");
+}
+
+#[test]
+fn typing_keeps_a_session_alive() {
+    let w = World::new();
+    set_policy(&w.gatehouse, &["--idle-timeout", "2s"]);
+    let tmux = interactive(&w, "alice+web1");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        tmux.type_keys("x");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    tmux.type_keys("\x15"); // Ctrl-U: discard the typed x's
+    tmux.type_line("echo still-$((40+2))");
+    tmux.wait_for("still-42");
+    assert!(!tmux.screen().contains("idle timeout"), "{}", tmux.screen());
+    // then silence ends it
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("idle timeout 2s reached"), "{screen}");
+}
+
+#[test]
+fn keepalives_do_not_count_as_activity() {
+    let w = World::new();
+    set_policy(
+        &w.gatehouse,
+        &["--idle-timeout", "2s", "--warn-before", "1s"],
+    );
+    let start = Instant::now();
+    let out = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .args([
+            "-o",
+            "ServerAliveInterval=1",
+            "-o",
+            "ServerAliveCountMax=10",
+        ])
+        .arg("sleep 20")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "keepalives kept it alive: {took:?}"
+    );
+    assert!(took >= Duration::from_secs(2), "ended early: {took:?}");
+    assert_ne!(out.status.code(), Some(0));
+    // no pty: warning and end go to stderr
+    let err = stderr(&out);
+    assert!(
+        err.contains("[gatehouse] idle for 1s — this session closes in 1s"),
+        "{err}"
+    );
+    assert!(err.contains("[gatehouse] idle timeout 2s reached"), "{err}");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "idle_timeout"
+    );
+}
+
+#[test]
+fn target_output_does_not_count_as_activity() {
+    let w = World::new();
+    set_policy(&w.gatehouse, &["--idle-timeout", "2s"]);
+    let start = Instant::now();
+    let out = w.ssh_exec("alice+web1", "while true; do date; sleep 0.2; done");
+    assert!(start.elapsed() < Duration::from_secs(8));
+    assert!(stdout(&out).lines().count() >= 5, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("idle timeout 2s reached"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn an_active_session_ends_at_max_session() {
+    let w = World::new();
+    set_policy(
+        &w.gatehouse,
+        &[
+            "--idle-timeout",
+            "2s",
+            "--max-session",
+            "3s",
+            "--warn-before",
+            "1s",
+        ],
+    );
+    let mut child = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let start = Instant::now();
+    // active all along: a line every 300 ms until the broker cuts us off
+    while start.elapsed() < Duration::from_secs(8) {
+        if stdin.write_all(b"typing\n").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("this session reaches its maximum length of 3s in 1s"),
+        "{err}"
+    );
+    assert!(err.contains("maximum session length 3s reached"), "{err}");
+    assert!(!err.contains("idle"), "{err}");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "max_session"
+    );
+}
+
+fn add_password(w: &World, password: &str) {
+    // alice gets a password beside her key: the lock prompt asks for it
+    let out = w.gatehouse.cli_with_stdin(
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some(password),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn lock_then_unlock_resumes_the_same_shell() {
+    let w = World::new();
+    add_password(&w, "unlock-me-9");
+    set_policy(
+        &w.gatehouse,
+        &[
+            "--idle-timeout",
+            "2s",
+            "--idle-action",
+            "lock",
+            "--lock-grace",
+            "30s",
+        ],
+    );
+    let tmux = interactive(&w, "alice+web1");
+    tmux.type_line("GH_STATE=kept-$((40+2))");
+    tmux.wait_for("[gatehouse] password for alice: ");
+    // what is typed while locked reaches neither the target nor the logs
+    tmux.type_line("unlock-me-9");
+    tmux.wait_for("unlocked; resuming");
+    tmux.type_line("echo state=$GH_STATE");
+    tmux.wait_for("state=kept-42");
+    // locks again; wrong three times ends it
+    for _ in 0..3 {
+        tmux.run(&["clear-history"]);
+        let before = tmux.screen().matches("password for alice").count();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tmux.screen().matches("password for alice").count() == before {
+            assert!(Instant::now() < deadline, "{}", tmux.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tmux.type_line("wrong-guess");
+    }
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("reauthentication failed"), "{screen}");
+    assert!(
+        !screen.contains("unlock-me-9") && !screen.contains("wrong-guess"),
+        "echoed:\n{screen}"
+    );
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["end_reason"], "reauth_failed");
+    let log = w.gatehouse.log();
+    assert!(
+        !log.contains("unlock-me-9") && !log.contains("wrong-guess"),
+        "password in the log"
+    );
+    let audit = serde_json::to_string(&w.gatehouse.audit()).unwrap();
+    assert!(!audit.contains("unlock-me-9") && !audit.contains("wrong-guess"));
+    for kind in [
+        "session_locked",
+        "session_unlocked",
+        "reauth_failed",
+        "enforcement_end",
+    ] {
+        assert!(audit.contains(kind), "{kind} missing: {audit}");
+    }
+}
+
+#[test]
+fn shortening_the_policy_ends_an_idle_live_session_within_2s() {
+    let w = World::new();
+    set_policy(&w.gatehouse, &["--idle-timeout", "60s"]);
+    let mut child = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .arg("sleep 30")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_live(&w.gatehouse);
+    std::thread::sleep(Duration::from_millis(1500));
+    let changed = Instant::now();
+    set_policy(&w.gatehouse, &["--idle-timeout", "1s"]);
+    let status = child.wait().unwrap();
+    let took = changed.elapsed();
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("closes in 1s"), "{err}");
+    assert!(err.contains("idle timeout 1s reached"), "{err}");
+}
+
+#[test]
+fn admin_kill_and_user_lock_end_sessions_within_2s() {
+    let w = World::new();
+    let g = &w.gatehouse;
+    let run = || {
+        g.ssh("alice+web1", &w.alice_key)
+            .arg("sleep 30")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = run();
+    let id = wait_live(g);
+    let t = Instant::now();
+    g.cli_ok(&["sessions", "kill", &id, "--reason", "maintenance"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        stderr(&out).contains("terminated by admin: maintenance"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        g.wait_session_closed()["end_reason"],
+        "admin_kill: maintenance"
+    );
+    let again = g.cli(&["sessions", "kill", &id]);
+    assert!(
+        stderr(&again).contains(&format!("live session '{id}' does not exist")),
+        "{}",
+        stderr(&again)
+    );
+
+    let child = run();
+    wait_live(g);
+    let t = Instant::now();
+    g.cli_ok(&["user", "lock", "alice"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        stderr(&out).contains("account locked by admin"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(g.wait_session_closed()["end_reason"], "operator_locked");
+    // new logins are refused with the reason, until unlocked
+    let out = w.ssh_exec("alice+web1", "echo in");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("your account is locked"),
+        "{}",
+        stderr(&out)
+    );
+    g.cli_ok(&["user", "unlock", "alice"]);
+    assert_eq!(stdout(&w.ssh_exec("alice+web1", "echo in")), "in\n");
+}
+
+#[test]
+fn invalid_policies_are_rejected_clearly() {
+    let w = World::new();
+    let g = &w.gatehouse;
+    for (args, expected) in [
+        (
+            &["--idle-timeout", "0s"][..],
+            "idle timeout must be greater than zero",
+        ),
+        (
+            &["--idle-timeout=-5m"],
+            "--idle-timeout '-5m' is not a duration",
+        ),
+        (&["--idle-timeout", "5 fortnights"], "is not a duration"),
+        (
+            &["--idle-timeout", "1m", "--warn-before", "1m"],
+            "warning lead 1m is not shorter than idle timeout 1m",
+        ),
+        (
+            &["--idle-action", "nap"],
+            "idle action 'nap' is not one of: disconnect, lock",
+        ),
+    ] {
+        let mut all = vec!["env", "set", "prod"];
+        all.extend_from_slice(args);
+        let out = g.cli(&all);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1);
+    }
+    g.cli_ok(&[
+        "env",
+        "set",
+        "prod",
+        "--idle-timeout",
+        "15m",
+        "--max-session",
+        "8h",
+        "--warn-before",
+        "5m,1m",
+        "--idle-action",
+        "lock",
+        "--lock-grace",
+        "2m",
+        "--reauth-after",
+        "12h",
+    ]);
+    assert_eq!(
+        g.cli_ok(&["env", "show", "prod"]),
+        "idle-timeout  15m\nmax-session   8h\nwarn-before   5m,1m\nidle-action   lock\nlock-grace    2m\nreauth-after  12h\n"
+    );
+    g.cli_ok(&["env", "set", "prod", "--max-session", "off"]);
+    assert!(
+        g.cli_ok(&["env", "show", "prod"])
+            .contains("max-session   off")
+    );
+}
