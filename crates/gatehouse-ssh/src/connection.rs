@@ -175,7 +175,7 @@ pub(crate) struct Connection {
     channels: HashMap<ChannelId, ChannelKind>,
     pty_channels: HashSet<ChannelId>,
     /// The environment's policy, read at login; the guard starts with it.
-    policy: Option<(StoredPolicy, bool)>,
+    policy: Option<(StoredPolicy, bool, bool)>,
     enforcement: Option<Enforcement>,
 }
 
@@ -216,7 +216,7 @@ impl Connection {
 
     /// Starts the session's guard (allowed sessions only), once authentication completed.
     fn start_guard(&mut self, session: &mut Session) {
-        let (Some((policy, has_password)), Some(session_id), Some(operator)) = (
+        let (Some((policy, has_password, has_totp)), Some(session_id), Some(operator)) = (
             self.policy.take(),
             self.session_id.clone(),
             self.operator.clone(),
@@ -237,6 +237,7 @@ impl Connection {
                 store: store.clone(),
                 operator: operator.clone(),
                 has_password,
+                has_totp,
             },
             AuditObserver {
                 store,
@@ -377,7 +378,8 @@ impl Connection {
                 .operator(operator)
                 .await?
                 .is_some_and(|o| o.password_hash.is_some());
-            self.policy = Some((policy, has_password));
+            let has_totp = store.has_totp(operator).await?;
+            self.policy = Some((policy, has_password, has_totp));
         }
         let target_name = target.unwrap_or("");
         let session_id = store

@@ -69,6 +69,7 @@ pub(crate) struct StoreReauth {
     pub(crate) store: Store,
     pub(crate) operator: String,
     pub(crate) has_password: bool,
+    pub(crate) has_totp: bool,
 }
 
 impl Reauthenticator for StoreReauth {
@@ -82,6 +83,17 @@ impl Reauthenticator for StoreReauth {
             _ => None,
         };
         tokio::task::spawn_blocking(move || passwords::verify_password(&answer, stored.as_deref()))
+            .await
+            .unwrap_or(false)
+    }
+
+    fn wants_code(&self) -> bool {
+        self.has_totp
+    }
+
+    async fn check_code(&self, answer: String) -> bool {
+        self.store
+            .verify_totp(&self.operator, &answer)
             .await
             .unwrap_or(false)
     }

@@ -81,6 +81,9 @@ pub(crate) trait Reauthenticator: Send + Sync + 'static {
     /// Whether the operator can reauthenticate in-band at all (has a password).
     fn available(&self) -> bool;
     fn check_password(&self, answer: String) -> impl Future<Output = bool> + Send;
+    /// Whether a TOTP code is asked after the password.
+    fn wants_code(&self) -> bool;
+    fn check_code(&self, answer: String) -> impl Future<Output = bool> + Send;
 }
 
 /// What the guard reports about directives it carried out (audit, registry).
@@ -148,6 +151,8 @@ pub(crate) struct Guard<C, O, R, B> {
     channels: BTreeMap<C, bool>,
     synced_activity: Option<Duration>,
     answer: Vec<u8>,
+    /// After the password was typed (and a code is due): whether it was right.
+    password_ok: Option<bool>,
 }
 
 impl<C, O, R, B> Guard<C, O, R, B>
@@ -177,6 +182,7 @@ where
             channels: BTreeMap::new(),
             synced_activity: None,
             answer: Vec::new(),
+            password_ok: None,
         }
     }
 
@@ -256,7 +262,17 @@ where
                     let answer = String::from_utf8_lossy(&self.answer).into_owned();
                     self.answer.iter_mut().for_each(|b| *b = 0);
                     self.answer.clear();
-                    let ok = self.reauth.check_password(answer).await;
+                    let ok = match self.password_ok.take() {
+                        None if self.reauth.wants_code() => {
+                            // ask for the code whether or not the password was right, so
+                            // the prompt does not tell which of the two was wrong
+                            self.password_ok = Some(self.reauth.check_password(answer).await);
+                            self.prompt().await;
+                            continue;
+                        }
+                        None => self.reauth.check_password(answer).await,
+                        Some(password_ok) => self.reauth.check_code(answer).await && password_ok,
+                    };
                     let now = self.clock.now();
                     if let Some(d) = self.enforcer.unlock_attempt(ok, now) {
                         self.carry_out(d).await;
@@ -289,14 +305,13 @@ where
     }
 
     async fn prompt(&self) {
+        let text = if self.password_ok.is_some() {
+            "\r\n[gatehouse] TOTP code: ".to_owned()
+        } else {
+            format!("[gatehouse] password for {}: ", self.operator)
+        };
         if let Some(c) = self.prompt_channel() {
-            self.io
-                .write(
-                    c,
-                    false,
-                    format!("[gatehouse] password for {}: ", self.operator),
-                )
-                .await;
+            self.io.write(c, false, text).await;
         }
     }
 
@@ -307,6 +322,7 @@ where
             Directive::Lock { message, .. } => {
                 self.lock.set(Gate::Locked);
                 self.answer.clear();
+                self.password_ok = None;
                 if let Some(c) = self.prompt_channel() {
                     self.io
                         .write(
@@ -321,11 +337,16 @@ where
             Directive::UnlockFailed { attempts_left } => {
                 if let Some(c) = self.prompt_channel() {
                     let s = if *attempts_left == 1 { "" } else { "s" };
+                    let what = if self.reauth.wants_code() {
+                        "wrong password or code"
+                    } else {
+                        "wrong password"
+                    };
                     self.io
                         .write(
                             c,
                             false,
-                            format!("\r\n[gatehouse] wrong password; {attempts_left} attempt{s} left\r\n"),
+                            format!("\r\n[gatehouse] {what}; {attempts_left} attempt{s} left\r\n"),
                         )
                         .await;
                 }

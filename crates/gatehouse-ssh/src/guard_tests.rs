@@ -52,7 +52,7 @@ impl GuardObserver for Recorder {
     }
 }
 
-struct Password(Option<&'static str>);
+struct Password(Option<&'static str>, Option<&'static str>);
 
 impl Reauthenticator for Password {
     fn available(&self) -> bool {
@@ -60,6 +60,12 @@ impl Reauthenticator for Password {
     }
     async fn check_password(&self, answer: String) -> bool {
         Some(answer.as_str()) == self.0
+    }
+    fn wants_code(&self) -> bool {
+        self.1.is_some()
+    }
+    async fn check_code(&self, answer: String) -> bool {
+        Some(answer.as_str()) == self.1
     }
 }
 
@@ -72,6 +78,14 @@ struct Harness {
 }
 
 fn start(policy: EnvPolicy, password: Option<&'static str>) -> Harness {
+    start_with_code(policy, password, None)
+}
+
+fn start_with_code(
+    policy: EnvPolicy,
+    password: Option<&'static str>,
+    code: Option<&'static str>,
+) -> Harness {
     let opened = Instant::now();
     let rec = Recorder::default();
     *rec.opened.lock().unwrap() = Some(opened);
@@ -81,7 +95,7 @@ fn start(policy: EnvPolicy, password: Option<&'static str>) -> Harness {
         policy,
         clock.clone(),
         rec.clone(),
-        Password(password),
+        Password(password, code),
         rec.clone(),
         lock.clone(),
         "alice".into(),
@@ -301,4 +315,40 @@ async fn policy_change_and_admin_kill_reach_the_live_session() {
         Some((3 * M, "terminated by admin: incident".into()))
     );
     h.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn enrolled_operators_answer_password_then_code() {
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    let h = start_with_code(p, Some("pw"), Some("123456"));
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
+    settle().await;
+    advance(10 * S).await;
+    // wrong password, right code: refused without saying which
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"nope\r")))
+        .unwrap();
+    settle().await;
+    assert!(
+        h.rec.text().ends_with("[gatehouse] TOTP code: "),
+        "{}",
+        h.rec.text()
+    );
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"123456\r")))
+        .unwrap();
+    settle().await;
+    assert!(
+        h.rec
+            .text()
+            .contains("wrong password or code; 2 attempts left")
+    );
+    assert!(h.lock.is_locked());
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"pw\r123456\r")))
+        .unwrap();
+    settle().await;
+    assert!(!h.lock.is_locked(), "{}", h.rec.text());
 }

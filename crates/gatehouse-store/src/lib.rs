@@ -14,6 +14,7 @@ mod policies;
 pub mod secrets;
 mod sessions;
 mod targets;
+mod totp;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

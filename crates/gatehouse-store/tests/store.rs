@@ -201,6 +201,24 @@ async fn exercise(store: &Store) {
         })
     ));
 
+    // TOTP: enrolled, sealed, checked against the current code
+    assert!(!store.has_totp("alice").await.unwrap());
+    assert!(!store.verify_totp("alice", "000000").await.unwrap());
+    let uri = store.enroll_totp("alice").await.unwrap();
+    assert!(uri.starts_with("otpauth://totp/Gatehouse:alice?"), "{uri}");
+    assert!(store.has_totp("alice").await.unwrap());
+    let code = totp_rs::Totp::from_url(&uri)
+        .unwrap()
+        .generate_current()
+        .to_string();
+    assert!(store.verify_totp("alice", &code).await.unwrap());
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    assert!(!store.verify_totp("alice", &wrong).await.unwrap());
+    assert!(matches!(
+        store.enroll_totp("ghost").await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+
     // kill requests and operator locks reach the owning node
     let live = store.start_session(&new).await.unwrap();
     store.request_kill(&live, "incident 7").await.unwrap();

@@ -114,6 +114,9 @@ pub enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Enroll the operator in TOTP: prints the otpauth URI and a QR code to scan. The code
+    /// is then asked after the password at every in-band reauthentication.
+    Totp { name: String },
     /// Refuse the operator's logins and end every live session of theirs.
     Lock { name: String },
     /// Allow the operator to log in again.
@@ -474,6 +477,23 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             store.set_operator_password(&name, &hash).await?;
             admin_audit(&store, "password_set", json!({"user": name})).await?;
             println!("password of user {name} set");
+        }
+        UserCommand::Totp { name } => {
+            let uri = store.enroll_totp(&name).await?;
+            admin_audit(&store, "totp_enrolled", json!({"user": name})).await?;
+            println!("{uri}");
+            match qrcode::QrCode::new(uri.as_bytes()) {
+                Ok(code) => println!(
+                    "\n{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                ),
+                Err(e) => eprintln!("(cannot draw a QR code: {e})"),
+            }
+            println!(
+                "scan it with an authenticator app; user {name} is asked for the code at reauthentication"
+            );
         }
         UserCommand::Lock { name } => {
             let ended = store.set_operator_locked(&name, true).await?;
