@@ -352,3 +352,64 @@ async fn enrolled_operators_answer_password_then_code() {
     settle().await;
     assert!(!h.lock.is_locked(), "{}", h.rec.text());
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_session_ends_an_active_session_and_reauth_locks_it() {
+    let p = EnvPolicy {
+        idle_timeout: Some(10 * M),
+        max_session: Some(8 * 60 * M),
+        warn_before: vec![5 * M],
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    let h = start(p, None);
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
+    settle().await;
+    // a keystroke every 30 s for 8 hours
+    for _ in 0..(8 * 60 * 2) {
+        advance(30 * S).await;
+        h.clock.touch();
+    }
+    let disconnected = h.rec.disconnected.lock().unwrap().clone();
+    assert_eq!(
+        disconnected,
+        Some((8 * 60 * M, "maximum session length 8h reached".into()))
+    );
+    assert!(
+        h.rec
+            .text()
+            .contains("reaches its maximum length of 8h in 5m")
+    );
+
+    let p = EnvPolicy {
+        reauth_after: Some(12 * 60 * M),
+        warn_before: vec![M],
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    let h = start(p, Some("pw"));
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
+    settle().await;
+    advance(12 * 60 * M - M).await;
+    assert!(h.rec.text().contains("reauthentication required in 1m"));
+    h.clock.touch();
+    advance(M).await;
+    assert!(
+        h.lock.is_locked(),
+        "activity does not postpone reauthentication"
+    );
+    h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"pw\r")))
+        .unwrap();
+    settle().await;
+    assert!(!h.lock.is_locked());
+}
