@@ -1,0 +1,193 @@
+//! One recording on disk: `ROOT/YYYY/MM/DD/<session>.cast` and its chain sidecar
+//! `<session>.cast.chain` (`N <hex digest>` per line, line 0 for the header).
+//!
+//! The sidecar is always flushed before the cast file, so after a crash it is never behind:
+//! a cast line without its digest can only have been added later.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::format::{Chain, Header};
+
+/// Bytes buffered before a write at the latest.
+pub const BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("cannot create recording {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write recording {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A finished recording, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub path: PathBuf,
+    pub size: u64,
+    pub events: u64,
+    pub digest: String,
+}
+
+pub struct RecordingFile {
+    path: PathBuf,
+    cast: BufWriter<File>,
+    chain_out: BufWriter<File>,
+    chain: Chain,
+    size: u64,
+}
+
+/// `(year, month, day)` of a Unix day number (proleptic Gregorian; Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYY/MM/DD/<id>.cast` for a session started at `started`.
+pub fn relative_path(session_id: &str, started: SystemTime) -> PathBuf {
+    let secs = started
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    PathBuf::from(format!("{y:04}/{m:02}/{d:02}/{session_id}.cast"))
+}
+
+pub fn chain_path(cast: &Path) -> PathBuf {
+    let mut p = cast.as_os_str().to_owned();
+    p.push(".chain");
+    PathBuf::from(p)
+}
+
+impl RecordingFile {
+    /// Creates the recording and writes its header (flushed at once, so a session that
+    /// cannot be recorded is known before it starts).
+    pub fn create(
+        root: &Path,
+        session_id: &str,
+        started: SystemTime,
+        header: &Header,
+    ) -> Result<RecordingFile, RecordError> {
+        let path = root.join(relative_path(session_id, started));
+        let create_err = |source| RecordError::Create {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(create_err)?;
+        }
+        let open = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+        let cast = open(&path).map_err(create_err)?;
+        let chain_file = open(&chain_path(&path)).map_err(create_err)?;
+        let header_line = header.to_line();
+        let chain = Chain::new(&header_line);
+        let mut rec = RecordingFile {
+            path,
+            cast: BufWriter::with_capacity(BUFFER, cast),
+            chain_out: BufWriter::with_capacity(BUFFER, chain_file),
+            chain,
+            size: 0,
+        };
+        rec.write_line(&header_line, 0)?;
+        rec.flush()?;
+        Ok(rec)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_err(&self, source: std::io::Error) -> RecordError {
+        RecordError::Write {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn write_line(&mut self, line: &str, index: u64) -> Result<(), RecordError> {
+        // never let the cast file reach the disk ahead of its digests
+        if self.cast.buffer().len() + line.len() + 1 > self.cast.capacity() {
+            self.flush()?;
+        }
+        let digest_line = format!("{index} {}\n", self.chain.hex());
+        self.chain_out
+            .write_all(digest_line.as_bytes())
+            .map_err(|e| self.write_err(e))?;
+        self.cast
+            .write_all(line.as_bytes())
+            .and_then(|()| self.cast.write_all(b"\n"))
+            .map_err(|e| self.write_err(e))?;
+        self.size += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// Appends one event line.
+    pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
+        self.chain.push(line);
+        let index = self.chain.events();
+        self.write_line(line, index)
+    }
+
+    /// Bytes written since the last flush.
+    pub fn buffered(&self) -> usize {
+        self.cast.buffer().len()
+    }
+
+    /// Hands buffered events to the OS: the sidecar first, then the cast file.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        self.chain_out.flush().map_err(|e| self.write_err(e))?;
+        self.cast.flush().map_err(|e| self.write_err(e))
+    }
+
+    /// Flushes, syncs to disk and returns what the store keeps.
+    pub fn seal(mut self) -> Result<Sealed, RecordError> {
+        self.flush()?;
+        self.chain_out
+            .get_ref()
+            .sync_all()
+            .and_then(|()| self.cast.get_ref().sync_all())
+            .map_err(|e| self.write_err(e))?;
+        Ok(Sealed {
+            path: self.path.clone(),
+            size: self.size,
+            events: self.chain.events(),
+            digest: self.chain.hex(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_paths() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(20_780 * 86_400 + 3600);
+        assert_eq!(
+            relative_path("abc", t),
+            PathBuf::from("2026/11/23/abc.cast")
+        );
+    }
+}

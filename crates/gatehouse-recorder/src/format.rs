@@ -1,0 +1,220 @@
+//! The asciicast v2 format (<https://docs.asciinema.org/manual/asciicast/v2/>) and the hash
+//! chain over its lines.
+//!
+//! Hand-written on purpose: the `asciicast` crate models only `i`/`o` events and has no
+//! streaming writer, and Gatehouse needs `r` (resize) and `m` (marker) events written one
+//! at a time. The format is one JSON header line, then one `[seconds, code, data]` array
+//! per line; serde_json does the escaping.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// The first line of a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub width: u32,
+    pub height: u32,
+    /// Unix seconds when the session started.
+    pub timestamp: u64,
+    pub term: Option<String>,
+    /// `operator → target`.
+    pub title: String,
+    /// Extra metadata kept under `env` (asciinema ignores unknown keys there).
+    pub env: Vec<(String, String)>,
+}
+
+impl Header {
+    pub fn to_line(&self) -> String {
+        let mut env = serde_json::Map::new();
+        if let Some(term) = &self.term {
+            env.insert("TERM".into(), term.clone().into());
+        }
+        env.insert("SHELL".into(), "/bin/sh".into());
+        for (k, v) in &self.env {
+            env.insert(k.clone(), v.clone().into());
+        }
+        serde_json::json!({
+            "version": 2,
+            "width": self.width,
+            "height": self.height,
+            "timestamp": self.timestamp,
+            "title": self.title,
+            "env": env,
+        })
+        .to_string()
+    }
+}
+
+/// Event codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Output,
+    Input,
+    Resize,
+    Marker,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Output => "o",
+            Code::Input => "i",
+            Code::Resize => "r",
+            Code::Marker => "m",
+        }
+    }
+}
+
+/// One event line: `[1.234567, "o", "text"]`.
+pub fn event_line(at: Duration, code: Code, data: &str) -> String {
+    format!(
+        "[{}.{:06}, \"{}\", {}]",
+        at.as_secs(),
+        at.subsec_micros(),
+        code.as_str(),
+        serde_json::Value::String(data.to_owned())
+    )
+}
+
+/// Turns a byte stream into text without splitting a UTF-8 character across events: an
+/// incomplete character at the end waits for the next chunk; invalid bytes become U+FFFD.
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Assembler {
+    pending: Vec<u8>,
+}
+
+impl Utf8Assembler {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut rest: &[u8] = &self.pending;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push('\u{FFFD}');
+                            rest = &after[n..];
+                        }
+                        None => {
+                            rest = after; // incomplete: keep for the next chunk
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = rest.to_vec();
+        out
+    }
+}
+
+/// The hash chain: `d0 = SHA-256("gatehouse-asciicast-chain-v1\n" ‖ header line)`,
+/// `dN = SHA-256(dN-1 ‖ line N)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    digest: [u8; 32],
+    events: u64,
+}
+
+impl Chain {
+    pub fn new(header_line: &str) -> Chain {
+        let mut h = Sha256::new();
+        h.update(b"gatehouse-asciicast-chain-v1\n");
+        h.update(header_line.as_bytes());
+        Chain {
+            digest: h.finalize().into(),
+            events: 0,
+        }
+    }
+
+    pub fn push(&mut self, line: &str) {
+        let mut h = Sha256::new();
+        h.update(self.digest);
+        h.update(line.as_bytes());
+        self.digest = h.finalize().into();
+        self.events += 1;
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn hex(&self) -> String {
+        hex(&self.digest)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_are_asciicast_v2() {
+        assert_eq!(
+            event_line(
+                Duration::from_micros(1_234_567),
+                Code::Output,
+                "a\"b\u{1b}[0m\n"
+            ),
+            r#"[1.234567, "o", "a\"b\u001b[0m\n"]"#
+        );
+        assert_eq!(
+            event_line(Duration::ZERO, Code::Resize, "100x30"),
+            r#"[0.000000, "r", "100x30"]"#
+        );
+        let h = Header {
+            width: 80,
+            height: 24,
+            timestamp: 1_700_000_000,
+            term: Some("xterm".into()),
+            title: "alice → web1".into(),
+            env: vec![("GATEHOUSE_ENVIRONMENT".into(), "prod".into())],
+        };
+        let v: serde_json::Value = serde_json::from_str(&h.to_line()).unwrap();
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["width"], 80);
+        assert_eq!(v["env"]["TERM"], "xterm");
+        assert_eq!(v["env"]["GATEHOUSE_ENVIRONMENT"], "prod");
+    }
+
+    #[test]
+    fn utf8_split_across_chunks_is_held_back() {
+        let mut a = Utf8Assembler::default();
+        let euro = "€".as_bytes();
+        assert_eq!(a.push(&[b'x', euro[0]]), "x");
+        assert_eq!(a.push(&euro[1..2]), "");
+        assert_eq!(a.push(&[euro[2], b'y']), "€y");
+        assert_eq!(a.push(&[0xff, b'z']), "\u{FFFD}z");
+        assert_eq!(a.push(&[0xe2, 0x28, 0xa1]), "\u{FFFD}(\u{FFFD}");
+    }
+
+    #[test]
+    fn chain_covers_order_and_content() {
+        let mut a = Chain::new("{}");
+        a.push("1");
+        a.push("2");
+        let mut b = Chain::new("{}");
+        b.push("2");
+        b.push("1");
+        assert_ne!(a, b);
+        let mut c = Chain::new("{}");
+        c.push("1");
+        c.push("2");
+        assert_eq!(a, c);
+        assert_eq!(a.events(), 2);
+        assert_eq!(a.hex().len(), 64);
+    }
+}

@@ -1,0 +1,22 @@
+//! Session recordings. A terminal session becomes an asciicast v2 file (what `asciinema
+//! play`/`cat` read) beside a hash-chain sidecar: each event line's digest covers the
+//! previous digest, so flipping a byte, deleting or appending a line shows at the event
+//! where it happened. The final digest goes to the store, authenticated with the node's
+//! key; [`verify`] checks a file against both.
+//!
+//! Writing is crash-safe: events are appended and flushed at most 100 ms or 64 KiB after
+//! they happen, so a broker killed with SIGKILL leaves a file that parses up to its last
+//! complete event. Writing is fail-closed: a recorder that cannot write reports it, and
+//! the session is ended rather than continued unrecorded.
+//!
+//! `format` is pure (bytes in, bytes out); `file` and `task` do the I/O.
+
+pub mod file;
+pub mod format;
+pub mod task;
+pub mod verify;
+
+pub use file::{RecordError, Sealed};
+pub use format::{Chain, Header};
+pub use task::{RecorderHandle, spawn_recorder};
+pub use verify::{Expected, Verdict, verify};

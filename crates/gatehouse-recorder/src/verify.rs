@@ -1,0 +1,229 @@
+//! Checking a recording against its chain sidecar and, once sealed, against the digest the
+//! store holds.
+
+use std::path::Path;
+
+use crate::file::chain_path;
+use crate::format::Chain;
+
+/// What the store says a sealed recording must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub events: u64,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Complete and untouched.
+    Ok { events: u64 },
+    /// The broker died while recording: intact up to its last complete event.
+    Truncated { events: u64 },
+    /// Changed after it was written; `event` is the first line that does not check out
+    /// (0 is the header).
+    Tampered { event: u64, why: String },
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Ok { events } => write!(f, "ok ({events} events)"),
+            Verdict::Truncated { events } => {
+                write!(f, "truncated (interrupted) after {events} events")
+            }
+            Verdict::Tampered { event, why } => write!(f, "TAMPERED at event {event}: {why}"),
+        }
+    }
+}
+
+/// Verifies `cast`. With `expected` (a sealed recording) the file must be complete and
+/// hash to it; without (an interrupted one) a clean prefix is `Truncated`.
+pub fn verify(cast: &Path, expected: Option<&Expected>) -> std::io::Result<Verdict> {
+    let text = std::fs::read(cast)?;
+    let sidecar = std::fs::read_to_string(chain_path(cast)).unwrap_or_default();
+    let digests: Vec<&str> = sidecar
+        .lines()
+        .map(|l| l.split_once(' ').map_or("", |(_, d)| d))
+        .collect();
+    let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    // a final piece without newline is an event cut short by a crash
+    let partial = lines.pop().is_some_and(|last| !last.is_empty());
+    let tampered = |event: usize, why: &str| {
+        Ok(Verdict::Tampered {
+            event: event as u64,
+            why: why.to_owned(),
+        })
+    };
+    let Some(header) = lines.first() else {
+        return tampered(0, "no header");
+    };
+    let Ok(header) = std::str::from_utf8(header) else {
+        return tampered(0, "header is not UTF-8");
+    };
+    let mut chain = Chain::new(header);
+    if digests.first() != Some(&chain.hex().as_str()) {
+        return tampered(0, "header does not match its digest");
+    }
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        chain.push(&String::from_utf8_lossy(line));
+        match digests.get(i) {
+            Some(d) if *d == chain.hex() => {}
+            Some(_) => return tampered(i, "line does not match its digest"),
+            None => return tampered(i, "line was added after recording"),
+        }
+    }
+    let events = chain.events();
+    match expected {
+        Some(exp) => {
+            if partial {
+                return tampered(lines.len(), "incomplete last line in a sealed recording");
+            }
+            if digests.len() > lines.len() || events < exp.events {
+                return tampered(lines.len(), "lines were removed from the end");
+            }
+            if events != exp.events || chain.hex() != exp.digest {
+                return tampered(
+                    lines.len(),
+                    "final digest differs from the one in the store",
+                );
+            }
+            Ok(Verdict::Ok { events })
+        }
+        None => Ok(Verdict::Truncated { events }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::file::RecordingFile;
+    use crate::format::{Code, Header, event_line};
+
+    fn record(dir: &Path, events: usize, tag: &str) -> (std::path::PathBuf, Expected) {
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            term: None,
+            title: "t".into(),
+            env: vec![],
+        };
+        let mut f = RecordingFile::create(dir, "s1", SystemTime::now(), &header).unwrap();
+        for i in 0..events {
+            f.append(&event_line(
+                Duration::from_millis(i as u64),
+                Code::Output,
+                &format!("{tag} {i}\r\n"),
+            ))
+            .unwrap();
+        }
+        let sealed = f.seal().unwrap();
+        (
+            sealed.path,
+            Expected {
+                events: sealed.events,
+                digest: sealed.digest,
+            },
+        )
+    }
+
+    fn edit(path: &Path, f: impl FnOnce(&mut Vec<String>)) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        f(&mut lines);
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn untouched_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, exp) = record(dir.path(), 5, "line");
+        assert_eq!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Ok { events: 5 }
+        );
+        assert_eq!(
+            verify(&path, None).unwrap(),
+            Verdict::Truncated { events: 5 }
+        );
+    }
+
+    #[test]
+    fn flipped_byte_deleted_line_and_appended_line_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, exp) = record(dir.path(), 5, "line");
+        let pristine = std::fs::read(&path).unwrap();
+
+        edit(&path, |l| l[3] = l[3].replace("line 2", "line X"));
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 3, .. }
+        ));
+
+        std::fs::write(&path, &pristine).unwrap();
+        edit(&path, |l| {
+            l.remove(2);
+        });
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 2, .. }
+        ));
+
+        std::fs::write(&path, &pristine).unwrap();
+        edit(&path, |l| l.push(r#"[9.0, "o", "forged"]"#.into()));
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 6, .. }
+        ));
+
+        std::fs::write(&path, &pristine).unwrap();
+        edit(&path, |l| {
+            l.pop();
+        });
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 5, .. }
+        ));
+
+        // header edited
+        std::fs::write(&path, &pristine).unwrap();
+        edit(&path, |l| l[0] = l[0].replace("80", "81"));
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn rewriting_file_and_sidecar_together_is_caught_by_the_stored_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, exp) = record(dir.path(), 3, "real");
+        let other = tempfile::tempdir().unwrap();
+        let (forged, _) = record(other.path(), 3, "forged");
+        // the forger replaces the recording and recomputes its sidecar consistently
+        std::fs::copy(&forged, &path).unwrap();
+        std::fs::copy(chain_path(&forged), chain_path(&path)).unwrap();
+        assert_eq!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered {
+                event: 4,
+                why: "final digest differs from the one in the store".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_crash_mid_line_is_truncated_not_tampered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = record(dir.path(), 4, "line");
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"[5.0, \"o\", \"cut sho");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            verify(&path, None).unwrap(),
+            Verdict::Truncated { events: 4 }
+        );
+    }
+}
