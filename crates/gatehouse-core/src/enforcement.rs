@@ -193,12 +193,16 @@ impl Enforcer {
         }
     }
 
-    /// An admin ended the session (or locked the operator's account).
+    /// An admin ended the session (or locked the operator's account), or its recording
+    /// failed.
     pub fn kill(&mut self, reason: EndReason) -> Directive {
         self.ended = true;
         let message = match &reason {
             EndReason::AdminKill(why) if !why.is_empty() => format!("terminated by admin: {why}"),
             EndReason::OperatorLocked => "account locked by admin".into(),
+            EndReason::RecordingFailed => {
+                "recording failed; the session cannot continue unrecorded".into()
+            }
             _ => "terminated by admin".into(),
         };
         Directive::End { reason, message }

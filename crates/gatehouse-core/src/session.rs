@@ -66,6 +66,8 @@ pub enum EndReason {
     AdminKill(String),
     /// The operator's account was locked by an admin.
     OperatorLocked,
+    /// The session could not be recorded (fail closed: never an unrecorded session).
+    RecordingFailed,
     /// A protocol or internal error; the text says which.
     Error(String),
 }
@@ -87,6 +89,7 @@ impl EndReason {
             EndReason::ReauthRequired => "reauth_required",
             EndReason::AdminKill(_) => "admin_kill",
             EndReason::OperatorLocked => "operator_locked",
+            EndReason::RecordingFailed => "recording_failed",
             EndReason::Error(_) => "error",
         }
     }
@@ -116,6 +119,7 @@ impl EndReason {
             "reauth_required" => EndReason::ReauthRequired,
             "admin_kill" => EndReason::AdminKill(String::new()),
             "operator_locked" => EndReason::OperatorLocked,
+            "recording_failed" => EndReason::RecordingFailed,
             other if other.starts_with("admin_kill: ") => {
                 EndReason::AdminKill(other["admin_kill: ".len()..].to_owned())
             }
@@ -152,6 +156,7 @@ mod tests {
             EndReason::AdminKill(String::new()),
             EndReason::AdminKill("maintenance window".into()),
             EndReason::OperatorLocked,
+            EndReason::RecordingFailed,
             EndReason::Error("channel reset".into()),
         ] {
             assert_eq!(EndReason::from_stored(&r.to_stored()), r);

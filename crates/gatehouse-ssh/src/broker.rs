@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     /// Name of this broker node in the session registry.
     pub node: String,
     pub host_key: PrivateKey,
+    /// Where session recordings are written.
+    pub recordings_root: std::path::PathBuf,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     pub login_limiter: LimiterConfig,
@@ -39,10 +41,11 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    pub fn new(node: String, host_key: PrivateKey) -> Self {
+    pub fn new(node: String, host_key: PrivateKey, recordings_root: std::path::PathBuf) -> Self {
         BrokerConfig {
             node,
             host_key,
+            recordings_root,
             max_connections: 10_000,
             login_limiter: LimiterConfig::default(),
             shutdown_grace: Duration::from_secs(5),

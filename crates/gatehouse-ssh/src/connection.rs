@@ -32,6 +32,8 @@ pub(crate) struct ConnectionState {
     inner: Mutex<StateInner>,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    /// The session's recording, once its first shell/exec/subsystem started.
+    pub(crate) recorder: std::sync::OnceLock<gatehouse_recorder::RecorderHandle>,
 }
 
 #[derive(Default)]
@@ -56,6 +58,7 @@ impl ConnectionState {
             inner: Mutex::new(StateInner::default()),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            recorder: std::sync::OnceLock::new(),
         }
     }
 
@@ -108,6 +111,23 @@ impl ConnectionState {
             self.bytes_out.load(Ordering::Relaxed),
         );
         let store = broker.store();
+        if let Some(rec) = self.recorder.get() {
+            rec.marker(format!("session end: {}", reason.to_stored()));
+            let sealed = match rec.seal().await {
+                Some(Ok(s)) => store
+                    .recording_sealed(&id, s.size, s.events, &s.digest)
+                    .await
+                    .map(|()| true),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "recording could not be sealed");
+                    Ok(false)
+                }
+                None => Ok(false),
+            };
+            if !matches!(sealed, Ok(true)) {
+                let _ = store.recording_failed(&id).await;
+            }
+        }
         if let Err(e) = store.end_session(&id, &reason, bytes_in, bytes_out).await {
             tracing::error!(error = %e, "cannot close session in the registry");
         }
@@ -174,6 +194,8 @@ pub(crate) struct Connection {
     upstream: Option<Arc<Upstream>>,
     channels: HashMap<ChannelId, ChannelKind>,
     pty_channels: HashSet<ChannelId>,
+    /// TERM and size of each channel's pty, for the recording header.
+    pty_info: HashMap<ChannelId, (String, u32, u32)>,
     /// The environment's policy, read at login; the guard starts with it.
     policy: Option<(StoredPolicy, bool, bool)>,
     enforcement: Option<Enforcement>,
@@ -209,6 +231,7 @@ impl Connection {
             upstream: None,
             channels: HashMap::new(),
             pty_channels: HashSet::new(),
+            pty_info: HashMap::new(),
             policy: None,
             enforcement: None,
         }
@@ -267,6 +290,92 @@ impl Connection {
             lock,
             events,
         });
+    }
+
+    /// Opens the session's recording if it is not open yet. Fail closed: `Err` carries the
+    /// message the operator sees, and the session must not go on.
+    fn ensure_recording(&mut self, channel: ChannelId, what: &str) -> Result<(), String> {
+        if self.state.recorder.get().is_some() {
+            return Ok(());
+        }
+        let (Some(e), Some(session_id)) = (&self.enforcement, &self.session_id) else {
+            return Err("the session is not set up for recording".into());
+        };
+        let (term, cols, rows) = self
+            .pty_info
+            .get(&channel)
+            .cloned()
+            .map_or((None, 80, 24), |(t, c, r)| (Some(t), c.max(1), r.max(1)));
+        let operator = self.operator.clone().unwrap_or_default();
+        let target = self.target_name.clone().unwrap_or_default();
+        let environment = match &self.access {
+            Access::Allowed(t) => t.environment.clone(),
+            _ => String::new(),
+        };
+        let started = std::time::SystemTime::now()
+            .checked_sub(e.clock.opened().elapsed())
+            .unwrap_or_else(std::time::SystemTime::now);
+        let header = gatehouse_recorder::Header {
+            width: cols,
+            height: rows,
+            timestamp: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            term,
+            title: format!("{operator} → {target}"),
+            env: vec![
+                ("GATEHOUSE_SESSION".into(), session_id.clone()),
+                ("GATEHOUSE_OPERATOR".into(), operator),
+                ("GATEHOUSE_TARGET".into(), target),
+                ("GATEHOUSE_ENVIRONMENT".into(), environment),
+                ("GATEHOUSE_FIRST_CHANNEL".into(), what.to_owned()),
+            ],
+        };
+        let file = gatehouse_recorder::file::RecordingFile::create(
+            &self.broker.config.recordings_root,
+            session_id,
+            started,
+            &header,
+        );
+        let file = match file {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record session: refusing it");
+                self.state.set_end_reason(EndReason::RecordingFailed);
+                let store = self.broker.store().clone();
+                let (op, id) = (self.operator.clone(), session_id.clone());
+                let detail = json!({"error": err.to_string()});
+                tokio::spawn(async move {
+                    let _ = store
+                        .audit(&AuditEvent {
+                            kind: "recording_failed",
+                            operator: op.as_deref(),
+                            session_id: Some(&id),
+                            source: None,
+                            detail,
+                        })
+                        .await;
+                });
+                return Err(format!(
+                    "this session cannot be recorded ({err}); Gatehouse does not open unrecorded sessions"
+                ));
+            }
+        };
+        let path = file.path().display().to_string();
+        let events = e.events.clone();
+        let recorder = gatehouse_recorder::spawn_recorder(file, e.clock.opened(), move |_why| {
+            let _ = events.send(GuardEvent::Kill(EndReason::RecordingFailed));
+        });
+        let store = self.broker.store().clone();
+        let id = session_id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.recording_started(&id, &path).await {
+                tracing::error!(error = %err, "cannot register the recording in the store");
+            }
+        });
+        let _ = self.state.recorder.set(recorder);
+        Ok(())
     }
 
     fn tell_guard(&self, event: GuardEvent<ChannelId>) {
@@ -493,7 +602,24 @@ impl Connection {
                 let message = message.clone();
                 refuse_on_channel(session, channel, &message)
             }
-            Some(ChannelKind::Relay(relay)) => {
+            Some(ChannelKind::Relay(_)) => {
+                let what = match &request {
+                    Request::Shell => "shell".to_owned(),
+                    Request::Exec(c) => format!("exec: {}", String::from_utf8_lossy(c)),
+                    Request::Subsystem(n) => format!("subsystem: {n}"),
+                    Request::Pty { .. } => "pty".to_owned(),
+                };
+                let terminal = !matches!(request, Request::Subsystem(_));
+                if let Err(message) = self.ensure_recording(channel, &what) {
+                    return refuse_on_channel(session, channel, &message);
+                }
+                let Some(ChannelKind::Relay(relay)) = self.channels.get(&channel) else {
+                    return session.channel_failure(channel);
+                };
+                if let Some(rec) = self.state.recorder.get() {
+                    rec.marker(format!("channel: {what}"));
+                }
+                relay.recorded.store(terminal, Ordering::Relaxed);
                 if relay.request(request).await {
                     self.tell_guard(GuardEvent::ChannelStarted {
                         channel,
@@ -549,6 +675,13 @@ impl Connection {
             return;
         }
         self.touch();
+        if let (ToTarget::Data(bytes), Some(rec)) = (&event, self.state.recorder.get())
+            && self
+                .relay(channel)
+                .is_some_and(|r| r.recorded.load(Ordering::Relaxed))
+        {
+            rec.input(bytes);
+        }
         self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         if let Some(relay) = self.relay(channel) {
             relay.send(event).await;
@@ -828,6 +961,8 @@ impl Handler for Connection {
         };
         if ok {
             self.pty_channels.insert(channel);
+            self.pty_info
+                .insert(channel, (term.to_owned(), col_width, row_height));
             session.channel_success(channel)
         } else {
             session.channel_failure(channel)
@@ -893,6 +1028,12 @@ impl Handler for Connection {
         pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let (Some(rec), true) = (
+            self.state.recorder.get(),
+            self.pty_channels.contains(&channel),
+        ) {
+            rec.resize(col_width, row_height);
+        }
         if let Some(relay) = self.relay(channel) {
             relay
                 .send(ToTarget::WindowChange {

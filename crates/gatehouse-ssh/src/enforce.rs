@@ -134,6 +134,20 @@ impl GuardObserver for AuditObserver {
             }
         };
         tracing::info!(kind, %detail, "enforcement");
+        if let Some(rec) = self.state.recorder.get() {
+            let label = match d {
+                Directive::Warn { message, .. } => format!("warning: {message}"),
+                Directive::Lock { message, .. } => format!("locked: {message}"),
+                Directive::Unlocked => "unlocked: reauthenticated".into(),
+                Directive::UnlockFailed { attempts_left } => {
+                    format!("reauthentication failed ({attempts_left} attempts left)")
+                }
+                Directive::End { reason, message } => {
+                    format!("end: {message} ({})", reason.to_stored())
+                }
+            };
+            rec.marker(label);
+        }
         let _ = self
             .store
             .audit(&AuditEvent {

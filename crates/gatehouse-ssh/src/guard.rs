@@ -33,6 +33,10 @@ impl ActivityClock {
         }
     }
 
+    pub(crate) fn opened(&self) -> Instant {
+        self.opened
+    }
+
     pub(crate) fn touch(&self) {
         let at = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.last.fetch_max(at + 1, Ordering::Relaxed);

@@ -10,7 +10,7 @@
 //! against the operator.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +67,8 @@ type PendingReplies = Arc<Mutex<VecDeque<oneshot::Sender<bool>>>>;
 /// The handler's end of a relay.
 pub(crate) struct RelayHandle {
     tx: mpsc::Sender<ToTarget>,
+    /// Set once a shell or exec runs on the channel: its output goes to the recording.
+    pub(crate) recorded: Arc<AtomicBool>,
 }
 
 impl RelayHandle {
@@ -97,12 +99,22 @@ pub(crate) fn start(
     let (read, write) = target_channel.split();
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let pending: PendingReplies = Arc::new(Mutex::new(VecDeque::new()));
+    let recorded = Arc::new(AtomicBool::new(false));
     let span = tracing::Span::current();
     tokio::spawn(write_to_target(rx, write, pending.clone()).instrument(span.clone()));
     tokio::spawn(
-        read_from_target(read, operator_channel, operator, state, pending, lock).instrument(span),
+        read_from_target(
+            read,
+            operator_channel,
+            operator,
+            state,
+            pending,
+            lock,
+            recorded.clone(),
+        )
+        .instrument(span),
     );
-    RelayHandle { tx }
+    RelayHandle { tx, recorded }
 }
 
 async fn write_to_target(
@@ -169,7 +181,15 @@ async fn read_from_target(
     state: Arc<ConnectionState>,
     pending: PendingReplies,
     lock: Option<Arc<LockState>>,
+    recorded: Arc<AtomicBool>,
 ) {
+    let record = |data: &[u8]| {
+        if recorded.load(Ordering::Relaxed)
+            && let Some(rec) = state.recorder.get()
+        {
+            rec.output(data);
+        }
+    };
     let answer = |ok: bool| {
         if let Some(reply) = pending.lock().ok().and_then(|mut p| p.pop_front()) {
             let _ = reply.send(ok);
@@ -189,12 +209,14 @@ async fn read_from_target(
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                record(&data);
                 operator.data(channel, data).await.is_ok()
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                record(&data);
                 operator.extended_data(channel, ext, data).await.is_ok()
             }
             ChannelMsg::Eof => operator.eof(channel).await.is_ok(),

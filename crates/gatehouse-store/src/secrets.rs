@@ -131,6 +131,23 @@ impl MasterKey {
         out
     }
 
+    /// HMAC-SHA256 of `data` under a key derived from the master key for `context`, hex.
+    pub fn mac(&self, context: &str, data: &[u8]) -> String {
+        use hmac::{KeyInit as _, Mac};
+        let mut derive = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        derive.update(context.as_bytes());
+        let subkey = derive.finalize().into_bytes();
+        let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&subkey)
+            .expect("HMAC takes keys of any length");
+        mac.update(data);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
         let (&version, rest) = sealed.split_first().ok_or(SecretError::Decrypt)?;
         if version != FORMAT_V1 || rest.len() < NONCE_LEN {
@@ -179,6 +196,17 @@ mod tests {
             Err(SecretError::Decrypt)
         ));
         assert!(matches!(k.open("x", &[]), Err(SecretError::Decrypt)));
+    }
+
+    #[test]
+    fn macs_depend_on_key_context_and_data() {
+        let k = MasterKey::generate();
+        let m = k.mac("recording:a", b"3:abc");
+        assert_eq!(m.len(), 64);
+        assert_eq!(m, k.mac("recording:a", b"3:abc"));
+        assert_ne!(m, k.mac("recording:b", b"3:abc"));
+        assert_ne!(m, k.mac("recording:a", b"3:abd"));
+        assert_ne!(m, MasterKey::generate().mac("recording:a", b"3:abc"));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
     pub bytes_in: i64,
     pub bytes_out: i64,
+    pub recording_path: Option<String>,
+    pub recording_state: Option<String>,
 }
 
 impl SessionRecord {
@@ -38,7 +40,7 @@ impl SessionRecord {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out";
+const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state";
 
 fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
     Ok(SessionRecord {
@@ -54,6 +56,8 @@ fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
         end_reason: r.try_get(9)?,
         bytes_in: r.try_get(10)?,
         bytes_out: r.try_get(11)?,
+        recording_path: r.try_get(12)?,
+        recording_state: r.try_get(13)?,
     })
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod demo;
+mod recordings;
 mod serve;
 mod table;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Verify and prune session recordings.
+    #[command(subcommand)]
+    Recordings(recordings::RecordingsCommand),
 }
 
 fn main() -> ExitCode {
@@ -97,5 +101,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grant { user, env } => admin::grant(&config, &user, &env).await,
         Command::Sessions(c) => admin::sessions(&config, c).await,
         Command::Audit(c) => admin::audit(&config, c).await,
+        Command::Recordings(c) => recordings::recordings(&config, c).await,
     }
 }

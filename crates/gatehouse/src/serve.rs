@@ -43,13 +43,18 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         )
     })?;
     let interrupted = store.close_interrupted_sessions(&config.node).await?;
+    store.interrupt_recordings(&config.node).await?;
     if !interrupted.is_empty() {
         tracing::warn!(count = interrupted.len(), sessions = ?interrupted, "sessions left open by a previous run closed as interrupted");
     }
     let listener = TcpListener::bind(config.ssh_listen)
         .await
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
-    let mut broker_config = BrokerConfig::new(config.node.clone(), host_key);
+    let mut broker_config = BrokerConfig::new(
+        config.node.clone(),
+        host_key,
+        config.recordings_root.clone(),
+    );
     broker_config.login_limiter = config.login_limiter;
     let broker = Broker::new(store, broker_config);
     Ok(Prepared {
