@@ -274,6 +274,7 @@ impl Gatehouse {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
         let config = std::fs::read_to_string(self.config()).expect("config");
