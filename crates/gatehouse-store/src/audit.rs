@@ -32,6 +32,8 @@ pub struct AuditFilter<'a> {
     pub operator: Option<&'a str>,
     pub session_id: Option<&'a str>,
     pub kind: Option<&'a str>,
+    /// Events of sessions in this environment (and admin events naming it).
+    pub environment: Option<&'a str>,
     pub limit: u32,
 }
 
@@ -68,6 +70,8 @@ impl Store {
                AND ($2 = '' OR operator = $2)
                AND ($3 = '' OR session_id = $3)
                AND ($4 = '' OR kind = $4)
+               AND ($6 = '' OR session_id IN (SELECT id FROM sessions WHERE environment = $6)
+                    OR detail LIKE $7)
              ORDER BY id DESC LIMIT $5",
         )
         .bind(f.since_millis.unwrap_or(0))
@@ -75,6 +79,11 @@ impl Store {
         .bind(f.session_id.unwrap_or(""))
         .bind(f.kind.unwrap_or(""))
         .bind(i64::from(if f.limit == 0 { 1000 } else { f.limit }))
+        .bind(f.environment.unwrap_or(""))
+        .bind(format!(
+            "%\"environment\":\"{}\"%",
+            f.environment.unwrap_or("")
+        ))
         .fetch_all(&self.pool)
         .await?;
         let mut out = rows

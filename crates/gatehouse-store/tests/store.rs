@@ -278,6 +278,22 @@ async fn exercise(store: &Store) {
         .unwrap();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].kind, "session_start");
+    let prod = store
+        .list_audit(&AuditFilter {
+            environment: Some("prod"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(prod.len(), 1, "{prod:?}");
+    let dev = store
+        .list_audit(&AuditFilter {
+            environment: Some("dev"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(dev.is_empty(), "{dev:?}");
 }
 
 #[tokio::test]

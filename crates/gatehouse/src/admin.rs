@@ -155,6 +155,9 @@ pub enum AuditCommand {
         session: Option<String>,
         #[arg(long)]
         kind: Option<String>,
+        /// Events of sessions in this environment, and admin events naming it.
+        #[arg(long)]
+        env: Option<String>,
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
@@ -625,6 +628,7 @@ pub async fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
         user,
         session,
         kind,
+        env,
         limit,
     } = cmd;
     let since_millis = since.as_deref().map(parse_since).transpose()?;
@@ -635,6 +639,7 @@ pub async fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
             operator: user.as_deref(),
             session_id: session.as_deref(),
             kind: kind.as_deref(),
+            environment: env.as_deref(),
             limit,
         })
         .await?;
