@@ -314,3 +314,70 @@ fn prune_removes_old_recordings_with_a_dry_run_first() {
     assert!(!std::path::Path::new(&path).exists());
     assert_eq!(w.gatehouse.sessions()[0]["recording_state"], "pruned");
 }
+
+#[test]
+fn scp_and_sftp_sessions_record_a_transfer_log_not_the_bytes() {
+    let w = World::new();
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("payload.bin");
+    let mut data = vec![0u8; 1024 * 1024];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+        .unwrap();
+    std::fs::write(&local, &data).unwrap();
+    let remote = work.path().join("remote.bin");
+    let scp = |from: &str, to: &str| {
+        let out = Command::new(tool("scp", "openssh-client"))
+            .args(w.gatehouse.client_options("-P", &w.alice_key))
+            .args(["-q", from, to])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    scp(
+        &local.display().to_string(),
+        &format!("alice+web1@127.0.0.1:{}", remote.display()),
+    );
+    let up = w.gatehouse.wait_session_closed();
+    let back = work.path().join("back.bin");
+    scp(
+        &format!("alice+web1@127.0.0.1:{}", remote.display()),
+        &back.display().to_string(),
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    std::thread::sleep(Duration::from_millis(300));
+    let sessions = w.gatehouse.sessions();
+    let down = &sessions[0];
+    assert_ne!(down["id"], up["id"]);
+
+    let markers = |s: &serde_json::Value| {
+        let path = s["recording_path"].as_str().unwrap();
+        assert!(
+            std::fs::metadata(path).unwrap().len() < 64 * 1024,
+            "raw bytes recorded"
+        );
+        of_code(&events(path), "m")
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+    };
+    let remote_s = remote.display().to_string();
+    let up_markers = markers(&up);
+    assert!(
+        up_markers.contains(&format!("sftp upload {remote_s} (1048576 bytes)")),
+        "{up_markers:?}"
+    );
+    let down_markers = markers(down);
+    assert!(
+        down_markers.contains(&format!("sftp download {remote_s} (1048576 bytes)")),
+        "{down_markers:?}"
+    );
+    let audit = w.gatehouse.audit();
+    let transfers: Vec<_> = audit
+        .iter()
+        .filter(|e| e["kind"] == "file_transfer")
+        .map(|e| e["detail"]["transfer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(transfers.len(), 2, "{transfers:?}");
+    assert!(verify(&w.gatehouse, up["id"].as_str().unwrap()).0);
+}

@@ -13,6 +13,7 @@
 
 pub mod file;
 pub mod format;
+pub mod sftp;
 pub mod task;
 pub mod verify;
 

@@ -206,7 +206,11 @@ async fn serve_connection(
         target = tracing::field::Empty,
         environment = tracing::field::Empty,
     );
-    let state = Arc::new(ConnectionState::new(peer, span.clone()));
+    let state = Arc::new(ConnectionState::new(
+        peer,
+        span.clone(),
+        broker.store().clone(),
+    ));
     let handler = Connection::new(broker.clone(), state.clone());
     async {
         let running = match server::run_stream(config, socket, handler).await {

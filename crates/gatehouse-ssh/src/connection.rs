@@ -34,6 +34,7 @@ pub(crate) struct ConnectionState {
     pub(crate) bytes_out: AtomicU64,
     /// The session's recording, once its first shell/exec/subsystem started.
     pub(crate) recorder: std::sync::OnceLock<gatehouse_recorder::RecorderHandle>,
+    store: gatehouse_store::Store,
 }
 
 #[derive(Default)]
@@ -51,8 +52,13 @@ struct StateInner {
 }
 
 impl ConnectionState {
-    pub(crate) fn new(peer: SocketAddr, span: tracing::Span) -> Self {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        span: tracing::Span,
+        store: gatehouse_store::Store,
+    ) -> Self {
         ConnectionState {
+            store,
             peer,
             span,
             inner: Mutex::new(StateInner::default()),
@@ -69,6 +75,37 @@ impl ConnectionState {
         {
             i.end_reason = Some(reason);
         }
+    }
+
+    /// Logs file transfers seen on an SFTP channel: recording markers and audit events.
+    pub(crate) fn log_transfers(&self, transfers: Vec<gatehouse_recorder::sftp::Transfer>) {
+        if transfers.is_empty() {
+            return;
+        }
+        let (session_id, operator) = match self.inner.lock() {
+            Ok(i) => (i.session_id.clone(), i.operator.clone()),
+            Err(_) => return,
+        };
+        let lines: Vec<String> = transfers.iter().map(ToString::to_string).collect();
+        if let Some(rec) = self.recorder.get() {
+            for l in &lines {
+                rec.marker(l.clone());
+            }
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for l in lines {
+                let _ = store
+                    .audit(&AuditEvent {
+                        kind: "file_transfer",
+                        operator: operator.as_deref(),
+                        session_id: session_id.as_deref(),
+                        source: None,
+                        detail: json!({"transfer": l}),
+                    })
+                    .await;
+            }
+        });
     }
 
     fn update(&self, f: impl FnOnce(&mut StateInner)) {
@@ -620,6 +657,12 @@ impl Connection {
                     rec.marker(format!("channel: {what}"));
                 }
                 relay.recorded.store(terminal, Ordering::Relaxed);
+                if let Request::Subsystem(name) = &request
+                    && name == "sftp"
+                    && let Ok(mut tap) = relay.sftp.lock()
+                {
+                    *tap = Some(gatehouse_recorder::sftp::SftpTap::default());
+                }
                 if relay.request(request).await {
                     self.tell_guard(GuardEvent::ChannelStarted {
                         channel,
@@ -681,6 +724,12 @@ impl Connection {
                 .is_some_and(|r| r.recorded.load(Ordering::Relaxed))
         {
             rec.input(bytes);
+        }
+        if let (ToTarget::Data(bytes), Some(relay)) = (&event, self.relay(channel))
+            && let Ok(mut tap) = relay.sftp.lock()
+            && let Some(tap) = tap.as_mut()
+        {
+            self.state.log_transfers(tap.operator_bytes(bytes));
         }
         self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         if let Some(relay) = self.relay(channel) {

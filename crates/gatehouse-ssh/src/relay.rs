@@ -69,7 +69,11 @@ pub(crate) struct RelayHandle {
     tx: mpsc::Sender<ToTarget>,
     /// Set once a shell or exec runs on the channel: its output goes to the recording.
     pub(crate) recorded: Arc<AtomicBool>,
+    /// Set when the channel runs the sftp subsystem: its transfers are logged.
+    pub(crate) sftp: SharedTap,
 }
+
+pub(crate) type SharedTap = Arc<Mutex<Option<gatehouse_recorder::sftp::SftpTap>>>;
 
 impl RelayHandle {
     /// Queues an event; `false` when the relay has ended.
@@ -100,6 +104,7 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let pending: PendingReplies = Arc::new(Mutex::new(VecDeque::new()));
     let recorded = Arc::new(AtomicBool::new(false));
+    let sftp: SharedTap = Arc::new(Mutex::new(None));
     let span = tracing::Span::current();
     tokio::spawn(write_to_target(rx, write, pending.clone()).instrument(span.clone()));
     tokio::spawn(
@@ -110,11 +115,11 @@ pub(crate) fn start(
             state,
             pending,
             lock,
-            recorded.clone(),
+            (recorded.clone(), sftp.clone()),
         )
         .instrument(span),
     );
-    RelayHandle { tx, recorded }
+    RelayHandle { tx, recorded, sftp }
 }
 
 async fn write_to_target(
@@ -181,13 +186,18 @@ async fn read_from_target(
     state: Arc<ConnectionState>,
     pending: PendingReplies,
     lock: Option<Arc<LockState>>,
-    recorded: Arc<AtomicBool>,
+    (recorded, sftp): (Arc<AtomicBool>, SharedTap),
 ) {
     let record = |data: &[u8]| {
         if recorded.load(Ordering::Relaxed)
             && let Some(rec) = state.recorder.get()
         {
             rec.output(data);
+        }
+        if let Ok(mut tap) = sftp.lock()
+            && let Some(tap) = tap.as_mut()
+        {
+            state.log_transfers(tap.target_bytes(data));
         }
     };
     let answer = |ok: bool| {
@@ -250,6 +260,11 @@ async fn read_from_target(
         }
     }
     // The target closed the channel (or the whole connection).
+    if let Ok(mut tap) = sftp.lock()
+        && let Some(tap) = tap.as_mut()
+    {
+        state.log_transfers(tap.finish());
+    }
     state.set_end_reason(EndReason::TargetClosed);
     let _ = operator.close(channel).await;
     // Fail any request still waiting, so its handler does not wait for the timeout.
