@@ -1,0 +1,175 @@
+//! Throughput of `cat` of a 200 MiB file: straight to the target's sshd, through an
+//! OpenSSH bastion (`ssh -J`), and through Gatehouse (relayed and recorded), in one run,
+//! reported as MB/s and as ratios to the direct baseline. Also the recorder on its own:
+//! the same bytes written as asciicast output events vs written raw to a file, i.e. what
+//! recording costs. Run with `./bench/run` (it builds the release binary first).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use gatehouse_e2e::{World, tool};
+use gatehouse_recorder::file::RecordingFile;
+use gatehouse_recorder::format::{Code, Header, Utf8Assembler, event_line};
+
+const SIZE: usize = 200 * 1024 * 1024;
+const RUNS: usize = 3;
+
+fn text_file(path: &std::path::Path) {
+    // terminal-like text: printable lines, so the recording is realistic
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let line =
+        b"2026-11-23T12:00:00Z app[1234]: request served in 12ms status=200 path=/api/v1/items\n";
+    let mut written = 0;
+    while written < SIZE {
+        f.write_all(line).unwrap();
+        written += line.len();
+    }
+}
+
+fn best_of(mut run: impl FnMut() -> Duration) -> Duration {
+    (0..RUNS).map(|_| run()).min().unwrap()
+}
+
+fn time_ssh(mut cmd: Command) -> Duration {
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}
+
+fn mbps(d: Duration) -> f64 {
+    SIZE as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn main() {
+    let w = World::new();
+    let file = w.keys.path().join("big.txt");
+    text_file(&file);
+    let remote_cmd = format!("cat {}", file.display());
+    let ssh = tool("ssh", "openssh-client");
+    let base_opts = |port: u16| -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-p".into(),
+            port.to_string(),
+            "-i".into(),
+            w.target_identity.display().to_string(),
+        ])
+        .collect()
+    };
+    let user = w.sshd.user().to_owned();
+    let port = w.sshd.port();
+    let direct = best_of(|| {
+        let mut c = Command::new(&ssh);
+        c.args(base_opts(port))
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(&remote_cmd);
+        time_ssh(c)
+    });
+    let jump = best_of(|| {
+        let mut c = Command::new(&ssh);
+        c.args(base_opts(port))
+            .arg("-o")
+            .arg(format!(
+                "ProxyCommand={} {} -W %h:%p {user}@127.0.0.1",
+                ssh.display(),
+                base_opts(port).join(" ")
+            ))
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(&remote_cmd);
+        time_ssh(c)
+    });
+    let gatehouse = best_of(|| {
+        let mut c = w.gatehouse.ssh("alice+web1", &w.alice_key);
+        c.arg(&remote_cmd);
+        time_ssh(c)
+    });
+
+    // the recorder alone, same bytes: asciicast events (with chain) vs raw writes
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read(&file).unwrap();
+    let raw = best_of(|| {
+        let start = Instant::now();
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.path().join("raw")).unwrap());
+        for chunk in data.chunks(32 * 1024) {
+            f.write_all(chunk).unwrap();
+        }
+        f.flush().unwrap();
+        start.elapsed()
+    });
+    let mut n = 0;
+    let recorded = best_of(|| {
+        n += 1;
+        let start = Instant::now();
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            term: None,
+            title: "bench".into(),
+            env: vec![],
+        };
+        let mut rec =
+            RecordingFile::create(dir.path(), &format!("bench{n}"), SystemTime::now(), &header)
+                .unwrap();
+        let mut utf8 = Utf8Assembler::default();
+        for (i, chunk) in data.chunks(32 * 1024).enumerate() {
+            let text = utf8.push(chunk);
+            rec.append(&event_line(
+                Duration::from_micros(i as u64),
+                Code::Output,
+                &text,
+            ))
+            .unwrap();
+        }
+        rec.seal().unwrap();
+        start.elapsed()
+    });
+
+    println!("cat of a {} MiB file, best of {RUNS}", SIZE / 1024 / 1024);
+    println!("  direct ssh              {:8.1} MB/s  1.00x", mbps(direct));
+    println!(
+        "  ssh -J (OpenSSH bastion) {:7.1} MB/s  {:.2}x",
+        mbps(jump),
+        mbps(jump) / mbps(direct)
+    );
+    println!(
+        "  through gatehouse (rec.) {:7.1} MB/s  {:.2}x",
+        mbps(gatehouse),
+        mbps(gatehouse) / mbps(direct)
+    );
+    println!("recorder alone, same bytes");
+    println!("  raw file writes         {:8.1} MB/s  1.00x", mbps(raw));
+    println!(
+        "  asciicast + hash chain  {:8.1} MB/s  {:.2}x",
+        mbps(recorded),
+        mbps(recorded) / mbps(raw)
+    );
+}
