@@ -381,3 +381,82 @@ fn scp_and_sftp_sessions_record_a_transfer_log_not_the_bytes() {
     assert_eq!(transfers.len(), 2, "{transfers:?}");
     assert!(verify(&w.gatehouse, up["id"].as_str().unwrap()).0);
 }
+
+/// A tiny tmpfs, unmounted on drop: a disk that fills up mid-session.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a 256 KiB tmpfs to fill the recordings disk and needs root (or CAP_SYS_ADMIN): {}",
+            stderr(&out)
+        );
+        SmallDisk(path.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_mid_session_ends_the_session() {
+    let keys = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&keys.path().join("small-disk"));
+    let (target_identity, target_public) = gatehouse_e2e::keygen(keys.path(), "id");
+    let (alice, _) = gatehouse_e2e::keygen(keys.path(), "alice");
+    let sshd = gatehouse_e2e::Sshd::start(&[target_public]).unwrap();
+    let g = Gatehouse::start_with(&format!("[recordings]\nroot = \"{}\"\n", disk.0.display()));
+    g.cli_ok(&["env", "add", "prod"]);
+    g.cli_ok(&[
+        "target",
+        "add",
+        "web1",
+        "--env",
+        "prod",
+        "--ssh",
+        &format!("{}@127.0.0.1:{}", sshd.user(), sshd.port()),
+        "--identity",
+        &target_identity.display().to_string(),
+        "--host-key",
+        sshd.host_public_key(),
+    ]);
+    g.cli_ok(&[
+        "user",
+        "add",
+        "alice",
+        "--public-key",
+        &alice.with_extension("pub").display().to_string(),
+    ]);
+    g.cli_ok(&["grant", "alice", "prod"]);
+    let start = Instant::now();
+    let out = g
+        .ssh("alice+web1", &alice)
+        .arg("for i in $(seq 1 4000); do echo filling-the-recordings-disk-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done; sleep 20")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the session outlived its recording"
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("recording failed; the session cannot continue unrecorded"),
+        "{}",
+        stderr(&out)
+    );
+    let s = g.wait_session_closed();
+    assert_eq!(s["end_reason"], "recording_failed", "{s}");
+    assert_eq!(s["recording_state"], "failed", "{s}");
+    drop(g);
+}
