@@ -460,3 +460,49 @@ fn a_full_disk_mid_session_ends_the_session() {
     assert_eq!(s["recording_state"], "failed", "{s}");
     drop(g);
 }
+
+#[test]
+fn a_session_ended_by_the_idle_limit_carries_its_markers() {
+    let w = World::new();
+    w.gatehouse.cli_ok(&[
+        "env",
+        "set",
+        "prod",
+        "--idle-timeout",
+        "2s",
+        "--warn-before",
+        "1s",
+    ]);
+    let out = w.ssh_exec("alice+web1", "echo started; sleep 20");
+    assert!(
+        stderr(&out).contains("idle timeout 2s reached"),
+        "{}",
+        stderr(&out)
+    );
+    let s = w.gatehouse.wait_session_closed();
+    let ev = events(s["recording_path"].as_str().unwrap());
+    let markers = of_code(&ev, "m");
+    assert!(
+        markers
+            .iter()
+            .any(|m| m.starts_with("warning: idle for 1s")),
+        "{markers:?}"
+    );
+    assert!(
+        markers.contains(&"end: idle timeout 2s reached (idle_timeout)"),
+        "{markers:?}"
+    );
+    assert!(
+        markers.contains(&"session end: idle_timeout"),
+        "{markers:?}"
+    );
+    // the markers sit at the times they happened
+    let end_at = ev
+        .iter()
+        .find(|e| e[2] == "end: idle timeout 2s reached (idle_timeout)")
+        .unwrap()[0]
+        .as_f64()
+        .unwrap();
+    assert!((2.0..3.0).contains(&end_at), "{end_at}");
+    assert!(verify(&w.gatehouse, s["id"].as_str().unwrap()).0);
+}
