@@ -93,32 +93,10 @@ fn a_killed_broker_leaves_sessions_interrupted_after_restart() {
 
 #[test]
 fn repeated_failures_lock_the_source_out() {
-    let w = World::new();
-    let g = Gatehouse::start_with(
+    let w = World::with_config(
         "login_failure_limit = 3\nlogin_failure_window = \"1m\"\nlogin_lockout = \"1h\"\n",
     );
-    g.cli_ok(&["env", "add", "prod"]);
-    g.cli_ok(&[
-        "target",
-        "add",
-        "web1",
-        "--env",
-        "prod",
-        "--ssh",
-        &format!("{}@127.0.0.1:{}", w.sshd.user(), w.sshd.port()),
-        "--identity",
-        &w.target_identity.display().to_string(),
-        "--host-key",
-        w.sshd.host_public_key(),
-    ]);
-    g.cli_ok(&[
-        "user",
-        "add",
-        "alice",
-        "--public-key",
-        &w.alice_key.with_extension("pub").display().to_string(),
-    ]);
-    g.cli_ok(&["grant", "alice", "prod"]);
+    let g = &w.gatehouse;
     let ok = g
         .ssh("alice+web1", &w.alice_key)
         .arg("echo in")

@@ -410,37 +410,13 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_mid_session_ends_the_session() {
-    let keys = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&keys.path().join("small-disk"));
-    let (target_identity, target_public) = gatehouse_e2e::keygen(keys.path(), "id");
-    let (alice, _) = gatehouse_e2e::keygen(keys.path(), "alice");
-    let sshd = gatehouse_e2e::Sshd::start(&[target_public]).unwrap();
-    let g = Gatehouse::start_with(&format!("[recordings]\nroot = \"{}\"\n", disk.0.display()));
-    g.cli_ok(&["env", "add", "prod"]);
-    g.cli_ok(&[
-        "target",
-        "add",
-        "web1",
-        "--env",
-        "prod",
-        "--ssh",
-        &format!("{}@127.0.0.1:{}", sshd.user(), sshd.port()),
-        "--identity",
-        &target_identity.display().to_string(),
-        "--host-key",
-        sshd.host_public_key(),
-    ]);
-    g.cli_ok(&[
-        "user",
-        "add",
-        "alice",
-        "--public-key",
-        &alice.with_extension("pub").display().to_string(),
-    ]);
-    g.cli_ok(&["grant", "alice", "prod"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&scratch.path().join("small-disk"));
+    let w = World::with_config(&format!("[recordings]\nroot = \"{}\"\n", disk.0.display()));
+    let g = &w.gatehouse;
     let start = Instant::now();
     let out = g
-        .ssh("alice+web1", &alice)
+        .ssh("alice+web1", &w.alice_key)
         .arg("for i in $(seq 1 4000); do echo filling-the-recordings-disk-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done; sleep 20")
         .stdin(Stdio::null())
         .output()
@@ -458,7 +434,7 @@ fn a_full_disk_mid_session_ends_the_session() {
     let s = g.wait_session_closed();
     assert_eq!(s["end_reason"], "recording_failed", "{s}");
     assert_eq!(s["recording_state"], "failed", "{s}");
-    drop(g);
+    drop(w);
 }
 
 #[test]

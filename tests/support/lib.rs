@@ -315,6 +315,12 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        Self::with_config("")
+    }
+
+    /// A world whose broker gets `extra_config` appended to its config (see
+    /// [`Gatehouse::start_with`]).
+    pub fn with_config(extra_config: &str) -> World {
         let keys = tempfile::Builder::new()
             .prefix("gatehouse-keys-")
             .tempdir()
@@ -322,7 +328,7 @@ impl World {
         let (target_identity, target_public) = keygen(keys.path(), "target_identity");
         let (alice_key, _) = keygen(keys.path(), "alice");
         let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
-        let gatehouse = Gatehouse::start();
+        let gatehouse = Gatehouse::start_with(extra_config);
         gatehouse.cli_ok(&["env", "add", "prod"]);
         gatehouse.cli_ok(&[
             "target",
