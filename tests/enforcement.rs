@@ -27,19 +27,6 @@ fn interactive(w: &World, login: &str) -> Tmux {
     tmux
 }
 
-fn wait_live(g: &Gatehouse) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(s) = g.sessions().first()
-            && s["end_reason"].is_null()
-        {
-            return s["id"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no live session:\n{}", g.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn audit_kinds(g: &Gatehouse) -> Vec<String> {
     g.audit()
         .iter()
@@ -284,7 +271,7 @@ fn shortening_the_policy_ends_an_idle_live_session_within_2s() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_live(&w.gatehouse);
+    w.gatehouse.wait_live();
     std::thread::sleep(Duration::from_millis(1500));
     let changed = Instant::now();
     set_policy(&w.gatehouse, &["--idle-timeout", "1s"]);
@@ -311,7 +298,7 @@ fn admin_kill_and_user_lock_end_sessions_within_2s() {
             .unwrap()
     };
     let child = run();
-    let id = wait_live(g);
+    let id = g.wait_live();
     let t = Instant::now();
     g.cli_ok(&["sessions", "kill", &id, "--reason", "maintenance"]);
     let out = child.wait_with_output().unwrap();
@@ -333,7 +320,7 @@ fn admin_kill_and_user_lock_end_sessions_within_2s() {
     );
 
     let child = run();
-    wait_live(g);
+    g.wait_live();
     let t = Instant::now();
     g.cli_ok(&["user", "lock", "alice"]);
     let out = child.wait_with_output().unwrap();

@@ -6,24 +6,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, keygen, stderr, stdout};
+use gatehouse_e2e::{World, keygen, stderr, stdout};
 
 /// Waits until the registry shows a live session.
-fn wait_live(g: &Gatehouse) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !g
-        .sessions()
-        .first()
-        .is_some_and(|s| s["end_reason"].is_null())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no live session; log:\n{}",
-            g.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn operator_going_away_is_client_closed() {
@@ -35,7 +20,7 @@ fn operator_going_away_is_client_closed() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    wait_live(&w.gatehouse);
+    w.gatehouse.wait_live();
     ssh.kill().unwrap();
     ssh.wait().unwrap();
     let s = w.gatehouse.wait_session_closed();
@@ -53,7 +38,7 @@ fn graceful_shutdown_ends_live_sessions_as_shutdown() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_live(&w.gatehouse);
+    w.gatehouse.wait_live();
     let started = Instant::now();
     w.gatehouse.restart();
     let out = ssh.wait_with_output().unwrap();
@@ -82,7 +67,7 @@ fn a_killed_broker_leaves_sessions_interrupted_after_restart() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_live(&w.gatehouse);
+    w.gatehouse.wait_live();
     w.gatehouse.kill_hard();
     let _ = ssh.wait();
     // while it is down, the row is still open

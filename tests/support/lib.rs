@@ -198,6 +198,24 @@ impl Gatehouse {
         serde_json::from_str(&out).expect("sessions list --json is JSON")
     }
 
+    /// Waits until the newest session is live and returns its id.
+    pub fn wait_live(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.sessions().first()
+                && s["end_reason"].is_null()
+            {
+                return s["id"].as_str().expect("session id").to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no live session:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the newest session is closed and returns it.
     pub fn wait_session_closed(&self) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -123,6 +123,24 @@ async fn advance(d: Duration) {
     settle().await;
 }
 
+/// A terminal session with a 10 s idle limit that locks, already idle long enough to be locked.
+async fn locked_after_10s_idle(
+    password: Option<&'static str>,
+    code: Option<&'static str>,
+) -> Harness {
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    let h = start_with_code(p, password, code);
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
+    settle().await;
+    advance(10 * S).await;
+    h
+}
+
 fn idle_policy(idle: Duration, warn: &[Duration]) -> EnvPolicy {
     EnvPolicy {
         idle_timeout: Some(idle),
@@ -194,16 +212,7 @@ async fn keystrokes_keep_it_alive_and_without_pty_warnings_go_to_stderr() {
 
 #[tokio::test(start_paused = true)]
 async fn lock_unlock_with_the_password_and_the_prompt_never_echoes() {
-    let mut p = idle_policy(10 * S, &[]);
-    p.idle_action = IdleAction::Lock;
-    let h = start(p, Some("hunter2"));
-    h.tx.send(GuardEvent::ChannelStarted {
-        channel: 0,
-        pty: true,
-    })
-    .unwrap();
-    settle().await;
-    advance(10 * S).await;
+    let h = locked_after_10s_idle(Some("hunter2"), None).await;
     assert!(h.lock.is_locked());
     assert!(
         h.rec
@@ -234,16 +243,7 @@ async fn lock_unlock_with_the_password_and_the_prompt_never_echoes() {
 
 #[tokio::test(start_paused = true)]
 async fn three_wrong_passwords_end_the_session() {
-    let mut p = idle_policy(10 * S, &[]);
-    p.idle_action = IdleAction::Lock;
-    let h = start(p, Some("right"));
-    h.tx.send(GuardEvent::ChannelStarted {
-        channel: 0,
-        pty: true,
-    })
-    .unwrap();
-    settle().await;
-    advance(10 * S).await;
+    let h = locked_after_10s_idle(Some("right"), None).await;
     h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"a\rb\r")))
         .unwrap();
     settle().await;
@@ -264,16 +264,7 @@ async fn three_wrong_passwords_end_the_session() {
 
 #[tokio::test(start_paused = true)]
 async fn lock_without_a_password_disconnects() {
-    let mut p = idle_policy(10 * S, &[]);
-    p.idle_action = IdleAction::Lock;
-    let h = start(p, None);
-    h.tx.send(GuardEvent::ChannelStarted {
-        channel: 0,
-        pty: true,
-    })
-    .unwrap();
-    settle().await;
-    advance(10 * S).await;
+    let h = locked_after_10s_idle(None, None).await;
     assert_eq!(
         h.rec.disconnected.lock().unwrap().clone(),
         Some((10 * S, "idle timeout 10s reached".into()))
@@ -319,16 +310,7 @@ async fn policy_change_and_admin_kill_reach_the_live_session() {
 
 #[tokio::test(start_paused = true)]
 async fn enrolled_operators_answer_password_then_code() {
-    let mut p = idle_policy(10 * S, &[]);
-    p.idle_action = IdleAction::Lock;
-    let h = start_with_code(p, Some("pw"), Some("123456"));
-    h.tx.send(GuardEvent::ChannelStarted {
-        channel: 0,
-        pty: true,
-    })
-    .unwrap();
-    settle().await;
-    advance(10 * S).await;
+    let h = locked_after_10s_idle(Some("pw"), Some("123456")).await;
     // wrong password, right code: refused without saying which
     h.tx.send(GuardEvent::LockInput(Bytes::from_static(b"nope\r")))
         .unwrap();
