@@ -114,8 +114,9 @@ fn admin_mistakes_are_one_clear_line() {
         "--host-key is not a valid OpenSSH key",
     );
     assert_one_line_error(&add(&["--env", "prod"]), "needs a pinned host key");
-    assert_one_line_error(
-        &run(
+    // target `w` in prod with a given --ssh and --identity
+    let add_w = |ssh: &str, identity: &str| {
+        run(
             d,
             &[
                 "target",
@@ -124,53 +125,20 @@ fn admin_mistakes_are_one_clear_line() {
                 "--env",
                 "prod",
                 "--ssh",
-                "nohost",
+                ssh,
                 "--identity",
-                &id,
+                identity,
                 "--host-key",
                 &host_pub,
             ],
-        ),
+        )
+    };
+    assert_one_line_error(
+        &add_w("nohost", &id),
         "--ssh: 'nohost' is not USER@HOST[:PORT]",
     );
-    assert_one_line_error(
-        &run(
-            d,
-            &[
-                "target",
-                "add",
-                "w",
-                "--env",
-                "prod",
-                "--ssh",
-                "u@h",
-                "--identity",
-                "/nope",
-                "--host-key",
-                &host_pub,
-            ],
-        ),
-        "cannot read identity /nope",
-    );
-    assert_one_line_error(
-        &run(
-            d,
-            &[
-                "target",
-                "add",
-                "w",
-                "--env",
-                "prod",
-                "--ssh",
-                "u@h",
-                "--identity",
-                &alice_pub_file,
-                "--host-key",
-                &host_pub,
-            ],
-        ),
-        "is not a valid OpenSSH key",
-    );
+    assert_one_line_error(&add_w("u@h", "/nope"), "cannot read identity /nope");
+    assert_one_line_error(&add_w("u@h", &alice_pub_file), "is not a valid OpenSSH key");
     let ok = add(&["--env", "prod", "--host-key", &host_pub]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(

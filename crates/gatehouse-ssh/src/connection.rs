@@ -483,7 +483,8 @@ impl Connection {
             Some(t) => store.target(t).await?,
             None => None,
         };
-        let locked = store.operator(operator).await?.is_some_and(|o| o.locked);
+        let account = store.operator(operator).await?;
+        let locked = account.as_ref().is_some_and(|o| o.locked);
         let grants = store.granted_environments(operator).await?;
         let (access, denial) = match target {
             None => (
@@ -520,10 +521,7 @@ impl Connection {
         };
         if let Some(env) = &environment {
             let policy = store.environment_policy(env).await?;
-            let has_password = store
-                .operator(operator)
-                .await?
-                .is_some_and(|o| o.password_hash.is_some());
+            let has_password = account.is_some_and(|o| o.password_hash.is_some());
             let has_totp = store.has_totp(operator).await?;
             self.policy = Some((policy, has_password, has_totp));
         }

@@ -235,13 +235,11 @@ where
             GuardEvent::ChannelStarted { channel, pty } => {
                 self.channels.insert(channel, pty);
                 self.clock.touch();
-                let lockable = self.channels.values().any(|p| *p) && self.reauth.available();
-                self.enforcer.set_lock_capable(lockable);
+                self.update_lock_capability();
             }
             GuardEvent::ChannelClosed { channel } => {
                 self.channels.remove(&channel);
-                let lockable = self.channels.values().any(|p| *p) && self.reauth.available();
-                self.enforcer.set_lock_capable(lockable);
+                self.update_lock_capability();
             }
             GuardEvent::Policy(policy) => {
                 self.sync_activity();
@@ -293,6 +291,12 @@ where
                 _ => {}
             }
         }
+    }
+
+    /// A session can be locked in-band while it has a terminal and the operator a password.
+    fn update_lock_capability(&mut self) {
+        let lockable = self.prompt_channel().is_some() && self.reauth.available();
+        self.enforcer.set_lock_capable(lockable);
     }
 
     /// The terminal channel the lock prompt is shown on.

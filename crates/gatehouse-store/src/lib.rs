@@ -186,6 +186,25 @@ fn insert_error(
     }
 }
 
+impl Store {
+    /// The one row `sql` (with `$1` bound to `key`) selects, or `NotFound { kind, key }`.
+    async fn row_by_key(
+        &self,
+        sql: String,
+        key: &str,
+        kind: &'static str,
+    ) -> Result<sqlx::any::AnyRow> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind,
+                name: key.to_owned(),
+            })
+    }
+}
+
 /// `NotFound { kind, name }` when an update or delete touched no row.
 fn expect_row(done: sqlx::any::AnyQueryResult, kind: &'static str, name: &str) -> Result<()> {
     if done.rows_affected() == 0 {

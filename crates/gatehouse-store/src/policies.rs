@@ -56,14 +56,7 @@ fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
 impl Store {
     pub async fn environment_policy(&self, environment: &str) -> Result<StoredPolicy> {
         let sql = format!("SELECT {POLICY_COLUMNS} FROM environments WHERE name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(environment)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "environment",
-                name: environment.to_owned(),
-            })?;
+        let row = self.row_by_key(sql, environment, "environment").await?;
         policy_from_row(&row)
     }
 

@@ -157,14 +157,9 @@ impl Store {
             "SELECT {} FROM sessions WHERE id = $1 AND recording_path IS NOT NULL",
             Self::RECORDING_COLUMNS
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "recording of session",
-                name: session_id.to_owned(),
-            })?;
+        let row = self
+            .row_by_key(sql, session_id, "recording of session")
+            .await?;
         self.recording_from_row(&row)
     }
 

@@ -4,7 +4,7 @@
 use gatehouse_core::{EndReason, Protocol};
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, now_millis};
+use crate::{Result, Store, now_millis};
 
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -142,14 +142,7 @@ impl Store {
 
     pub async fn session(&self, id: &str) -> Result<SessionRecord> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "session",
-                name: id.to_owned(),
-            })?;
+        let row = self.row_by_key(sql, id, "session").await?;
         session_from_row(&row)
     }
 }

@@ -100,14 +100,13 @@ impl Store {
 
     /// The target's plaintext credential. Never log or display it.
     pub async fn target_credential(&self, name: &str) -> Result<Vec<u8>> {
-        let row = sqlx::query("SELECT credential FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "target",
-                name: name.to_owned(),
-            })?;
+        let row = self
+            .row_by_key(
+                "SELECT credential FROM targets WHERE name = $1".into(),
+                name,
+                "target",
+            )
+            .await?;
         let sealed: Vec<u8> = row.try_get(0)?;
         Ok(self.master_key.open(&credential_context(name), &sealed)?)
     }
