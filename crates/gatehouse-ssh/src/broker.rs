@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, FailedLoginLimiter, LimiterConfig};
+use gatehouse_session::LiveSessions;
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
 use russh::server;
@@ -17,7 +18,6 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::connection::{Connection, ConnectionState};
-use crate::enforce::{GuardControl, watch_store};
 
 #[derive(Debug, Error)]
 pub enum SshError {
@@ -59,14 +59,21 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) limiter: Mutex<FailedLoginLimiter<IpAddr>>,
     pub(crate) upstream_config: Arc<russh::client::Config>,
-    live: Mutex<HashMap<u64, server::Handle>>,
-    /// Guards of live sessions, by session id.
-    pub(crate) guards: Mutex<HashMap<String, GuardControl>>,
+    connections: Mutex<HashMap<u64, server::Handle>>,
+    /// Guards of live sessions (shared with the node's other fronts).
+    pub(crate) live: Arc<LiveSessions>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
+    /// A broker with its own live-session registry.
     pub fn new(store: Store, config: BrokerConfig) -> Arc<Broker> {
+        let live = LiveSessions::new(store.clone(), config.node.clone());
+        Broker::with_live(store, config, live)
+    }
+
+    /// A broker sharing `live` with the node's other fronts.
+    pub fn with_live(store: Store, config: BrokerConfig, live: Arc<LiveSessions>) -> Arc<Broker> {
         let upstream_config = russh::client::Config {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
@@ -79,8 +86,8 @@ impl Broker {
             store,
             config,
             upstream_config: Arc::new(upstream_config),
-            live: Mutex::new(HashMap::new()),
-            guards: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            live,
             next_id: std::sync::atomic::AtomicU64::new(1),
         })
     }
@@ -107,7 +114,7 @@ impl Broker {
     }
 
     fn live_count(&self) -> usize {
-        self.live.lock().map(|l| l.len()).unwrap_or(0)
+        self.connections.lock().map(|l| l.len()).unwrap_or(0)
     }
 }
 
@@ -119,7 +126,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SshError> {
     let config = broker.server_config();
-    let watcher = tokio::spawn(watch_store(broker.clone()));
+    broker.live.ensure_watcher();
     let slots = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -153,7 +160,7 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
     }
     let handles: Vec<server::Handle> = broker
-        .live
+        .connections
         .lock()
         .map(|mut l| l.drain().map(|(_, h)| h).collect())
         .unwrap_or_default();
@@ -170,7 +177,6 @@ pub async fn run(
             )
             .await;
     }
-    watcher.abort();
     let grace = broker.config.shutdown_grace;
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
@@ -223,12 +229,12 @@ async fn serve_connection(
         let key = broker
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut live) = broker.live.lock() {
+        if let Ok(mut live) = broker.connections.lock() {
             live.insert(key, running.handle());
         }
         let outcome = running.await;
         // Removed already by shutdown: that is why it ended.
-        if let Ok(mut live) = broker.live.lock()
+        if let Ok(mut live) = broker.connections.lock()
             && live.remove(&key).is_none()
         {
             state.set_end_reason(EndReason::Shutdown);

@@ -19,11 +19,11 @@ use serde_json::json;
 
 use crate::broker::Broker;
 use crate::deny::{notice, refuse_on_channel};
-use crate::enforce::{AuditObserver, GuardControl, GuardSender, SshOperator, StoreReauth};
-use crate::guard::{ActivityClock, Guard, GuardEvent, LockState};
+use crate::enforce::{AuditObserver, GuardSender, SshOperator};
 use crate::keys::fingerprint;
 use crate::relay::{self, RelayHandle, Request, ToTarget};
 use crate::upstream::{self, Upstream};
+use gatehouse_session::{ActivityClock, Guard, GuardEvent, LockState, StoreReauth};
 
 /// What the connection-closing task needs, shared with relays.
 pub(crate) struct ConnectionState {
@@ -140,9 +140,7 @@ impl ConnectionState {
             up.disconnect().await;
         }
         let Some(id) = session_id else { return };
-        if let Ok(mut guards) = broker.guards.lock() {
-            guards.remove(&id);
-        }
+        broker.live.unregister(&id);
         let (bytes_in, bytes_out) = (
             self.bytes_in.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed),
@@ -312,16 +310,12 @@ impl Connection {
             guard.run(rx),
             self.state.span.clone(),
         ));
-        if let Ok(mut guards) = self.broker.guards.lock() {
-            guards.insert(
-                session_id,
-                GuardControl {
-                    environment: policy.environment,
-                    policy_version: policy.version,
-                    events: events.clone(),
-                },
-            );
-        }
+        let deliver = events.clone();
+        self.broker
+            .live
+            .register(&session_id, &policy.environment, policy.version, move |c| {
+                let _ = deliver.send(c.into());
+            });
         self.enforcement = Some(Enforcement {
             clock,
             lock,

@@ -6,13 +6,10 @@
 //! forwarding, rate limiting) and records every session in the store. It never shows an
 //! operator the target's credential and never relays a forwarding request policy denies.
 
-#[doc(hidden)]
-pub mod bench;
 mod broker;
 mod connection;
 mod deny;
 mod enforce;
-mod guard;
 pub mod keys;
 mod relay;
 mod upstream;

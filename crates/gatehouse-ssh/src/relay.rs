@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::connection::ConnectionState;
-use crate::guard::LockState;
+use gatehouse_session::LockState;
 
 /// Operator events queued per channel: at most this many (each ≤ one SSH packet, 32 KiB).
 const QUEUE_DEPTH: usize = 256;

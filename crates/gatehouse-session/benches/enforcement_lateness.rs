@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gatehouse_ssh::bench::{guard_lateness, timer_lateness};
+use gatehouse_session::bench::{guard_lateness, timer_lateness};
 
 const SESSIONS: usize = 10_000;
 

@@ -1,11 +1,11 @@
-//! Support for the enforcement-lateness benchmark (`cargo bench -p gatehouse-ssh`): runs
+//! Support for the enforcement-lateness benchmark (`cargo bench -p gatehouse-session`): runs
 //! many real guards on real tokio timers and reports how late each session ended. Not part
 //! of the broker's API.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_core::{Directive, EnvPolicy};
+use gatehouse_core::{Directive, EndReason, EnvPolicy};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ struct EndClock(Arc<Mutex<Option<Instant>>>);
 
 impl OperatorIo<u32> for EndClock {
     async fn write(&self, _channel: u32, _stderr: bool, _text: String) {}
-    async fn end(&self, _channels: Vec<u32>, _message: String) {
+    async fn end(&self, _channels: Vec<(u32, bool)>, _reason: &EndReason, _message: String) {
         if let Ok(mut e) = self.0.lock() {
             e.get_or_insert_with(Instant::now);
         }

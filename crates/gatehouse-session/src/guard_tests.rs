@@ -40,8 +40,12 @@ impl OperatorIo<u32> for Recorder {
         let at = self.at();
         self.lines.lock().unwrap().push((at, channel, stderr, text));
     }
-    async fn end(&self, _channels: Vec<u32>, message: String) {
+    async fn end(&self, channels: Vec<(u32, bool)>, _reason: &EndReason, message: String) {
         let at = self.at();
+        for (c, pty) in channels {
+            let line = format!("\r\n[gatehouse] {message}\r\n");
+            self.lines.lock().unwrap().push((at, c, !pty, line));
+        }
         *self.disconnected.lock().unwrap() = Some((at, message));
     }
 }

@@ -20,24 +20,24 @@ use tokio::time::Instant;
 /// When the operator last did something, as nanoseconds since the session opened, plus one
 /// (0: never). Written by the connection handler, read by the guard.
 #[derive(Debug)]
-pub(crate) struct ActivityClock {
+pub struct ActivityClock {
     opened: Instant,
     last: AtomicU64,
 }
 
 impl ActivityClock {
-    pub(crate) fn new(opened: Instant) -> Self {
+    pub fn new(opened: Instant) -> Self {
         ActivityClock {
             opened,
             last: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn opened(&self) -> Instant {
+    pub fn opened(&self) -> Instant {
         self.opened
     }
 
-    pub(crate) fn touch(&self) {
+    pub fn touch(&self) {
         let at = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.last.fetch_max(at + 1, Ordering::Relaxed);
     }
@@ -56,7 +56,7 @@ impl ActivityClock {
 
 /// What the guard is told by the rest of the broker.
 #[derive(Debug)]
-pub(crate) enum GuardEvent<C> {
+pub enum GuardEvent<C> {
     /// A shell, exec or subsystem started on a channel (`pty`: it has a terminal).
     ChannelStarted {
         channel: C,
@@ -72,16 +72,26 @@ pub(crate) enum GuardEvent<C> {
 }
 
 /// The operator's side of the session, as the guard acts on it.
-pub(crate) trait OperatorIo<C>: Send + Sync + 'static {
+pub trait OperatorIo<C>: Send + Sync + 'static {
     /// Writes `text` on a channel: to the terminal (`stderr` false) or to stderr.
     fn write(&self, channel: C, stderr: bool, text: String) -> impl Future<Output = ()> + Send;
-    /// Ends the session: closes `channels` (after the end line was written on them) and
-    /// disconnects with `message` as the SSH disconnect reason.
-    fn end(&self, channels: Vec<C>, message: String) -> impl Future<Output = ()> + Send;
+    /// Tells the operator something (a warning) on a channel, as its protocol shows notices:
+    /// by default a `[gatehouse] …` line on the terminal, or on stderr without a pty.
+    fn notice(&self, channel: C, pty: bool, text: &str) -> impl Future<Output = ()> + Send {
+        self.write(channel, !pty, format!("\r\n[gatehouse] {text}\r\n"))
+    }
+    /// Ends the session for `reason`: tells the operator `message` on each channel (with
+    /// whether it has a pty), closes them and disconnects.
+    fn end(
+        &self,
+        channels: Vec<(C, bool)>,
+        reason: &EndReason,
+        message: String,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Checks an answer typed at the lock prompt.
-pub(crate) trait Reauthenticator: Send + Sync + 'static {
+pub trait Reauthenticator: Send + Sync + 'static {
     /// Whether the operator can reauthenticate in-band at all (has a password).
     fn available(&self) -> bool;
     fn check_password(&self, answer: String) -> impl Future<Output = bool> + Send;
@@ -91,7 +101,7 @@ pub(crate) trait Reauthenticator: Send + Sync + 'static {
 }
 
 /// What the guard reports about directives it carried out (audit, registry).
-pub(crate) trait GuardObserver: Send + Sync + 'static {
+pub trait GuardObserver: Send + Sync + 'static {
     fn directive(&self, directive: &Directive) -> impl Future<Output = ()> + Send;
 }
 
@@ -105,13 +115,13 @@ enum Gate {
 /// Shared with the relays: while locked, operator input goes to the guard and target
 /// output waits; once ended, nothing more is relayed.
 #[derive(Debug)]
-pub(crate) struct LockState {
+pub struct LockState {
     closed: AtomicBool,
     tx: watch::Sender<Gate>,
 }
 
 impl LockState {
-    pub(crate) fn new() -> Arc<LockState> {
+    pub fn new() -> Arc<LockState> {
         Arc::new(LockState {
             closed: AtomicBool::new(false),
             tx: watch::channel(Gate::Open).0,
@@ -119,11 +129,11 @@ impl LockState {
     }
 
     /// True while locked or ended: operator input must not reach the target.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn is_locked(&self) -> bool {
+    pub fn is_locked(&self) -> bool {
         *self.tx.borrow() == Gate::Locked
     }
 
@@ -133,7 +143,7 @@ impl LockState {
     }
 
     /// Waits while the session is locked. `false` when the session has ended.
-    pub(crate) async fn wait_open(&self) -> bool {
+    pub async fn wait_open(&self) -> bool {
         let mut rx = self.tx.subscribe();
         match rx.wait_for(|g| *g != Gate::Locked).await {
             Ok(g) => *g == Gate::Open,
@@ -144,14 +154,14 @@ impl LockState {
 
 const MAX_ANSWER: usize = 1024;
 
-pub(crate) struct Guard<C, O, R, B> {
-    pub(crate) enforcer: Enforcer,
-    pub(crate) clock: Arc<ActivityClock>,
-    pub(crate) io: O,
-    pub(crate) reauth: R,
-    pub(crate) observer: B,
-    pub(crate) lock: Arc<LockState>,
-    pub(crate) operator: String,
+pub struct Guard<C, O, R, B> {
+    pub enforcer: Enforcer,
+    pub clock: Arc<ActivityClock>,
+    pub io: O,
+    pub reauth: R,
+    pub observer: B,
+    pub lock: Arc<LockState>,
+    pub operator: String,
     channels: BTreeMap<C, bool>,
     synced_activity: Option<Duration>,
     answer: Vec<u8>,
@@ -166,7 +176,7 @@ where
     R: Reauthenticator,
     B: GuardObserver,
 {
-    pub(crate) fn new(
+    pub fn new(
         policy: EnvPolicy,
         clock: Arc<ActivityClock>,
         io: O,
@@ -191,7 +201,7 @@ where
     }
 
     /// Runs until the session ends (by a directive, or because `events` closed).
-    pub(crate) async fn run(mut self, mut events: mpsc::UnboundedReceiver<GuardEvent<C>>) {
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<GuardEvent<C>>) {
         let opened = self.clock.opened;
         loop {
             if self.enforcer.is_ended() {
@@ -306,9 +316,7 @@ where
 
     async fn say(&self, text: &str) {
         for (&channel, &pty) in &self.channels {
-            self.io
-                .write(channel, !pty, format!("\r\n[gatehouse] {text}\r\n"))
-                .await;
+            self.io.notice(channel, pty, text).await;
         }
     }
 
@@ -373,11 +381,10 @@ where
                 }
                 self.lock.set(Gate::Open);
             }
-            Directive::End { message, .. } => {
+            Directive::End { reason, message } => {
                 self.lock.set(Gate::Ended);
-                self.say(message).await;
-                let channels = self.channels.keys().copied().collect();
-                self.io.end(channels, message.clone()).await;
+                let channels = self.channels.iter().map(|(c, p)| (*c, *p)).collect();
+                self.io.end(channels, reason, message.clone()).await;
             }
         }
     }

@@ -1,0 +1,17 @@
+//! Gatehouse's front-agnostic session runtime. Every front (SSH, PostgreSQL) runs each live
+//! session under a [`Guard`] that drives the pure `gatehouse_core::Enforcer`, registers it in
+//! the node's [`LiveSessions`] so that policy changes and admin kills from the store reach it,
+//! and reports what enforcement did through [`audit_directive`]. The enforcement rules exist
+//! once, in the core; this crate is the one place they meet tokio and the store.
+
+#[doc(hidden)]
+pub mod bench;
+mod guard;
+mod live;
+mod reauth;
+
+pub use guard::{
+    ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
+};
+pub use live::{Control, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label};
+pub use reauth::StoreReauth;

@@ -1,0 +1,228 @@
+//! The node's live sessions, as enforcement reaches them from outside: each front registers
+//! a session's guard here, and one watcher per node carries policy changes and kill requests
+//! from the store to the guards within a second. Shared by all fronts of one process, so a
+//! node polls the store once, not once per front.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use gatehouse_core::{Directive, EndReason, EnvPolicy};
+use gatehouse_store::{AuditEvent, KillRequest, Store};
+use serde_json::json;
+
+/// How often the node looks for policy changes and kill requests in the store.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the watcher tells a live session's guard.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Policy(EnvPolicy),
+    Kill(EndReason),
+}
+
+type Deliver = Box<dyn Fn(Control) + Send + Sync>;
+
+struct Entry {
+    environment: String,
+    /// Version of the environment policy the guard runs with.
+    policy_version: i64,
+    deliver: Deliver,
+}
+
+/// Guards of this node's live sessions, by session id.
+pub struct LiveSessions {
+    store: Store,
+    node: String,
+    entries: Mutex<HashMap<String, Entry>>,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl LiveSessions {
+    pub fn new(store: Store, node: String) -> Arc<LiveSessions> {
+        Arc::new(LiveSessions {
+            store,
+            node,
+            entries: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Starts the store watcher unless it runs already. It stops when the registry is
+    /// dropped.
+    pub fn ensure_watcher(self: &Arc<Self>) {
+        let Ok(mut w) = self.watcher.lock() else {
+            return;
+        };
+        if w.as_ref().is_none_or(|h| h.is_finished()) {
+            *w = Some(tokio::spawn(watch_store(Arc::downgrade(self))));
+        }
+    }
+
+    /// Registers a session's guard; `deliver` hands it policy changes and kills.
+    pub fn register(
+        &self,
+        session_id: &str,
+        environment: &str,
+        policy_version: i64,
+        deliver: impl Fn(Control) + Send + Sync + 'static,
+    ) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.insert(
+                session_id.to_owned(),
+                Entry {
+                    environment: environment.to_owned(),
+                    policy_version,
+                    deliver: Box::new(deliver),
+                },
+            );
+        }
+    }
+
+    pub fn unregister(&self, session_id: &str) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.remove(session_id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for LiveSessions {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.watcher.lock()
+            && let Some(h) = w.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// Carries policy changes and kill requests from the store to live guards until the
+/// registry goes away; a store that is down is logged and retried.
+async fn watch_store(live: Weak<LiveSessions>) {
+    let mut killed: HashSet<String> = HashSet::new();
+    let mut store_down = false;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(live) = live.upgrade() else { return };
+        let store = live.store.clone();
+        let (policies, kills) = match tokio::try_join!(
+            store.list_policies(),
+            store.pending_kills(&live.node)
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                if !store_down {
+                    tracing::error!(error = %e, "store unavailable: policy changes and kills wait for it");
+                }
+                store_down = true;
+                continue;
+            }
+        };
+        if store_down {
+            tracing::info!("store available again");
+            store_down = false;
+        }
+        let Ok(mut entries) = live.entries.lock() else {
+            return;
+        };
+        let current: HashMap<&str, _> = policies
+            .iter()
+            .map(|p| (p.environment.as_str(), p))
+            .collect();
+        for e in entries.values_mut() {
+            if let Some(p) = current.get(e.environment.as_str())
+                && p.version != e.policy_version
+            {
+                e.policy_version = p.version;
+                (e.deliver)(Control::Policy(p.policy.clone()));
+            }
+        }
+        killed.retain(|id| entries.contains_key(id));
+        for (id, request) in kills {
+            let Some(e) = entries.get(&id) else { continue };
+            if !killed.insert(id) {
+                continue;
+            }
+            let reason = match request {
+                KillRequest::Admin(why) => EndReason::AdminKill(why),
+                KillRequest::OperatorLocked => EndReason::OperatorLocked,
+            };
+            (e.deliver)(Control::Kill(reason));
+        }
+    }
+}
+
+/// The recording marker for a directive the guard carried out.
+pub fn marker_label(d: &Directive) -> String {
+    match d {
+        Directive::Warn { message, .. } => format!("warning: {message}"),
+        Directive::Lock { message, .. } => format!("locked: {message}"),
+        Directive::Unlocked => "unlocked: reauthenticated".into(),
+        Directive::UnlockFailed { attempts_left } => {
+            format!("reauthentication failed ({attempts_left} attempts left)")
+        }
+        Directive::End { reason, message } => {
+            format!("end: {message} ({})", reason.to_stored())
+        }
+    }
+}
+
+/// Writes the audit event (and the structured log line) for a directive the guard carried
+/// out.
+pub async fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Directive) {
+    let (kind, detail) = match d {
+        Directive::Warn {
+            kind,
+            remaining,
+            message,
+        } => (
+            "enforcement_warning",
+            json!({"limit": kind.as_str(), "remaining_ms": remaining.as_millis() as u64, "message": message}),
+        ),
+        Directive::Lock { reason, message } => (
+            "session_locked",
+            json!({"reason": reason.as_str(), "message": message}),
+        ),
+        Directive::Unlocked => ("session_unlocked", json!({})),
+        Directive::UnlockFailed { attempts_left } => {
+            ("reauth_failed", json!({"attempts_left": attempts_left}))
+        }
+        Directive::End { reason, message } => (
+            "enforcement_end",
+            json!({"reason": reason.to_stored(), "message": message}),
+        ),
+    };
+    tracing::info!(kind, %detail, "enforcement");
+    let _ = store
+        .audit(&AuditEvent {
+            kind,
+            operator: Some(operator),
+            session_id: Some(session_id),
+            source: None,
+            detail,
+        })
+        .await;
+}
+
+impl<C> From<Control> for crate::GuardEvent<C> {
+    fn from(c: Control) -> Self {
+        match c {
+            Control::Policy(p) => crate::GuardEvent::Policy(p),
+            Control::Kill(r) => crate::GuardEvent::Kill(r),
+        }
+    }
+}
