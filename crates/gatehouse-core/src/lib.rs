@@ -24,4 +24,4 @@ pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};
 pub use ratelimit::{FailedLoginLimiter, LimiterConfig};
 pub use session::{EndReason, Protocol};
 pub use ssh_policy::{ForwardingKind, ForwardingPolicy, env_var_allowed};
-pub use target_addr::{SshAddress, SshAddressError};
+pub use target_addr::{PgAddress, SshAddress, SshAddressError};

@@ -1,4 +1,5 @@
-//! `USER@HOST[:PORT]` as given to `gatehouse target add --ssh`.
+//! `USER@HOST[:PORT]` as given to `gatehouse target add --ssh`, and
+//! `USER@HOST[:PORT]/DATABASE` as given to `--postgres`.
 
 use thiserror::Error;
 
@@ -15,6 +16,37 @@ pub enum SshAddressError {
     Shape(String),
     #[error("'{0}' is not a valid port (1-65535)")]
     Port(String),
+    #[error("'{0}' is not USER@HOST[:PORT]/DATABASE")]
+    PgShape(String),
+}
+
+/// A PostgreSQL target's address: role, server and default database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgAddress {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl PgAddress {
+    pub fn parse(raw: &str) -> Result<PgAddress, SshAddressError> {
+        let shape = || SshAddressError::PgShape(raw.to_owned());
+        let (server, database) = raw.rsplit_once('/').ok_or_else(shape)?;
+        if database.is_empty() || database.contains(char::is_whitespace) {
+            return Err(shape());
+        }
+        let a = SshAddress::parse(server, 5432).map_err(|e| match e {
+            SshAddressError::Shape(_) => shape(),
+            other => other,
+        })?;
+        Ok(PgAddress {
+            user: a.user,
+            host: a.host,
+            port: a.port,
+            database: database.to_owned(),
+        })
+    }
 }
 
 impl SshAddress {
@@ -58,6 +90,21 @@ impl SshAddress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_addresses() {
+        use super::PgAddress;
+        let a = PgAddress::parse("app@db.internal/orders").unwrap();
+        assert_eq!(
+            (a.user.as_str(), a.host.as_str(), a.port),
+            ("app", "db.internal", 5432)
+        );
+        assert_eq!(a.database, "orders");
+        assert_eq!(PgAddress::parse("app@[::1]:6000/x").unwrap().port, 6000);
+        for bad in ["app@db", "db/orders", "app@db/", "app@db:0/x"] {
+            assert!(PgAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn a(user: &str, host: &str, port: u16) -> Result<SshAddress, SshAddressError> {

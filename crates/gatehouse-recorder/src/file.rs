@@ -64,12 +64,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `YYYY/MM/DD/<id>.cast` for a session started at `started`.
 pub fn relative_path(session_id: &str, started: SystemTime) -> PathBuf {
+    relative_path_with(session_id, started, "cast")
+}
+
+/// `YYYY/MM/DD/<id>.<extension>` for a session started at `started`.
+pub fn relative_path_with(session_id: &str, started: SystemTime, extension: &str) -> PathBuf {
     let secs = started
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    PathBuf::from(format!("{y:04}/{m:02}/{d:02}/{session_id}.cast"))
+    PathBuf::from(format!("{y:04}/{m:02}/{d:02}/{session_id}.{extension}"))
 }
 
 pub fn chain_path(cast: &Path) -> PathBuf {
@@ -87,7 +92,15 @@ impl RecordingFile {
         started: SystemTime,
         header: &Header,
     ) -> Result<RecordingFile, RecordError> {
-        let path = root.join(relative_path(session_id, started));
+        RecordingFile::create_at(
+            root.join(relative_path(session_id, started)),
+            &header.to_line(),
+        )
+    }
+
+    /// Creates a line-oriented recording (e.g. a SQL statement log) at `path` with
+    /// `header_line` as its line 0, under the same chain and flushing rules.
+    pub fn create_at(path: PathBuf, header_line: &str) -> Result<RecordingFile, RecordError> {
         let create_err = |source| RecordError::Create {
             path: path.display().to_string(),
             source,
@@ -98,8 +111,7 @@ impl RecordingFile {
         let open = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
         let cast = open(&path).map_err(create_err)?;
         let chain_file = open(&chain_path(&path)).map_err(create_err)?;
-        let header_line = header.to_line();
-        let chain = Chain::new(&header_line);
+        let chain = Chain::new(header_line);
         let mut rec = RecordingFile {
             path,
             cast: BufWriter::with_capacity(BUFFER, cast),
@@ -107,7 +119,7 @@ impl RecordingFile {
             chain,
             size: 0,
         };
-        rec.write_line(&header_line, 0)?;
+        rec.write_line(header_line, 0)?;
         rec.flush()?;
         Ok(rec)
     }

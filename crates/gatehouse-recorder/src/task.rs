@@ -20,6 +20,7 @@ enum RecEvent {
     Input(Instant, Vec<u8>),
     Resize(Instant, u32, u32),
     Marker(Instant, String),
+    Line(String),
     Seal(oneshot::Sender<Result<Sealed, RecordError>>),
 }
 
@@ -48,6 +49,12 @@ impl RecorderHandle {
 
     pub fn marker(&self, label: impl Into<String>) {
         let _ = self.tx.send(RecEvent::Marker(Instant::now(), label.into()));
+    }
+
+    /// Appends a line formatted by the caller (line-oriented logs such as the SQL
+    /// statement log, which carry their own times).
+    pub fn line(&self, line: String) {
+        let _ = self.tx.send(RecEvent::Line(line));
     }
 
     /// Writes everything queued, syncs and closes the recording.
@@ -117,6 +124,7 @@ async fn run(
                 &format!("{cols}x{rows}"),
             )),
             RecEvent::Marker(at, label) => Some(event_line(at - opened, Code::Marker, &label)),
+            RecEvent::Line(line) => Some(line),
             RecEvent::Seal(reply) => {
                 let sealed = match file.take() {
                     Some(f) => f.seal(),

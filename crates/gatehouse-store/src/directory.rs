@@ -2,12 +2,17 @@
 
 use sqlx::Row;
 
+use crate::passwords::StoredPassword;
 use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
+
+const OPERATOR_COLUMNS: &str = "name, password_hash, locked, created_at, scram_verifier";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorRecord {
     pub name: String,
     pub password_hash: Option<String>,
+    /// SCRAM-SHA-256 verifier; None for passwords set before the PostgreSQL front existed.
+    pub scram_verifier: Option<String>,
     pub locked: bool,
     pub created_at: i64,
 }
@@ -25,6 +30,7 @@ fn operator_from_row(r: &sqlx::any::AnyRow) -> Result<OperatorRecord> {
         password_hash: r.try_get(1)?,
         locked: r.try_get::<i64, _>(2)? != 0,
         created_at: r.try_get(3)?,
+        scram_verifier: r.try_get(4)?,
     })
 }
 
@@ -56,12 +62,13 @@ impl Store {
             .collect()
     }
 
-    pub async fn add_operator(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
+    pub async fn add_operator(&self, name: &str, password: Option<&StoredPassword>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO operators (name, password_hash, locked, created_at) VALUES ($1, $2, 0, $3)",
+            "INSERT INTO operators (name, password_hash, scram_verifier, locked, created_at) VALUES ($1, $2, $3, 0, $4)",
         )
         .bind(name)
-        .bind(password_hash)
+        .bind(password.map(|p| p.hash.as_str()))
+        .bind(password.map(|p| p.scram.as_str()))
         .bind(now_millis())
         .execute(&self.pool)
         .await
@@ -69,31 +76,32 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_operator_password(&self, name: &str, password_hash: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE operators SET password_hash = $1 WHERE name = $2")
-            .bind(password_hash)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_operator_password(&self, name: &str, password: &StoredPassword) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE operators SET password_hash = $1, scram_verifier = $2 WHERE name = $3",
+        )
+        .bind(&password.hash)
+        .bind(&password.scram)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         expect_row(done, "user", name)
     }
 
     pub async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
-        let row = sqlx::query(
-            "SELECT name, password_hash, locked, created_at FROM operators WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(operator_from_row).transpose()
     }
 
     pub async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
-        let rows = sqlx::query(
-            "SELECT name, password_hash, locked, created_at FROM operators ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!("SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(operator_from_row).collect()
     }
 

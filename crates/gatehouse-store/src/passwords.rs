@@ -1,6 +1,24 @@
 //! Operator passwords: argon2id PHC strings. Verification is constant-time (argon2's own
 //! comparison); a missing user is verified against a dummy hash so that timing does not tell
-//! whether a name exists.
+//! whether a name exists. Alongside, a SCRAM-SHA-256 verifier for the PostgreSQL front
+//! (which must run SCRAM, so cannot use the argon2 hash); neither gives back the password.
+
+/// What is stored for a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPassword {
+    /// argon2id PHC string (SSH password auth, lock-prompt reauthentication).
+    pub hash: String,
+    /// SCRAM-SHA-256 verifier in PostgreSQL's format (PostgreSQL front).
+    pub scram: String,
+}
+
+/// Hashes a password both ways for storage.
+pub fn store_password(password: &str) -> Result<StoredPassword, String> {
+    Ok(StoredPassword {
+        hash: hash_password(password)?,
+        scram: gatehouse_pgproto::scram::Verifier::generate(password).to_stored(),
+    })
+}
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 

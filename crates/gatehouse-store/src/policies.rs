@@ -186,3 +186,26 @@ impl KillRequest {
         }
     }
 }
+
+impl Store {
+    /// Whether the environment's statement logs replace bind parameter values.
+    pub async fn redacts_params(&self, environment: &str) -> Result<bool> {
+        let row = self
+            .row_by_key(
+                "SELECT redact_params FROM environments WHERE name = $1".into(),
+                environment,
+                "environment",
+            )
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? != 0)
+    }
+
+    pub async fn set_redact_params(&self, environment: &str, redact: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE environments SET redact_params = $1 WHERE name = $2")
+            .bind(i64::from(redact))
+            .bind(environment)
+            .execute(&self.pool)
+            .await?;
+        expect_row(done, "environment", environment)
+    }
+}

@@ -19,6 +19,10 @@ pub struct NewTarget<'a> {
     pub credential: &'a [u8],
     pub host_key: Option<&'a str>,
     pub trust_on_first_use: bool,
+    /// PostgreSQL targets: the database connected to by default.
+    pub database: Option<&'a str>,
+    /// PostgreSQL targets: upstream TLS (`disable`, `require`, `verify-full`).
+    pub tls_mode: Option<&'a str>,
 }
 
 /// A stored target, without its credential (see [`Store::target_credential`]).
@@ -32,14 +36,15 @@ pub struct TargetRecord {
     pub username: String,
     pub host_key: Option<String>,
     pub trust_on_first_use: bool,
+    pub database: Option<String>,
+    pub tls_mode: Option<String>,
 }
 
 fn credential_context(target: &str) -> String {
     format!("gatehouse target credential:{target}")
 }
 
-const TARGET_COLUMNS: &str =
-    "name, environment, protocol, host, port, username, host_key, trust_on_first_use";
+const TARGET_COLUMNS: &str = "name, environment, protocol, host, port, username, host_key, trust_on_first_use, database_name, tls_mode";
 
 fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
     let protocol: String = r.try_get(2)?;
@@ -53,6 +58,8 @@ fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
         username: r.try_get(5)?,
         host_key: r.try_get(6)?,
         trust_on_first_use: r.try_get::<i64, _>(7)? != 0,
+        database: r.try_get(8)?,
+        tls_mode: r.try_get(9)?,
     })
 }
 
@@ -62,8 +69,8 @@ impl Store {
             .master_key
             .seal(&credential_context(t.name), t.credential);
         sqlx::query(
-            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(t.name)
         .bind(t.environment)
@@ -75,6 +82,8 @@ impl Store {
         .bind(t.host_key)
         .bind(i64::from(t.trust_on_first_use))
         .bind(now_millis())
+        .bind(t.database)
+        .bind(t.tls_mode)
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "target", t.name, Some(("environment", t.environment))))?;

@@ -23,7 +23,7 @@ async fn exercise(store: &Store) {
     assert_eq!(store.list_environments().await.unwrap(), ["dev", "prod"]);
 
     // operators, keys, passwords
-    let hash = gatehouse_store::passwords::hash_password("pw").unwrap();
+    let hash = gatehouse_store::passwords::store_password("pw").unwrap();
     store.add_operator("alice", Some(&hash)).await.unwrap();
     store.add_operator("bob", None).await.unwrap();
     assert!(matches!(
@@ -31,7 +31,9 @@ async fn exercise(store: &Store) {
         Err(StoreError::AlreadyExists { kind: "user", .. })
     ));
     let alice = store.operator("alice").await.unwrap().unwrap();
-    assert_eq!(alice.password_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(alice.password_hash.as_deref(), Some(hash.hash.as_str()));
+    assert_eq!(alice.scram_verifier.as_deref(), Some(hash.scram.as_str()));
+    assert!(hash.scram.starts_with("SCRAM-SHA-256$4096:"));
     assert!(!alice.locked);
     assert!(store.operator("nobody").await.unwrap().is_none());
     store
@@ -76,6 +78,8 @@ async fn exercise(store: &Store) {
         credential: b"PRIVATE KEY MATERIAL",
         host_key: None,
         trust_on_first_use: true,
+        database: None,
+        tls_mode: None,
     };
     store.add_target(&t).await.unwrap();
     assert!(matches!(
@@ -95,6 +99,23 @@ async fn exercise(store: &Store) {
             ..
         })
     ));
+    store
+        .add_target(&NewTarget {
+            name: "orders",
+            protocol: Protocol::Postgres,
+            database: Some("orders"),
+            tls_mode: Some("verify-full"),
+            ..t.clone()
+        })
+        .await
+        .unwrap();
+    let pg = store.target("orders").await.unwrap().unwrap();
+    assert_eq!(pg.database.as_deref(), Some("orders"));
+    assert_eq!(pg.tls_mode.as_deref(), Some("verify-full"));
+    assert!(!store.redacts_params("prod").await.unwrap());
+    store.set_redact_params("prod", true).await.unwrap();
+    assert!(store.redacts_params("prod").await.unwrap());
+    assert!(store.set_redact_params("nowhere", true).await.is_err());
     let rec = store.target("web1").await.unwrap().unwrap();
     assert_eq!(rec.port, 22);
     assert_eq!(rec.protocol, Protocol::Ssh);
@@ -125,7 +146,7 @@ async fn exercise(store: &Store) {
             .as_deref(),
         Some("ssh-ed25519 AAAAfirst")
     );
-    assert_eq!(store.list_targets().await.unwrap().len(), 1);
+    assert_eq!(store.list_targets().await.unwrap().len(), 2);
 
     // session registry
     let new = NewSession {

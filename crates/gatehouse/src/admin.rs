@@ -56,6 +56,9 @@ pub struct EnvSetArgs {
     /// Ask for the password again this long after login, even while active.
     #[arg(long, value_name = "DURATION|off")]
     pub reauth_after: Option<String>,
+    /// Replace bind parameter values in SQL statement logs (`--redact-params=off` undoes).
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    pub redact_params: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,21 +80,47 @@ pub struct TargetAddArgs {
     /// Environment the target belongs to.
     #[arg(long)]
     pub env: String,
-    /// Where Gatehouse connects: USER@HOST[:PORT].
-    #[arg(long, value_name = "USER@HOST:PORT")]
-    pub ssh: String,
-    /// Private key Gatehouse logs in with (OpenSSH format, unencrypted). Stored encrypted.
-    #[arg(long, value_name = "PRIVATE_KEY_FILE")]
-    pub identity: PathBuf,
-    /// The target's host key, "ssh-ed25519 AAAA…".
+    /// An SSH target: where Gatehouse connects, USER@HOST[:PORT].
+    #[arg(
+        long,
+        value_name = "USER@HOST:PORT",
+        required_unless_present = "postgres",
+        conflicts_with = "postgres"
+    )]
+    pub ssh: Option<String>,
+    /// A PostgreSQL target: role, server and default database.
+    #[arg(long, value_name = "USER@HOST:PORT/DATABASE")]
+    pub postgres: Option<String>,
+    /// SSH: private key Gatehouse logs in with (OpenSSH format, unencrypted). Stored encrypted.
+    #[arg(
+        long,
+        value_name = "PRIVATE_KEY_FILE",
+        required_unless_present = "postgres"
+    )]
+    pub identity: Option<PathBuf>,
+    /// SSH: the target's host key, "ssh-ed25519 AAAA…".
     #[arg(long, conflicts_with_all = ["host_key_file", "trust_on_first_use"])]
     pub host_key: Option<String>,
-    /// File holding the target's host key (a .pub file or a known_hosts line).
+    /// SSH: file holding the target's host key (a .pub file or a known_hosts line).
     #[arg(long, conflicts_with = "trust_on_first_use")]
     pub host_key_file: Option<PathBuf>,
-    /// Pin whatever host key the target presents first (recorded in the audit log).
+    /// SSH: pin whatever host key the target presents first (recorded in the audit log).
     #[arg(long)]
     pub trust_on_first_use: bool,
+    /// PostgreSQL: read the role's password from standard input. Stored encrypted.
+    #[arg(long, requires = "postgres")]
+    pub password_stdin: bool,
+    /// PostgreSQL: TLS to the target (default verify-full).
+    #[arg(
+        long,
+        value_name = "verify-full|require|disable",
+        requires = "postgres"
+    )]
+    pub tls: Option<String>,
+    /// PostgreSQL: CA certificate (PEM) the target's certificate must chain to for
+    /// verify-full (default: the system's trusted roots).
+    #[arg(long, value_name = "PEM_FILE", requires = "postgres")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,7 +197,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open(&config.store_url, key).await?)
 }
 
-async fn admin_audit(store: &Store, kind: &str, detail: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) async fn admin_audit(
+    store: &Store,
+    kind: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
     store
         .audit(&AuditEvent {
             kind,
@@ -197,8 +230,23 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
         }
         EnvCommand::Set(args) => {
             let name = args.name.clone();
+            let redact = match args.redact_params.as_deref() {
+                None => None,
+                Some("on") => Some(true),
+                Some("off") => Some(false),
+                Some(other) => bail!("--redact-params takes on or off, not '{other}'"),
+            };
             let current = store.environment_policy(&name).await?.policy;
             let policy = apply_policy_args(current, args)?;
+            if let Some(r) = redact {
+                store.set_redact_params(&name, r).await?;
+                admin_audit(
+                    &store,
+                    "redact_params_changed",
+                    json!({"environment": name, "redact_params": r}),
+                )
+                .await?;
+            }
             store.set_environment_policy(&name, &policy).await?;
             admin_audit(
                 &store,
@@ -208,6 +256,12 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
             .await?;
             println!("environment {name} policy updated; live sessions follow within 2 seconds");
             print!("{}", policy_text(&policy));
+            if let Some(r) = redact {
+                println!(
+                    "SQL bind parameters: {}",
+                    if r { "redacted" } else { "logged" }
+                );
+            }
         }
         EnvCommand::Show { name, json } => {
             let stored = store.environment_policy(&name).await?;
@@ -313,7 +367,8 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                         json!({"name": t.name, "environment": t.environment,
                                "protocol": t.protocol.as_str(), "host": t.host, "port": t.port,
                                "username": t.username, "host_key": t.host_key,
-                               "trust_on_first_use": t.trust_on_first_use})
+                               "trust_on_first_use": t.trust_on_first_use,
+                               "database": t.database, "tls": t.tls_mode})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -325,8 +380,24 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                             t.name.clone(),
                             t.environment.clone(),
                             t.protocol.to_string(),
-                            format!("{}@{}:{}", t.username, t.host, t.port),
-                            host_key_summary(t.host_key.as_deref(), t.trust_on_first_use),
+                            format!(
+                                "{}@{}:{}{}",
+                                t.username,
+                                t.host,
+                                t.port,
+                                t.database
+                                    .as_ref()
+                                    .map(|d| format!("/{d}"))
+                                    .unwrap_or_default()
+                            ),
+                            match t.protocol {
+                                Protocol::Postgres => {
+                                    format!("tls {}", t.tls_mode.as_deref().unwrap_or("?"))
+                                }
+                                Protocol::Ssh => {
+                                    host_key_summary(t.host_key.as_deref(), t.trust_on_first_use)
+                                }
+                            },
                         ]
                     })
                     .collect();
@@ -355,17 +426,20 @@ fn host_key_summary(line: Option<&str>, tofu: bool) -> String {
     }
 }
 
-fn read_file(path: &Path, what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_file(path: &Path, what: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
     validate_name("target", &args.name)?;
-    let addr = SshAddress::parse(&args.ssh, 22).context("--ssh")?;
-    let identity_text = read_file(&args.identity, "identity")?;
+    let (Some(ssh), Some(identity_path)) = (&args.ssh, &args.identity) else {
+        return crate::pg_admin::add_postgres_target(store, args).await;
+    };
+    let addr = SshAddress::parse(ssh, 22).context("--ssh")?;
+    let identity_text = read_file(identity_path, "identity")?;
     let identity = keys::parse_private_key(
         &identity_text,
-        &format!("identity {}", args.identity.display()),
+        &format!("identity {}", identity_path.display()),
     )?;
     let identity_text = identity
         .to_openssh(LineEnding::LF)
@@ -394,6 +468,8 @@ async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
             credential: identity_text.as_bytes(),
             host_key: host_key_line.as_deref(),
             trust_on_first_use: args.trust_on_first_use,
+            database: None,
+            tls_mode: None,
         })
         .await?;
     let key_summary = host_key_summary(host_key_line.as_deref(), args.trust_on_first_use);
@@ -413,7 +489,7 @@ async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_password_stdin() -> anyhow::Result<String> {
+pub(crate) fn read_password_stdin() -> anyhow::Result<String> {
     let mut s = String::new();
     std::io::stdin()
         .read_to_string(&mut s)
@@ -450,11 +526,11 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             }
             let hash = if password_stdin {
                 let pw = read_password_stdin()?;
-                Some(passwords::hash_password(&pw).map_err(anyhow::Error::msg)?)
+                Some(passwords::store_password(&pw).map_err(anyhow::Error::msg)?)
             } else {
                 None
             };
-            store.add_operator(&name, hash.as_deref()).await?;
+            store.add_operator(&name, hash.as_ref()).await?;
             for k in &keys_to_add {
                 store
                     .add_operator_key(&name, &keys::fingerprint(k), &keys::public_key_line(k))
@@ -476,7 +552,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { name, .. } => {
             let pw = read_password_stdin()?;
-            let hash = passwords::hash_password(&pw).map_err(anyhow::Error::msg)?;
+            let hash = passwords::store_password(&pw).map_err(anyhow::Error::msg)?;
             store.set_operator_password(&name, &hash).await?;
             admin_audit(&store, "password_set", json!({"user": name})).await?;
             println!("password of user {name} set");

@@ -113,6 +113,8 @@ pub async fn demo(args: DemoArgs, cwd: &Path) -> anyhow::Result<()> {
             username: sshd.user(),
             credential: identity_text.as_bytes(),
             host_key: Some(sshd.host_public_key()),
+            database: None,
+            tls_mode: None,
             trust_on_first_use: false,
         })
         .await?;

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod demo;
+mod pg_admin;
 mod recordings;
 mod serve;
 mod table;

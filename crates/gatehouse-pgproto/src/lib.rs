@@ -1,0 +1,53 @@
+//! The PostgreSQL wire protocol (v3), as much of it as a transparent broker needs, with no
+//! I/O: split a byte stream into messages ([`frame`]), read startup packets and the messages
+//! Gatehouse inspects ([`message`]), write the backend messages Gatehouse itself sends
+//! ([`backend`]), run the SCRAM-SHA-256 server side ([`scram`]) and follow statements and
+//! their results for the audit log ([`tracker`]).
+//!
+//! Hand-written rather than `pgwire`/`postgres-protocol`: the relay forwards every message
+//! byte-for-byte and only *looks* at a few (it never decodes a `DataRow`), which needs a
+//! zero-copy framer and borrowed views rather than a decode/encode round trip; and
+//! `postgres-protocol` is client-side only. Every parser here takes a byte slice, returns
+//! "need more bytes" as a value, never panics on hostile input, and has a fuzz target in
+//! `fuzz/`. The upstream (client-side) SCRAM and md5 use `postgres-protocol`.
+
+pub mod backend;
+pub mod frame;
+pub mod message;
+pub mod scram;
+pub mod tracker;
+
+pub use frame::{FrameError, MAX_MESSAGE, frame_len, startup_len};
+pub use message::{Backend, Frontend, ProtoError, Startup};
+
+/// How Gatehouse secures its connection to a PostgreSQL target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (loopback or a trusted network only).
+    Disable,
+    /// TLS without certificate checks (protects against passive snooping only).
+    Require,
+    /// TLS with the certificate checked against the target's CA and host name.
+    VerifyFull,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Require => "require",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<TlsMode, String> {
+        match s {
+            "disable" => Ok(TlsMode::Disable),
+            "require" => Ok(TlsMode::Require),
+            "verify-full" => Ok(TlsMode::VerifyFull),
+            other => Err(format!(
+                "unknown TLS mode '{other}' (expected verify-full, require or disable)"
+            )),
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Borrowed views of the messages Gatehouse looks at: startup packets, the frontend messages
+//! that carry statements and the backend messages that finish them. Anything else is
+//! relayed without being decoded.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtoError {
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+    #[error("unsupported protocol version {major}.{minor}")]
+    UnsupportedVersion { major: u16, minor: u16 },
+}
+
+/// A little reader over a message body.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Cursor { buf, what }
+    }
+    fn err(&self) -> ProtoError {
+        ProtoError::Malformed(self.what)
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+        if self.buf.len() < n {
+            return Err(self.err());
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, ProtoError> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn i16(&mut self) -> Result<i16, ProtoError> {
+        let b = self.bytes(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Result<i32, ProtoError> {
+        let b = self.bytes(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn count(&mut self) -> Result<usize, ProtoError> {
+        usize::try_from(self.i16()?).map_err(|_| self.err())
+    }
+    /// A NUL-terminated string (lossily decoded: it is only shown, never re-encoded).
+    fn cstr(&mut self) -> Result<&'a [u8], ProtoError> {
+        let end = self
+            .buf
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(ProtoError::Malformed(self.what))?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+    fn string(&mut self) -> Result<String, ProtoError> {
+        Ok(String::from_utf8_lossy(self.cstr()?).into_owned())
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+pub const SSL_REQUEST: i32 = 80_877_103;
+pub const GSSENC_REQUEST: i32 = 80_877_104;
+pub const CANCEL_REQUEST: i32 = 80_877_102;
+
+/// The first packet of a connection (body after the length word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    SslRequest,
+    GssEncRequest,
+    Cancel {
+        pid: i32,
+        key: Vec<u8>,
+    },
+    /// A StartupMessage: protocol 3.`minor`, its parameters (user, database, options…).
+    Params {
+        minor: u16,
+        params: Vec<(String, String)>,
+    },
+}
+
+impl Startup {
+    pub fn parse(body: &[u8]) -> Result<Startup, ProtoError> {
+        let mut c = Cursor::new(body, "startup");
+        let code = c.i32()?;
+        match code {
+            SSL_REQUEST => Ok(Startup::SslRequest),
+            GSSENC_REQUEST => Ok(Startup::GssEncRequest),
+            CANCEL_REQUEST => {
+                let pid = c.i32()?;
+                let key = c.rest().to_vec();
+                if key.is_empty() || key.len() > 256 {
+                    return Err(ProtoError::Malformed("cancel request"));
+                }
+                Ok(Startup::Cancel { pid, key })
+            }
+            _ => {
+                let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
+                if major != 3 {
+                    return Err(ProtoError::UnsupportedVersion { major, minor });
+                }
+                let mut params = Vec::new();
+                loop {
+                    let name = c.string()?;
+                    if name.is_empty() {
+                        break;
+                    }
+                    params.push((name, c.string()?));
+                }
+                Ok(Startup::Params { minor, params })
+            }
+        }
+    }
+}
+
+/// A frontend message, as far as Gatehouse cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frontend<'a> {
+    Query(String),
+    Parse {
+        name: String,
+        text: String,
+    },
+    Bind {
+        portal: String,
+        statement: String,
+        params: Vec<Param<'a>>,
+    },
+    Execute {
+        portal: String,
+    },
+    FunctionCall {
+        oid: i32,
+    },
+    Sync,
+    Flush,
+    Terminate,
+    /// CopyData, CopyDone, CopyFail, Describe, Close, password/SASL answers…
+    Other(u8),
+}
+
+/// One Bind parameter: its bytes (None for SQL NULL) and whether they are binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param<'a> {
+    pub value: Option<&'a [u8]>,
+    pub binary: bool,
+}
+
+impl Param<'_> {
+    /// How the audit log shows it: text as text, binary as `\x` hex, NULL as None.
+    pub fn display(&self) -> Option<String> {
+        let v = self.value?;
+        Some(if self.binary {
+            let mut s = String::with_capacity(2 + v.len() * 2);
+            s.push_str("\\x");
+            for b in v {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
+        } else {
+            String::from_utf8_lossy(v).into_owned()
+        })
+    }
+}
+
+impl<'a> Frontend<'a> {
+    pub fn parse(tag: u8, body: &'a [u8]) -> Result<Frontend<'a>, ProtoError> {
+        Ok(match tag {
+            b'Q' => Frontend::Query(Cursor::new(body, "Query").string()?),
+            b'P' => {
+                let mut c = Cursor::new(body, "Parse");
+                Frontend::Parse {
+                    name: c.string()?,
+                    text: c.string()?,
+                }
+            }
+            b'B' => {
+                let mut c = Cursor::new(body, "Bind");
+                let portal = c.string()?;
+                let statement = c.string()?;
+                let nformats = c.count()?;
+                let mut formats = Vec::with_capacity(nformats.min(1024));
+                for _ in 0..nformats {
+                    formats.push(c.i16()? == 1);
+                }
+                let nparams = c.count()?;
+                if formats.len() > 1 && formats.len() != nparams {
+                    return Err(ProtoError::Malformed("Bind"));
+                }
+                let mut params = Vec::with_capacity(nparams.min(1024));
+                for i in 0..nparams {
+                    let len = c.i32()?;
+                    let value = match len {
+                        -1 => None,
+                        n if n >= 0 => Some(c.bytes(n as usize)?),
+                        _ => return Err(ProtoError::Malformed("Bind")),
+                    };
+                    let binary = match formats.len() {
+                        0 => false,
+                        1 => formats[0],
+                        _ => formats[i],
+                    };
+                    params.push(Param { value, binary });
+                }
+                Frontend::Bind {
+                    portal,
+                    statement,
+                    params,
+                }
+            }
+            b'E' => Frontend::Execute {
+                portal: Cursor::new(body, "Execute").string()?,
+            },
+            b'F' => Frontend::FunctionCall {
+                oid: Cursor::new(body, "FunctionCall").i32()?,
+            },
+            b'S' => Frontend::Sync,
+            b'H' => Frontend::Flush,
+            b'X' => Frontend::Terminate,
+            other => Frontend::Other(other),
+        })
+    }
+}
+
+/// Whether a frontend message is something the operator *does* (idle-limit activity):
+/// everything but Sync, Flush and Terminate, which drivers send on their own.
+pub fn is_activity(tag: u8) -> bool {
+    !matches!(tag, b'S' | b'H' | b'X')
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that the broker uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A backend message, as far as Gatehouse cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend<'a> {
+    Authentication(Auth<'a>),
+    BackendKeyData {
+        pid: i32,
+        key: &'a [u8],
+    },
+    ParameterStatus,
+    ReadyForQuery {
+        status: u8,
+    },
+    CommandComplete {
+        tag: String,
+    },
+    EmptyQuery,
+    PortalSuspended,
+    FunctionCallResponse,
+    Error(ErrorFields),
+    Notice,
+    NegotiateProtocolVersion,
+    /// DataRow, RowDescription, CopyData… relayed without decoding.
+    Other(u8),
+}
+
+/// An authentication request from a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth<'a> {
+    Ok,
+    Cleartext,
+    Md5 { salt: [u8; 4] },
+    Sasl { mechanisms: Vec<String> },
+    SaslContinue(&'a [u8]),
+    SaslFinal(&'a [u8]),
+    Other(i32),
+}
+
+pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields, ProtoError> {
+    let mut c = Cursor::new(body, "ErrorResponse");
+    let mut f = ErrorFields::default();
+    loop {
+        let kind = c.u8()?;
+        if kind == 0 {
+            break;
+        }
+        let value = c.string()?;
+        match kind {
+            b'V' => f.severity = value,
+            b'S' if f.severity.is_empty() => f.severity = value,
+            b'C' => f.code = value,
+            b'M' => f.message = value,
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+impl<'a> Backend<'a> {
+    pub fn parse(tag: u8, body: &'a [u8]) -> Result<Backend<'a>, ProtoError> {
+        Ok(match tag {
+            b'R' => {
+                let mut c = Cursor::new(body, "Authentication");
+                Backend::Authentication(match c.i32()? {
+                    0 => Auth::Ok,
+                    3 => Auth::Cleartext,
+                    5 => {
+                        let s = c.bytes(4)?;
+                        Auth::Md5 {
+                            salt: [s[0], s[1], s[2], s[3]],
+                        }
+                    }
+                    10 => {
+                        let mut mechanisms = Vec::new();
+                        loop {
+                            let m = c.string()?;
+                            if m.is_empty() {
+                                break;
+                            }
+                            mechanisms.push(m);
+                        }
+                        Auth::Sasl { mechanisms }
+                    }
+                    11 => Auth::SaslContinue(c.rest()),
+                    12 => Auth::SaslFinal(c.rest()),
+                    n => Auth::Other(n),
+                })
+            }
+            b'K' => {
+                let mut c = Cursor::new(body, "BackendKeyData");
+                let pid = c.i32()?;
+                let key = c.rest();
+                if key.is_empty() || key.len() > 256 {
+                    return Err(ProtoError::Malformed("BackendKeyData"));
+                }
+                Backend::BackendKeyData { pid, key }
+            }
+            b'S' => Backend::ParameterStatus,
+            b'Z' => Backend::ReadyForQuery {
+                status: Cursor::new(body, "ReadyForQuery").u8()?,
+            },
+            b'C' => Backend::CommandComplete {
+                tag: Cursor::new(body, "CommandComplete").string()?,
+            },
+            b'I' => Backend::EmptyQuery,
+            b's' => Backend::PortalSuspended,
+            b'V' => Backend::FunctionCallResponse,
+            b'E' => Backend::Error(parse_error_fields(body)?),
+            b'N' => Backend::Notice,
+            b'v' => Backend::NegotiateProtocolVersion,
+            other => Backend::Other(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = 196_608_i32.to_be_bytes().to_vec();
+        for (k, v) in params {
+            b.extend_from_slice(k.as_bytes());
+            b.push(0);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn startup_packets() {
+        assert_eq!(
+            Startup::parse(&startup(&[("user", "alice"), ("database", "orders")])),
+            Ok(Startup::Params {
+                minor: 0,
+                params: vec![
+                    ("user".into(), "alice".into()),
+                    ("database".into(), "orders".into())
+                ]
+            })
+        );
+        assert_eq!(
+            Startup::parse(&SSL_REQUEST.to_be_bytes()),
+            Ok(Startup::SslRequest)
+        );
+        let mut cancel = CANCEL_REQUEST.to_be_bytes().to_vec();
+        cancel.extend_from_slice(&[0, 0, 0, 7, 1, 2, 3, 4]);
+        assert_eq!(
+            Startup::parse(&cancel),
+            Ok(Startup::Cancel {
+                pid: 7,
+                key: vec![1, 2, 3, 4]
+            })
+        );
+        assert!(Startup::parse(&[0, 2, 0, 0]).is_err());
+        // unterminated parameter list
+        let mut bad = startup(&[("user", "alice")]);
+        bad.truncate(bad.len() - 2);
+        assert!(Startup::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn bind_parameters() {
+        // portal "", statement "s1", one format code (binary), two params: 0x01, NULL
+        let mut b = vec![0, b's', b'1', 0, 0, 1, 0, 1, 0, 2];
+        b.extend_from_slice(&[0, 0, 0, 1, 0x01, 0xff, 0xff, 0xff, 0xff]);
+        let Frontend::Bind {
+            statement, params, ..
+        } = Frontend::parse(b'B', &b).unwrap()
+        else {
+            panic!("not a bind")
+        };
+        assert_eq!(statement, "s1");
+        assert_eq!(params[0].display().as_deref(), Some("\\x01"));
+        assert_eq!(params[1].display(), None);
+        // a length running past the end
+        let bad = [0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 1];
+        assert!(Frontend::parse(b'B', &bad).is_err());
+    }
+
+    #[test]
+    fn error_fields() {
+        let body = b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0\0";
+        assert_eq!(
+            Backend::parse(b'E', body),
+            Ok(Backend::Error(ErrorFields {
+                severity: "ERROR".into(),
+                code: "42P01".into(),
+                message: "relation \"x\" does not exist".into()
+            }))
+        );
+        assert!(Backend::parse(b'E', b"SERROR").is_err());
+    }
+}
