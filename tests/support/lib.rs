@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use gatehouse_testbed::{Sshd, require_program};
+
+pub mod pg;
 use tempfile::TempDir;
 
 /// The `gatehouse` binary built next to this test executable (`cargo build` builds it;
@@ -53,11 +55,15 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, public.trim().to_owned())
 }
 
+/// The PostgreSQL front's table in generated configs: a free port.
+pub const PG_LISTEN: &str = "[postgres]\nlisten = \"127.0.0.1:0\"";
+
 /// A running broker with its own config, store and host key.
 pub struct Gatehouse {
     dir: TempDir,
     child: Child,
     port: u16,
+    pg_port: Option<u16>,
 }
 
 impl Gatehouse {
@@ -65,7 +71,8 @@ impl Gatehouse {
         Self::start_with("")
     }
 
-    /// Starts with extra TOML appended to the generated config.
+    /// Starts with extra TOML appended to the generated config (after the `[ssh]` table's
+    /// listen key; a `[postgres]` table in it replaces the default one).
     pub fn start_with(extra_config: &str) -> Gatehouse {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-e2e-")
@@ -73,7 +80,11 @@ impl Gatehouse {
             .expect("temp dir");
         std::fs::write(
             dir.path().join("gatehouse.toml"),
-            format!("[ssh]\nlisten = \"127.0.0.1:0\"\n{extra_config}"),
+            if extra_config.contains("[postgres]") {
+                format!("[ssh]\nlisten = \"127.0.0.1:0\"\n{extra_config}")
+            } else {
+                format!("{PG_LISTEN}\n[ssh]\nlisten = \"127.0.0.1:0\"\n{extra_config}")
+            },
         )
         .expect("write config");
         let child = Self::spawn(dir.path());
@@ -81,8 +92,9 @@ impl Gatehouse {
             dir,
             child,
             port: 0,
+            pg_port: None,
         };
-        g.port = g.read_port();
+        (g.port, g.pg_port) = g.read_ports();
         g
     }
 
@@ -105,28 +117,42 @@ impl Gatehouse {
             .expect("start gatehouse")
     }
 
-    fn read_port(&mut self) -> u16 {
+    /// Reads the listening lines gatehouse prints: postgres (when enabled), then ssh.
+    fn read_ports(&mut self) -> (u16, Option<u16>) {
         let stdout = self.child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read gatehouse stdout");
-        let port = line
-            .trim()
-            .strip_prefix("gatehouse: ssh listening on ")
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok());
-        match port {
-            Some(p) => p,
-            None => panic!(
-                "gatehouse did not start (stdout {line:?}); log:\n{}",
-                self.log()
-            ),
+        let mut reader = BufReader::new(stdout);
+        let port_of = |line: &str, prefix: &str| {
+            line.trim()
+                .strip_prefix(prefix)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let mut pg = None;
+        loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).expect("read gatehouse stdout");
+            if let Some(p) = port_of(&line, "gatehouse: postgres listening on ") {
+                pg = Some(p);
+                continue;
+            }
+            match port_of(&line, "gatehouse: ssh listening on ") {
+                Some(p) => return (p, pg),
+                None if read == 0 || !line.starts_with("gatehouse: ") => panic!(
+                    "gatehouse did not start (stdout {line:?}); log:\n{}",
+                    self.log()
+                ),
+                None => {}
+            }
         }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PostgreSQL front's port.
+    pub fn pg_port(&self) -> u16 {
+        self.pg_port.expect("the PostgreSQL front is enabled")
     }
 
     pub fn dir(&self) -> &Path {
@@ -296,10 +322,21 @@ impl Gatehouse {
             .status();
         let _ = self.child.wait();
         let config = std::fs::read_to_string(self.config()).expect("config");
-        let pinned = config.replace("127.0.0.1:0", &format!("127.0.0.1:{}", self.port));
+        let mut pinned = config.replacen(
+            "[ssh]\nlisten = \"127.0.0.1:0\"",
+            &format!("[ssh]\nlisten = \"127.0.0.1:{}\"", self.port),
+            1,
+        );
+        if let Some(pg) = self.pg_port {
+            pinned = pinned.replacen(
+                PG_LISTEN,
+                &format!("[postgres]\nlisten = \"127.0.0.1:{pg}\""),
+                1,
+            );
+        }
         std::fs::write(self.config(), pinned).expect("write config");
         self.child = Self::spawn(self.dir.path());
-        self.port = self.read_port();
+        (self.port, self.pg_port) = self.read_ports();
     }
 }
 

@@ -16,7 +16,7 @@ pub mod session;
 pub mod ssh_policy;
 pub mod target_addr;
 
-pub use access::{AccessDecision, AccessFacts, decide_access};
+pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
 pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};

@@ -127,6 +127,12 @@ pub enum Frontend<'a> {
     Parse {
         name: String,
         text: String,
+        /// Parameter type OIDs given by the client (0: left to the server).
+        types: Vec<u32>,
+    },
+    /// Describe of a prepared statement (`Some(name)`) or of a portal (`None`).
+    Describe {
+        statement: Option<String>,
     },
     Bind {
         portal: String,
@@ -156,7 +162,18 @@ pub struct Param<'a> {
 impl Param<'_> {
     /// How the audit log shows it: text as text, binary as `\x` hex, NULL as None.
     pub fn display(&self) -> Option<String> {
+        self.display_typed(None)
+    }
+
+    /// As [`Param::display`], decoding binary values of common types when the parameter's
+    /// type OID is known (drivers such as tokio-postgres send binary parameters).
+    pub fn display_typed(&self, oid: Option<u32>) -> Option<String> {
         let v = self.value?;
+        if self.binary
+            && let Some(shown) = oid.and_then(|o| decode_binary(o, v))
+        {
+            return Some(shown);
+        }
         Some(if self.binary {
             let mut s = String::with_capacity(2 + v.len() * 2);
             s.push_str("\\x");
@@ -170,15 +187,69 @@ impl Param<'_> {
     }
 }
 
+/// A binary parameter of a well-known type, as text (None: show it as hex).
+fn decode_binary(oid: u32, v: &[u8]) -> Option<String> {
+    let int = |n: usize| -> Option<i64> {
+        (v.len() == n).then(|| {
+            v.iter()
+                .fold(if v[0] & 0x80 != 0 { -1i64 } else { 0 }, |acc, b| {
+                    (acc << 8) | i64::from(*b)
+                })
+        })
+    };
+    match oid {
+        16 => (v.len() == 1).then(|| (if v[0] != 0 { "true" } else { "false" }).to_owned()),
+        21 => int(2).map(|n| n.to_string()),
+        23 => int(4).map(|n| n.to_string()),
+        20 => int(8).map(|n| n.to_string()),
+        700 => <[u8; 4]>::try_from(v)
+            .ok()
+            .map(|b| f32::from_be_bytes(b).to_string()),
+        701 => <[u8; 8]>::try_from(v)
+            .ok()
+            .map(|b| f64::from_be_bytes(b).to_string()),
+        25 | 1043 | 1042 | 19 | 114 => std::str::from_utf8(v).ok().map(str::to_owned),
+        3802 => v
+            .split_first()
+            .filter(|(ver, _)| **ver == 1)
+            .and_then(|(_, j)| std::str::from_utf8(j).ok())
+            .map(str::to_owned),
+        2950 if v.len() == 16 => {
+            let h: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            Some(format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            ))
+        }
+        _ => None,
+    }
+}
+
 impl<'a> Frontend<'a> {
     pub fn parse(tag: u8, body: &'a [u8]) -> Result<Frontend<'a>, ProtoError> {
         Ok(match tag {
             b'Q' => Frontend::Query(Cursor::new(body, "Query").string()?),
             b'P' => {
                 let mut c = Cursor::new(body, "Parse");
-                Frontend::Parse {
-                    name: c.string()?,
-                    text: c.string()?,
+                let name = c.string()?;
+                let text = c.string()?;
+                let n = c.count()?;
+                let mut types = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    types.push(c.i32()? as u32);
+                }
+                Frontend::Parse { name, text, types }
+            }
+            b'D' => {
+                let mut c = Cursor::new(body, "Describe");
+                let kind = c.u8()?;
+                let name = c.string()?;
+                Frontend::Describe {
+                    statement: (kind == b'S').then_some(name),
                 }
             }
             b'B' => {
@@ -247,6 +318,8 @@ pub struct ErrorFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend<'a> {
     Authentication(Auth<'a>),
+    /// The parameter types of a described statement.
+    ParameterDescription(Vec<u32>),
     BackendKeyData {
         pid: i32,
         key: &'a [u8],
@@ -340,6 +413,15 @@ impl<'a> Backend<'a> {
                 Backend::BackendKeyData { pid, key }
             }
             b'S' => Backend::ParameterStatus,
+            b't' => {
+                let mut c = Cursor::new(body, "ParameterDescription");
+                let n = c.count()?;
+                let mut types = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    types.push(c.i32()? as u32);
+                }
+                Backend::ParameterDescription(types)
+            }
             b'Z' => Backend::ReadyForQuery {
                 status: Cursor::new(body, "ReadyForQuery").u8()?,
             },
@@ -419,6 +501,21 @@ mod tests {
         assert_eq!(statement, "s1");
         assert_eq!(params[0].display().as_deref(), Some("\\x01"));
         assert_eq!(params[1].display(), None);
+        assert_eq!(params[0].display_typed(Some(16)).as_deref(), Some("true"));
+        let minus_two = Param {
+            value: Some(&[0xff, 0xff, 0xff, 0xfe]),
+            binary: true,
+        };
+        assert_eq!(minus_two.display_typed(Some(23)).as_deref(), Some("-2"));
+        assert_eq!(
+            minus_two.display_typed(Some(20)).as_deref(),
+            Some("\\xfffffffe")
+        );
+        let text = Param {
+            value: Some(b"key3"),
+            binary: true,
+        };
+        assert_eq!(text.display_typed(Some(25)).as_deref(), Some("key3"));
         // a length running past the end
         let bad = [0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 1];
         assert!(Frontend::parse(b'B', &bad).is_err());

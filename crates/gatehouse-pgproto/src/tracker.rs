@@ -64,6 +64,11 @@ enum Pending {
 #[derive(Debug, Default)]
 pub struct Tracker {
     statements: HashMap<String, String>,
+    /// Parameter types of prepared statements (from Parse, or the server's
+    /// ParameterDescription), to show binary parameters readably.
+    types: HashMap<String, Vec<u32>>,
+    /// Statements described and waiting for their ParameterDescription.
+    describing: VecDeque<String>,
     portals: HashMap<String, (String, String, Vec<Option<String>>)>,
     pending: VecDeque<Pending>,
 }
@@ -115,8 +120,9 @@ impl Tracker {
                     text.clone(),
                 )));
             }
-            Frontend::Parse { name, text } => {
+            Frontend::Parse { name, text, types } => {
                 self.statements.insert(name.clone(), text.clone());
+                self.types.insert(name.clone(), types.clone());
                 self.pending.push_back(Pending::Parse(statement(
                     now,
                     Protocol::Extended,
@@ -134,9 +140,14 @@ impl Tracker {
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| format!("<prepared statement {name:?}>"));
+                let types = self.types.get(name);
                 let shown = params
                     .iter()
-                    .map(|p| p.display().map(|v| clip(v, MAX_PARAM)))
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let oid = types.and_then(|t| t.get(i)).copied().filter(|o| *o != 0);
+                        p.display_typed(oid).map(|v| clip(v, MAX_PARAM))
+                    })
                     .collect();
                 self.portals
                     .insert(portal.clone(), (name.clone(), text, shown));
@@ -158,8 +169,14 @@ impl Tracker {
                     format!("<function call, oid {oid}>"),
                 )));
             }
+            Frontend::Describe {
+                statement: Some(name),
+            } => self.describing.push_back(name.clone()),
             Frontend::Sync => self.pending.push_back(Pending::Sync),
-            Frontend::Flush | Frontend::Terminate | Frontend::Other(_) => {}
+            Frontend::Describe { statement: None }
+            | Frontend::Flush
+            | Frontend::Terminate
+            | Frontend::Other(_) => {}
         }
     }
 
@@ -210,7 +227,13 @@ impl Tracker {
                     _ => {}
                 }
             }
+            Backend::ParameterDescription(types) => {
+                if let Some(name) = self.describing.pop_front() {
+                    self.types.insert(name, types.clone());
+                }
+            }
             Backend::ReadyForQuery { .. } => {
+                self.describing.clear();
                 while let Some(p) = self.pending.pop_front() {
                     match p {
                         Pending::Query(s) => {
@@ -290,6 +313,7 @@ mod tests {
                 &Frontend::Parse {
                     name: name.into(),
                     text: text.into(),
+                    types: vec![],
                 },
                 MS,
             );
@@ -340,6 +364,7 @@ mod tests {
                 &Frontend::Parse {
                     name: String::new(),
                     text: text.into(),
+                    types: vec![],
                 },
                 MS,
             );

@@ -4,12 +4,14 @@
 //! and reports what enforcement did through [`audit_directive`]. The enforcement rules exist
 //! once, in the core; this crate is the one place they meet tokio and the store.
 
+mod accept;
 #[doc(hidden)]
 pub mod bench;
 mod guard;
 mod live;
 mod reauth;
 
+pub use accept::accept_loop;
 pub use guard::{
     ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
 };

@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, FailedLoginLimiter, LimiterConfig};
-use gatehouse_session::LiveSessions;
+use gatehouse_session::{LiveSessions, accept_loop};
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
 use russh::server;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::connection::{Connection, ConnectionState};
@@ -127,38 +126,18 @@ pub async fn run(
 ) -> Result<(), SshError> {
     let config = broker.server_config();
     broker.live.ensure_watcher();
-    let slots = Arc::new(Semaphore::new(broker.config.max_connections));
-    let mut tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (socket, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; continuing");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => return Err(SshError::Accept(e)),
-            },
-        };
-        let _ = socket.set_nodelay(true);
-        let broker = broker.clone();
-        let config = config.clone();
-        tasks.spawn(async move {
-            serve_connection(broker, config, socket, peer).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
+    let mut tasks = accept_loop(
+        &listener,
+        broker.config.max_connections,
+        shutdown,
+        |socket, peer| {
+            let broker = broker.clone();
+            let config = config.clone();
+            async move { serve_connection(broker, config, socket, peer).await }
+        },
+    )
+    .await
+    .map_err(SshError::Accept)?;
     let handles: Vec<server::Handle> = broker
         .connections
         .lock()
@@ -188,14 +167,6 @@ pub async fn run(
         );
     }
     Ok(())
-}
-
-fn is_transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    ) || e.raw_os_error() == Some(24) // EMFILE: too many open files, retry later
 }
 
 async fn serve_connection(

@@ -8,6 +8,6 @@ mod postgres;
 mod process;
 mod sshd;
 
-pub use postgres::Postgres;
+pub use postgres::{PgOptions, Postgres};
 pub use process::{TestbedError, current_user_name, find_program, free_port, require_program};
 pub use sshd::Sshd;

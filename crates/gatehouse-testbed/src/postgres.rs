@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,23 @@ pub struct Postgres {
     child: Child,
 }
 
+/// How to set up the throwaway server.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// TCP logins of roles other than the superuser need a password (SCRAM-SHA-256, or md5
+    /// with `md5`); the superuser stays `trust`.
+    pub password_auth: bool,
+    pub md5: bool,
+    /// TLS with this certificate and key (PEM).
+    pub tls: Option<(String, String)>,
+}
+
 impl Postgres {
     pub fn start() -> Result<Postgres, TestbedError> {
+        Self::start_with(&PgOptions::default())
+    }
+
+    pub fn start_with(options: &PgOptions) -> Result<Postgres, TestbedError> {
         let initdb = require_program("initdb", "postgresql")?;
         let postgres = require_program("postgres", "postgresql")?;
         let run_as = if current_uid() == Some(0) {
@@ -75,6 +90,33 @@ impl Postgres {
                 ),
             });
         }
+        let write_owned = |path: PathBuf, text: &str, mode: u32| -> Result<(), TestbedError> {
+            use std::os::unix::fs::PermissionsExt;
+            fs::write(&path, text).map_err(TestbedError::io("write postgres config"))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(TestbedError::io("chmod postgres config"))?;
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(TestbedError::io("chown postgres config"))?;
+            }
+            Ok(())
+        };
+        if options.password_auth {
+            let method = if options.md5 { "md5" } else { "scram-sha-256" };
+            let hba = format!(
+                "local all all trust\nhost all {SUPERUSER} 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 {method}\n"
+            );
+            write_owned(data.join("pg_hba.conf"), &hba, 0o600)?;
+        }
+        let mut extra: Vec<String> = Vec::new();
+        if options.md5 {
+            extra.extend(["-c".into(), "password_encryption=md5".into()]);
+        }
+        if let Some((cert, key)) = &options.tls {
+            write_owned(data.join("server.crt"), cert, 0o644)?;
+            write_owned(data.join("server.key"), key, 0o600)?;
+            extra.extend(["-c".into(), "ssl=on".into()]);
+        }
         let port = free_port()?;
         let log_file = fs::File::create(&log).map_err(TestbedError::io("create postgres log"))?;
         if let Some((uid, gid)) = run_as {
@@ -101,6 +143,7 @@ impl Postgres {
                 "-c",
                 "max_connections=200",
             ])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

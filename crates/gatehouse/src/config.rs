@@ -10,6 +10,7 @@ use gatehouse_core::LimiterConfig;
 use serde::Deserialize;
 
 pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
+pub const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:6432";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +19,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     ssh: RawSsh,
+    #[serde(default)]
+    postgres: RawPostgres,
     #[serde(default)]
     recordings: RawRecordings,
     #[serde(default)]
@@ -41,6 +44,18 @@ struct RawSsh {
     login_failure_limit: Option<toml::Spanned<u32>>,
     login_failure_window: Option<toml::Spanned<String>>,
     login_lockout: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    /// `false` turns the PostgreSQL front off.
+    enabled: Option<bool>,
+    listen: Option<SocketAddr>,
+    tls_cert: Option<toml::Spanned<PathBuf>>,
+    tls_key: Option<toml::Spanned<PathBuf>>,
+    /// Also accept a cleartext password (inside TLS only) besides SCRAM-SHA-256.
+    allow_cleartext: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +87,18 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     pub node: String,
     pub login_limiter: LimiterConfig,
+    /// The PostgreSQL front, unless disabled.
+    pub postgres: Option<PostgresConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// No certificate configured: generate a self-signed one on first start.
+    pub generate_tls: bool,
+    pub allow_cleartext: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,7 +207,27 @@ impl Config {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
             if p.is_absolute() { p } else { base.join(p) }
         };
+        let pg = raw.postgres;
+        let generate_tls = pg.tls_cert.is_none() && pg.tls_key.is_none();
+        if let (Some(one), None) | (None, Some(one)) = (&pg.tls_cert, &pg.tls_key) {
+            return Err(at(
+                one.span(),
+                "postgres.tls_cert and postgres.tls_key must be given together".into(),
+            ));
+        }
+        let postgres = (pg.enabled != Some(false)).then(|| PostgresConfig {
+            listen: pg.listen.unwrap_or_else(|| {
+                DEFAULT_POSTGRES_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 6432)))
+            }),
+            tls_cert: abs(pg.tls_cert.map(|p| p.into_inner()), "gatehouse_pg_tls.crt"),
+            tls_key: abs(pg.tls_key.map(|p| p.into_inner()), "gatehouse_pg_tls.key"),
+            generate_tls,
+            allow_cleartext: pg.allow_cleartext.unwrap_or(false),
+        });
         Ok(Config {
+            postgres,
             store_url,
             ssh_listen: raw.ssh.listen.unwrap_or_else(|| {
                 DEFAULT_SSH_LISTEN

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use gatehouse_pg::{PgBroker, PgConfig};
+use gatehouse_session::LiveSessions;
 use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
@@ -25,11 +27,13 @@ pub fn init_tracing() {
     };
 }
 
-/// A broker ready to serve: store open, host key loaded, listener bound.
+/// A broker ready to serve: store open, host key loaded, listeners bound.
 pub struct Prepared {
     pub broker: Arc<Broker>,
     pub listener: TcpListener,
     pub host_key_line: String,
+    /// The PostgreSQL front, unless disabled.
+    pub postgres: Option<(Arc<PgBroker>, TcpListener)>,
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -56,19 +60,62 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         config.recordings_root.clone(),
     );
     broker_config.login_limiter = config.login_limiter;
-    let broker = Broker::new(store, broker_config);
+    // one registry and store watcher for the node, shared by both fronts
+    let live = LiveSessions::new(store.clone(), config.node.clone());
+    let postgres = match &config.postgres {
+        None => None,
+        Some(pg) => {
+            let tls = gatehouse_pg::tls::server_config(&pg.tls_cert, &pg.tls_key, pg.generate_tls)
+                .context("PostgreSQL front TLS")?;
+            let mut pg_config =
+                PgConfig::new(config.node.clone(), config.recordings_root.clone(), tls);
+            pg_config.allow_cleartext = pg.allow_cleartext;
+            pg_config.login_limiter = config.login_limiter;
+            let listener = TcpListener::bind(pg.listen)
+                .await
+                .with_context(|| format!("cannot listen for PostgreSQL on {}", pg.listen))?;
+            Some((
+                PgBroker::new(store.clone(), pg_config, live.clone()),
+                listener,
+            ))
+        }
+    };
+    let broker = Broker::with_live(store, broker_config, live);
     Ok(Prepared {
         broker,
         listener,
         host_key_line,
+        postgres,
     })
 }
 
 pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let Prepared {
-        broker, listener, ..
+        broker,
+        listener,
+        postgres,
+        ..
     } = prepared;
-    gatehouse_ssh::run(listener, broker.clone(), shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let pg_task =
+        postgres.map(|(pg, l)| tokio::spawn(gatehouse_pg::run(l, pg, stopped(stop_rx.clone()))));
+    let ssh = gatehouse_ssh::run(listener, broker.clone(), async {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    });
+    let ssh_result = ssh.await;
+    stop_tx.send_replace(true);
+    if let Some(t) = pg_task {
+        match t.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "PostgreSQL front failed"),
+            Err(e) => tracing::error!(error = %e, "PostgreSQL front panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    ssh_result?;
     broker.store().close().await;
     tracing::info!("gatehouse stopped");
     Ok(())
@@ -79,6 +126,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let prepared = prepare(&config).await?;
     let addr = prepared.listener.local_addr()?;
     // One machine-readable line on stdout: scripts and tests read the bound port from it.
+    // the ssh line last: readers may stop at it
+    if let Some((_, l)) = &prepared.postgres {
+        println!("gatehouse: postgres listening on {}", l.local_addr()?);
+    }
     println!("gatehouse: ssh listening on {addr}");
     tracing::info!(%addr, host_key = %prepared.host_key_line, node = %config.node, "gatehouse serving");
     run(prepared).await

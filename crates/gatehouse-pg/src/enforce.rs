@@ -1,0 +1,75 @@
+//! Enforcement wired to the PostgreSQL front: warnings as `NoticeResponse` (WARNING,
+//! `[gatehouse] …`), the end as an `ErrorResponse` FATAL with PostgreSQL's own SQLSTATE
+//! (57P05 for the idle limit, as `idle_session_timeout`; 57P01 otherwise, as an admin
+//! shutdown), then the connection closes. SQL sessions have no terminal to lock, so the
+//! guard's lock degrades to a disconnect: the client reconnects and authenticates again.
+
+use std::sync::{Arc, Mutex};
+
+use gatehouse_core::{Directive, EndReason};
+use gatehouse_session::{GuardObserver, OperatorIo, audit_directive, marker_label};
+use gatehouse_store::Store;
+use tokio::sync::{mpsc, watch};
+
+use crate::relay::ClientOut;
+use crate::statement_log::StatementLog;
+
+/// SQLSTATE of the FATAL error that ends a session for `reason`.
+pub(crate) fn end_sqlstate(reason: &EndReason) -> &'static str {
+    match reason {
+        EndReason::IdleTimeout => "57P05",
+        _ => "57P01",
+    }
+}
+
+pub(crate) struct PgOperator {
+    pub(crate) out: mpsc::Sender<ClientOut>,
+    pub(crate) ended: watch::Sender<bool>,
+}
+
+impl OperatorIo<()> for PgOperator {
+    async fn write(&self, _channel: (), _stderr: bool, text: String) {
+        let text = text.trim().to_owned();
+        if !text.is_empty() {
+            let _ = self.out.send(ClientOut::Notice(text)).await;
+        }
+    }
+
+    async fn notice(&self, _channel: (), _pty: bool, text: &str) {
+        let _ = self
+            .out
+            .send(ClientOut::Notice(format!("[gatehouse] {text}")))
+            .await;
+    }
+
+    async fn end(&self, _channels: Vec<((), bool)>, reason: &EndReason, message: String) {
+        let _ = self
+            .out
+            .send(ClientOut::Fatal {
+                code: end_sqlstate(reason),
+                message: format!("[gatehouse] {message}"),
+            })
+            .await;
+        self.ended.send_replace(true);
+    }
+}
+
+pub(crate) struct PgObserver {
+    pub(crate) store: Store,
+    pub(crate) operator: String,
+    pub(crate) session_id: String,
+    pub(crate) log: StatementLog,
+    pub(crate) end_reason: Arc<Mutex<Option<EndReason>>>,
+}
+
+impl GuardObserver for PgObserver {
+    async fn directive(&self, d: &Directive) {
+        if let Directive::End { reason, .. } = d
+            && let Ok(mut r) = self.end_reason.lock()
+        {
+            r.get_or_insert_with(|| reason.clone());
+        }
+        self.log.marker(&marker_label(d));
+        audit_directive(&self.store, &self.operator, &self.session_id, d).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! The statement log of one SQL session: JSON lines under the recordings root
+//! (`YYYY/MM/DD/<session>.sql.jsonl`), written by the same recorder task as terminal
+//! recordings, so it has the same flushing, fail-closed and hash-chain guarantees and is
+//! checked by the same `gatehouse recordings verify`.
+//!
+//! Line 0 is a header object (`gatehouse_sql_log: 1`, session, operator, target, …); each
+//! further line is a `statement` or a `marker` (enforcement events) with `t`, seconds since
+//! the session opened.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use gatehouse_pgproto::tracker::Statement;
+use gatehouse_recorder::file::{RecordingFile, relative_path_with};
+use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+pub(crate) const EXTENSION: &str = "sql.jsonl";
+
+pub(crate) struct LogHeader<'a> {
+    pub(crate) session: &'a str,
+    pub(crate) operator: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) environment: &'a str,
+    pub(crate) database: &'a str,
+    pub(crate) redact_params: bool,
+}
+
+#[derive(Clone)]
+pub(crate) struct StatementLog {
+    handle: RecorderHandle,
+    opened: Instant,
+    redact: bool,
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1e6
+}
+
+/// One statement as a log line.
+pub(crate) fn statement_line(s: &Statement, redact: bool) -> String {
+    let mut v = json!({
+        "t": seconds(s.at),
+        "type": "statement",
+        "protocol": s.protocol.as_str(),
+        "text": s.text,
+        "duration_ms": (s.duration.as_micros() as f64) / 1e3,
+        "tag": (!s.tags.is_empty()).then(|| s.tags.join("; ")),
+        "error": s.error.as_ref().map(|(code, message)| json!({"sqlstate": code, "message": message})),
+    });
+    if let Some(name) = &s.name {
+        v["statement"] = Value::from(name.as_str());
+    }
+    match &s.params {
+        Some(p) if redact => {
+            v["params"] = Value::Null;
+            v["param_count"] = Value::from(p.len());
+            v["redacted"] = Value::from(true);
+        }
+        Some(p) => v["params"] = json!(p),
+        None => v["params"] = Value::Null,
+    }
+    v.to_string()
+}
+
+impl StatementLog {
+    /// Creates the log and writes its header; `on_failure` runs once if a write fails later.
+    pub(crate) fn create(
+        root: &Path,
+        started: SystemTime,
+        opened: Instant,
+        h: &LogHeader<'_>,
+        on_failure: impl FnOnce(String) + Send + 'static,
+    ) -> Result<(StatementLog, PathBuf), RecordError> {
+        let path = root.join(relative_path_with(h.session, started, EXTENSION));
+        let header = json!({
+            "gatehouse_sql_log": 1,
+            "session": h.session,
+            "operator": h.operator,
+            "target": h.target,
+            "environment": h.environment,
+            "database": h.database,
+            "timestamp": started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "redact_params": h.redact_params,
+        });
+        let file = RecordingFile::create_at(path.clone(), &header.to_string())?;
+        let handle = spawn_recorder(file, opened, on_failure);
+        Ok((
+            StatementLog {
+                handle,
+                opened,
+                redact: h.redact_params,
+            },
+            path,
+        ))
+    }
+
+    pub(crate) fn statement(&self, s: &Statement) {
+        self.handle.line(statement_line(s, self.redact));
+    }
+
+    pub(crate) fn marker(&self, label: &str) {
+        let t = seconds(self.opened.elapsed());
+        self.handle
+            .line(json!({"t": t, "type": "marker", "label": label}).to_string());
+    }
+
+    pub(crate) async fn seal(&self) -> Option<Result<Sealed, RecordError>> {
+        self.handle.seal().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_pgproto::tracker::Protocol;
+
+    #[test]
+    fn statement_lines() {
+        let s = Statement {
+            at: Duration::from_micros(1_234_567),
+            protocol: Protocol::Extended,
+            name: Some("s1".into()),
+            text: "select $1".into(),
+            params: Some(vec![Some("42".into()), None]),
+            duration: Duration::from_micros(420),
+            tags: vec!["SELECT 1".into()],
+            error: None,
+        };
+        let v: Value = serde_json::from_str(&statement_line(&s, false)).unwrap();
+        assert_eq!(v["t"], json!(1.234567));
+        assert_eq!(v["params"], json!(["42", null]));
+        assert_eq!(v["tag"], json!("SELECT 1"));
+        assert_eq!(v["duration_ms"], json!(0.42));
+        assert_eq!(v["statement"], json!("s1"));
+        let r: Value = serde_json::from_str(&statement_line(&s, true)).unwrap();
+        assert_eq!(r["params"], Value::Null);
+        assert_eq!(r["param_count"], json!(2));
+        assert!(!statement_line(&s, true).contains("42\""));
+    }
+}
