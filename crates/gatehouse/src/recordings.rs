@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Subcommand;
-use gatehouse_recorder::{Expected, Verdict, verify};
+use gatehouse_recorder::{Verdict, verify};
+use gatehouse_review::recording_status;
 use gatehouse_store::{AuditEvent, RecordingRecord, RecordingState, Store, StoreError};
 use serde_json::json;
 
@@ -24,6 +25,13 @@ pub enum RecordingsCommand {
         #[arg(required_unless_present = "all")]
         what: Option<String>,
     },
+    /// Write a recording to stdout as asciicast (`cast`), plain text or JSON.
+    Export {
+        /// A session id or a recording file.
+        what: String,
+        #[arg(long, value_enum, default_value = "cast")]
+        format: crate::review::ExportFormat,
+    },
     /// Delete recordings of sessions that started longer ago than `--older-than`.
     Prune {
         /// e.g. 90d.
@@ -36,6 +44,9 @@ pub enum RecordingsCommand {
 }
 
 pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Result<()> {
+    if let RecordingsCommand::Export { what, format } = &cmd {
+        return crate::review::export(config, what, *format).await;
+    }
     let store = open_store(config).await?;
     match cmd {
         RecordingsCommand::Verify { all, what } => {
@@ -73,6 +84,7 @@ pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Resu
             older_than,
             dry_run,
         } => prune(&store, &older_than, dry_run).await,
+        RecordingsCommand::Export { .. } => Ok(()),
     }
 }
 
@@ -90,30 +102,9 @@ async fn lookup(store: &Store, what: &str) -> anyhow::Result<Option<RecordingRec
     }
 }
 
+/// The verdict line, shared with the review list (`gatehouse_review::recording_status`).
 fn check(r: &RecordingRecord) -> String {
-    let path = PathBuf::from(&r.path);
-    let expected = match r.state {
-        RecordingState::Sealed if !r.authentic => {
-            return "TAMPERED at event 0: the store's digest is not authenticated by this node's key".into();
-        }
-        RecordingState::Sealed => Some(Expected {
-            events: r.events.unwrap_or(0).max(0) as u64,
-            digest: r.digest.clone().unwrap_or_default(),
-        }),
-        RecordingState::Failed => return "failed (recording error; session was ended)".into(),
-        RecordingState::Pruned => return "pruned".into(),
-        RecordingState::Recording | RecordingState::Interrupted => None,
-    };
-    match verify(&path, expected.as_ref()) {
-        Ok(Verdict::Truncated { events }) if r.state == RecordingState::Recording => {
-            format!("live ({events} events so far)")
-        }
-        Ok(v) => v.to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "TAMPERED at event 0: the recording file is missing".into()
-        }
-        Err(e) => format!("unreadable: {e}"),
-    }
+    recording_status(r).to_string()
 }
 
 async fn prune(store: &Store, older_than: &str, dry_run: bool) -> anyhow::Result<()> {
