@@ -11,18 +11,6 @@ use gatehouse_e2e::{Tmux, World, gatehouse_bin, stdout, tool};
 use gatehouse_review::cast::{Cast, EventKind};
 use gatehouse_review::player::Player;
 
-/// An interactive session through the broker, in tmux (100×30), with a known prompt.
-fn interactive(w: &World) -> Tmux {
-    let ssh = w.gatehouse.ssh_command_line("alice+web1", &w.alice_key);
-    let tmux = Tmux::start(
-        w.keys.path(),
-        &format!("env TERM=xterm {ssh}; echo EXIT=$?; sleep 60"),
-    );
-    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
-    tmux.wait_for("ready-42");
-    tmux
-}
-
 fn finish(w: &World, tmux: &Tmux) -> (String, String) {
     tmux.type_line("exit");
     tmux.wait_for("EXIT=");
@@ -49,7 +37,7 @@ fn rows(p: &Player) -> Vec<String> {
 fn a_recorded_vi_session_replays_to_the_screen_the_operator_saw() {
     tool("vi", "vim");
     let w = World::new();
-    let tmux = interactive(&w);
+    let tmux = w.interactive("alice+web1");
     tmux.type_line("printf '\\033[31mred-alert\\033[0m plain\\n'");
     tmux.wait_for("red-alert plain");
     tmux.type_line(
@@ -118,7 +106,7 @@ fn a_recorded_vi_session_replays_to_the_screen_the_operator_saw() {
 #[test]
 fn review_in_tmux_opens_a_session_searches_a_marker_and_jumps_between_markers() {
     let w = World::new();
-    let tmux = interactive(&w);
+    let tmux = w.interactive("alice+web1");
     tmux.type_line("echo needle-$((40+2))");
     tmux.wait_for("needle-42");
     let (id, _) = finish(&w, &tmux);
