@@ -174,6 +174,17 @@ fn review_in_tmux_opens_a_session_searches_a_marker_and_jumps_between_markers() 
     ui.wait_for("1 of 1 sessions");
     ui.type_keys("q");
     ui.wait_for("REVIEW-EXIT=0");
+
+    // the search left a cached document, which retention removes with the recording
+    let idx = w
+        .gatehouse
+        .dir()
+        .join("recordings/.index")
+        .join(format!("{id}.idx"));
+    assert!(idx.exists(), "{}", idx.display());
+    w.gatehouse
+        .cli_ok(&["recordings", "prune", "--older-than", "1ms"]);
+    assert!(!idx.exists(), "prune leaves the search index of {id}");
 }
 
 #[test]

@@ -385,7 +385,7 @@ impl SearchIndex {
         {
             return Ok(Arc::clone(doc));
         }
-        let cache = self.dir.as_ref().map(|d| d.join(format!("{session}.idx")));
+        let cache = self.dir.as_ref().map(|d| index_file(d, session));
         let cached = cache
             .as_ref()
             .and_then(|c| std::fs::read_to_string(c).ok())
@@ -446,6 +446,11 @@ impl SearchIndex {
         }
         results
     }
+}
+
+/// The cached document of `session` in `dir` (retention removes it with the recording).
+pub fn index_file(dir: &Path, session: &str) -> PathBuf {
+    dir.join(format!("{session}.idx"))
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {

@@ -83,7 +83,7 @@ pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Resu
         RecordingsCommand::Prune {
             older_than,
             dry_run,
-        } => prune(&store, &older_than, dry_run).await,
+        } => prune(&store, config, &older_than, dry_run).await,
         RecordingsCommand::Export { .. } => Ok(()),
     }
 }
@@ -107,7 +107,12 @@ fn check(r: &RecordingRecord) -> String {
     recording_status(r).to_string()
 }
 
-async fn prune(store: &Store, older_than: &str, dry_run: bool) -> anyhow::Result<()> {
+async fn prune(
+    store: &Store,
+    config: &Config,
+    older_than: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let age = humantime::parse_duration(older_than).map_err(|e| {
         anyhow::anyhow!("--older-than '{older_than}' is not a duration like 90d: {e}")
     })?;
@@ -124,7 +129,16 @@ async fn prune(store: &Store, older_than: &str, dry_run: bool) -> anyhow::Result
             continue;
         }
         let cast = PathBuf::from(&r.path);
-        for p in [cast.clone(), gatehouse_recorder::file::chain_path(&cast)] {
+        // the review search index holds the recording's text too
+        let index = gatehouse_review::index::index_file(
+            &crate::review::default_index_dir(config),
+            &r.session_id,
+        );
+        for p in [
+            cast.clone(),
+            gatehouse_recorder::file::chain_path(&cast),
+            index,
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -79,12 +79,17 @@ pub enum ExportFormat {
     Json,
 }
 
+/// Where `gatehouse review` caches search documents unless told otherwise.
+pub fn default_index_dir(config: &Config) -> PathBuf {
+    config.recordings_root.join(".index")
+}
+
 pub async fn review(config: &Config, args: ReviewArgs) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let index_dir = args
         .index_dir
         .clone()
-        .unwrap_or_else(|| config.recordings_root.join(".index"));
+        .unwrap_or_else(|| default_index_dir(config));
     let catalog = StoreCatalog::new(store, tokio::runtime::Handle::current(), args.limit);
     let filter = args.filter_text();
     // the TUI loop is synchronous; the catalog reaches the store through the runtime handle
