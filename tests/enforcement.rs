@@ -7,24 +7,12 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, Tmux, World, stderr, stdout};
+use gatehouse_e2e::{Gatehouse, World, stderr, stdout};
 
 fn set_policy(g: &Gatehouse, args: &[&str]) {
     let mut all = vec!["env", "set", "prod"];
     all.extend_from_slice(args);
     g.cli_ok(&all);
-}
-
-/// Starts an interactive session in tmux; the shell prints `EXIT=<status>` when ssh ends.
-fn interactive(w: &World, login: &str) -> Tmux {
-    let ssh = w.gatehouse.ssh_command_line(login, &w.alice_key);
-    let tmux = Tmux::start(
-        w.keys.path(),
-        &format!("env TERM=xterm {ssh}; echo EXIT=$?; sleep 60"),
-    );
-    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
-    tmux.wait_for("ready-42");
-    tmux
 }
 
 fn audit_kinds(g: &Gatehouse) -> Vec<String> {
@@ -41,7 +29,7 @@ fn idle_pty_session_is_warned_then_ended() {
         &w.gatehouse,
         &["--idle-timeout", "3s", "--warn-before", "2s"],
     );
-    let tmux = interactive(&w, "alice+web1");
+    let tmux = w.interactive("alice+web1");
     let screen = tmux.wait_for("EXIT=");
     assert!(
         screen
@@ -67,7 +55,7 @@ fn idle_pty_session_is_warned_then_ended() {
 fn typing_keeps_a_session_alive() {
     let w = World::new();
     set_policy(&w.gatehouse, &["--idle-timeout", "2s"]);
-    let tmux = interactive(&w, "alice+web1");
+    let tmux = w.interactive("alice+web1");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         tmux.type_keys("x");
@@ -215,7 +203,7 @@ fn lock_then_unlock_resumes_the_same_shell() {
             "30s",
         ],
     );
-    let tmux = interactive(&w, "alice+web1");
+    let tmux = w.interactive("alice+web1");
     tmux.type_line("GH_STATE=kept-$((40+2))");
     tmux.wait_for("[gatehouse] password for alice: ");
     // what is typed while locked reaches neither the target nor the logs
@@ -421,7 +409,7 @@ fn lock_asks_for_the_totp_code_of_an_enrolled_operator() {
         &w.gatehouse,
         &["--idle-timeout", "2s", "--idle-action", "lock"],
     );
-    let tmux = interactive(&w, "alice+web1");
+    let tmux = w.interactive("alice+web1");
     tmux.wait_for("[gatehouse] password for alice: ");
     tmux.type_line("pw-with-totp");
     tmux.wait_for("[gatehouse] TOTP code: ");

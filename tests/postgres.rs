@@ -133,6 +133,22 @@ fn psql_queries_and_copies_100k_rows_both_ways_into_a_verified_statement_log() {
         stdout(&verify)
     );
 
+    // an edited statement log is caught, by file name too
+    let log = &logs[0];
+    let edited = std::fs::read_to_string(log)
+        .unwrap()
+        .replacen("SELECT 1", "SELECT 9", 1);
+    std::fs::write(log, edited).unwrap();
+    let verify = w
+        .gatehouse
+        .cli(&["recordings", "verify", &log.display().to_string()]);
+    assert!(!verify.status.success());
+    assert!(
+        stdout(&verify).contains("TAMPERED at event"),
+        "{}",
+        stdout(&verify)
+    );
+
     // the upstream password is nowhere: not in the log, the statement logs, the store
     let everything = all_text_under(w.gatehouse.dir());
     assert!(

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, Tmux, World, stderr, stdout, tool};
+use gatehouse_e2e::{Gatehouse, World, stderr, stdout, tool};
 
 /// Lines of a recording after its header, parsed.
 fn events(path: &str) -> Vec<serde_json::Value> {
@@ -42,17 +42,6 @@ fn asciinema_cat(path: &str) -> std::process::Output {
         .unwrap()
 }
 
-fn interactive(w: &World) -> Tmux {
-    let ssh = w.gatehouse.ssh_command_line("alice+web1", &w.alice_key);
-    let tmux = Tmux::start(
-        w.keys.path(),
-        &format!("env TERM=xterm {ssh}; echo EXIT=$?; sleep 60"),
-    );
-    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
-    tmux.wait_for("ready-42");
-    tmux
-}
-
 fn verify(g: &Gatehouse, what: &str) -> (bool, String) {
     let out = g.cli(&["recordings", "verify", what]);
     (
@@ -64,7 +53,7 @@ fn verify(g: &Gatehouse, what: &str) -> (bool, String) {
 #[test]
 fn an_interactive_session_is_recorded_and_plays_in_asciinema() {
     let w = World::new();
-    let tmux = interactive(&w);
+    let tmux = w.interactive("alice+web1");
     tmux.type_line("echo marker-$((1000+337))");
     tmux.wait_for("marker-1337");
     tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
@@ -140,7 +129,7 @@ fn enforcement_markers_are_recorded_and_the_lock_password_is_not() {
         "--lock-grace",
         "3s",
     ]);
-    let tmux = interactive(&w);
+    let tmux = w.interactive("alice+web1");
     tmux.wait_for("[gatehouse] password for alice: ");
     tmux.type_line("rec-secret-5");
     tmux.wait_for("unlocked; resuming");

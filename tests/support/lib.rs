@@ -415,6 +415,19 @@ impl World {
         }
     }
 
+    /// An interactive session as `login` in tmux (100×30, TERM=xterm) with the prompt `gh$ `;
+    /// the shell prints `EXIT=<status>` when ssh ends.
+    pub fn interactive(&self, login: &str) -> Tmux {
+        let ssh = self.gatehouse.ssh_command_line(login, &self.alice_key);
+        let tmux = Tmux::start(
+            self.keys.path(),
+            &format!("env TERM=xterm {ssh}; echo EXIT=$?; sleep 60"),
+        );
+        tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
+        tmux.wait_for("ready-42");
+        tmux
+    }
+
     /// `ssh alice+web1@broker COMMAND`, output captured.
     pub fn ssh_exec(&self, login: &str, command: &str) -> Output {
         self.gatehouse

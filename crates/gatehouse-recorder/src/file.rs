@@ -50,7 +50,7 @@ pub struct RecordingFile {
 }
 
 /// `(year, month, day)` of a Unix day number (proleptic Gregorian; Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

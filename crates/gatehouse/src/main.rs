@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod pg_admin;
 mod recordings;
+mod review;
 mod serve;
 mod table;
 
@@ -51,9 +52,13 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
-    /// Verify and prune session recordings.
+    /// Verify, prune and export session recordings.
     #[command(subcommand)]
     Recordings(recordings::RecordingsCommand),
+    /// Find, replay and search recorded sessions (terminal UI).
+    Review(review::ReviewArgs),
+    /// Replay a session's recording to stdout, like `asciinema play`.
+    Play(review::PlayArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,5 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sessions(c) => admin::sessions(&config, c).await,
         Command::Audit(c) => admin::audit(&config, c).await,
         Command::Recordings(c) => recordings::recordings(&config, c).await,
+        Command::Review(a) => review::review(&config, a).await,
+        Command::Play(a) => review::play(&config, a).await,
     }
 }

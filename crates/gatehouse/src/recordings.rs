@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Subcommand;
-use gatehouse_recorder::{Expected, Verdict, verify};
+use gatehouse_recorder::{Verdict, verify};
+use gatehouse_review::recording_status;
 use gatehouse_store::{AuditEvent, RecordingRecord, RecordingState, Store, StoreError};
 use serde_json::json;
 
@@ -20,9 +21,16 @@ pub enum RecordingsCommand {
         /// Every recording in the store.
         #[arg(long, conflicts_with = "what")]
         all: bool,
-        /// A session id or a .cast file.
+        /// A session id, or a .cast or .sql.jsonl file.
         #[arg(required_unless_present = "all")]
         what: Option<String>,
+    },
+    /// Write a recording to stdout as asciicast (`cast`), plain text or JSON.
+    Export {
+        /// A session id or a recording file.
+        what: String,
+        #[arg(long, value_enum, default_value = "cast")]
+        format: crate::review::ExportFormat,
     },
     /// Delete recordings of sessions that started longer ago than `--older-than`.
     Prune {
@@ -36,6 +44,9 @@ pub enum RecordingsCommand {
 }
 
 pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Result<()> {
+    if let RecordingsCommand::Export { what, format } = &cmd {
+        return crate::review::export(config, what, *format).await;
+    }
     let store = open_store(config).await?;
     match cmd {
         RecordingsCommand::Verify { all, what } => {
@@ -72,51 +83,46 @@ pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Resu
         RecordingsCommand::Prune {
             older_than,
             dry_run,
-        } => prune(&store, &older_than, dry_run).await,
+        } => prune(&store, config, &older_than, dry_run).await,
+        RecordingsCommand::Export { .. } => Ok(()),
     }
 }
 
-/// A session id, or a `.cast` path whose file name is `<session id>.cast`.
+/// Recording file extensions: terminal recordings and SQL statement logs.
+const EXTENSIONS: [&str; 2] = [".cast", ".sql.jsonl"];
+
+/// A session id, or a recording path whose file name is `<session id>.cast` (or
+/// `<session id>.sql.jsonl`).
 async fn lookup(store: &Store, what: &str) -> anyhow::Result<Option<RecordingRecord>> {
+    let is_file = EXTENSIONS.iter().any(|e| what.ends_with(e));
     let id = Path::new(what)
         .file_name()
         .and_then(|n| n.to_str())
-        .map(|n| n.strip_suffix(".cast").unwrap_or(n))
+        .map(|n| {
+            EXTENSIONS
+                .iter()
+                .find_map(|e| n.strip_suffix(e))
+                .unwrap_or(n)
+        })
         .unwrap_or(what);
     match store.recording(id).await {
         Ok(r) => Ok(Some(r)),
-        Err(StoreError::NotFound { .. }) if what.ends_with(".cast") => Ok(None),
+        Err(StoreError::NotFound { .. }) if is_file => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
+/// The verdict line, shared with the review list (`gatehouse_review::recording_status`).
 fn check(r: &RecordingRecord) -> String {
-    let path = PathBuf::from(&r.path);
-    let expected = match r.state {
-        RecordingState::Sealed if !r.authentic => {
-            return "TAMPERED at event 0: the store's digest is not authenticated by this node's key".into();
-        }
-        RecordingState::Sealed => Some(Expected {
-            events: r.events.unwrap_or(0).max(0) as u64,
-            digest: r.digest.clone().unwrap_or_default(),
-        }),
-        RecordingState::Failed => return "failed (recording error; session was ended)".into(),
-        RecordingState::Pruned => return "pruned".into(),
-        RecordingState::Recording | RecordingState::Interrupted => None,
-    };
-    match verify(&path, expected.as_ref()) {
-        Ok(Verdict::Truncated { events }) if r.state == RecordingState::Recording => {
-            format!("live ({events} events so far)")
-        }
-        Ok(v) => v.to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "TAMPERED at event 0: the recording file is missing".into()
-        }
-        Err(e) => format!("unreadable: {e}"),
-    }
+    recording_status(r).to_string()
 }
 
-async fn prune(store: &Store, older_than: &str, dry_run: bool) -> anyhow::Result<()> {
+async fn prune(
+    store: &Store,
+    config: &Config,
+    older_than: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let age = humantime::parse_duration(older_than).map_err(|e| {
         anyhow::anyhow!("--older-than '{older_than}' is not a duration like 90d: {e}")
     })?;
@@ -133,7 +139,16 @@ async fn prune(store: &Store, older_than: &str, dry_run: bool) -> anyhow::Result
             continue;
         }
         let cast = PathBuf::from(&r.path);
-        for p in [cast.clone(), gatehouse_recorder::file::chain_path(&cast)] {
+        // the review search index holds the recording's text too
+        let index = gatehouse_review::index::index_file(
+            &crate::review::default_index_dir(config),
+            &r.session_id,
+        );
+        for p in [
+            cast.clone(),
+            gatehouse_recorder::file::chain_path(&cast),
+            index,
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,0 +1,427 @@
+//! The review application's state and what each key does. Pure apart from reading the
+//! recordings a reviewer opens: events in, state out; drawing is in `ui`, the terminal
+//! loop in `run`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
+
+use crate::cast::Cast;
+use crate::catalog::{Catalog, RecordingKind, SessionEntry};
+use crate::filter::Filter;
+use crate::index::{Results, SearchIndex};
+use crate::player::{Player, SEEK_STEP};
+use crate::sqllog::{SqlEntry, SqlLog};
+
+pub struct PlayerView {
+    pub entry: SessionEntry,
+    pub player: Player,
+    pub show_input: bool,
+}
+
+pub struct SqlView {
+    pub entry: SessionEntry,
+    pub log: SqlLog,
+    /// Index into `log.entries`.
+    pub selected: usize,
+    /// The selected statement's full text and parameters are shown.
+    pub detail: bool,
+}
+
+pub struct SearchView {
+    pub query: String,
+    pub results: Results,
+    pub selected: usize,
+    pub took: Duration,
+}
+
+pub enum View {
+    Player(Box<PlayerView>),
+    Sql(Box<SqlView>),
+    Search(SearchView),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Search,
+    Filter,
+}
+
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub text: String,
+}
+
+pub struct App {
+    catalog: Box<dyn Catalog>,
+    pub sessions: Vec<SessionEntry>,
+    pub filter: Filter,
+    pub filter_text: String,
+    /// Index into the filtered list.
+    pub selected: usize,
+    /// Views opened over the list, innermost last.
+    pub views: Vec<View>,
+    pub prompt: Option<Prompt>,
+    pub help: bool,
+    /// A one-line notice at the bottom (errors, the marker jumped to).
+    pub message: Option<String>,
+    pub index: SearchIndex,
+    /// Wall clock for "live" durations, Unix milliseconds (an input, for tests).
+    pub now_millis: i64,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(mut catalog: Box<dyn Catalog>, index: SearchIndex, now_millis: i64) -> App {
+        let (sessions, message) = match catalog.sessions() {
+            Ok(s) => (s, None),
+            Err(e) => (vec![], Some(format!("cannot list sessions: {e:#}"))),
+        };
+        App {
+            catalog,
+            sessions,
+            filter: Filter::default(),
+            filter_text: String::new(),
+            selected: 0,
+            views: vec![],
+            prompt: None,
+            help: false,
+            message,
+            index,
+            now_millis,
+            quit: false,
+        }
+    }
+
+    /// Reloads the list (live sessions move on), keeping the selected session selected.
+    pub fn refresh(&mut self, now_millis: i64) {
+        self.now_millis = now_millis;
+        let keep = self.selected_entry().map(|e| e.id.clone());
+        match self.catalog.sessions() {
+            Ok(s) => self.sessions = s,
+            Err(e) => self.message = Some(format!("cannot list sessions: {e:#}")),
+        }
+        let found = keep.and_then(|id| self.visible().position(|e| e.id == id));
+        if let Some(i) = found {
+            self.selected = i;
+        }
+        self.clamp_selection();
+    }
+
+    pub fn set_filter(&mut self, text: &str) -> Result<(), String> {
+        self.filter = Filter::parse(text)?;
+        self.filter_text = text.trim().to_owned();
+        self.selected = 0;
+        Ok(())
+    }
+
+    pub fn visible(&self) -> impl Iterator<Item = &SessionEntry> {
+        self.sessions.iter().filter(|s| self.filter.matches(s))
+    }
+
+    pub fn selected_entry(&self) -> Option<&SessionEntry> {
+        self.visible().nth(self.selected)
+    }
+
+    fn clamp_selection(&mut self) {
+        let n = self.visible().count();
+        self.selected = self.selected.min(n.saturating_sub(1));
+    }
+
+    /// Advances a playing player by `elapsed` wall time.
+    pub fn tick(&mut self, elapsed: Duration) {
+        if let Some(View::Player(p)) = self.views.last_mut() {
+            p.player.tick(elapsed);
+        }
+    }
+
+    pub fn is_playing(&self) -> bool {
+        matches!(self.views.last(), Some(View::Player(p)) if p.player.playing)
+    }
+
+    /// Opens a session's recording, at `at` if given.
+    pub fn open(&mut self, entry: SessionEntry, at: Option<Duration>) {
+        match open_view(entry, at) {
+            Ok(v) => self.views.push(v),
+            Err(e) => self.message = Some(e),
+        }
+    }
+
+    pub fn search(&mut self, query: &str) {
+        let started = Instant::now();
+        let visible: Vec<SessionEntry> = self.visible().cloned().collect();
+        let results = self.index.search(&visible, query);
+        self.views.push(View::Search(SearchView {
+            query: query.to_owned(),
+            results,
+            selected: 0,
+            took: started.elapsed(),
+        }));
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        match event {
+            Event::Key(k) if k.kind != KeyEventKind::Release => self.key(k),
+            Event::Mouse(m) => self.mouse(m),
+            _ => {}
+        }
+    }
+
+    fn mouse(&mut self, m: &MouseEvent) {
+        let code = match m.kind {
+            MouseEventKind::ScrollDown => KeyCode::Down,
+            MouseEventKind::ScrollUp => KeyCode::Up,
+            _ => return,
+        };
+        if self.prompt.is_none() && !self.help {
+            self.key(&KeyEvent::new(code, KeyModifiers::NONE));
+        }
+    }
+
+    fn key(&mut self, k: &KeyEvent) {
+        if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        if self.prompt.is_some() {
+            self.prompt_key(k);
+            return;
+        }
+        if self.help {
+            // any key closes the help
+            self.help = false;
+            return;
+        }
+        self.message = None;
+        match k.code {
+            KeyCode::Char('?') => {
+                self.help = true;
+                return;
+            }
+            KeyCode::Char('/') => {
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::Search,
+                    text: String::new(),
+                });
+                return;
+            }
+            _ => {}
+        }
+        match self.views.last_mut() {
+            None => self.list_key(k),
+            Some(View::Player(p)) => {
+                if !player_key(p, k, &mut self.message) {
+                    self.views.pop();
+                }
+            }
+            Some(View::Sql(s)) => {
+                if !sql_key(s, k) {
+                    self.views.pop();
+                }
+            }
+            Some(View::Search(_)) => self.search_key(k),
+        }
+    }
+
+    fn prompt_key(&mut self, k: &KeyEvent) {
+        let Some(prompt) = self.prompt.as_mut() else {
+            return;
+        };
+        match k.code {
+            KeyCode::Esc => self.prompt = None,
+            KeyCode::Backspace => {
+                prompt.text.pop();
+            }
+            KeyCode::Char(c) => prompt.text.push(c),
+            KeyCode::Enter => {
+                let Some(Prompt { kind, text }) = self.prompt.take() else {
+                    return;
+                };
+                match kind {
+                    PromptKind::Search if text.trim().is_empty() => {}
+                    PromptKind::Search => {
+                        if matches!(self.views.last(), Some(View::Search(_))) {
+                            self.views.pop();
+                        }
+                        self.search(&text);
+                    }
+                    PromptKind::Filter => {
+                        if let Err(e) = self.set_filter(&text) {
+                            self.message = Some(e);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn list_key(&mut self, k: &KeyEvent) {
+        let n = self.visible().count();
+        match k.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Esc if !self.filter.is_empty() => {
+                self.filter = Filter::default();
+                self.filter_text.clear();
+            }
+            KeyCode::Esc => self.quit = true,
+            code if move_selection(&mut self.selected, n, code) => {}
+            KeyCode::Char('f') => {
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::Filter,
+                    text: self.filter_text.clone(),
+                });
+            }
+            KeyCode::Char('r') => self.refresh(self.now_millis),
+            KeyCode::Enter => {
+                if let Some(e) = self.selected_entry().cloned() {
+                    self.open(e, None);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn search_key(&mut self, k: &KeyEvent) {
+        let Some(View::Search(s)) = self.views.last_mut() else {
+            return;
+        };
+        let n = s.results.hits.len();
+        match k.code {
+            KeyCode::Char('q') | KeyCode::Esc => {
+                self.views.pop();
+            }
+            code if move_selection(&mut s.selected, n, code) => {}
+            KeyCode::Enter => {
+                let Some(hit) = s.results.hits.get(s.selected).cloned() else {
+                    return;
+                };
+                match self.sessions.iter().find(|e| e.id == hit.session).cloned() {
+                    Some(e) => self.open(e, Some(hit.at)),
+                    None => self.message = Some(format!("session {} is gone", hit.session)),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn open_view(entry: SessionEntry, at: Option<Duration>) -> Result<View, String> {
+    let Some(path) = entry.recording.clone() else {
+        return Err(format!("session {} has no recording", entry.id));
+    };
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match RecordingKind::of_path(&path) {
+        RecordingKind::Terminal => {
+            let cast = Cast::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut player = Player::new(Arc::new(cast));
+            if let Some(at) = at {
+                player.seek(at);
+            }
+            Ok(View::Player(Box::new(PlayerView {
+                entry,
+                player,
+                show_input: false,
+            })))
+        }
+        RecordingKind::Sql => {
+            let log = SqlLog::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let selected = at.map_or(0, |t| {
+                log.entries
+                    .iter()
+                    .position(|e| e.at() >= t)
+                    .unwrap_or(log.entries.len().saturating_sub(1))
+            });
+            Ok(View::Sql(Box::new(SqlView {
+                entry,
+                log,
+                selected,
+                detail: false,
+            })))
+        }
+    }
+}
+
+/// Moves a selection among `n` rows for j/k/arrows/PgUp/PgDn/g/G; false for other keys.
+fn move_selection(selected: &mut usize, n: usize, code: KeyCode) -> bool {
+    let last = n.saturating_sub(1);
+    *selected = match code {
+        KeyCode::Char('j') | KeyCode::Down => (*selected + 1).min(last),
+        KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
+        KeyCode::PageDown => (*selected + 10).min(last),
+        KeyCode::PageUp => selected.saturating_sub(10),
+        KeyCode::Char('g') | KeyCode::Home => 0,
+        KeyCode::Char('G') | KeyCode::End => last,
+        _ => return false,
+    };
+    true
+}
+
+/// Returns false when the view should close.
+fn player_key(p: &mut PlayerView, k: &KeyEvent, message: &mut Option<String>) -> bool {
+    let player = &mut p.player;
+    match k.code {
+        KeyCode::Char('q') | KeyCode::Esc => return false,
+        KeyCode::Char(' ') => player.toggle_play(),
+        KeyCode::Char('+' | '=') => player.faster(),
+        KeyCode::Char('-' | '_') => player.slower(),
+        KeyCode::Right | KeyCode::Char('l') | KeyCode::Down | KeyCode::Char('j') => {
+            player.seek_by(true, SEEK_STEP);
+        }
+        KeyCode::Left | KeyCode::Char('h') | KeyCode::Up | KeyCode::Char('k') => {
+            player.seek_by(false, SEEK_STEP);
+        }
+        KeyCode::Char(']') => {
+            *message = Some(match player.next_marker() {
+                Some(l) => format!("marker: {l}"),
+                None => "no later marker".into(),
+            });
+        }
+        KeyCode::Char('[') => {
+            *message = Some(match player.prev_marker() {
+                Some(l) => format!("marker: {l}"),
+                None => "no earlier marker".into(),
+            });
+        }
+        KeyCode::Char('g') | KeyCode::Home => player.seek(Duration::ZERO),
+        KeyCode::Char('G') | KeyCode::End => player.seek(player.duration()),
+        KeyCode::Char('s') => player.idle_skip = !player.idle_skip,
+        KeyCode::Char('i') => p.show_input = !p.show_input,
+        _ => {}
+    }
+    true
+}
+
+/// Returns false when the view should close.
+fn sql_key(s: &mut SqlView, k: &KeyEvent) -> bool {
+    let n = s.log.entries.len();
+    if s.detail {
+        if matches!(k.code, KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter) {
+            s.detail = false;
+        }
+        return true;
+    }
+    let marker = |i: &usize| matches!(s.log.entries[*i], SqlEntry::Marker { .. });
+    match k.code {
+        KeyCode::Char('q') | KeyCode::Esc => return false,
+        code if move_selection(&mut s.selected, n, code) => {}
+        KeyCode::Char(']') => {
+            if let Some(i) = (s.selected + 1..n).find(marker) {
+                s.selected = i;
+            }
+        }
+        KeyCode::Char('[') => {
+            if let Some(i) = (0..s.selected).rev().find(marker) {
+                s.selected = i;
+            }
+        }
+        KeyCode::Enter => {
+            s.detail = matches!(s.log.entries.get(s.selected), Some(SqlEntry::Statement(_)));
+        }
+        _ => {}
+    }
+    true
+}

@@ -1,0 +1,251 @@
+//! Reading asciicast v2 recordings (what the recorder writes) into memory.
+//!
+//! A parser over bytes, never a file handle: the caller reads the file. It tolerates what a
+//! crash leaves behind (a last line cut short) and what a reader must ignore (unknown event
+//! codes), and never panics on hostile input. Hand-written for the same reason as the
+//! recorder's writer: the `asciicast` crate rejects `r` and `m` events.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a recording's first line says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CastHeader {
+    pub width: u16,
+    pub height: u16,
+    /// Unix seconds when the session started.
+    pub timestamp: Option<i64>,
+    pub title: Option<String>,
+    /// `env` entries, e.g. `TERM` and Gatehouse's `GATEHOUSE_*` metadata.
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Output,
+    Input,
+    Resize { cols: u16, rows: u16 },
+    Marker,
+}
+
+/// One event; its text lives in [`Cast::text`] at `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: Duration,
+    pub kind: EventKind,
+    pub data: Range<usize>,
+}
+
+/// A whole recording in memory: events point into one text buffer (a 100 MiB recording is
+/// one allocation, not millions).
+#[derive(Debug, Clone, Default)]
+pub struct Cast {
+    pub header: CastHeader,
+    pub events: Vec<Event>,
+    text: String,
+    /// The last line was cut short (the broker died mid-write).
+    pub truncated: bool,
+    /// Lines that were not events (malformed JSON, bad resize); skipped, not fatal.
+    pub skipped: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CastError {
+    #[error("recording is empty")]
+    Empty,
+    #[error("recording header is not an asciicast v2 header: {0}")]
+    Header(String),
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    version: u32,
+    width: u16,
+    height: u16,
+    timestamp: Option<i64>,
+    title: Option<String>,
+    #[serde(default)]
+    env: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Cast {
+    /// Parses a recording. Only a bad header is an error.
+    pub fn parse(bytes: &[u8]) -> Result<Cast, CastError> {
+        let mut lines = bytes.split(|b| *b == b'\n');
+        let header_line = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or(CastError::Empty)?;
+        let raw: RawHeader =
+            serde_json::from_slice(header_line).map_err(|e| CastError::Header(e.to_string()))?;
+        if raw.version != 2 {
+            return Err(CastError::Header(format!("version {}", raw.version)));
+        }
+        if raw.width == 0 || raw.height == 0 {
+            return Err(CastError::Header("zero width or height".into()));
+        }
+        let header = CastHeader {
+            width: raw.width,
+            height: raw.height,
+            timestamp: raw.timestamp,
+            title: raw.title,
+            env: raw
+                .env
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                .collect(),
+        };
+        let mut cast = Cast {
+            header,
+            ..Cast::default()
+        };
+        let ends_with_newline = bytes.last() == Some(&b'\n');
+        let mut rest: Vec<&[u8]> = lines.collect();
+        let last = if ends_with_newline { None } else { rest.pop() };
+        for line in rest {
+            if !line.is_empty() && !cast.push_line(line) {
+                cast.skipped += 1;
+            }
+        }
+        if let Some(last) = last.filter(|l| !l.is_empty()) {
+            // a final line without its newline is an event cut short by a crash, unless it
+            // happens to be complete
+            if !cast.push_line(last) {
+                cast.truncated = true;
+            }
+        }
+        Ok(cast)
+    }
+
+    fn push_line(&mut self, line: &[u8]) -> bool {
+        let Ok((t, code, data)) = serde_json::from_slice::<(f64, &str, Cow<'_, str>)>(line) else {
+            return false;
+        };
+        if !t.is_finite() || t < 0.0 {
+            return false;
+        }
+        let at = Duration::from_secs_f64(t.min(1e12));
+        let kind = match code {
+            "o" => EventKind::Output,
+            "i" => EventKind::Input,
+            "m" => EventKind::Marker,
+            "r" => match parse_size(&data) {
+                Some((cols, rows)) => EventKind::Resize { cols, rows },
+                None => return false,
+            },
+            _ => return true, // readers ignore unknown codes
+        };
+        // times never go backwards in what the recorder writes; keep it so for seeking
+        let at = self.events.last().map_or(at, |e| e.at.max(at));
+        let start = self.text.len();
+        self.text.push_str(&data);
+        self.events.push(Event {
+            at,
+            kind,
+            data: start..self.text.len(),
+        });
+        true
+    }
+
+    pub fn data(&self, e: &Event) -> &str {
+        self.text.get(e.data.clone()).unwrap_or_default()
+    }
+
+    /// Time of the last event.
+    pub fn duration(&self) -> Duration {
+        self.events.last().map_or(Duration::ZERO, |e| e.at)
+    }
+
+    /// `(time, label)` of every marker.
+    pub fn markers(&self) -> impl Iterator<Item = (Duration, &str)> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Marker)
+            .map(|e| (e.at, self.data(e)))
+    }
+
+    pub fn env(&self, key: &str) -> Option<&str> {
+        self.header
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `"COLSxROWS"`.
+pub fn parse_size(s: &str) -> Option<(u16, u16)> {
+    let (c, r) = s.split_once('x')?;
+    let (c, r) = (c.trim().parse().ok()?, r.trim().parse().ok()?);
+    (c > 0 && r > 0).then_some((c, r))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const HEADER: &str = r#"{"version": 2, "width": 80, "height": 24, "timestamp": 1764000000, "title": "alice → web1", "env": {"TERM": "xterm", "GATEHOUSE_ENVIRONMENT": "prod"}}"#;
+
+    #[test]
+    fn reads_events_of_every_code_and_ignores_unknown_ones() {
+        let text = format!(
+            "{HEADER}\n[0.5, \"o\", \"hi\\u001b[0m\\r\\n\"]\n[1.0, \"i\", \"ls\\r\"]\n[1.5, \"r\", \"100x30\"]\n[2.0, \"x\", \"exit\"]\n[2.5, \"m\", \"warning\"]\n"
+        );
+        let c = Cast::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.header.width, 80);
+        assert_eq!(c.env("GATEHOUSE_ENVIRONMENT"), Some("prod"));
+        let kinds: Vec<_> = c.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::Output,
+                EventKind::Input,
+                EventKind::Resize {
+                    cols: 100,
+                    rows: 30
+                },
+                EventKind::Marker
+            ]
+        );
+        assert_eq!(c.data(&c.events[0]), "hi\u{1b}[0m\r\n");
+        assert_eq!(
+            c.markers().collect::<Vec<_>>(),
+            vec![(Duration::from_millis(2500), "warning")]
+        );
+        assert!(!c.truncated);
+        assert_eq!(c.skipped, 0);
+        assert_eq!(c.duration(), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_truncated_not_an_error() {
+        let text = format!("{HEADER}\n[0.5, \"o\", \"a\"]\n[0.7, \"o\", \"cut sh");
+        let c = Cast::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.events.len(), 1);
+        assert!(c.truncated);
+        // a complete last line without newline is fine
+        let text = format!("{HEADER}\n[0.5, \"o\", \"a\"]");
+        assert!(!Cast::parse(text.as_bytes()).unwrap().truncated);
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        assert_eq!(Cast::parse(b"").unwrap_err(), CastError::Empty);
+        assert!(Cast::parse(b"not json\n").is_err());
+        assert!(Cast::parse(br#"{"version": 3, "width": 1, "height": 1}"#).is_err());
+        let text = format!(
+            "{HEADER}\n[-1, \"o\", \"a\"]\n[1e400, \"o\", \"b\"]\n[1, \"r\", \"0x0\"]\n[\"o\"]\n\u{0}\u{ff}\n[2, \"o\", \"ok\"]\n"
+        );
+        let c = Cast::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.skipped, 5);
+        // a time going backwards is clamped
+        let text = format!("{HEADER}\n[2, \"o\", \"a\"]\n[1, \"o\", \"b\"]\n");
+        let c = Cast::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.events[1].at, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,229 @@
+//! Reading a PostgreSQL session's statement log (`<session>.sql.jsonl`, written by the
+//! PostgreSQL front): a JSON header line, then one JSON object per statement or marker.
+//! Same tolerance as the asciicast reader: a last line cut short and unknown line types are
+//! not errors.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SqlHeader {
+    pub gatehouse_sql_log: u32,
+    pub session: String,
+    pub operator: String,
+    pub target: String,
+    pub environment: Option<String>,
+    pub database: Option<String>,
+    /// Unix seconds.
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub redact_params: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SqlError {
+    pub sqlstate: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub at: Duration,
+    /// `simple` or `extended`.
+    pub protocol: String,
+    /// Prepared statement name (extended protocol only).
+    pub name: Option<String>,
+    pub text: String,
+    pub params: Option<Vec<Option<String>>>,
+    /// Set when parameters were redacted by policy.
+    pub param_count: Option<u32>,
+    pub redacted: bool,
+    pub duration_ms: Option<f64>,
+    pub tag: Option<String>,
+    pub error: Option<SqlError>,
+}
+
+/// A statement or a marker, in log order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlEntry {
+    Statement(Statement),
+    Marker { at: Duration, label: String },
+}
+
+impl SqlEntry {
+    pub fn at(&self) -> Duration {
+        match self {
+            SqlEntry::Statement(s) => s.at,
+            SqlEntry::Marker { at, .. } => *at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlLog {
+    pub header: SqlHeader,
+    pub entries: Vec<SqlEntry>,
+    pub truncated: bool,
+    pub skipped: usize,
+}
+
+#[derive(Deserialize)]
+struct RawLine {
+    t: f64,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    statement: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    params: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    param_count: Option<u32>,
+    #[serde(default)]
+    redacted: bool,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    error: Option<SqlError>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SqlLogError {
+    #[error("statement log is empty")]
+    Empty,
+    #[error("statement log header is not a gatehouse SQL log header: {0}")]
+    Header(String),
+}
+
+enum Line {
+    Entry(Box<SqlEntry>),
+    Ignored,
+    Bad,
+}
+
+fn parse_line(line: &[u8]) -> Line {
+    let Ok(raw) = serde_json::from_slice::<RawLine>(line) else {
+        return Line::Bad;
+    };
+    if !raw.t.is_finite() || raw.t < 0.0 {
+        return Line::Bad;
+    }
+    let at = Duration::from_secs_f64(raw.t.min(1e12));
+    match raw.kind.as_str() {
+        "statement" => Line::Entry(Box::new(SqlEntry::Statement(Statement {
+            at,
+            protocol: raw.protocol.unwrap_or_else(|| "simple".into()),
+            name: raw.statement.filter(|s| !s.is_empty()),
+            text: raw.text.unwrap_or_default(),
+            params: raw.params,
+            param_count: raw.param_count,
+            redacted: raw.redacted,
+            duration_ms: raw.duration_ms,
+            tag: raw.tag,
+            error: raw.error,
+        }))),
+        "marker" => Line::Entry(Box::new(SqlEntry::Marker {
+            at,
+            label: raw.label.unwrap_or_default(),
+        })),
+        _ => Line::Ignored,
+    }
+}
+
+impl SqlLog {
+    pub fn parse(bytes: &[u8]) -> Result<SqlLog, SqlLogError> {
+        let mut lines = bytes.split(|b| *b == b'\n');
+        let first = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or(SqlLogError::Empty)?;
+        let header: SqlHeader =
+            serde_json::from_slice(first).map_err(|e| SqlLogError::Header(e.to_string()))?;
+        if header.gatehouse_sql_log != 1 {
+            return Err(SqlLogError::Header(format!(
+                "version {}",
+                header.gatehouse_sql_log
+            )));
+        }
+        let mut log = SqlLog {
+            header,
+            entries: vec![],
+            truncated: false,
+            skipped: 0,
+        };
+        let complete = bytes.last() == Some(&b'\n');
+        let mut rest: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).collect();
+        let last = if complete { None } else { rest.pop() };
+        for line in rest {
+            match parse_line(line) {
+                Line::Entry(e) => log.entries.push(*e),
+                Line::Ignored => {}
+                Line::Bad => log.skipped += 1,
+            }
+        }
+        if let Some(last) = last {
+            match parse_line(last) {
+                Line::Entry(e) => log.entries.push(*e),
+                Line::Ignored => {}
+                Line::Bad => log.truncated = true,
+            }
+        }
+        Ok(log)
+    }
+
+    pub fn statements(&self) -> impl Iterator<Item = &Statement> {
+        self.entries.iter().filter_map(|e| match e {
+            SqlEntry::Statement(s) => Some(s),
+            SqlEntry::Marker { .. } => None,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    pub const SAMPLE: &str = include_str!("../tests/fixtures/orders.sql.jsonl");
+
+    #[test]
+    fn reads_statements_markers_errors_and_redactions() {
+        let log = SqlLog::parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(log.header.operator, "dave");
+        assert_eq!(log.entries.len(), 6);
+        let st: Vec<_> = log.statements().collect();
+        assert_eq!(st.len(), 4);
+        assert_eq!(st[1].name.as_deref(), Some("s1"));
+        assert_eq!(st[1].params, Some(vec![Some("42".into()), None]));
+        assert_eq!(st[2].error.as_ref().unwrap().sqlstate, "42P01");
+        assert!(st[3].redacted);
+        assert_eq!(st[3].param_count, Some(2));
+        assert!(
+            matches!(&log.entries[2], SqlEntry::Marker { label, .. } if label.starts_with("warning"))
+        );
+    }
+
+    #[test]
+    fn a_cut_last_line_is_truncated_and_junk_never_panics() {
+        let cut = &SAMPLE[..SAMPLE.len() - 20];
+        let log = SqlLog::parse(cut.as_bytes()).unwrap();
+        assert!(log.truncated);
+        assert_eq!(log.entries.len(), 5);
+        assert!(SqlLog::parse(b"").is_err());
+        assert!(SqlLog::parse(b"{\"version\":2}\n").is_err());
+        let junk = format!(
+            "{}\n{{\"t\":-1,\"type\":\"statement\"}}\n\u{0}\n{{\"t\":1,\"type\":\"future\"}}\n",
+            SAMPLE.lines().next().unwrap()
+        );
+        let log = SqlLog::parse(junk.as_bytes()).unwrap();
+        assert_eq!((log.entries.len(), log.skipped), (0, 2));
+    }
+}
