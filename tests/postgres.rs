@@ -342,6 +342,22 @@ fn redacted_parameters_stay_out_of_the_log() {
         "{text}"
     );
     assert!(!text.contains("card-4111-secret"));
+
+    // the review companions read the real statement log
+    let id = w.gatehouse.sessions()[0]["id"].as_str().unwrap().to_owned();
+    let txt = w
+        .gatehouse
+        .cli(&["recordings", "export", &id, "--format", "txt"]);
+    assert_ok(&txt, "recordings export txt");
+    assert!(stdout(&txt).contains("select $1::text"), "{}", stdout(&txt));
+    assert!(!stdout(&txt).contains("card-4111-secret"));
+    let cast = w
+        .gatehouse
+        .cli(&["recordings", "export", &id, "--format", "cast"]);
+    assert!(
+        !cast.status.success(),
+        "a statement log is not a terminal recording"
+    );
 }
 
 #[test]
