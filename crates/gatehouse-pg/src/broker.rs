@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use gatehouse_core::{EndReason, FailedLoginLimiter, LimiterConfig};
-use gatehouse_session::{GuardEvent, LiveSessions, accept_loop};
+use gatehouse_core::{EndReason, FailedLoginLimiter};
+use gatehouse_session::{FrontConfig, GuardEvent, LiveSessions, accept_loop};
 use gatehouse_store::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -26,26 +24,18 @@ pub enum PgError {
 /// Settings of the PostgreSQL front.
 #[derive(Clone)]
 pub struct PgConfig {
-    pub node: String,
-    pub recordings_root: PathBuf,
+    pub front: FrontConfig,
     pub tls: Arc<rustls::ServerConfig>,
     /// Accept a cleartext password (inside TLS only) besides SCRAM-SHA-256.
     pub allow_cleartext: bool,
-    pub max_connections: usize,
-    pub login_limiter: LimiterConfig,
-    pub shutdown_grace: Duration,
 }
 
 impl PgConfig {
-    pub fn new(node: String, recordings_root: PathBuf, tls: Arc<rustls::ServerConfig>) -> Self {
+    pub fn new(front: FrontConfig, tls: Arc<rustls::ServerConfig>) -> Self {
         PgConfig {
-            node,
-            recordings_root,
+            front,
             tls,
             allow_cleartext: false,
-            max_connections: 10_000,
-            login_limiter: LimiterConfig::default(),
-            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -67,7 +57,7 @@ pub struct PgBroker {
 impl PgBroker {
     pub fn new(store: Store, config: PgConfig, live: Arc<LiveSessions>) -> Arc<PgBroker> {
         Arc::new(PgBroker {
-            limiter: Mutex::new(FailedLoginLimiter::new(config.login_limiter)),
+            limiter: Mutex::new(FailedLoginLimiter::new(config.front.login_limiter)),
             acceptor: tokio_rustls::TlsAcceptor::from(config.tls.clone()),
             mock_secret: rand::random(),
             store,
@@ -111,7 +101,7 @@ pub async fn run(
     broker.live.ensure_watcher();
     let mut tasks = accept_loop(
         &listener,
-        broker.config.max_connections,
+        broker.config.front.max_connections,
         shutdown,
         |socket, peer| {
             let broker = broker.clone();
@@ -132,7 +122,7 @@ pub async fn run(
     for g in guards {
         let _ = g.send(GuardEvent::Kill(EndReason::Shutdown));
     }
-    let grace = broker.config.shutdown_grace;
+    let grace = broker.config.front.shutdown_grace;
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_err()

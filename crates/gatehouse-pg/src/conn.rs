@@ -426,7 +426,7 @@ async fn admit(
     };
     let session_id = store
         .start_session(&NewSession {
-            node: &broker.config.node,
+            node: &broker.config.front.node,
             operator,
             target: target_name,
             environment: allowed.as_ref().map(|r| r.environment.as_str()),
@@ -522,7 +522,7 @@ async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (EndReason, u64
         redact_params: redact,
     };
     let log = match StatementLog::create(
-        &broker.config.recordings_root,
+        &broker.config.front.recordings_root,
         started,
         opened,
         &header,

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::io::{FrameReader, ReadError};
+use crate::io::FrameReader;
 use crate::statement_log::StatementLog;
 
 /// What goes to the operator's socket.
@@ -139,7 +139,6 @@ pub(crate) async fn target_to_client<R: AsyncRead + Unpin>(
         let batch = match reader.next_batch().await {
             Ok(Some(b)) => b,
             Ok(None) => return Stop::TargetClosed,
-            Err(ReadError::Io(e)) => return Stop::TargetError(e.to_string()),
             Err(e) => return Stop::TargetError(e.to_string()),
         };
         let now = opened.elapsed();

@@ -7,11 +7,13 @@
 mod accept;
 #[doc(hidden)]
 pub mod bench;
+mod front;
 mod guard;
 mod live;
 mod reauth;
 
 pub use accept::accept_loop;
+pub use front::FrontConfig;
 pub use guard::{
     ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
 };

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_core::{EndReason, FailedLoginLimiter, LimiterConfig};
-use gatehouse_session::{LiveSessions, accept_loop};
+use gatehouse_core::{EndReason, FailedLoginLimiter};
+use gatehouse_session::{FrontConfig, LiveSessions, accept_loop};
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
 use russh::server;
@@ -27,28 +27,13 @@ pub enum SshError {
 /// Settings of the SSH front.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Name of this broker node in the session registry.
-    pub node: String,
+    pub front: FrontConfig,
     pub host_key: PrivateKey,
-    /// Where session recordings are written.
-    pub recordings_root: std::path::PathBuf,
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    pub login_limiter: LimiterConfig,
-    /// How long live sessions get to close after shutdown is requested.
-    pub shutdown_grace: Duration,
 }
 
 impl BrokerConfig {
-    pub fn new(node: String, host_key: PrivateKey, recordings_root: std::path::PathBuf) -> Self {
-        BrokerConfig {
-            node,
-            host_key,
-            recordings_root,
-            max_connections: 10_000,
-            login_limiter: LimiterConfig::default(),
-            shutdown_grace: Duration::from_secs(5),
-        }
+    pub fn new(front: FrontConfig, host_key: PrivateKey) -> Self {
+        BrokerConfig { front, host_key }
     }
 }
 
@@ -67,7 +52,7 @@ pub struct Broker {
 impl Broker {
     /// A broker with its own live-session registry.
     pub fn new(store: Store, config: BrokerConfig) -> Arc<Broker> {
-        let live = LiveSessions::new(store.clone(), config.node.clone());
+        let live = LiveSessions::new(store.clone(), config.front.node.clone());
         Broker::with_live(store, config, live)
     }
 
@@ -81,7 +66,7 @@ impl Broker {
             ..Default::default()
         };
         Arc::new(Broker {
-            limiter: Mutex::new(FailedLoginLimiter::new(config.login_limiter)),
+            limiter: Mutex::new(FailedLoginLimiter::new(config.front.login_limiter)),
             store,
             config,
             upstream_config: Arc::new(upstream_config),
@@ -128,7 +113,7 @@ pub async fn run(
     broker.live.ensure_watcher();
     let mut tasks = accept_loop(
         &listener,
-        broker.config.max_connections,
+        broker.config.front.max_connections,
         shutdown,
         |socket, peer| {
             let broker = broker.clone();
@@ -156,7 +141,7 @@ pub async fn run(
             )
             .await;
     }
-    let grace = broker.config.shutdown_grace;
+    let grace = broker.config.front.shutdown_grace;
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_err()

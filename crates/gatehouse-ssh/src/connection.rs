@@ -364,7 +364,7 @@ impl Connection {
             ],
         };
         let file = gatehouse_recorder::file::RecordingFile::create(
-            &self.broker.config.recordings_root,
+            &self.broker.config.front.recordings_root,
             session_id,
             started,
             &header,
@@ -522,7 +522,7 @@ impl Connection {
         let target_name = target.unwrap_or("");
         let session_id = store
             .start_session(&NewSession {
-                node: &self.broker.config.node,
+                node: &self.broker.config.front.node,
                 operator,
                 target: target_name,
                 environment: environment.as_deref(),

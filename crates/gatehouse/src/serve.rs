@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_pg::{PgBroker, PgConfig};
-use gatehouse_session::LiveSessions;
+use gatehouse_session::{FrontConfig, LiveSessions};
 use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
@@ -54,12 +54,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let listener = TcpListener::bind(config.ssh_listen)
         .await
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
-    let mut broker_config = BrokerConfig::new(
-        config.node.clone(),
-        host_key,
-        config.recordings_root.clone(),
-    );
-    broker_config.login_limiter = config.login_limiter;
+    let mut front = FrontConfig::new(config.node.clone(), config.recordings_root.clone());
+    front.login_limiter = config.login_limiter;
+    let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
     let live = LiveSessions::new(store.clone(), config.node.clone());
     let postgres = match &config.postgres {
@@ -67,10 +64,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         Some(pg) => {
             let tls = gatehouse_pg::tls::server_config(&pg.tls_cert, &pg.tls_key, pg.generate_tls)
                 .context("PostgreSQL front TLS")?;
-            let mut pg_config =
-                PgConfig::new(config.node.clone(), config.recordings_root.clone(), tls);
+            let mut pg_config = PgConfig::new(front.clone(), tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
-            pg_config.login_limiter = config.login_limiter;
             let listener = TcpListener::bind(pg.listen)
                 .await
                 .with_context(|| format!("cannot listen for PostgreSQL on {}", pg.listen))?;

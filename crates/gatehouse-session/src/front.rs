@@ -1,0 +1,31 @@
+//! What every front (SSH, PostgreSQL) is told by the node, with the same defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_core::LimiterConfig;
+
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    /// Name of this broker node in the session registry.
+    pub node: String,
+    /// Where session recordings and statement logs are written.
+    pub recordings_root: PathBuf,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    pub login_limiter: LimiterConfig,
+    /// How long live sessions get to close after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl FrontConfig {
+    pub fn new(node: String, recordings_root: PathBuf) -> Self {
+        FrontConfig {
+            node,
+            recordings_root,
+            max_connections: 10_000,
+            login_limiter: LimiterConfig::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
