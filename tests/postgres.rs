@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD, psql_as};
+use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD, add_target, psql_as};
 use gatehouse_e2e::tool;
 use gatehouse_testbed::PgOptions;
 use tokio_postgres::error::SqlState;
@@ -211,24 +211,14 @@ fn tls_wrong_password_unknown_target_and_no_grant() {
             "{message}"
         );
     });
-    w.gatehouse.cli_ok(&["env", "add", "staging"]);
     w.gatehouse.cli_ok(&["env", "add", "dev"]);
-    let out = w.gatehouse.cli_with_stdin(
-        &[
-            "target",
-            "add",
-            "other",
-            "--env",
-            "dev",
-            "--postgres",
-            &format!("app@127.0.0.1:{}/orders", w.postgres.port()),
-            "--password-stdin",
-            "--tls",
-            "disable",
-        ],
-        Some(TARGET_PASSWORD),
+    add_target(
+        &w.gatehouse,
+        &w.postgres,
+        "other",
+        "dev",
+        &["--tls", "disable"],
     );
-    assert_ok(&out, "target add");
     let o = w.psql(
         &w.conninfo("other", "sslmode=disable"),
         &["-c", "select 1"],
@@ -529,21 +519,7 @@ fn upstream_tls_verify_full_against_the_target_ca_and_md5_login() {
     assert_eq!(stdout(&o).trim(), "t", "the target connection is TLS");
 
     // without the CA the self-signed certificate is refused, and the operator is told
-    let address = format!("app@127.0.0.1:{}/orders", w.postgres.port());
-    let out = w.gatehouse.cli_with_stdin(
-        &[
-            "target",
-            "add",
-            "unverified",
-            "--env",
-            "prod",
-            "--postgres",
-            &address,
-            "--password-stdin",
-        ],
-        Some(TARGET_PASSWORD),
-    );
-    assert_ok(&out, "target add");
+    add_target(&w.gatehouse, &w.postgres, "unverified", "prod", &[]);
     let o = w.psql(
         &w.conninfo("unverified", "sslmode=disable"),
         &["-c", "select 1"],

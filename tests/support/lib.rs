@@ -38,6 +38,26 @@ pub fn tool(program: &str, package: &'static str) -> PathBuf {
     require_program(program, package).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `cmd` with `stdin` (if any) written to it and closed, and collects its output.
+pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("collect output")
+}
+
 /// A generated ed25519 key pair: `(private key path, public key line)`.
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
@@ -185,26 +205,12 @@ impl Gatehouse {
     }
 
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(gatehouse_bin())
-            .arg("--config")
+        let mut cmd = Command::new(gatehouse_bin());
+        cmd.arg("--config")
             .arg(self.config())
             .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run gatehouse cli");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .as_mut()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("gatehouse cli output")
+            .current_dir(self.dir.path());
+        run_with_stdin(&mut cmd, stdin)
     }
 
     /// Runs an admin command that must succeed; returns its stdout.

@@ -2,11 +2,11 @@
 //! password, a broker with target `orders` (database `orders`) in environment `prod`, and
 //! operator `alice` (password `alice-pw`) granted `prod`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use gatehouse_testbed::{PgOptions, Postgres};
 
-use crate::{Gatehouse, tool};
+use crate::{Gatehouse, run_with_stdin, tool};
 
 pub const OPERATOR_PASSWORD: &str = "alice-pw";
 pub const TARGET_PASSWORD: &str = "app-Secret-9f3";
@@ -47,24 +47,7 @@ impl PgWorld {
             .expect("create role");
         let gatehouse = Gatehouse::start_with(extra_config);
         gatehouse.cli_ok(&["env", "add", "prod"]);
-        let address = format!("app@127.0.0.1:{}/orders", postgres.port());
-        let mut args = vec![
-            "target",
-            "add",
-            "orders",
-            "--env",
-            "prod",
-            "--postgres",
-            &address,
-            "--password-stdin",
-        ];
-        args.extend_from_slice(target_args);
-        let out = gatehouse.cli_with_stdin(&args, Some(TARGET_PASSWORD));
-        assert!(
-            out.status.success(),
-            "target add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_target(&gatehouse, &postgres, "orders", "prod", target_args);
         let out = gatehouse.cli_with_stdin(
             &["user", "add", "alice", "--password-stdin"],
             Some(OPERATOR_PASSWORD),
@@ -103,6 +86,35 @@ impl PgWorld {
     }
 }
 
+/// Registers `name` in `env` as the server's `app` role on database `orders`, with the
+/// role's password on stdin and `extra_args` (e.g. `--tls disable`).
+pub fn add_target(
+    gatehouse: &Gatehouse,
+    postgres: &Postgres,
+    name: &str,
+    env: &str,
+    extra_args: &[&str],
+) {
+    let address = format!("app@127.0.0.1:{}/orders", postgres.port());
+    let mut args = vec![
+        "target",
+        "add",
+        name,
+        "--env",
+        env,
+        "--postgres",
+        &address,
+        "--password-stdin",
+    ];
+    args.extend_from_slice(extra_args);
+    let out = gatehouse.cli_with_stdin(&args, Some(TARGET_PASSWORD));
+    assert!(
+        out.status.success(),
+        "target add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Default for PgWorld {
     fn default() -> Self {
         Self::new()
@@ -110,26 +122,11 @@ impl Default for PgWorld {
 }
 
 pub fn psql_as(conninfo: &str, password: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(tool("psql", "postgresql-client"))
-        .arg(conninfo)
+    let mut cmd = Command::new(tool("psql", "postgresql-client"));
+    cmd.arg(conninfo)
         .args(["-X", "-v", "ON_ERROR_STOP=1"])
         .args(args)
         .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run psql");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .as_mut()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write psql stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("psql output")
+        .env("PGCONNECT_TIMEOUT", "10");
+    run_with_stdin(&mut cmd, stdin)
 }
