@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use crate::passwords::StoredPassword;
-use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
+use crate::{Result, Store, StoreError, expect_row, first_column, insert_error, now_millis};
 
 const OPERATOR_COLUMNS: &str = "name, password_hash, locked, created_at, scram_verifier";
 
@@ -57,9 +57,7 @@ impl Store {
         let rows = sqlx::query("SELECT name FROM environments ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
-            .collect()
+        first_column(&rows)
     }
 
     pub async fn add_operator(&self, name: &str, password: Option<&StoredPassword>) -> Result<()> {
@@ -165,9 +163,7 @@ impl Store {
                 .bind(operator)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
-            .collect()
+        first_column(&rows)
     }
 
     pub async fn list_grants(&self) -> Result<Vec<GrantRecord>> {

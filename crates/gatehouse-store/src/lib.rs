@@ -206,6 +206,14 @@ impl Store {
 }
 
 /// `NotFound { kind, name }` when an update or delete touched no row.
+/// The first column of every row, as strings (ids, names).
+fn first_column(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>> {
+    use sqlx::Row;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+        .collect()
+}
+
 fn expect_row(done: sqlx::any::AnyQueryResult, kind: &'static str, name: &str) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gatehouse_core::{EnvPolicy, IdleAction};
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, expect_row, now_millis};
+use crate::{Result, Store, StoreError, expect_row, first_column, now_millis};
 
 fn ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -124,10 +124,7 @@ impl Store {
             .bind(operator)
             .fetch_all(&self.pool)
             .await?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
+        let ids = first_column(&rows)?;
         sqlx::query(
             "UPDATE sessions SET kill_requested_at = $1, kill_reason = $2
              WHERE operator = $3 AND ended_at IS NULL",

@@ -4,7 +4,7 @@
 use gatehouse_core::{EndReason, Protocol};
 use sqlx::Row;
 
-use crate::{Result, Store, now_millis};
+use crate::{Result, Store, first_column, now_millis};
 
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -111,10 +111,7 @@ impl Store {
             .bind(node)
             .fetch_all(&self.pool)
             .await?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
+        let ids = first_column(&rows)?;
         for id in &ids {
             sqlx::query(
                 "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
