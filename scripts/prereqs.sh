@@ -1,4 +1,4 @@
-# Sourced by scripts/test and scripts/demo: makes sure the system programs Gatehouse's
+# Sourced by scripts/test, scripts/demo and bench/run: makes sure the system programs Gatehouse's
 # tests and demo drive are installed. As root on Debian it installs what is missing;
 # otherwise it names the packages and stops.
 

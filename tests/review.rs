@@ -1,6 +1,7 @@
 //! Reviewing real sessions: a full-screen `vi` recorded by the real broker replays to the
 //! same screen the operator saw, and `gatehouse review` runs in tmux (open a session, search
-//! a marker, jump between markers), plus the `play` and `export` companions.
+//! a marker, jump between markers), plus the `play` and `export` companions, and the SQL
+//! view over a statement log written by the real PostgreSQL front.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -229,4 +230,153 @@ fn play_and_export_read_a_real_recording() {
     );
     let bad = w.gatehouse.cli(&["play", "no-such-session"]);
     assert!(!bad.status.success());
+}
+
+/// Masks what changes from run to run in a frame of the SQL view (statement times and
+/// durations, the session's start) without moving anything else: the rest of the frame
+/// is compared cell for cell. `frame` is `TestBackend`'s text: each row in quotes.
+fn mask_sql_frame(frame: &str) -> String {
+    fn put(chars: &mut [char], at: usize, text: &str) {
+        for (i, c) in text.chars().enumerate() {
+            if let Some(slot) = chars.get_mut(at + i) {
+                *slot = c;
+            }
+        }
+    }
+    fn find(chars: &[char], needle: &str) -> Option<usize> {
+        let n: Vec<char> = needle.chars().collect();
+        chars.windows(n.len()).position(|w| w == n.as_slice())
+    }
+    frame
+        .lines()
+        .map(|line| {
+            let mut c: Vec<char> = line.chars().collect();
+            // header: "… · YYYY-MM-DD hh:mm:ss · N statements"
+            if let Some(at) = find(&c, " · 20") {
+                put(&mut c, at + 3, "YYYY-MM-DD hh:mm:ss");
+            }
+            // table rows: TIME in cells 1..8, DURATION in 9..19 (blank for markers);
+            // one more for the opening quote
+            if c.get(4) == Some(&':') && c.get(2).is_some_and(char::is_ascii_digit) {
+                put(&mut c, 2, "mm:ss.f");
+                if c[10..20].iter().any(|ch| *ch != ' ') {
+                    put(&mut c, 10, "#.##ms    ");
+                }
+            }
+            // statement detail: "at mm:ss.f · … · D.DD ms · TAG", same width kept
+            if let Some(at) = find(&c, "│at ") {
+                put(&mut c, at + 4, "mm:ss.f");
+                if let Some(ms) = find(&c, " ms · ") {
+                    // the number's width varies: rewrite up to the box's right edge
+                    let start = c[..ms].iter().rposition(|ch| *ch == ' ').unwrap() + 1;
+                    let edge = start + c[start..].iter().position(|ch| *ch == '│').unwrap();
+                    let rest: String = c[ms..edge].iter().collect();
+                    let masked = format!(
+                        "{:<w$}",
+                        format!("#.##{}", rest.trim_end()),
+                        w = edge - start
+                    );
+                    put(&mut c, start, &masked);
+                }
+            }
+            c.into_iter().collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sql_view_of_a_statement_log_written_by_the_real_postgres_front() {
+    use gatehouse_e2e::pg::PgWorld;
+    use gatehouse_review::{App, SearchIndex, StoreCatalog};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+
+    let w = PgWorld::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&w.tokio_config(), tokio_postgres::NoTls)
+                .await
+                .expect("connect through gatehouse");
+        let conn = tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric)")
+            .await
+            .unwrap();
+        for (id, name) in [(1, "anvil"), (2, "rope")] {
+            client
+                .execute(
+                    "INSERT INTO items (id, name, price) VALUES ($1, $2, 9.5)",
+                    &[&id, &name],
+                )
+                .await
+                .unwrap();
+        }
+        let rows = client
+            .query(
+                "SELECT name FROM items WHERE id >= $1 ORDER BY id",
+                &[&1i32],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        let err = client
+            .simple_query("SELECT * FROM itemz")
+            .await
+            .unwrap_err();
+        assert!(err.as_db_error().is_some(), "{err}");
+        client
+            .simple_query("UPDATE items SET price = price * 2")
+            .await
+            .unwrap();
+        drop(client);
+        let _ = conn.await;
+    });
+    let closed = w.gatehouse.wait_session_closed();
+    assert!(
+        closed["recording_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(".sql.jsonl")),
+        "{closed}"
+    );
+
+    // the review app over the broker's own store, as `gatehouse review` opens it
+    let dir = w.gatehouse.dir();
+    let store = rt
+        .block_on(async {
+            let key =
+                gatehouse_store::MasterKey::load_or_create(&dir.join("gatehouse_secret.key"))?;
+            let url = format!("sqlite://{}", dir.join("gatehouse.db").display());
+            gatehouse_store::Store::open(&url, key)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .unwrap();
+    let catalog = StoreCatalog::new(store, rt.handle().clone(), 100);
+    let mut app = App::new(Box::new(catalog), SearchIndex::new(None), i64::MAX / 2);
+    let frame = |app: &App| {
+        let mut t = Terminal::new(TestBackend::new(80, 14)).unwrap();
+        t.draw(|f| gatehouse_review::ui::draw(f, app)).unwrap();
+        mask_sql_frame(&t.backend().to_string())
+    };
+    let key = |app: &mut App, code: KeyCode| {
+        app.handle(&Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    };
+    let list = frame(&app);
+    let row = list
+        .lines()
+        .find(|l| l.contains("orders"))
+        .unwrap_or_else(|| panic!("no session in the list:\n{list}"));
+    assert!(row.contains("postgres") && row.contains(" ok"), "{row}");
+
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("real_sql_log_list", frame(&app));
+    // the second INSERT: a prepared statement with its parameters decoded by type
+    for _ in 0..2 {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("real_sql_log_detail", frame(&app));
 }

@@ -2,7 +2,10 @@
 //! OpenSSH bastion (`ssh -J`), and through Gatehouse (relayed and recorded), in one run,
 //! reported as MB/s and as ratios to the direct baseline. Also the recorder on its own:
 //! the same bytes written as asciicast output events vs written raw to a file, i.e. what
-//! recording costs. Run with `./bench/run` (it builds the release binary first).
+//! recording costs. And the session through a benchmark build that does not record
+//! terminal output (feature `bench-unrecorded`, `GATEHOUSE_UNRECORDED_BIN`), so recording
+//! on vs off is a ratio of two real sessions. Run with `./bench/run` (it builds both
+//! release binaries first).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -47,6 +50,20 @@ fn time_ssh(mut cmd: Command) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     start.elapsed()
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
 }
 
 fn mbps(d: Duration) -> f64 {
@@ -112,6 +129,28 @@ fn main() {
         time_ssh(c)
     });
 
+    // the same session through a build that does not record output: recording on vs off
+    let unrecorded_bin = std::env::var_os("GATEHOUSE_UNRECORDED_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        panic!("GATEHOUSE_UNRECORDED_BIN is not set: run ./bench/run, which builds gatehouse with --features bench-unrecorded")
+    });
+    let off = World::with_binary(unrecorded_bin, "");
+    let unrecorded = best_of(|| {
+        let mut c = off.gatehouse.ssh("alice+web1", &off.alice_key);
+        c.arg(&remote_cmd);
+        time_ssh(c)
+    });
+    // check that the builds differ as claimed: one recorded the bytes, the other did not
+    let recorded_bytes = dir_size(&w.gatehouse.dir().join("recordings"));
+    let unrecorded_bytes = dir_size(&off.gatehouse.dir().join("recordings"));
+    assert!(
+        recorded_bytes >= (RUNS * SIZE) as u64,
+        "the recorded sessions wrote only {recorded_bytes} bytes"
+    );
+    assert!(
+        unrecorded_bytes < 1024 * 1024,
+        "the bench-unrecorded build wrote {unrecorded_bytes} bytes of recordings: it records"
+    );
+
     // the recorder alone, same bytes: asciicast events (with chain) vs raw writes
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::read(&file).unwrap();
@@ -164,6 +203,17 @@ fn main() {
         "  through gatehouse (rec.) {:7.1} MB/s  {:.2}x",
         mbps(gatehouse),
         mbps(gatehouse) / mbps(direct)
+    );
+    println!(
+        "  through gatehouse, recording off (bench build) {:7.1} MB/s  {:.2}x",
+        mbps(unrecorded),
+        mbps(unrecorded) / mbps(direct)
+    );
+    println!(
+        "  recording on vs off      {:.2}x  (recorded {} MiB of recordings for {RUNS} runs, unrecorded {} KiB)",
+        mbps(gatehouse) / mbps(unrecorded),
+        recorded_bytes / 1024 / 1024,
+        unrecorded_bytes / 1024
     );
     println!("recorder alone, same bytes");
     println!("  raw file writes         {:8.1} MB/s  1.00x", mbps(raw));

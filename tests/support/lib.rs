@@ -80,6 +80,7 @@ pub const PG_LISTEN: &str = "[postgres]\nlisten = \"127.0.0.1:0\"";
 
 /// A running broker with its own config, store and host key.
 pub struct Gatehouse {
+    bin: PathBuf,
     dir: TempDir,
     child: Child,
     port: u16,
@@ -94,6 +95,12 @@ impl Gatehouse {
     /// Starts with extra TOML appended to the generated config (after the `[ssh]` table's
     /// listen key; a `[postgres]` table in it replaces the default one).
     pub fn start_with(extra_config: &str) -> Gatehouse {
+        Self::start_binary(gatehouse_bin(), extra_config)
+    }
+
+    /// Like [`Gatehouse::start_with`], running the binary at `bin` (benchmarks compare
+    /// builds).
+    pub fn start_binary(bin: PathBuf, extra_config: &str) -> Gatehouse {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-e2e-")
             .tempdir()
@@ -107,8 +114,9 @@ impl Gatehouse {
             },
         )
         .expect("write config");
-        let child = Self::spawn(dir.path());
+        let child = Self::spawn(&bin, dir.path());
         let mut g = Gatehouse {
+            bin,
             dir,
             child,
             port: 0,
@@ -118,13 +126,13 @@ impl Gatehouse {
         g
     }
 
-    fn spawn(dir: &Path) -> Child {
+    fn spawn(bin: &Path, dir: &Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("gatehouse.log"))
             .expect("log file");
-        Command::new(gatehouse_bin())
+        Command::new(bin)
             .arg("--config")
             .arg(dir.join("gatehouse.toml"))
             .arg("serve")
@@ -205,7 +213,7 @@ impl Gatehouse {
     }
 
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(gatehouse_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("--config")
             .arg(self.config())
             .args(args)
@@ -341,7 +349,7 @@ impl Gatehouse {
             );
         }
         std::fs::write(self.config(), pinned).expect("write config");
-        self.child = Self::spawn(self.dir.path());
+        self.child = Self::spawn(&self.bin, self.dir.path());
         (self.port, self.pg_port) = self.read_ports();
     }
 }
@@ -382,6 +390,11 @@ impl World {
     /// A world whose broker gets `extra_config` appended to its config (see
     /// [`Gatehouse::start_with`]).
     pub fn with_config(extra_config: &str) -> World {
+        Self::with_binary(gatehouse_bin(), extra_config)
+    }
+
+    /// A world whose broker runs the binary at `bin` (see [`Gatehouse::start_binary`]).
+    pub fn with_binary(bin: PathBuf, extra_config: &str) -> World {
         let keys = tempfile::Builder::new()
             .prefix("gatehouse-keys-")
             .tempdir()
@@ -389,7 +402,7 @@ impl World {
         let (target_identity, target_public) = keygen(keys.path(), "target_identity");
         let (alice_key, _) = keygen(keys.path(), "alice");
         let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
-        let gatehouse = Gatehouse::start_with(extra_config);
+        let gatehouse = Gatehouse::start_binary(bin, extra_config);
         gatehouse.cli_ok(&["env", "add", "prod"]);
         gatehouse.cli_ok(&[
             "target",

@@ -67,8 +67,15 @@ pub struct Tracker {
     /// Parameter types of prepared statements (from Parse, or the server's
     /// ParameterDescription), to show binary parameters readably.
     types: HashMap<String, Vec<u32>>,
-    /// Statements described and waiting for their ParameterDescription.
-    describing: VecDeque<String>,
+    /// Statements described and waiting for their ParameterDescription, each with the
+    /// pipeline segment it was sent in (a segment ends at a Sync, Query or FunctionCall,
+    /// each answered by one ReadyForQuery). Clients pipeline segments, so a ReadyForQuery
+    /// retires only the describes of the segment it ends: one the server skipped after an
+    /// error never got its ParameterDescription.
+    describing: VecDeque<(u64, String)>,
+    /// Segments sent by the client, and finished by the server's ReadyForQuery.
+    segments_sent: u64,
+    segments_done: u64,
     portals: HashMap<String, (String, String, Vec<Option<String>>)>,
     pending: VecDeque<Pending>,
 }
@@ -119,6 +126,7 @@ impl Tracker {
                     None,
                     text.clone(),
                 )));
+                self.segments_sent += 1;
             }
             Frontend::Parse { name, text, types } => {
                 self.statements.insert(name.clone(), text.clone());
@@ -168,11 +176,17 @@ impl Tracker {
                     None,
                     format!("<function call, oid {oid}>"),
                 )));
+                self.segments_sent += 1;
             }
             Frontend::Describe {
                 statement: Some(name),
-            } => self.describing.push_back(name.clone()),
-            Frontend::Sync => self.pending.push_back(Pending::Sync),
+            } => self
+                .describing
+                .push_back((self.segments_sent, name.clone())),
+            Frontend::Sync => {
+                self.pending.push_back(Pending::Sync);
+                self.segments_sent += 1;
+            }
             Frontend::Describe { statement: None }
             | Frontend::Flush
             | Frontend::Terminate
@@ -228,12 +242,14 @@ impl Tracker {
                 }
             }
             Backend::ParameterDescription(types) => {
-                if let Some(name) = self.describing.pop_front() {
+                if let Some((_, name)) = self.describing.pop_front() {
                     self.types.insert(name, types.clone());
                 }
             }
             Backend::ReadyForQuery { .. } => {
-                self.describing.clear();
+                self.segments_done += 1;
+                let done = self.segments_done;
+                self.describing.retain(|(segment, _)| *segment >= done);
                 while let Some(p) = self.pending.pop_front() {
                     match p {
                         Pending::Query(s) => {
@@ -354,6 +370,84 @@ mod tests {
         assert_eq!(done[0].name.as_deref(), Some("s1"));
         assert_eq!(done[0].params, Some(vec![Some("42".into()), None]));
         assert_eq!(done[1].tags, vec!["INSERT 0 1"]);
+    }
+
+    fn parse(name: &str, text: &str) -> Frontend<'static> {
+        Frontend::Parse {
+            name: name.into(),
+            text: text.into(),
+            types: vec![],
+        }
+    }
+
+    fn bind_binary<'a>(statement: &str, value: &'a [u8]) -> Frontend<'a> {
+        Frontend::Bind {
+            portal: String::new(),
+            statement: statement.into(),
+            params: vec![Param {
+                value: Some(value),
+                binary: true,
+            }],
+        }
+    }
+
+    fn describe(name: &str) -> Frontend<'static> {
+        Frontend::Describe {
+            statement: Some(name.into()),
+        }
+    }
+
+    /// tokio-postgres closes a dropped statement (Close, Sync) and prepares the next one
+    /// (Parse, Describe, Sync) before the server has answered the Close: the answer's
+    /// ReadyForQuery must not forget the describe that is still in flight.
+    #[test]
+    fn parameter_types_survive_a_pipelined_ready_for_query() {
+        let mut t = Tracker::new();
+        t.frontend(&Frontend::Other(b'C'), MS);
+        t.frontend(&Frontend::Sync, MS);
+        t.frontend(&parse("s1", "select $1"), MS);
+        t.frontend(&describe("s1"), MS);
+        t.frontend(&Frontend::Sync, MS);
+        for m in [Backend::Other(b'3'), READY, Backend::Other(b'1')] {
+            t.backend(&m, 2 * MS);
+        }
+        t.backend(&Backend::ParameterDescription(vec![23]), 2 * MS);
+        t.backend(&READY, 2 * MS);
+        t.frontend(&bind_binary("s1", &[0, 0, 0, 7]), 3 * MS);
+        t.frontend(&EXECUTE_UNNAMED, 3 * MS);
+        t.frontend(&Frontend::Sync, 3 * MS);
+        let mut done = t.backend(&complete("SELECT 1"), 4 * MS);
+        done.extend(t.backend(&READY, 4 * MS));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].params, Some(vec![Some("7".into())]));
+    }
+
+    /// A describe the server skipped (its Parse failed) is retired by its segment's
+    /// ReadyForQuery, so the next ParameterDescription goes to the next statement.
+    #[test]
+    fn a_skipped_describe_does_not_shift_later_parameter_types() {
+        let mut t = Tracker::new();
+        t.frontend(&parse("bad", "selec $1"), MS);
+        t.frontend(&describe("bad"), MS);
+        t.frontend(&Frontend::Sync, MS);
+        t.frontend(&parse("good", "select $1"), MS);
+        t.frontend(&describe("good"), MS);
+        t.frontend(&Frontend::Sync, MS);
+        for m in [
+            err("42601"),
+            READY,
+            Backend::Other(b'1'),
+            Backend::ParameterDescription(vec![20]),
+            READY,
+        ] {
+            t.backend(&m, 2 * MS);
+        }
+        t.frontend(&bind_binary("good", &[0, 0, 0, 0, 0, 0, 0, 9]), 3 * MS);
+        t.frontend(&EXECUTE_UNNAMED, 3 * MS);
+        t.frontend(&Frontend::Sync, 3 * MS);
+        let mut done = t.backend(&complete("SELECT 1"), 4 * MS);
+        done.extend(t.backend(&READY, 4 * MS));
+        assert_eq!(done[0].params, Some(vec![Some("9".into())]));
     }
 
     #[test]

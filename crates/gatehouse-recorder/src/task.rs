@@ -12,6 +12,11 @@ use tokio::time::Instant;
 use crate::file::{RecordError, RecordingFile, Sealed};
 use crate::format::{Code, Utf8Assembler, event_line};
 
+/// True only in a benchmark build (feature `bench-unrecorded`): output and input events
+/// are dropped at the source, so the relay does no recording work. The header, markers
+/// and the seal still happen, so the session's bookkeeping is unchanged.
+pub const UNRECORDED: bool = cfg!(feature = "bench-unrecorded");
+
 /// Longest time an event waits in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -32,12 +37,18 @@ pub struct RecorderHandle {
 
 impl RecorderHandle {
     pub fn output(&self, bytes: &[u8]) {
+        if UNRECORDED {
+            return;
+        }
         let _ = self
             .tx
             .send(RecEvent::Output(Instant::now(), bytes.to_vec()));
     }
 
     pub fn input(&self, bytes: &[u8]) {
+        if UNRECORDED {
+            return;
+        }
         let _ = self
             .tx
             .send(RecEvent::Input(Instant::now(), bytes.to_vec()));

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::process::{
-    TestbedError, current_uid, free_port, lookup_user, read_log, require_program, stop,
-    wait_for_port,
+    TestbedError, free_port, read_log, require_program, stop, unprivileged_user, wait_for_port,
 };
 
 /// Superuser created by `initdb`; local connections use `trust`.
@@ -42,14 +41,7 @@ impl Postgres {
     pub fn start_with(options: &PgOptions) -> Result<Postgres, TestbedError> {
         let initdb = require_program("initdb", "postgresql")?;
         let postgres = require_program("postgres", "postgresql")?;
-        let run_as = if current_uid() == Some(0) {
-            Some(lookup_user("postgres").ok_or_else(|| TestbedError::Startup {
-                what: "postgres".into(),
-                detail: "running as root and there is no 'postgres' user to run PostgreSQL as: install the Debian package 'postgresql'".into(),
-            })?)
-        } else {
-            None
-        };
+        let run_as = unprivileged_user("PostgreSQL")?;
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-pg-")
             .tempdir()

@@ -139,6 +139,18 @@ pub(crate) fn current_uid() -> Option<u32> {
         .ok()
 }
 
+/// Who runs a server that refuses root (PostgreSQL, PgBouncer): as root, the `postgres`
+/// system user `(uid, gid)`; otherwise the current user (None).
+pub(crate) fn unprivileged_user(what: &str) -> Result<Option<(u32, u32)>, TestbedError> {
+    if current_uid() != Some(0) {
+        return Ok(None);
+    }
+    lookup_user("postgres").map(Some).ok_or_else(|| TestbedError::Startup {
+        what: what.into(),
+        detail: format!("running as root and there is no 'postgres' user to run {what} as: install the Debian package 'postgresql'"),
+    })
+}
+
 /// `(uid, gid, home)` of a user from `/etc/passwd`.
 pub(crate) fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;

@@ -37,6 +37,12 @@ pub struct Prepared {
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    if gatehouse_recorder::task::UNRECORDED {
+        eprintln!(
+            "gatehouse: WARNING: benchmark build (feature bench-unrecorded): terminal output and input are NOT recorded; never deploy this binary"
+        );
+        tracing::warn!("benchmark build: terminal output and input are not recorded");
+    }
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());

@@ -1,0 +1,218 @@
+//! The PostgreSQL front against its baselines: `pgbench -S` (read-only select by key)
+//! transactions per second straight to PostgreSQL, through Gatehouse (SCRAM login, relayed,
+//! every statement in the hash-chained statement log) and through PgBouncer in session
+//! mode, in one run, reported as ratios to the direct baseline. Three modes: the simple
+//! query protocol, prepared statements (extended protocol, parameters logged), and `-C`
+//! (a new connection per transaction: what logging in through each path costs). The
+//! paths are measured in turns, round after round, and the best round of each is kept.
+//! Run with `./bench/run`.
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
+use gatehouse_e2e::tool;
+use gatehouse_testbed::Pgbouncer;
+
+const CLIENTS: &str = "4";
+const THREADS: &str = "2";
+
+struct Mode {
+    name: &'static str,
+    args: &'static [&'static str],
+    seconds: u32,
+    rounds: usize,
+}
+
+const MODES: [Mode; 3] = [
+    Mode {
+        name: "simple query protocol",
+        args: &["-M", "simple"],
+        seconds: 10,
+        rounds: 2,
+    },
+    Mode {
+        name: "prepared statements",
+        args: &["-M", "prepared"],
+        seconds: 10,
+        rounds: 2,
+    },
+    Mode {
+        name: "new connection per transaction (-C)",
+        args: &["-M", "simple", "-C"],
+        seconds: 5,
+        rounds: 1,
+    },
+];
+
+struct Route {
+    name: &'static str,
+    conninfo: String,
+    password: &'static str,
+}
+
+/// What one pgbench run reported.
+struct Run {
+    tps: f64,
+    processed: u64,
+}
+
+fn pgbench(path: &Route, mode: &Mode) -> Run {
+    let out = Command::new(tool("pgbench", "postgresql"))
+        .args(["-n", "-S", "-c", CLIENTS, "-j", THREADS, "-T"])
+        .arg(mode.seconds.to_string())
+        .args(mode.args)
+        .arg(&path.conninfo)
+        .env("PGPASSWORD", path.password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("number of failed transactions: 0"),
+        "pgbench {} via {} failed:\n{text}{}",
+        mode.name,
+        path.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in pgbench output:\n{text}"))
+            .to_owned()
+    };
+    Run {
+        tps: field("tps = ")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        processed: field("number of transactions actually processed: ")
+            .split('/')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    }
+}
+
+/// Statement lines in every statement log under `dir`.
+fn logged_statements(dir: &Path) -> u64 {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += logged_statements(&path);
+        } else if path.to_string_lossy().ends_with(".sql.jsonl") {
+            n += std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(r#""type":"statement""#))
+                .count() as u64;
+        }
+    }
+    n
+}
+
+fn main() {
+    let w = PgWorld::new();
+    let direct = format!(
+        "host=127.0.0.1 port={} user=app dbname=orders sslmode=disable",
+        w.postgres.port()
+    );
+    let init = Command::new(tool("pgbench", "postgresql"))
+        .args(["-i", "-s", "10", "-q"])
+        .arg(&direct)
+        .env("PGPASSWORD", TARGET_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let bouncer = Pgbouncer::start(&w.postgres, "orders", "app", TARGET_PASSWORD)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let paths = [
+        Route {
+            name: "direct",
+            conninfo: direct,
+            password: TARGET_PASSWORD,
+        },
+        Route {
+            name: "gatehouse",
+            conninfo: w.conninfo("orders", "sslmode=disable"),
+            password: OPERATOR_PASSWORD,
+        },
+        Route {
+            name: "pgbouncer (session)",
+            conninfo: format!(
+                "host=127.0.0.1 port={} user=app dbname=orders sslmode=disable",
+                bouncer.port()
+            ),
+            password: TARGET_PASSWORD,
+        },
+    ];
+
+    let mut through_gatehouse = 0;
+    let mut report = Vec::new();
+    for mode in &MODES {
+        let mut best = [0.0f64; 3];
+        for _ in 0..mode.rounds {
+            for (i, path) in paths.iter().enumerate() {
+                let run = pgbench(path, mode);
+                if path.name == "gatehouse" {
+                    through_gatehouse += run.processed;
+                }
+                best[i] = best[i].max(run.tps);
+            }
+        }
+        report.push((mode, best));
+    }
+
+    // every transaction through Gatehouse is one logged statement (plus pgbench's own
+    // setup queries): check the bench measured the audited path, not a shortcut
+    let recordings = w.gatehouse.dir().join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logged = logged_statements(&recordings);
+    while logged < through_gatehouse && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        logged = logged_statements(&recordings);
+    }
+    assert!(
+        logged >= through_gatehouse,
+        "{through_gatehouse} transactions went through Gatehouse but only {logged} statements were logged"
+    );
+
+    println!("pgbench -S, {CLIENTS} clients, scale 10, tps (best round), ratio to direct");
+    for (mode, best) in report {
+        println!(
+            "  {} ({} s x {} round{})",
+            mode.name,
+            mode.seconds,
+            mode.rounds,
+            if mode.rounds == 1 { "" } else { "s" }
+        );
+        for (path, tps) in paths.iter().zip(best) {
+            println!(
+                "    {:<22} {:>10.0} tps  {:.2}x",
+                path.name,
+                tps,
+                tps / best[0]
+            );
+        }
+        println!(
+            "    gatehouse vs pgbouncer {:>10} {:.2}x",
+            "",
+            best[1] / best[2]
+        );
+    }
+    println!(
+        "  statements logged by gatehouse: {logged} (transactions through it: {through_gatehouse})"
+    );
+}
