@@ -193,32 +193,38 @@ fn main() {
     });
 
     println!("cat of a {} MiB file, best of {RUNS}", SIZE / 1024 / 1024);
-    println!("  direct ssh              {:8.1} MB/s  1.00x", mbps(direct));
     println!(
-        "  ssh -J (OpenSSH bastion) {:7.1} MB/s  {:.2}x",
+        "  direct ssh                        {:8.1} MB/s  1.00x",
+        mbps(direct)
+    );
+    println!(
+        "  ssh -J (OpenSSH bastion)          {:8.1} MB/s  {:.2}x",
         mbps(jump),
         mbps(jump) / mbps(direct)
     );
     println!(
-        "  through gatehouse (rec.) {:7.1} MB/s  {:.2}x",
+        "  through gatehouse, recording on   {:8.1} MB/s  {:.2}x",
         mbps(gatehouse),
         mbps(gatehouse) / mbps(direct)
     );
     println!(
-        "  through gatehouse, recording off (bench build) {:7.1} MB/s  {:.2}x",
+        "  through gatehouse, recording off  {:8.1} MB/s  {:.2}x  (bench-only build)",
         mbps(unrecorded),
         mbps(unrecorded) / mbps(direct)
     );
     println!(
-        "  recording on vs off      {:.2}x  (recorded {} MiB of recordings for {RUNS} runs, unrecorded {} KiB)",
+        "  recording on vs off                            {:.2}x  (recordings written: {} MiB on, {} KiB off)",
         mbps(gatehouse) / mbps(unrecorded),
         recorded_bytes / 1024 / 1024,
         unrecorded_bytes / 1024
     );
     println!("recorder alone, same bytes");
-    println!("  raw file writes         {:8.1} MB/s  1.00x", mbps(raw));
     println!(
-        "  asciicast + hash chain  {:8.1} MB/s  {:.2}x",
+        "  raw file writes                   {:8.1} MB/s  1.00x",
+        mbps(raw)
+    );
+    println!(
+        "  asciicast + hash chain            {:8.1} MB/s  {:.2}x",
         mbps(recorded),
         mbps(recorded) / mbps(raw)
     );
