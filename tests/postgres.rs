@@ -532,3 +532,45 @@ fn upstream_tls_verify_full_against_the_target_ca_and_md5_login() {
         "{err}"
     );
 }
+
+/// A client that stops reading (psql blocked writing a COPY to a full pipe) cannot hold a
+/// session past its limit: Gatehouse's end never waits on the operator's socket.
+#[test]
+fn a_client_that_stops_reading_is_still_ended_at_its_limit() {
+    let w = PgWorld::new();
+    w.gatehouse.cli_ok(&[
+        "env",
+        "set",
+        "prod",
+        "--max-session",
+        "2s",
+        "--warn-before",
+        "off",
+    ]);
+    let started = Instant::now();
+    let mut psql = std::process::Command::new(tool("psql", "postgresql-client"))
+        .arg(w.conninfo("orders", "sslmode=disable"))
+        .args([
+            "-X",
+            "-c",
+            "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 10000000)) TO STDOUT",
+        ])
+        .env("PGPASSWORD", OPERATOR_PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped()) // never read while the session runs
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start psql");
+    w.gatehouse.wait_live();
+    let s = w.gatehouse.wait_session_closed();
+    let lived = started.elapsed();
+    assert_eq!(s["end_reason"], "max_session", "{s}");
+    // the limit, plus at most the 2 s Gatehouse gives a stuck socket, plus login time
+    assert!(lived < Duration::from_millis(5500), "{lived:?}");
+    assert!(
+        s["bytes_out"].as_u64().unwrap_or(0) < 100_000_000,
+        "the client really stopped reading: {s}"
+    );
+    let _ = psql.kill();
+    let _ = psql.wait();
+}

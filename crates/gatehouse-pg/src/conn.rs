@@ -25,9 +25,7 @@ use tracing::Instrument;
 use crate::broker::PgBroker;
 use crate::enforce::{PgObserver, PgOperator};
 use crate::io::{BoxStream, FrameReader};
-use crate::relay::{
-    ClientOut, ClientSide, Stop, client_to_target, client_writer, target_to_client,
-};
+use crate::relay::{ClientOut, ClientOutput, ClientSide, Stop, client_to_target, target_to_client};
 use crate::statement_log::{LogHeader, StatementLog};
 use crate::upstream::{self, Login, UpstreamError};
 
@@ -672,30 +670,45 @@ async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (EndReason, u64
     let bytes_in = Arc::new(AtomicU64::new(0));
     let bytes_out = Arc::new(AtomicU64::new(0));
     let tracker = Arc::new(Mutex::new(Tracker::new()));
-    let writer_task = tokio::spawn(client_writer(writer, out_rx, bytes_out.clone()));
     let mut up_writer = upstream.writer;
-    let to_target = client_to_target(
-        ClientSide {
-            reader,
-            clock,
-            tracker: tracker.clone(),
-            lock: lock.clone(),
+    // the relay futures borrow the target's writer: done with them before the Terminate
+    let stop = {
+        let to_target = client_to_target(
+            ClientSide {
+                reader,
+                clock,
+                tracker: tracker.clone(),
+                lock: lock.clone(),
+                opened,
+                bytes_in: bytes_in.clone(),
+            },
+            &mut up_writer,
+        );
+        let to_client = target_to_client(
+            upstream.reader,
+            ClientOutput {
+                writer,
+                guard: out_rx,
+                bytes_out: bytes_out.clone(),
+            },
+            tracker.clone(),
+            log.clone(),
             opened,
-            bytes_in: bytes_in.clone(),
-        },
-        &mut up_writer,
-    );
-    let to_client = target_to_client(
-        upstream.reader,
-        out_tx.clone(),
-        tracker.clone(),
-        log.clone(),
-        opened,
-    );
-    let stop = tokio::select! {
-        s = to_target => s,
-        s = to_client => s,
-        _ = ended_rx.wait_for(|e| *e) => Stop::Ended,
+        );
+        tokio::pin!(to_target, to_client);
+        tokio::select! {
+            s = &mut to_target => s,
+            s = &mut to_client => s,
+            // (the watch guard must not live across the await below)
+            () = async { let _ = ended_rx.wait_for(|e| *e).await; } => {
+                // the guard queued its FATAL before saying so: let the operator's side write
+                // it (after the message in progress), but not wait on a client that does
+                // not read
+                let grace = std::time::Duration::from_secs(2);
+                let _ = tokio::time::timeout(grace, &mut to_client).await;
+                Stop::Ended
+            }
+        }
     };
     // tell the target we are done (a clean Terminate rather than a reset)
     let _ = up_writer.write_all(&[b'X', 0, 0, 0, 4]).await;
@@ -717,8 +730,6 @@ async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (EndReason, u64
         tracing::info!("target closed the connection");
     }
     guard_task.abort();
-    // give the writer a moment to deliver what is queued (a FATAL, the target's last words)
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer_task).await;
     let now = opened.elapsed();
     if let Ok(mut t) = tracker.lock() {
         for s in t.abandon(now) {

@@ -27,29 +27,35 @@ pub(crate) struct PgOperator {
     pub(crate) ended: watch::Sender<bool>,
 }
 
+impl PgOperator {
+    /// Queues `out` for the operator without waiting: the guard must never stall behind a
+    /// client that stops reading (its end would come late). The queue holds only the
+    /// guard's own few messages, so it is full only when the socket is stuck; the message
+    /// is then dropped (warnings and the end are also markers in the statement log).
+    fn queue(&self, out: ClientOut) {
+        if let Err(e) = self.out.try_send(out) {
+            tracing::debug!(error = %e, "operator not reading: Gatehouse message dropped");
+        }
+    }
+}
+
 impl OperatorIo<()> for PgOperator {
     async fn write(&self, _channel: (), _stderr: bool, text: String) {
         let text = text.trim().to_owned();
         if !text.is_empty() {
-            let _ = self.out.send(ClientOut::Notice(text)).await;
+            self.queue(ClientOut::Notice(text));
         }
     }
 
     async fn notice(&self, _channel: (), _pty: bool, text: &str) {
-        let _ = self
-            .out
-            .send(ClientOut::Notice(format!("[gatehouse] {text}")))
-            .await;
+        self.queue(ClientOut::Notice(format!("[gatehouse] {text}")));
     }
 
     async fn end(&self, _channels: Vec<((), bool)>, reason: &EndReason, message: String) {
-        let _ = self
-            .out
-            .send(ClientOut::Fatal {
-                code: end_sqlstate(reason),
-                message: format!("[gatehouse] {message}"),
-            })
-            .await;
+        self.queue(ClientOut::Fatal {
+            code: end_sqlstate(reason),
+            message: format!("[gatehouse] {message}"),
+        });
         self.ended.send_replace(true);
     }
 }

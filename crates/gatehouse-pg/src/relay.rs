@@ -1,13 +1,12 @@
 //! The relay after both logins: operator → target and target → operator, message-framed,
 //! forwarding each batch of whole messages byte-for-byte. The operator side notes activity
 //! (messages that do work) and statements; the target side finishes statements for the log.
-//! One writer task owns the operator's socket, so Gatehouse's own notices and errors land
-//! between complete messages.
+//! The target-to-operator direction owns the operator's socket and also writes the guard's
+//! notices and FATAL error, so Gatehouse's own messages land between complete messages.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use gatehouse_pgproto::frame::for_each_frame;
 use gatehouse_pgproto::message::is_activity;
 use gatehouse_pgproto::tracker::Tracker;
@@ -20,10 +19,8 @@ use tokio::time::Instant;
 use crate::io::FrameReader;
 use crate::statement_log::StatementLog;
 
-/// What goes to the operator's socket.
+/// What the guard sends to the operator, between whole messages from the target.
 pub(crate) enum ClientOut {
-    /// Whole backend messages from the target.
-    Data(BytesMut),
     /// A Gatehouse warning (NoticeResponse, severity WARNING).
     Notice(String),
     /// A Gatehouse FATAL error; the connection closes after it.
@@ -40,40 +37,6 @@ pub(crate) enum Stop {
     Ended,
     ClientError(String),
     TargetError(String),
-}
-
-pub(crate) async fn client_writer<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<ClientOut>,
-    bytes_out: Arc<AtomicU64>,
-) {
-    while let Some(out) = rx.recv().await {
-        let result = match out {
-            ClientOut::Data(b) => {
-                bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
-                w.write_all(&b).await
-            }
-            ClientOut::Notice(text) => {
-                w.write_all(&backend::notice_response("WARNING", "01000", &text))
-                    .await
-            }
-            ClientOut::Fatal { code, message } => {
-                let _ = w
-                    .write_all(&backend::error_response("FATAL", code, &message))
-                    .await;
-                let _ = w.flush().await;
-                let _ = w.shutdown().await;
-                return;
-            }
-        };
-        if result.is_err() {
-            return;
-        }
-        // batch writes while more is queued; flush (TLS records) when caught up
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
-        }
-    }
 }
 
 pub(crate) struct ClientSide<R> {
@@ -128,18 +91,65 @@ where
     }
 }
 
-pub(crate) async fn target_to_client<R: AsyncRead + Unpin>(
+/// The operator's side of the socket, owned by the target-to-operator direction: the
+/// target's messages and the guard's notices are written by one task, with no hand-off
+/// per message (a task hop per round trip costs more than the relaying itself).
+pub(crate) struct ClientOutput<W> {
+    pub(crate) writer: W,
+    pub(crate) guard: mpsc::Receiver<ClientOut>,
+    pub(crate) bytes_out: Arc<AtomicU64>,
+}
+
+pub(crate) async fn target_to_client<R, W>(
     mut reader: FrameReader<R>,
-    out: mpsc::Sender<ClientOut>,
+    client: ClientOutput<W>,
     tracker: Arc<Mutex<Tracker>>,
     log: StatementLog,
     opened: Instant,
-) -> Stop {
+) -> Stop
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ClientOutput {
+        writer: mut w,
+        mut guard,
+        bytes_out,
+    } = client;
+    let mut guard_open = true;
     loop {
-        let batch = match reader.next_batch().await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Stop::TargetClosed,
-            Err(e) => return Stop::TargetError(e.to_string()),
+        // both arms are cancel-safe: `next_batch` keeps partial reads in its buffer
+        let batch = tokio::select! {
+            biased;
+            out = guard.recv(), if guard_open => {
+                let result = match out {
+                    None => {
+                        guard_open = false;
+                        continue;
+                    }
+                    Some(ClientOut::Notice(text)) => {
+                        w.write_all(&backend::notice_response("WARNING", "01000", &text))
+                            .await
+                    }
+                    Some(ClientOut::Fatal { code, message }) => {
+                        let _ = w
+                            .write_all(&backend::error_response("FATAL", code, &message))
+                            .await;
+                        let _ = w.flush().await;
+                        let _ = w.shutdown().await;
+                        return Stop::Ended;
+                    }
+                };
+                if result.is_err() || w.flush().await.is_err() {
+                    return Stop::ClientClosed;
+                }
+                continue;
+            }
+            batch = reader.next_batch() => match batch {
+                Ok(Some(b)) => b,
+                Ok(None) => return Stop::TargetClosed,
+                Err(e) => return Stop::TargetError(e.to_string()),
+            },
         };
         let now = opened.elapsed();
         let mut finished = Vec::new();
@@ -155,7 +165,9 @@ pub(crate) async fn target_to_client<R: AsyncRead + Unpin>(
         for s in &finished {
             log.statement(s);
         }
-        if out.send(ClientOut::Data(batch)).await.is_err() {
+        bytes_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // flush: TLS buffers records until asked
+        if w.write_all(&batch).await.is_err() || w.flush().await.is_err() {
             return Stop::ClientClosed;
         }
     }
