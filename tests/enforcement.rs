@@ -422,3 +422,31 @@ fn lock_asks_for_the_totp_code_of_an_enrolled_operator() {
     // (not checked against the log: six digits also occur in its timestamps)
     assert!(!w.gatehouse.log().contains("pw-with-totp"));
 }
+
+/// An operator whose client stops reading (its output piped nowhere, the SSH window full)
+/// cannot hold a session past its limit: the end does not wait on the client.
+#[test]
+fn a_client_that_stops_reading_is_still_ended_at_max_session() {
+    let w = World::new();
+    set_policy(
+        &w.gatehouse,
+        &["--max-session", "2s", "--warn-before", "1s"],
+    );
+    let start = Instant::now();
+    let mut child = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .arg("yes flooding-the-window")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read while the session runs
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    w.gatehouse.wait_live();
+    let s = w.gatehouse.wait_session_closed();
+    let took = start.elapsed();
+    assert_eq!(s["end_reason"], "max_session", "{s}");
+    assert!(took < Duration::from_millis(5500), "{took:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

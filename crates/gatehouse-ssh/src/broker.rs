@@ -188,7 +188,13 @@ async fn serve_connection(
         if let Ok(mut live) = broker.connections.lock() {
             live.insert(key, running.handle());
         }
-        let outcome = running.await;
+        let severed = state.sever.clone();
+        let outcome = tokio::select! {
+            outcome = running => outcome,
+            // the guard ended the session but the client is not reading: dropping the
+            // running session closes the socket
+            () = severed.notified() => Ok(()),
+        };
         // Removed already by shutdown: that is why it ended.
         if let Ok(mut live) = broker.connections.lock()
             && live.remove(&key).is_none()

@@ -34,6 +34,9 @@ pub(crate) struct ConnectionState {
     pub(crate) bytes_out: AtomicU64,
     /// The session's recording, once its first shell/exec/subsystem started.
     pub(crate) recorder: std::sync::OnceLock<gatehouse_recorder::RecorderHandle>,
+    /// Signalled when an ended session could not be disconnected politely (the client
+    /// stopped reading and the SSH session is stuck behind it): the socket is dropped.
+    pub(crate) sever: Arc<tokio::sync::Notify>,
     store: gatehouse_store::Store,
 }
 
@@ -65,6 +68,7 @@ impl ConnectionState {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             recorder: std::sync::OnceLock::new(),
+            sever: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -290,6 +294,7 @@ impl Connection {
             clock.clone(),
             SshOperator {
                 handle: session.handle(),
+                sever: self.state.sever.clone(),
             },
             StoreReauth {
                 store: store.clone(),

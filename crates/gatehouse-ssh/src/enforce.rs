@@ -16,21 +16,39 @@ use crate::connection::ConnectionState;
 /// How long an ended session's channels get to drain before the disconnect.
 const END_LINGER: Duration = Duration::from_millis(300);
 
+/// Longest the guard waits to hand the operator a message. A client that stops reading
+/// fills the channel's window and would otherwise stall the guard, and with it the end of
+/// the session; past this the message is dropped (it is also a marker in the recording).
+const WRITE_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs `op` for at most [`WRITE_WAIT`]; false if it did not finish.
+async fn bounded<T>(what: &str, op: impl std::future::Future<Output = T>) -> bool {
+    let done = tokio::time::timeout(WRITE_WAIT, op).await.is_ok();
+    if !done {
+        tracing::debug!(what, "operator not reading: Gatehouse message dropped");
+    }
+    done
+}
+
 pub(crate) type GuardSender = mpsc::UnboundedSender<GuardEvent<ChannelId>>;
 
 pub(crate) struct SshOperator {
     pub(crate) handle: server::Handle,
+    /// Drops the connection when the polite disconnect cannot get through.
+    pub(crate) sever: Arc<tokio::sync::Notify>,
 }
 
 impl OperatorIo<ChannelId> for SshOperator {
     async fn write(&self, channel: ChannelId, stderr: bool, text: String) {
-        let _ = if stderr {
-            self.handle
-                .extended_data(channel, 1, text.into_bytes())
-                .await
+        if stderr {
+            bounded(
+                "notice",
+                self.handle.extended_data(channel, 1, text.into_bytes()),
+            )
+            .await;
         } else {
-            self.handle.data(channel, text.into_bytes()).await
-        };
+            bounded("notice", self.handle.data(channel, text.into_bytes())).await;
+        }
     }
 
     async fn end(&self, channels: Vec<(ChannelId, bool)>, _reason: &EndReason, message: String) {
@@ -41,14 +59,20 @@ impl OperatorIo<ChannelId> for SshOperator {
         // would lose the end line: close the channels first and give the client a moment
         // to print and close its side.
         for (channel, _) in channels {
-            let _ = self.handle.eof(channel).await;
-            let _ = self.handle.close(channel).await;
+            bounded("eof", self.handle.eof(channel)).await;
+            bounded("close", self.handle.close(channel)).await;
         }
         tokio::time::sleep(END_LINGER).await;
-        let _ = self
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, message, "en".into())
-            .await;
+        let disconnected = bounded(
+            "disconnect",
+            self.handle
+                .disconnect(russh::Disconnect::ByApplication, message, "en".into()),
+        )
+        .await;
+        if !disconnected {
+            tracing::warn!("client not reading: dropping the connection to end the session");
+            self.sever.notify_one();
+        }
     }
 }
 
