@@ -446,7 +446,9 @@ fn a_client_that_stops_reading_is_still_ended_at_max_session() {
     let s = w.gatehouse.wait_session_closed();
     let took = start.elapsed();
     assert_eq!(s["end_reason"], "max_session", "{s}");
-    assert!(took < Duration::from_millis(5500), "{took:?}");
+    // the limit, the bounded end (at most ~2.3 s of writes and linger), login; slack for a
+    // loaded machine. Without the bound the session never closes.
+    assert!(took < Duration::from_secs(7), "{took:?}");
     let _ = child.kill();
     let _ = child.wait();
 }

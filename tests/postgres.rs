@@ -565,8 +565,9 @@ fn a_client_that_stops_reading_is_still_ended_at_its_limit() {
     let s = w.gatehouse.wait_session_closed();
     let lived = started.elapsed();
     assert_eq!(s["end_reason"], "max_session", "{s}");
-    // the limit, plus at most the 2 s Gatehouse gives a stuck socket, plus login time
-    assert!(lived < Duration::from_millis(5500), "{lived:?}");
+    // the limit, plus at most the 2 s Gatehouse gives a stuck socket, login time and slack
+    // for a loaded machine (without the fix the session never closes)
+    assert!(lived < Duration::from_secs(7), "{lived:?}");
     assert!(
         s["bytes_out"].as_u64().unwrap_or(0) < 100_000_000,
         "the client really stopped reading: {s}"
