@@ -9,12 +9,6 @@ use std::time::{Duration, Instant};
 
 use gatehouse_e2e::{Gatehouse, World, stderr, stdout};
 
-fn set_policy(g: &Gatehouse, args: &[&str]) {
-    let mut all = vec!["env", "set", "prod"];
-    all.extend_from_slice(args);
-    g.cli_ok(&all);
-}
-
 fn audit_kinds(g: &Gatehouse) -> Vec<String> {
     g.audit()
         .iter()
@@ -25,10 +19,8 @@ fn audit_kinds(g: &Gatehouse) -> Vec<String> {
 #[test]
 fn idle_pty_session_is_warned_then_ended() {
     let w = World::new();
-    set_policy(
-        &w.gatehouse,
-        &["--idle-timeout", "3s", "--warn-before", "2s"],
-    );
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "3s", "--warn-before", "2s"]);
     let tmux = w.interactive("alice+web1");
     let screen = tmux.wait_for("EXIT=");
     assert!(
@@ -54,7 +46,7 @@ fn idle_pty_session_is_warned_then_ended() {
 #[test]
 fn typing_keeps_a_session_alive() {
     let w = World::new();
-    set_policy(&w.gatehouse, &["--idle-timeout", "2s"]);
+    w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
     let tmux = w.interactive("alice+web1");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
@@ -73,10 +65,8 @@ fn typing_keeps_a_session_alive() {
 #[test]
 fn keepalives_do_not_count_as_activity() {
     let w = World::new();
-    set_policy(
-        &w.gatehouse,
-        &["--idle-timeout", "2s", "--warn-before", "1s"],
-    );
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "2s", "--warn-before", "1s"]);
     let start = Instant::now();
     let out = w
         .gatehouse
@@ -114,7 +104,7 @@ fn keepalives_do_not_count_as_activity() {
 #[test]
 fn target_output_does_not_count_as_activity() {
     let w = World::new();
-    set_policy(&w.gatehouse, &["--idle-timeout", "2s"]);
+    w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
     let start = Instant::now();
     let out = w.ssh_exec("alice+web1", "while true; do date; sleep 0.2; done");
     assert!(start.elapsed() < Duration::from_secs(8));
@@ -130,17 +120,14 @@ fn target_output_does_not_count_as_activity() {
 #[test]
 fn an_active_session_ends_at_max_session() {
     let w = World::new();
-    set_policy(
-        &w.gatehouse,
-        &[
-            "--idle-timeout",
-            "2s",
-            "--max-session",
-            "3s",
-            "--warn-before",
-            "1s",
-        ],
-    );
+    w.gatehouse.set_policy(&[
+        "--idle-timeout",
+        "2s",
+        "--max-session",
+        "3s",
+        "--warn-before",
+        "1s",
+    ]);
     let mut child = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)
@@ -192,17 +179,14 @@ fn add_password(w: &World, password: &str) {
 fn lock_then_unlock_resumes_the_same_shell() {
     let w = World::new();
     add_password(&w, "unlock-me-9");
-    set_policy(
-        &w.gatehouse,
-        &[
-            "--idle-timeout",
-            "2s",
-            "--idle-action",
-            "lock",
-            "--lock-grace",
-            "30s",
-        ],
-    );
+    w.gatehouse.set_policy(&[
+        "--idle-timeout",
+        "2s",
+        "--idle-action",
+        "lock",
+        "--lock-grace",
+        "30s",
+    ]);
     let tmux = w.interactive("alice+web1");
     tmux.type_line("GH_STATE=kept-$((40+2))");
     tmux.wait_for("[gatehouse] password for alice: ");
@@ -250,7 +234,7 @@ fn lock_then_unlock_resumes_the_same_shell() {
 #[test]
 fn shortening_the_policy_ends_an_idle_live_session_within_2s() {
     let w = World::new();
-    set_policy(&w.gatehouse, &["--idle-timeout", "60s"]);
+    w.gatehouse.set_policy(&["--idle-timeout", "60s"]);
     let mut child = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)
@@ -262,7 +246,7 @@ fn shortening_the_policy_ends_an_idle_live_session_within_2s() {
     w.gatehouse.wait_live();
     std::thread::sleep(Duration::from_millis(1500));
     let changed = Instant::now();
-    set_policy(&w.gatehouse, &["--idle-timeout", "1s"]);
+    w.gatehouse.set_policy(&["--idle-timeout", "1s"]);
     let status = child.wait().unwrap();
     let took = changed.elapsed();
     assert!(took < Duration::from_millis(2500), "{took:?}");
@@ -365,10 +349,7 @@ fn invalid_policies_are_rejected_clearly() {
         );
         assert_eq!(stderr(&out).lines().count(), 1);
     }
-    g.cli_ok(&[
-        "env",
-        "set",
-        "prod",
+    g.set_policy(&[
         "--idle-timeout",
         "15m",
         "--max-session",
@@ -386,7 +367,7 @@ fn invalid_policies_are_rejected_clearly() {
         g.cli_ok(&["env", "show", "prod"]),
         "idle-timeout  15m\nmax-session   8h\nwarn-before   5m,1m\nidle-action   lock\nlock-grace    2m\nreauth-after  12h\n"
     );
-    g.cli_ok(&["env", "set", "prod", "--max-session", "off"]);
+    g.set_policy(&["--max-session", "off"]);
     assert!(
         g.cli_ok(&["env", "show", "prod"])
             .contains("max-session   off")
@@ -405,10 +386,8 @@ fn lock_asks_for_the_totp_code_of_an_enrolled_operator() {
         "no QR code drawn:\n{out}"
     );
     let totp = totp_rs::Totp::from_url(uri).unwrap();
-    set_policy(
-        &w.gatehouse,
-        &["--idle-timeout", "2s", "--idle-action", "lock"],
-    );
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "2s", "--idle-action", "lock"]);
     let tmux = w.interactive("alice+web1");
     tmux.wait_for("[gatehouse] password for alice: ");
     tmux.type_line("pw-with-totp");
@@ -428,10 +407,8 @@ fn lock_asks_for_the_totp_code_of_an_enrolled_operator() {
 #[test]
 fn a_client_that_stops_reading_is_still_ended_at_max_session() {
     let w = World::new();
-    set_policy(
-        &w.gatehouse,
-        &["--max-session", "2s", "--warn-before", "1s"],
-    );
+    w.gatehouse
+        .set_policy(&["--max-session", "2s", "--warn-before", "1s"]);
     let start = Instant::now();
     let mut child = w
         .gatehouse

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD, add_target, psql_as};
-use gatehouse_e2e::tool;
+use gatehouse_e2e::{files_under, tool};
 use gatehouse_testbed::PgOptions;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -40,32 +40,18 @@ fn statement_logs(w: &PgWorld) -> Vec<std::path::PathBuf> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.to_string_lossy().ends_with(".sql.jsonl") {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(&w.gatehouse.dir().join("recordings"), &mut out);
-    out
+    files_under(&w.gatehouse.dir().join("recordings"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".sql.jsonl"))
+        .collect()
 }
 
 fn all_text_under(dir: &std::path::Path) -> String {
-    let mut text = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            text.push_str(&all_text_under(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            text.push_str(&String::from_utf8_lossy(&b));
-        }
-    }
-    text
+    files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
 }
 
 #[test]
@@ -409,15 +395,8 @@ async fn watched_client(
 #[test]
 fn idle_limit_warns_then_ends_with_57p05_and_absolute_limit_with_57p01() {
     let w = PgWorld::new();
-    w.gatehouse.cli_ok(&[
-        "env",
-        "set",
-        "prod",
-        "--idle-timeout",
-        "2s",
-        "--warn-before",
-        "1s",
-    ]);
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "2s", "--warn-before", "1s"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (client, mut events) = watched_client(&w).await;
@@ -434,10 +413,7 @@ fn idle_limit_warns_then_ends_with_57p05_and_absolute_limit_with_57p01() {
         );
     });
     // activity keeps a session alive past the idle limit; the absolute limit ends it anyway
-    w.gatehouse.cli_ok(&[
-        "env",
-        "set",
-        "prod",
+    w.gatehouse.set_policy(&[
         "--idle-timeout",
         "2s",
         "--max-session",
@@ -538,15 +514,8 @@ fn upstream_tls_verify_full_against_the_target_ca_and_md5_login() {
 #[test]
 fn a_client_that_stops_reading_is_still_ended_at_its_limit() {
     let w = PgWorld::new();
-    w.gatehouse.cli_ok(&[
-        "env",
-        "set",
-        "prod",
-        "--max-session",
-        "2s",
-        "--warn-before",
-        "off",
-    ]);
+    w.gatehouse
+        .set_policy(&["--max-session", "2s", "--warn-before", "off"]);
     let started = Instant::now();
     let mut psql = std::process::Command::new(tool("psql", "postgresql-client"))
         .arg(w.conninfo("orders", "sslmode=disable"))

@@ -116,10 +116,7 @@ fn enforcement_markers_are_recorded_and_the_lock_password_is_not() {
         Some("rec-secret-5"),
     );
     assert!(out.status.success());
-    w.gatehouse.cli_ok(&[
-        "env",
-        "set",
-        "prod",
+    w.gatehouse.set_policy(&[
         "--idle-timeout",
         "3s",
         "--warn-before",
@@ -429,15 +426,8 @@ fn a_full_disk_mid_session_ends_the_session() {
 #[test]
 fn a_session_ended_by_the_idle_limit_carries_its_markers() {
     let w = World::new();
-    w.gatehouse.cli_ok(&[
-        "env",
-        "set",
-        "prod",
-        "--idle-timeout",
-        "2s",
-        "--warn-before",
-        "1s",
-    ]);
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "2s", "--warn-before", "1s"]);
     let out = w.ssh_exec("alice+web1", "echo started; sleep 20");
     assert!(
         stderr(&out).contains("idle timeout 2s reached"),

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
-use gatehouse_e2e::tool;
+use gatehouse_e2e::{files_under, tool};
 use gatehouse_testbed::Pgbouncer;
 
 const CLIENTS: &str = "4";
@@ -103,20 +103,17 @@ fn pgbench(path: &Route, mode: &Mode) -> Run {
 
 /// Statement lines in every statement log under `dir`.
 fn logged_statements(dir: &Path) -> u64 {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            n += logged_statements(&path);
-        } else if path.to_string_lossy().ends_with(".sql.jsonl") {
-            n += std::fs::read_to_string(&path)
+    files_under(dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".sql.jsonl"))
+        .map(|p| {
+            std::fs::read_to_string(p)
                 .unwrap()
                 .lines()
                 .filter(|l| l.contains(r#""type":"statement""#))
-                .count() as u64;
-        }
-    }
-    n
+                .count() as u64
+        })
+        .sum()
 }
 
 fn main() {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use gatehouse_e2e::{World, tool};
+use gatehouse_e2e::{World, files_under, tool};
 use gatehouse_recorder::file::RecordingFile;
 use gatehouse_recorder::format::{Code, Header, Utf8Assembler, event_line};
 
@@ -53,17 +53,11 @@ fn time_ssh(mut cmd: Command) -> Duration {
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_size(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
+    assert!(dir.is_dir(), "no recordings root at {}", dir.display());
+    files_under(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 fn mbps(d: Duration) -> f64 {

@@ -34,6 +34,20 @@ pub fn gatehouse_bin() -> PathBuf {
     bin
 }
 
+/// Every file under `dir`, at any depth (none if `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 pub fn tool(program: &str, package: &'static str) -> PathBuf {
     require_program(program, package).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -233,6 +247,13 @@ impl Gatehouse {
     }
 
     /// The session registry, newest first.
+    /// `gatehouse env set prod ARGS…`: the policy of the harness's `prod` environment.
+    pub fn set_policy(&self, args: &[&str]) {
+        let mut all = vec!["env", "set", "prod"];
+        all.extend_from_slice(args);
+        self.cli_ok(&all);
+    }
+
     pub fn sessions(&self) -> Vec<serde_json::Value> {
         let out = self.cli_ok(&["sessions", "list", "--json"]);
         serde_json::from_str(&out).expect("sessions list --json is JSON")

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{EndReason, FailedLoginLimiter};
-use gatehouse_session::{FrontConfig, GuardEvent, LiveSessions, accept_loop};
+use gatehouse_session::{FrontConfig, GuardEvent, LiveSessions, accept_loop, drain_connections};
 use gatehouse_store::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -99,7 +99,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PgError> {
     broker.live.ensure_watcher();
-    let mut tasks = accept_loop(
+    let tasks = accept_loop(
         &listener,
         broker.config.front.max_connections,
         shutdown,
@@ -122,11 +122,7 @@ pub async fn run(
     for g in guards {
         let _ = g.send(GuardEvent::Kill(EndReason::Shutdown));
     }
-    let grace = broker.config.front.shutdown_grace;
-    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
+    if !drain_connections(tasks, broker.config.front.shutdown_grace).await {
         tracing::warn!("SQL sessions still open after shutdown grace");
     }
     Ok(())

@@ -64,3 +64,11 @@ fn is_transient(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     ) || e.raw_os_error() == Some(24) // EMFILE: too many open files, retry later
 }
+
+/// After shutdown: waits for the connection tasks `accept_loop` returned to finish (their
+/// sessions ended and recorded), at most `grace`. False if some were still running.
+pub async fn drain_connections(mut tasks: JoinSet<()>, grace: std::time::Duration) -> bool {
+    tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_ok()
+}

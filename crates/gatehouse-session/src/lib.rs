@@ -12,7 +12,7 @@ mod guard;
 mod live;
 mod reauth;
 
-pub use accept::accept_loop;
+pub use accept::{accept_loop, drain_connections};
 pub use front::FrontConfig;
 pub use guard::{
     ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,

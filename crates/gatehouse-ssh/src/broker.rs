@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, FailedLoginLimiter};
-use gatehouse_session::{FrontConfig, LiveSessions, accept_loop};
+use gatehouse_session::{FrontConfig, LiveSessions, accept_loop, drain_connections};
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
 use russh::server;
@@ -111,7 +111,7 @@ pub async fn run(
 ) -> Result<(), SshError> {
     let config = broker.server_config();
     broker.live.ensure_watcher();
-    let mut tasks = accept_loop(
+    let tasks = accept_loop(
         &listener,
         broker.config.front.max_connections,
         shutdown,
@@ -141,11 +141,7 @@ pub async fn run(
             )
             .await;
     }
-    let grace = broker.config.front.shutdown_grace;
-    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
+    if !drain_connections(tasks, broker.config.front.shutdown_grace).await {
         tracing::warn!(
             left = broker.live_count(),
             "sessions still open after shutdown grace"
