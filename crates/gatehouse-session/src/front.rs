@@ -16,7 +16,13 @@ pub struct FrontConfig {
     pub login_limiter: LimiterConfig,
     /// How long live sessions get to close after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// How long a connection may take to log in (banner or startup, TLS handshake,
+    /// authentication) before it is dropped: silent sockets must not hold connection slots.
+    pub login_grace: Duration,
 }
+
+/// Default [`FrontConfig::login_grace`], as OpenSSH's `LoginGraceTime` halved.
+pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(60);
 
 impl FrontConfig {
     pub fn new(node: String, recordings_root: PathBuf) -> Self {
@@ -26,6 +32,7 @@ impl FrontConfig {
             max_connections: 10_000,
             login_limiter: LimiterConfig::default(),
             shutdown_grace: Duration::from_secs(5),
+            login_grace: DEFAULT_LOGIN_GRACE,
         }
     }
 }

@@ -13,7 +13,7 @@ mod live;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections};
-pub use front::FrontConfig;
+pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use guard::{
     ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
 };

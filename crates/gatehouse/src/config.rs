@@ -5,8 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gatehouse_core::LimiterConfig;
+use gatehouse_session::DEFAULT_LOGIN_GRACE;
 use serde::Deserialize;
 
 pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
@@ -44,6 +46,8 @@ struct RawSsh {
     login_failure_limit: Option<toml::Spanned<u32>>,
     login_failure_window: Option<toml::Spanned<String>>,
     login_lockout: Option<toml::Spanned<String>>,
+    /// Time a connection gets to authenticate before it is dropped.
+    login_grace: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -56,6 +60,8 @@ struct RawPostgres {
     tls_key: Option<toml::Spanned<PathBuf>>,
     /// Also accept a cleartext password (inside TLS only) besides SCRAM-SHA-256.
     allow_cleartext: Option<bool>,
+    /// Time a connection gets for startup, TLS and authentication before it is dropped.
+    login_grace: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,6 +93,8 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     pub node: String,
     pub login_limiter: LimiterConfig,
+    /// `[ssh] login_grace`.
+    pub ssh_login_grace: Duration,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
 }
@@ -99,6 +107,8 @@ pub struct PostgresConfig {
     /// No certificate configured: generate a self-signed one on first start.
     pub generate_tls: bool,
     pub allow_cleartext: bool,
+    /// `[postgres] login_grace`.
+    pub login_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -207,6 +217,8 @@ impl Config {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
             if p.is_absolute() { p } else { base.join(p) }
         };
+        let ssh_login_grace = duration(raw.ssh.login_grace, DEFAULT_LOGIN_GRACE)?;
+        let pg_login_grace = duration(raw.postgres.login_grace.clone(), DEFAULT_LOGIN_GRACE)?;
         let pg = raw.postgres;
         let generate_tls = pg.tls_cert.is_none() && pg.tls_key.is_none();
         if let (Some(one), None) | (None, Some(one)) = (&pg.tls_cert, &pg.tls_key) {
@@ -225,6 +237,7 @@ impl Config {
             tls_key: abs(pg.tls_key.map(|p| p.into_inner()), "gatehouse_pg_tls.key"),
             generate_tls,
             allow_cleartext: pg.allow_cleartext.unwrap_or(false),
+            login_grace: pg_login_grace,
         });
         Ok(Config {
             postgres,
@@ -239,6 +252,7 @@ impl Config {
             secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
             node,
             login_limiter,
+            ssh_login_grace,
         })
     }
 }

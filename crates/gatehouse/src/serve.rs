@@ -62,6 +62,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
     let mut front = FrontConfig::new(config.node.clone(), config.recordings_root.clone());
     front.login_limiter = config.login_limiter;
+    front.login_grace = config.ssh_login_grace;
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
     let live = LiveSessions::new(store.clone(), config.node.clone());
@@ -70,7 +71,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         Some(pg) => {
             let tls = gatehouse_pg::tls::server_config(&pg.tls_cert, &pg.tls_key, pg.generate_tls)
                 .context("PostgreSQL front TLS")?;
-            let mut pg_config = PgConfig::new(front.clone(), tls);
+            let mut pg_front = front.clone();
+            pg_front.login_grace = pg.login_grace;
+            let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
             let listener = TcpListener::bind(pg.listen)
                 .await
