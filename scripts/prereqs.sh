@@ -2,6 +2,23 @@
 # tests and demo drive are installed. As root on Debian it installs what is missing;
 # otherwise it names the packages and stops.
 
+# install_packages PACKAGE ...: as root on Debian installs them; otherwise names them and stops.
+install_packages() {
+    if [ "$#" -eq 0 ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing missing packages: $*" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >&2
+        apt-get install -y -q --no-install-recommends "$@" >&2
+    else
+        echo "missing packages: $*" >&2
+        echo "install them with: sudo apt-get install -y $*" >&2
+        exit 1
+    fi
+}
+
 # ensure_packages PROGRAM:PACKAGE ...
 ensure_packages() {
     local missing=()
@@ -15,19 +32,7 @@ ensure_packages() {
             case " ${missing[*]} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
         fi
     done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        return 0
-    fi
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing missing packages: ${missing[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >&2
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-    else
-        echo "missing packages: ${missing[*]}" >&2
-        echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
+    install_packages "${missing[@]}"
 }
 
 ensure_cargo() {
@@ -35,4 +40,20 @@ ensure_cargo() {
         echo "cargo not found: install the Rust toolchain (https://rustup.rs), then run this again" >&2
         exit 1
     fi
+}
+
+# ensure_python_modules MODULE:PACKAGE ...: Python modules from Debian's packages, imported
+# by Debian's own /usr/bin/python3 (the adversarial tests drive paramiko and psycopg 3 with it).
+ensure_python_modules() {
+    local missing=()
+    local pair module pkg
+    command -v /usr/bin/python3 >/dev/null 2>&1 || missing+=(python3)
+    for pair in "$@"; do
+        module=${pair%%:*}
+        pkg=${pair#*:}
+        if ! /usr/bin/python3 -c "import $module" >/dev/null 2>&1; then
+            missing+=("$pkg")
+        fi
+    done
+    install_packages "${missing[@]}"
 }

@@ -166,19 +166,10 @@ fn an_active_session_ends_at_max_session() {
     );
 }
 
-fn add_password(w: &World, password: &str) {
-    // alice gets a password beside her key: the lock prompt asks for it
-    let out = w.gatehouse.cli_with_stdin(
-        &["user", "passwd", "alice", "--password-stdin"],
-        Some(password),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 #[test]
 fn lock_then_unlock_resumes_the_same_shell() {
     let w = World::new();
-    add_password(&w, "unlock-me-9");
+    w.add_password("unlock-me-9");
     w.gatehouse.set_policy(&[
         "--idle-timeout",
         "2s",
@@ -377,7 +368,7 @@ fn invalid_policies_are_rejected_clearly() {
 #[test]
 fn lock_asks_for_the_totp_code_of_an_enrolled_operator() {
     let w = World::new();
-    add_password(&w, "pw-with-totp");
+    w.add_password("pw-with-totp");
     let out = w.gatehouse.cli_ok(&["user", "totp", "alice"]);
     let uri = out.lines().next().unwrap();
     assert!(uri.starts_with("otpauth://totp/Gatehouse:alice?"), "{out}");

@@ -468,6 +468,28 @@ impl World {
         tmux
     }
 
+    /// Gives alice a password beside her key (the lock prompt asks for it).
+    pub fn add_password(&self, password: &str) {
+        let out = self.gatehouse.cli_with_stdin(
+            &["user", "passwd", "alice", "--password-stdin"],
+            Some(password),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// alice with `password`, and `prod` locking sessions idle for 2 s (60 s lock grace).
+    pub fn lock_after_2s_idle(&self, password: &str) {
+        self.add_password(password);
+        self.gatehouse.set_policy(&[
+            "--idle-timeout",
+            "2s",
+            "--idle-action",
+            "lock",
+            "--lock-grace",
+            "60s",
+        ]);
+    }
+
     /// `ssh alice+web1@broker COMMAND`, output captured.
     pub fn ssh_exec(&self, login: &str, command: &str) -> Output {
         self.gatehouse

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod enforcement;
+pub mod gate;
 pub mod login;
 pub mod names;
 pub mod policy;
@@ -18,6 +19,9 @@ pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
 pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
+pub use gate::{
+    Admission, ChannelStart, OperatorAction, RecordingMode, Refusal, SessionState, admit,
+};
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};
 pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};

@@ -69,13 +69,13 @@ pub(crate) struct PgObserver {
 }
 
 impl GuardObserver for PgObserver {
-    async fn directive(&self, d: &Directive) {
+    fn directive(&self, d: &Directive) {
         if let Directive::End { reason, .. } = d
             && let Ok(mut r) = self.end_reason.lock()
         {
             r.get_or_insert_with(|| reason.clone());
         }
         self.log.marker(&marker_label(d));
-        audit_directive(&self.store, &self.operator, &self.session_id, d).await;
+        audit_directive(&self.store, &self.operator, &self.session_id, d);
     }
 }

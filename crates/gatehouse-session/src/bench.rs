@@ -9,9 +9,8 @@ use gatehouse_core::{Directive, EndReason, EnvPolicy};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::guard::{
-    ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
-};
+use crate::gate::LockState;
+use crate::guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
 
 #[derive(Clone)]
 struct EndClock(Arc<Mutex<Option<Instant>>>);
@@ -26,7 +25,7 @@ impl OperatorIo<u32> for EndClock {
 }
 
 impl GuardObserver for EndClock {
-    async fn directive(&self, _d: &Directive) {}
+    fn directive(&self, _d: &Directive) {}
 }
 
 struct NoReauth;

@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse_core::{Directive, EndReason, Enforcer, EnvPolicy};
-use tokio::sync::{mpsc, watch};
+use gatehouse_core::{Directive, EndReason, Enforcer, EnvPolicy, SessionState};
+use tokio::sync::mpsc;
+
+use crate::gate::SessionGate;
 use tokio::time::Instant;
 
 /// When the operator last did something, as nanoseconds since the session opened, plus one
@@ -101,55 +103,10 @@ pub trait Reauthenticator: Send + Sync + 'static {
 }
 
 /// What the guard reports about directives it carried out (audit, registry).
+/// Called as each directive is carried out; it must not wait (no store round trip on the
+/// enforcement path: queue the audit write, see `audit_directive`).
 pub trait GuardObserver: Send + Sync + 'static {
-    fn directive(&self, directive: &Directive) -> impl Future<Output = ()> + Send;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    Open,
-    Locked,
-    Ended,
-}
-
-/// Shared with the relays: while locked, operator input goes to the guard and target
-/// output waits; once ended, nothing more is relayed.
-#[derive(Debug)]
-pub struct LockState {
-    closed: AtomicBool,
-    tx: watch::Sender<Gate>,
-}
-
-impl LockState {
-    pub fn new() -> Arc<LockState> {
-        Arc::new(LockState {
-            closed: AtomicBool::new(false),
-            tx: watch::channel(Gate::Open).0,
-        })
-    }
-
-    /// True while locked or ended: operator input must not reach the target.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub fn is_locked(&self) -> bool {
-        *self.tx.borrow() == Gate::Locked
-    }
-
-    fn set(&self, gate: Gate) {
-        self.closed.store(gate != Gate::Open, Ordering::Release);
-        self.tx.send_replace(gate);
-    }
-
-    /// Waits while the session is locked. `false` when the session has ended.
-    pub async fn wait_open(&self) -> bool {
-        let mut rx = self.tx.subscribe();
-        match rx.wait_for(|g| *g != Gate::Locked).await {
-            Ok(g) => *g == Gate::Open,
-            Err(_) => false,
-        }
-    }
+    fn directive(&self, directive: &Directive);
 }
 
 const MAX_ANSWER: usize = 1024;
@@ -160,7 +117,7 @@ pub struct Guard<C, O, R, B> {
     pub io: O,
     pub reauth: R,
     pub observer: B,
-    pub lock: Arc<LockState>,
+    pub lock: Arc<SessionGate>,
     pub operator: String,
     channels: BTreeMap<C, bool>,
     synced_activity: Option<Duration>,
@@ -182,7 +139,7 @@ where
         io: O,
         reauth: R,
         observer: B,
-        lock: Arc<LockState>,
+        lock: Arc<SessionGate>,
         operator: String,
     ) -> Self {
         Guard {
@@ -332,11 +289,17 @@ where
     }
 
     async fn carry_out(&mut self, d: Directive) {
-        self.observer.directive(&d).await;
+        // The gate moves first: no operator action may slip through while the directive's
+        // messages are written (a client that stops reading can make that take a while).
+        match &d {
+            Directive::Lock { .. } => self.lock.set(SessionState::Locked),
+            Directive::End { .. } => self.lock.set(SessionState::Ending),
+            _ => {}
+        }
+        self.observer.directive(&d);
         match &d {
             Directive::Warn { message, .. } => self.say(message).await,
             Directive::Lock { message, .. } => {
-                self.lock.set(Gate::Locked);
                 self.answer.clear();
                 self.password_ok = None;
                 if let Some(c) = self.prompt_channel() {
@@ -379,10 +342,9 @@ where
                         )
                         .await;
                 }
-                self.lock.set(Gate::Open);
+                self.lock.set(SessionState::Open);
             }
             Directive::End { reason, message } => {
-                self.lock.set(Gate::Ended);
                 let channels = self.channels.iter().map(|(c, p)| (*c, *p)).collect();
                 self.io.end(channels, reason, message.clone()).await;
             }

@@ -51,7 +51,7 @@ impl OperatorIo<u32> for Recorder {
 }
 
 impl GuardObserver for Recorder {
-    async fn directive(&self, d: &Directive) {
+    fn directive(&self, d: &Directive) {
         self.observed.lock().unwrap().push(d.clone());
     }
 }
@@ -76,7 +76,7 @@ impl Reauthenticator for Password {
 struct Harness {
     rec: Recorder,
     clock: Arc<ActivityClock>,
-    lock: Arc<LockState>,
+    lock: Arc<SessionGate>,
     tx: mpsc::UnboundedSender<GuardEvent<u32>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -94,7 +94,7 @@ fn start_with_code(
     let rec = Recorder::default();
     *rec.opened.lock().unwrap() = Some(opened);
     let clock = Arc::new(ActivityClock::new(opened));
-    let lock = LockState::new();
+    let lock = SessionGate::new();
     let guard = Guard::new(
         policy,
         clock.clone(),

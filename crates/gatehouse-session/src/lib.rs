@@ -8,14 +8,14 @@ mod accept;
 #[doc(hidden)]
 pub mod bench;
 mod front;
+mod gate;
 mod guard;
 mod live;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections};
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
-pub use guard::{
-    ActivityClock, Guard, GuardEvent, GuardObserver, LockState, OperatorIo, Reauthenticator,
-};
+pub use gate::{LockState, SessionGate};
+pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
 pub use live::{Control, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label};
 pub use reauth::StoreReauth;

@@ -181,9 +181,11 @@ pub fn marker_label(d: &Directive) -> String {
     }
 }
 
-/// Writes the audit event (and the structured log line) for a directive the guard carried
-/// out.
-pub async fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Directive) {
+/// Writes the structured log line for a directive the guard carried out and queues its
+/// audit event. Enforcement never waits on the store: the write runs in its own task (the
+/// store retries and counts a failed write), so a slow or hung store cannot delay a lock
+/// or an end.
+pub fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Directive) {
     let (kind, detail) = match d {
         Directive::Warn {
             kind,
@@ -207,15 +209,19 @@ pub async fn audit_directive(store: &Store, operator: &str, session_id: &str, d:
         ),
     };
     tracing::info!(kind, %detail, "enforcement");
-    let _ = store
-        .audit(&AuditEvent {
+    let (store, operator, session_id) = (store.clone(), operator.to_owned(), session_id.to_owned());
+    tokio::spawn(async move {
+        let event = AuditEvent {
             kind,
-            operator: Some(operator),
-            session_id: Some(session_id),
+            operator: Some(&operator),
+            session_id: Some(&session_id),
             source: None,
             detail,
-        })
-        .await;
+        };
+        if let Err(e) = store.audit(&event).await {
+            tracing::error!(error = %e, kind, "enforcement audit event not written");
+        }
+    });
 }
 
 impl<C> From<Control> for crate::GuardEvent<C> {

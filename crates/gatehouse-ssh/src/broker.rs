@@ -150,6 +150,15 @@ pub async fn run(
     Ok(())
 }
 
+/// The socket for russh, and another descriptor of it to shut it down with.
+fn severable(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = socket.into_std()?;
+    let other = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, other))
+}
+
 async fn serve_connection(
     broker: Arc<Broker>,
     config: Arc<server::Config>,
@@ -170,13 +179,53 @@ async fn serve_connection(
         broker.store().clone(),
     ));
     let handler = Connection::new(broker.clone(), state.clone());
+    // russh runs the session in a task of its own that dropping its handle does not stop;
+    // a second descriptor of the same socket lets Gatehouse shut the socket down itself
+    // when a client will not leave (login grace over, or an ended session it will not read).
+    let (socket, severable) = match severable(socket) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(peer = %peer, error = %e, "cannot set up the connection");
+            return;
+        }
+    };
     async {
-        let running = match server::run_stream(config, socket, handler).await {
-            Ok(r) => r,
-            Err(e) => {
+        // The login grace covers the client's banner, the key exchange and authentication:
+        // a socket that stays silent, or never finishes logging in, must not hold a
+        // connection slot (10,000 of them would lock everyone out).
+        let grace = broker.config.front.login_grace;
+        let login_deadline = tokio::time::Instant::now() + grace;
+        let running = match tokio::time::timeout_at(
+            login_deadline,
+            server::run_stream(config, socket, handler),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 tracing::debug!(error = ?e, "ssh handshake failed");
                 return;
             }
+            Err(_) => {
+                tracing::info!(
+                    grace_s = grace.as_secs_f64(),
+                    "login grace expired before the client's banner: connection dropped"
+                );
+                return;
+            }
+        };
+        let login_timer = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(login_deadline).await;
+                if !state.is_authenticated() {
+                    tracing::info!(
+                        grace_s = grace.as_secs_f64(),
+                        "login grace expired before authentication: connection dropped"
+                    );
+                    state.sever.notify_one();
+                }
+            })
         };
         let key = broker
             .next_id
@@ -187,10 +236,14 @@ async fn serve_connection(
         let severed = state.sever.clone();
         let outcome = tokio::select! {
             outcome = running => outcome,
-            // the guard ended the session but the client is not reading: dropping the
-            // running session closes the socket
-            () = severed.notified() => Ok(()),
+            // the guard ended the session but the client is not reading, or the login grace
+            // ran out: shutting the socket down ends russh's session task too
+            () = severed.notified() => {
+                let _ = severable.shutdown(std::net::Shutdown::Both);
+                Ok(())
+            }
         };
+        login_timer.abort();
         // Removed already by shutdown: that is why it ended.
         if let Ok(mut live) = broker.connections.lock()
             && live.remove(&key).is_none()

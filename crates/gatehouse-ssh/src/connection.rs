@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use gatehouse_core::{
-    AccessDecision, AccessFacts, EndReason, ForwardingKind, ForwardingPolicy, LoginName,
-    LoginNameError, Protocol, decide_access, env_var_allowed,
+    AccessDecision, AccessFacts, Admission, EndReason, ForwardingKind, ForwardingPolicy, LoginName,
+    LoginNameError, OperatorAction, Protocol, RecordingMode, decide_access, env_var_allowed,
 };
 use gatehouse_store::{AuditEvent, NewSession, StoredPolicy, TargetRecord, passwords};
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
@@ -21,9 +21,9 @@ use crate::broker::Broker;
 use crate::deny::{notice, refuse_on_channel};
 use crate::enforce::{AuditObserver, GuardSender, SshOperator};
 use crate::keys::fingerprint;
-use crate::relay::{self, RelayHandle, Request, ToTarget};
+use crate::relay::{self, RelayHandle, Request, Started, ToTarget, WindowSize};
 use crate::upstream::{self, Upstream};
-use gatehouse_session::{ActivityClock, Guard, GuardEvent, LockState, StoreReauth};
+use gatehouse_session::{ActivityClock, Guard, GuardEvent, SessionGate, StoreReauth};
 
 /// What the connection-closing task needs, shared with relays.
 pub(crate) struct ConnectionState {
@@ -70,6 +70,11 @@ impl ConnectionState {
             recorder: std::sync::OnceLock::new(),
             sever: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Whether the operator completed authentication on this connection.
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.inner.lock().map(|i| i.authenticated).unwrap_or(false)
     }
 
     /// Records why the session ends; the first reason given wins.
@@ -237,13 +242,16 @@ pub(crate) struct Connection {
     pty_info: HashMap<ChannelId, (String, u32, u32)>,
     /// The environment's policy, read at login; the guard starts with it.
     policy: Option<(StoredPolicy, bool, bool)>,
+    /// Subsystems besides sftp the environment allows, read at login.
+    subsystems: Vec<String>,
     enforcement: Option<Enforcement>,
 }
 
 /// The handler's side of a running guard.
 struct Enforcement {
     clock: Arc<ActivityClock>,
-    lock: Arc<LockState>,
+    /// The session gate every operator action on a relayed channel passes.
+    gate: Arc<SessionGate>,
     events: GuardSender,
 }
 
@@ -272,6 +280,7 @@ impl Connection {
             pty_channels: HashSet::new(),
             pty_info: HashMap::new(),
             policy: None,
+            subsystems: Vec::new(),
             enforcement: None,
         }
     }
@@ -286,7 +295,7 @@ impl Connection {
             return;
         };
         let clock = Arc::new(ActivityClock::new(tokio::time::Instant::now()));
-        let lock = LockState::new();
+        let gate = SessionGate::new();
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         let store = self.broker.store().clone();
         let guard = Guard::new(
@@ -308,7 +317,7 @@ impl Connection {
                 session_id: session_id.clone(),
                 operator: operator.clone(),
             },
-            lock.clone(),
+            gate.clone(),
             operator,
         );
         tokio::spawn(tracing::Instrument::instrument(
@@ -323,7 +332,7 @@ impl Connection {
             });
         self.enforcement = Some(Enforcement {
             clock,
-            lock,
+            gate,
             events,
         });
     }
@@ -523,6 +532,7 @@ impl Connection {
             let has_password = account.is_some_and(|o| o.password_hash.is_some());
             let has_totp = store.has_totp(operator).await?;
             self.policy = Some((policy, has_password, has_totp));
+            self.subsystems = store.allowed_subsystems(env).await?;
         }
         let target_name = target.unwrap_or("");
         let session_id = store
@@ -624,54 +634,97 @@ impl Connection {
         }
     }
 
-    /// Runs a start request (shell, exec, subsystem) or refuses the channel.
+    /// Runs a start request (shell, exec, subsystem) or refuses the channel. The gate must
+    /// let it through and the channel must not have started yet (one program per channel);
+    /// the recording exists before the request reaches the target (fail closed), and the
+    /// channel's recording mode is fixed when the target accepts.
     async fn start_request(
         &mut self,
         channel: ChannelId,
         request: Request,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        match self.channels.get(&channel) {
+        let relay = match self.channels.get(&channel) {
             Some(ChannelKind::Refused(message)) => {
                 let message = message.clone();
-                refuse_on_channel(session, channel, &message)
+                return refuse_on_channel(session, channel, &message);
             }
-            Some(ChannelKind::Relay(_)) => {
-                let what = match &request {
-                    Request::Shell => "shell".to_owned(),
-                    Request::Exec(c) => format!("exec: {}", String::from_utf8_lossy(c)),
-                    Request::Subsystem(n) => format!("subsystem: {n}"),
-                    Request::Pty { .. } => "pty".to_owned(),
-                };
-                let terminal = !matches!(request, Request::Subsystem(_));
-                if let Err(message) = self.ensure_recording(channel, &what) {
-                    return refuse_on_channel(session, channel, &message);
-                }
-                let Some(ChannelKind::Relay(relay)) = self.channels.get(&channel) else {
-                    return session.channel_failure(channel);
-                };
-                if let Some(rec) = self.state.recorder.get() {
-                    rec.marker(format!("channel: {what}"));
-                }
-                relay.recorded.store(terminal, Ordering::Relaxed);
-                if let Request::Subsystem(name) = &request
-                    && name == "sftp"
-                    && let Ok(mut tap) = relay.sftp.lock()
-                {
-                    *tap = Some(gatehouse_recorder::sftp::SftpTap::default());
-                }
-                if relay.request(request).await {
-                    self.tell_guard(GuardEvent::ChannelStarted {
-                        channel,
-                        pty: self.pty_channels.contains(&channel),
-                    });
-                    session.channel_success(channel)
-                } else {
-                    session.channel_failure(channel)
-                }
-            }
-            None => session.channel_failure(channel),
+            Some(ChannelKind::Relay(relay)) => relay,
+            None => return session.channel_failure(channel),
+        };
+        let verdict = relay.admit(OperatorAction::Start);
+        if verdict != Admission::Forward {
+            self.refused_action(OperatorAction::Start, verdict);
+            return session.channel_failure(channel);
         }
+        let (what, mode) = match &request {
+            Request::Shell => ("shell".to_owned(), RecordingMode::Terminal),
+            Request::Exec(c) => (
+                format!("exec: {}", String::from_utf8_lossy(c)),
+                RecordingMode::Terminal,
+            ),
+            Request::Subsystem(n) => (format!("subsystem: {n}"), RecordingMode::for_subsystem(n)),
+            Request::Pty { .. } => return session.channel_failure(channel),
+        };
+        if mode == RecordingMode::RawSubsystem && !self.subsystem_allowed(&request) {
+            self.refuse_subsystem(&what);
+            return session.channel_failure(channel);
+        }
+        if let Err(message) = self.ensure_recording(channel, &what) {
+            return refuse_on_channel(session, channel, &message);
+        }
+        let Some(ChannelKind::Relay(relay)) = self.channels.get(&channel) else {
+            return session.channel_failure(channel);
+        };
+        if let Some(rec) = self.state.recorder.get() {
+            rec.marker(format!("channel: {what}"));
+        }
+        match relay.start(request, mode).await {
+            Started::Answered(true) => {
+                self.tell_guard(GuardEvent::ChannelStarted {
+                    channel,
+                    pty: self.pty_channels.contains(&channel),
+                });
+                session.channel_success(channel)
+            }
+            Started::Answered(false) => {
+                if let Some(rec) = self.state.recorder.get() {
+                    rec.marker(format!("target refused: {what}"));
+                }
+                session.channel_failure(channel)
+            }
+            Started::Refused(verdict) => {
+                self.refused_action(OperatorAction::Start, verdict);
+                session.channel_failure(channel)
+            }
+        }
+    }
+
+    /// Subsystems other than sftp carry protocols Gatehouse cannot show a reviewer as a
+    /// terminal or a transfer log; none is allowed unless the environment names it (then
+    /// its bytes are recorded raw).
+    fn subsystem_allowed(&self, request: &Request) -> bool {
+        matches!(request, Request::Subsystem(name) if self.subsystems.iter().any(|s| s == name))
+    }
+
+    /// Audits a refused subsystem.
+    fn refuse_subsystem(&self, what: &str) {
+        tracing::warn!(request = %what.escape_debug(), "subsystem refused by policy");
+        let store = self.broker.store().clone();
+        let (operator, session_id) = (self.operator.clone(), self.session_id.clone());
+        let source = self.peer();
+        let detail = json!({"request": what});
+        tokio::spawn(async move {
+            let _ = store
+                .audit(&AuditEvent {
+                    kind: "subsystem_refused",
+                    operator: operator.as_deref(),
+                    session_id: session_id.as_deref(),
+                    source: Some(&source),
+                    detail,
+                })
+                .await;
+        });
     }
 
     /// Refuses a forwarding request, audits it and tells the operator on a live channel.
@@ -703,34 +756,49 @@ impl Connection {
         }
     }
 
-    /// Bytes the operator sent on a channel: activity, counted, relayed. While the session
-    /// is locked they answer the lock prompt instead and go nowhere else.
+    /// Bytes the operator sent on a channel: activity, counted, recorded, relayed — if the
+    /// gate lets them through. While the session is locked, keystrokes on a terminal answer
+    /// the lock prompt instead and go nowhere else; input on a channel whose program the
+    /// target has not accepted is dropped (it would reach the program unrecorded).
     async fn operator_input(&self, channel: ChannelId, event: ToTarget, len: usize) {
-        if let Some(e) = &self.enforcement
-            && e.lock.is_closed()
-        {
-            if let (true, ToTarget::Data(bytes)) = (e.lock.is_locked(), event) {
-                let _ = e.events.send(GuardEvent::LockInput(bytes));
-            }
+        let Some(relay) = self.relay(channel) else {
             return;
+        };
+        match relay.admit(OperatorAction::Input) {
+            Admission::Forward => {}
+            Admission::LockPrompt => {
+                if let (Some(e), ToTarget::Data(bytes), true) = (
+                    &self.enforcement,
+                    event,
+                    self.pty_channels.contains(&channel),
+                ) {
+                    let _ = e.events.send(GuardEvent::LockInput(bytes));
+                }
+                return;
+            }
+            verdict => {
+                tracing::debug!(?verdict, len, "operator input not relayed");
+                return;
+            }
         }
         self.touch();
-        if let (ToTarget::Data(bytes), Some(rec)) = (&event, self.state.recorder.get())
-            && self
-                .relay(channel)
-                .is_some_and(|r| r.recorded.load(Ordering::Relaxed))
-        {
-            rec.input(bytes);
-        }
-        if let (ToTarget::Data(bytes), Some(relay)) = (&event, self.relay(channel))
-            && let Ok(mut tap) = relay.sftp.lock()
-            && let Some(tap) = tap.as_mut()
-        {
-            self.state.log_transfers(tap.operator_bytes(bytes));
+        if let ToTarget::Data(bytes) = &event {
+            relay.record_input(&self.state, bytes);
         }
         self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        if let Some(relay) = self.relay(channel) {
-            relay.send(event).await;
+        relay.forward(event).await;
+    }
+
+    /// Tells the recording that the gate refused an operator action that changes what
+    /// runs on the target (a channel open or a start request while locked or ending).
+    fn refused_action(&self, action: OperatorAction, verdict: Admission) {
+        tracing::warn!(
+            action = action.as_str(),
+            ?verdict,
+            "operator action refused"
+        );
+        if let (Some(rec), Admission::Refuse(why)) = (self.state.recorder.get(), verdict) {
+            rec.marker(format!("refused {}: {}", action.as_str(), why.as_str()));
         }
     }
 
@@ -846,16 +914,30 @@ impl Handler for Connection {
         let id = channel.id();
         // Events reach us through the handler callbacks; the channel's own queue is unused.
         drop(channel);
+        // A new channel while locked or ending (e.g. through an OpenSSH ControlMaster) would
+        // run a program the lock is meant to stop: refuse it before it reaches the target.
+        if let Some(e) = &self.enforcement {
+            let verdict = e.gate.admit(None, OperatorAction::OpenChannel);
+            if verdict != Admission::Forward {
+                self.refused_action(OperatorAction::OpenChannel, verdict);
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        }
         self.touch();
-        let kind = match self.upstream().await {
-            Err(message) => ChannelKind::Refused(message),
-            Ok(up) => match up.open_session_channel().await {
+        let gate = self.enforcement.as_ref().map(|e| e.gate.clone());
+        let kind = match (self.upstream().await, gate) {
+            (Err(message), _) => ChannelKind::Refused(message),
+            (Ok(_), None) => ChannelKind::Refused("the session is not guarded".into()),
+            (Ok(up), Some(gate)) => match up.open_session_channel().await {
                 Ok(target_channel) => ChannelKind::Relay(relay::start(
                     target_channel,
                     id,
                     session.handle(),
                     self.state.clone(),
-                    self.enforcement.as_ref().map(|e| e.lock.clone()),
+                    gate,
                 )),
                 Err(e) => {
                     let target = self.target_name.clone().unwrap_or_default();
@@ -992,7 +1074,7 @@ impl Handler for Connection {
         let ok = match self.relay(channel) {
             Some(relay) => {
                 relay
-                    .request(Request::Pty {
+                    .prepare(Request::Pty {
                         term: term.to_owned(),
                         cols: col_width,
                         rows: row_height,
@@ -1026,15 +1108,22 @@ impl Handler for Connection {
             tracing::debug!(variable = %variable_name.escape_debug(), "environment variable not relayed");
             return session.channel_failure(channel);
         }
-        if let Some(relay) = self.relay(channel) {
-            relay
-                .send(ToTarget::Env(
-                    variable_name.to_owned(),
-                    variable_value.to_owned(),
-                ))
-                .await;
+        let verdict = match self.relay(channel) {
+            Some(relay) => {
+                relay
+                    .forward(ToTarget::Env(
+                        variable_name.to_owned(),
+                        variable_value.to_owned(),
+                    ))
+                    .await
+            }
+            None => Admission::Forward,
+        };
+        if verdict == Admission::Forward {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
         }
-        session.channel_success(channel)
     }
 
     async fn shell_request(
@@ -1082,12 +1171,12 @@ impl Handler for Connection {
         }
         if let Some(relay) = self.relay(channel) {
             relay
-                .send(ToTarget::WindowChange {
+                .forward(ToTarget::WindowChange(WindowSize {
                     cols: col_width,
                     rows: row_height,
                     pix_width,
                     pix_height,
-                })
+                }))
                 .await;
         }
         Ok(())
@@ -1100,7 +1189,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(relay) = self.relay(channel) {
-            relay.send(ToTarget::Signal(signal)).await;
+            relay.forward(ToTarget::Signal(signal)).await;
         }
         Ok(())
     }
@@ -1134,7 +1223,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(relay) = self.relay(channel) {
-            relay.send(ToTarget::Eof).await;
+            relay.forward(ToTarget::Eof).await;
         }
         Ok(())
     }
@@ -1148,7 +1237,7 @@ impl Handler for Connection {
         self.tell_guard(GuardEvent::ChannelClosed { channel });
         if let Some(ChannelKind::Relay(relay)) = self.channels.remove(&channel) {
             self.state.set_end_reason(EndReason::ClientClosed);
-            relay.send(ToTarget::Close).await;
+            relay.forward(ToTarget::Close).await;
         }
         Ok(())
     }

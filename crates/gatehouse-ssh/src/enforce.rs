@@ -84,13 +84,13 @@ pub(crate) struct AuditObserver {
 }
 
 impl GuardObserver for AuditObserver {
-    async fn directive(&self, d: &Directive) {
+    fn directive(&self, d: &Directive) {
         if let Directive::End { reason, .. } = d {
             self.state.set_end_reason(reason.clone());
         }
         if let Some(rec) = self.state.recorder.get() {
             rec.marker(marker_label(d));
         }
-        audit_directive(&self.store, &self.operator, &self.session_id, d).await;
+        audit_directive(&self.store, &self.operator, &self.session_id, d);
     }
 }

@@ -8,20 +8,30 @@
 //! signal, EOF, close) and hands request replies to whoever asked. Keeping the two apart
 //! means a target that is both reading and writing heavily (rsync, `cat`) cannot deadlock
 //! against the operator.
+//!
+//! Every operator action goes through the session gate: [`RelayHandle::forward`] and
+//! [`RelayHandle::start`] are the only ways onto the writer's queue, and both ask the gate
+//! first; the writer asks again before it touches the target, because the gate may have
+//! closed while the event waited in the queue. The channel's recording mode is set by the
+//! reader when the target accepts the channel's first start request — before any output of
+//! that program can be read — and never changes after.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse_core::EndReason;
+use gatehouse_core::{
+    Admission, ChannelStart, EndReason, OperatorAction, RecordingMode, SessionState,
+};
+use gatehouse_recorder::sftp::{SftpTap, Transfer};
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig, client, server};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::connection::ConnectionState;
-use gatehouse_session::LockState;
+use gatehouse_session::SessionGate;
 
 /// Operator events queued per channel: at most this many (each ≤ one SSH packet, 32 KiB).
 const QUEUE_DEPTH: usize = 256;
@@ -44,6 +54,14 @@ pub(crate) enum Request {
     Subsystem(String),
 }
 
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowSize {
+    pub(crate) cols: u32,
+    pub(crate) rows: u32,
+    pub(crate) pix_width: u32,
+    pub(crate) pix_height: u32,
+}
+
 /// Something the operator did on a channel, to apply on the target.
 #[derive(Debug)]
 pub(crate) enum ToTarget {
@@ -52,61 +70,230 @@ pub(crate) enum ToTarget {
     Eof,
     Close,
     Env(String, String),
-    WindowChange {
-        cols: u32,
-        rows: u32,
-        pix_width: u32,
-        pix_height: u32,
-    },
+    WindowChange(WindowSize),
     Signal(Sig),
-    Request(Request, oneshot::Sender<bool>),
+    Request(Request, Reply),
 }
 
-type PendingReplies = Arc<Mutex<VecDeque<oneshot::Sender<bool>>>>;
+impl ToTarget {
+    fn action(&self) -> Option<OperatorAction> {
+        Some(match self {
+            ToTarget::Data(_) | ToTarget::ExtendedData(..) => OperatorAction::Input,
+            ToTarget::Eof => OperatorAction::Eof,
+            ToTarget::Env(..) => OperatorAction::Prepare,
+            ToTarget::WindowChange(_) => OperatorAction::WindowChange,
+            ToTarget::Signal(_) => OperatorAction::Signal,
+            ToTarget::Request(Request::Pty { .. }, _) => OperatorAction::Prepare,
+            ToTarget::Request(..) => OperatorAction::Start,
+            // closing a channel runs nothing on the target; it always goes through
+            ToTarget::Close => return None,
+        })
+    }
+}
+
+/// Who waits for a request's answer, and the recording mode a start request fixes.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    tx: oneshot::Sender<bool>,
+    starts: Option<RecordingMode>,
+}
+
+type PendingReplies = Arc<Mutex<VecDeque<Reply>>>;
+
+/// What a relay's two tasks and its handle share.
+struct Shared {
+    gate: Arc<SessionGate>,
+    start: Mutex<ChannelStart>,
+    /// The transfer log of an sftp channel.
+    sftp: Mutex<Option<SftpTap>>,
+    /// Held back while the session is locked, applied at the unlock.
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    window: Option<WindowSize>,
+    eof: bool,
+}
+
+impl Shared {
+    fn start(&self) -> ChannelStart {
+        self.start
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(ChannelStart::NotStarted)
+    }
+
+    fn mode(&self) -> Option<RecordingMode> {
+        self.start().mode()
+    }
+}
 
 /// The handler's end of a relay.
 pub(crate) struct RelayHandle {
     tx: mpsc::Sender<ToTarget>,
-    /// Set once a shell or exec runs on the channel: its output goes to the recording.
-    pub(crate) recorded: Arc<AtomicBool>,
-    /// Set when the channel runs the sftp subsystem: its transfers are logged.
-    pub(crate) sftp: SharedTap,
+    shared: Arc<Shared>,
 }
 
-pub(crate) type SharedTap = Arc<Mutex<Option<gatehouse_recorder::sftp::SftpTap>>>;
+/// How a start request went.
+pub(crate) enum Started {
+    /// The target accepted (true) or refused (false) the program.
+    Answered(bool),
+    /// The gate refused it; it never reached the target.
+    Refused(Admission),
+}
 
 impl RelayHandle {
-    /// Queues an event; `false` when the relay has ended.
-    pub(crate) async fn send(&self, event: ToTarget) -> bool {
-        self.tx.send(event).await.is_ok()
+    /// What the gate says of `action` on this channel now.
+    pub(crate) fn admit(&self, action: OperatorAction) -> Admission {
+        self.shared.gate.admit(Some(self.shared.start()), action)
     }
 
-    /// Sends a request and waits for the target's answer.
-    pub(crate) async fn request(&self, request: Request) -> bool {
+    /// Asks the gate, then queues `event` for the target if it may go. Returns the gate's
+    /// verdict; events the gate holds back (window size, EOF while locked) are kept and
+    /// applied at the unlock.
+    pub(crate) async fn forward(&self, event: ToTarget) -> Admission {
+        let Some(action) = event.action() else {
+            let _ = self.tx.send(event).await;
+            return Admission::Forward;
+        };
+        let verdict = self.admit(action);
+        match (verdict, event) {
+            (Admission::Forward, event) => {
+                if self.tx.send(event).await.is_err() {
+                    tracing::debug!("relay ended: operator event dropped");
+                }
+            }
+            (Admission::HoldUntilUnlocked, ToTarget::WindowChange(size)) => {
+                if let Ok(mut h) = self.shared.held.lock() {
+                    h.window = Some(size);
+                }
+            }
+            (Admission::HoldUntilUnlocked, ToTarget::Eof) => {
+                if let Ok(mut h) = self.shared.held.lock() {
+                    h.eof = true;
+                }
+            }
+            (verdict, event) => {
+                tracing::debug!(
+                    action = action.as_str(),
+                    ?verdict,
+                    ?event,
+                    "operator action not relayed"
+                );
+            }
+        }
+        verdict
+    }
+
+    /// Sends a pty request (a channel setup request the target answers) and waits for the
+    /// target's answer; `false` when refused by the gate or the target.
+    pub(crate) async fn prepare(&self, request: Request) -> bool {
+        if self.admit(OperatorAction::Prepare) != Admission::Forward {
+            return false;
+        }
+        self.ask(request, None).await
+    }
+
+    /// Sends a start request (shell, exec, subsystem) if the gate lets it through and the
+    /// channel has not started yet, and waits for the target's answer. The recording mode
+    /// `mode` becomes the channel's for good when the target accepts.
+    pub(crate) async fn start(&self, request: Request, mode: RecordingMode) -> Started {
+        {
+            let Ok(mut start) = self.shared.start.lock() else {
+                return Started::Answered(false);
+            };
+            let verdict = self.shared.gate.admit(Some(*start), OperatorAction::Start);
+            if verdict != Admission::Forward {
+                return Started::Refused(verdict);
+            }
+            *start = ChannelStart::Starting;
+        }
+        // The reader moves the channel on when the target answers (a refusal leaves it
+        // unstarted). Without an answer in time it stays `Starting`: no input goes through,
+        // and a late acceptance still fixes the mode before any output is read.
+        Started::Answered(self.ask(request, Some(mode)).await)
+    }
+
+    async fn ask(&self, request: Request, starts: Option<RecordingMode>) -> bool {
         let (tx, rx) = oneshot::channel();
-        if !self.send(ToTarget::Request(request, tx)).await {
+        if self
+            .tx
+            .send(ToTarget::Request(request, Reply { tx, starts }))
+            .await
+            .is_err()
+        {
             return false;
         }
         matches!(tokio::time::timeout(REPLY_TIMEOUT, rx).await, Ok(Ok(true)))
     }
+
+    /// Hands operator bytes the gate let through to the channel's record: the recording for
+    /// terminals and raw subsystems, the transfer log for sftp.
+    pub(crate) fn record_input(&self, state: &ConnectionState, bytes: &[u8]) {
+        record(&self.shared, state, bytes, Side::Operator);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Operator,
+    Target,
+}
+
+fn record(shared: &Shared, state: &ConnectionState, bytes: &[u8], side: Side) {
+    match shared.mode() {
+        Some(RecordingMode::Terminal | RecordingMode::RawSubsystem) => {
+            if let Some(rec) = state.recorder.get() {
+                match side {
+                    Side::Operator => rec.input(bytes),
+                    Side::Target => rec.output(bytes),
+                }
+            }
+        }
+        Some(RecordingMode::Sftp) => {
+            let transfers = shared.sftp.lock().ok().and_then(|mut tap| {
+                tap.as_mut().map(|t| match side {
+                    Side::Operator => t.operator_bytes(bytes),
+                    Side::Target => t.target_bytes(bytes),
+                })
+            });
+            if let Some(t) = transfers {
+                state.log_transfers(t);
+            }
+        }
+        // A target writing on a channel whose program it never accepted: still shown to
+        // the operator, so still recorded.
+        None => {
+            if let (Side::Target, Some(rec)) = (side, state.recorder.get()) {
+                rec.output(bytes);
+            }
+        }
+    }
 }
 
 /// Starts relaying between `operator_channel` (on the operator connection behind
-/// `operator`) and `target_channel`.
+/// `operator`) and `target_channel`, behind `gate`.
 pub(crate) fn start(
     target_channel: russh::Channel<client::Msg>,
     operator_channel: ChannelId,
     operator: server::Handle,
     state: Arc<ConnectionState>,
-    lock: Option<Arc<LockState>>,
+    gate: Arc<SessionGate>,
 ) -> RelayHandle {
     let (read, write) = target_channel.split();
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let pending: PendingReplies = Arc::new(Mutex::new(VecDeque::new()));
-    let recorded = Arc::new(AtomicBool::new(false));
-    let sftp: SharedTap = Arc::new(Mutex::new(None));
+    let shared = Arc::new(Shared {
+        gate,
+        start: Mutex::new(ChannelStart::NotStarted),
+        sftp: Mutex::new(None),
+        held: Mutex::new(Held::default()),
+    });
     let span = tracing::Span::current();
-    tokio::spawn(write_to_target(rx, write, pending.clone()).instrument(span.clone()));
+    tokio::spawn(
+        write_to_target(rx, write, pending.clone(), shared.clone()).instrument(span.clone()),
+    );
     tokio::spawn(
         read_from_target(
             read,
@@ -114,69 +301,185 @@ pub(crate) fn start(
             operator,
             state,
             pending,
-            lock,
-            (recorded.clone(), sftp.clone()),
+            shared.clone(),
         )
         .instrument(span),
     );
-    RelayHandle { tx, recorded, sftp }
+    RelayHandle { tx, shared }
+}
+
+/// What the writer does with an event it dequeued, given the gate now.
+enum Apply {
+    Now,
+    Drop,
+    Stop,
 }
 
 async fn write_to_target(
     mut rx: mpsc::Receiver<ToTarget>,
     target: ChannelWriteHalf<client::Msg>,
     pending: PendingReplies,
+    shared: Arc<Shared>,
 ) {
-    while let Some(event) = rx.recv().await {
-        let sent = match event {
-            ToTarget::Data(d) => target.data_bytes(d).await,
-            ToTarget::ExtendedData(ext, d) => target.extended_data_bytes(ext, d).await,
-            ToTarget::Eof => target.eof().await,
-            ToTarget::Close => {
-                let _ = target.close().await;
-                break;
-            }
-            ToTarget::Env(name, value) => target.set_env(false, name, value).await,
-            ToTarget::WindowChange {
-                cols,
-                rows,
-                pix_width,
-                pix_height,
-            } => {
-                target
-                    .window_change(cols, rows, pix_width, pix_height)
-                    .await
-            }
-            ToTarget::Signal(sig) => target.signal(sig).await,
-            ToTarget::Request(request, reply) => {
-                // Registered before sending: the answer may arrive at once.
-                if let Ok(mut p) = pending.lock() {
-                    p.push_back(reply);
+    let mut gate = shared.gate.subscribe();
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(e) => e,
+                None => break,
+            },
+            changed = gate.changed() => {
+                if changed.is_err() {
+                    break;
                 }
-                match request {
-                    Request::Pty {
-                        term,
-                        cols,
-                        rows,
-                        pix_width,
-                        pix_height,
-                        modes,
-                    } => {
-                        target
-                            .request_pty(true, &term, cols, rows, pix_width, pix_height, &modes)
-                            .await
+                let now = *gate.borrow_and_update();
+                match now {
+                    SessionState::Open => {
+                        if apply_held(&shared, &target).await.is_err() {
+                            break;
+                        }
+                        continue;
                     }
-                    Request::Shell => target.request_shell(true).await,
-                    Request::Exec(command) => target.exec(true, command).await,
-                    Request::Subsystem(name) => target.request_subsystem(true, name).await,
+                    SessionState::Locked => continue,
+                    SessionState::Ending => break,
                 }
             }
         };
-        if let Err(e) = sent {
+        // The gate admitted the event when it was queued; it may have closed since.
+        let verdict = match (shared.gate.state(), &event) {
+            (_, ToTarget::Close) => Apply::Now,
+            (SessionState::Open, _) => Apply::Now,
+            (SessionState::Ending, _) => Apply::Stop,
+            // a request would make its handler wait for the unlock while the handler is
+            // what reads the lock prompt's answer: refuse it now
+            (SessionState::Locked, ToTarget::Request(..)) => Apply::Drop,
+            // typed before the lock: it goes when the operator has unlocked
+            (SessionState::Locked, _) => {
+                if shared.gate.wait_open().await {
+                    Apply::Now
+                } else {
+                    Apply::Stop
+                }
+            }
+        };
+        match verdict {
+            Apply::Now => {}
+            Apply::Drop => {
+                if let ToTarget::Request(_, reply) = event {
+                    let _ = reply.tx.send(false);
+                }
+                continue;
+            }
+            Apply::Stop => {
+                if let ToTarget::Request(_, reply) = event {
+                    let _ = reply.tx.send(false);
+                }
+                break;
+            }
+        }
+        if let ToTarget::Close = event {
+            let _ = target.close().await;
+            break;
+        }
+        if let Err(e) = apply(event, &target, &pending).await {
             tracing::debug!(error = %e, "target channel no longer writable");
             break;
         }
     }
+    // Nothing queued after the end may reach the target; fail waiting requests at once.
+    rx.close();
+    while let Ok(event) = rx.try_recv() {
+        if let ToTarget::Request(_, reply) = event {
+            let _ = reply.tx.send(false);
+        }
+    }
+}
+
+/// Applies what the lock held back: the terminal's last size, then an EOF.
+async fn apply_held(
+    shared: &Shared,
+    target: &ChannelWriteHalf<client::Msg>,
+) -> Result<(), russh::Error> {
+    let held = shared
+        .held
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    if let Some(w) = held.window {
+        target
+            .window_change(w.cols, w.rows, w.pix_width, w.pix_height)
+            .await?;
+    }
+    if held.eof {
+        target.eof().await?;
+    }
+    Ok(())
+}
+
+async fn apply(
+    event: ToTarget,
+    target: &ChannelWriteHalf<client::Msg>,
+    pending: &PendingReplies,
+) -> Result<(), russh::Error> {
+    match event {
+        ToTarget::Data(d) => target.data_bytes(d).await,
+        ToTarget::ExtendedData(ext, d) => target.extended_data_bytes(ext, d).await,
+        ToTarget::Eof => target.eof().await,
+        ToTarget::Close => target.close().await,
+        ToTarget::Env(name, value) => target.set_env(false, name, value).await,
+        ToTarget::WindowChange(w) => {
+            target
+                .window_change(w.cols, w.rows, w.pix_width, w.pix_height)
+                .await
+        }
+        ToTarget::Signal(sig) => target.signal(sig).await,
+        ToTarget::Request(request, reply) => {
+            // Registered before sending: the answer may arrive at once.
+            if let Ok(mut p) = pending.lock() {
+                p.push_back(reply);
+            }
+            match request {
+                Request::Pty {
+                    term,
+                    cols,
+                    rows,
+                    pix_width,
+                    pix_height,
+                    modes,
+                } => {
+                    target
+                        .request_pty(true, &term, cols, rows, pix_width, pix_height, &modes)
+                        .await
+                }
+                Request::Shell => target.request_shell(true).await,
+                Request::Exec(command) => target.exec(true, command).await,
+                Request::Subsystem(name) => target.request_subsystem(true, name).await,
+            }
+        }
+    }
+}
+
+/// The target answered the oldest request still waiting. A start request's acceptance
+/// fixes the channel's recording mode here, in the reader, so that no output of the
+/// program can be read before it is set.
+fn answer(pending: &PendingReplies, shared: &Shared, ok: bool) {
+    let Some(reply) = pending.lock().ok().and_then(|mut p| p.pop_front()) else {
+        return;
+    };
+    if let Some(mode) = reply.starts
+        && let Ok(mut start) = shared.start.lock()
+    {
+        let before = *start;
+        *start = start.answered(ok, mode);
+        if before == ChannelStart::Starting
+            && ok
+            && mode == RecordingMode::Sftp
+            && let Ok(mut tap) = shared.sftp.lock()
+        {
+            *tap = Some(SftpTap::default());
+        }
+    }
+    let _ = reply.tx.send(ok);
 }
 
 async fn read_from_target(
@@ -185,33 +488,12 @@ async fn read_from_target(
     operator: server::Handle,
     state: Arc<ConnectionState>,
     pending: PendingReplies,
-    lock: Option<Arc<LockState>>,
-    (recorded, sftp): (Arc<AtomicBool>, SharedTap),
+    shared: Arc<Shared>,
 ) {
-    let record = |data: &[u8]| {
-        if recorded.load(Ordering::Relaxed)
-            && let Some(rec) = state.recorder.get()
-        {
-            rec.output(data);
-        }
-        if let Ok(mut tap) = sftp.lock()
-            && let Some(tap) = tap.as_mut()
-        {
-            state.log_transfers(tap.target_bytes(data));
-        }
-    };
-    let answer = |ok: bool| {
-        if let Some(reply) = pending.lock().ok().and_then(|mut p| p.pop_front()) {
-            let _ = reply.send(ok);
-        }
-    };
     while let Some(msg) = target.wait().await {
         // While the session is locked the target's output waits here (and the target
         // stalls once its window fills); after an enforcement end nothing more is relayed.
-        if let Some(lock) = &lock
-            && lock.is_closed()
-            && !lock.wait_open().await
-        {
+        if shared.gate.is_closed() && !shared.gate.wait_open().await {
             return;
         }
         let delivered = match msg {
@@ -219,14 +501,14 @@ async fn read_from_target(
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                record(&data);
+                record(&shared, &state, &data, Side::Target);
                 operator.data(channel, data).await.is_ok()
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                record(&data);
+                record(&shared, &state, &data, Side::Target);
                 operator.extended_data(channel, ext, data).await.is_ok()
             }
             ChannelMsg::Eof => operator.eof(channel).await.is_ok(),
@@ -244,11 +526,11 @@ async fn read_from_target(
                 .await
                 .is_ok(),
             ChannelMsg::Success => {
-                answer(true);
+                answer(&pending, &shared, true);
                 true
             }
             ChannelMsg::Failure => {
-                answer(false);
+                answer(&pending, &shared, false);
                 true
             }
             ChannelMsg::Close => break,
@@ -260,15 +542,18 @@ async fn read_from_target(
         }
     }
     // The target closed the channel (or the whole connection).
-    if let Ok(mut tap) = sftp.lock()
-        && let Some(tap) = tap.as_mut()
-    {
-        state.log_transfers(tap.finish());
+    let last: Option<Vec<Transfer>> = shared
+        .sftp
+        .lock()
+        .ok()
+        .and_then(|mut tap| tap.as_mut().map(SftpTap::finish));
+    if let Some(t) = last {
+        state.log_transfers(t);
     }
     state.set_end_reason(EndReason::TargetClosed);
     let _ = operator.close(channel).await;
     // Fail any request still waiting, so its handler does not wait for the timeout.
     while let Some(reply) = pending.lock().ok().and_then(|mut p| p.pop_front()) {
-        let _ = reply.send(false);
+        let _ = reply.tx.send(false);
     }
 }

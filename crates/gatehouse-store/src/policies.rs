@@ -197,6 +197,33 @@ impl Store {
         Ok(row.try_get::<i64, _>(0)? != 0)
     }
 
+    /// SSH subsystems other than sftp the environment allows (their bytes are recorded
+    /// raw); empty: none.
+    pub async fn allowed_subsystems(&self, environment: &str) -> Result<Vec<String>> {
+        let row = self
+            .row_by_key(
+                "SELECT ssh_subsystems FROM environments WHERE name = $1".into(),
+                environment,
+                "environment",
+            )
+            .await?;
+        let list: String = row.try_get(0)?;
+        Ok(list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    pub async fn set_allowed_subsystems(&self, environment: &str, names: &[String]) -> Result<()> {
+        let done = sqlx::query("UPDATE environments SET ssh_subsystems = $1 WHERE name = $2")
+            .bind(names.join(","))
+            .bind(environment)
+            .execute(&self.pool)
+            .await?;
+        expect_row(done, "environment", environment)
+    }
+
     pub async fn set_redact_params(&self, environment: &str, redact: bool) -> Result<()> {
         let done = sqlx::query("UPDATE environments SET redact_params = $1 WHERE name = $2")
             .bind(i64::from(redact))

@@ -152,6 +152,7 @@ AcceptEnv LANG LC_* TZ GATEHOUSE_TEST_*
 PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
+Subsystem gh-echo /bin/cat
 LogLevel VERBOSE
 ",
         host_key = host_key.display(),

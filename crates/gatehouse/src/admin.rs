@@ -59,6 +59,10 @@ pub struct EnvSetArgs {
     /// Replace bind parameter values in SQL statement logs (`--redact-params=off` undoes).
     #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
     pub redact_params: Option<String>,
+    /// SSH subsystems besides sftp to allow, comma-separated (recorded as raw bytes);
+    /// `--allow-subsystems ''` allows none again.
+    #[arg(long, value_name = "NAME,...")]
+    pub allow_subsystems: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,8 +240,21 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
                 Some("off") => Some(false),
                 Some(other) => bail!("--redact-params takes on or off, not '{other}'"),
             };
+            let subsystems = match args.allow_subsystems.as_deref() {
+                None => None,
+                Some(list) => Some(parse_subsystems(list)?),
+            };
             let current = store.environment_policy(&name).await?.policy;
             let policy = apply_policy_args(current, args)?;
+            if let Some(names) = &subsystems {
+                store.set_allowed_subsystems(&name, names).await?;
+                admin_audit(
+                    &store,
+                    "subsystems_changed",
+                    json!({"environment": name, "ssh_subsystems": names}),
+                )
+                .await?;
+            }
             if let Some(r) = redact {
                 store.set_redact_params(&name, r).await?;
                 admin_audit(
@@ -262,6 +279,9 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
                     if r { "redacted" } else { "logged" }
                 );
             }
+            if let Some(names) = subsystems {
+                println!("SSH subsystems besides sftp: {}", subsystem_text(&names));
+            }
         }
         EnvCommand::Show { name, json } => {
             let stored = store.environment_policy(&name).await?;
@@ -272,6 +292,10 @@ pub async fn env(config: &Config, cmd: EnvCommand) -> anyhow::Result<()> {
                 );
             } else {
                 print!("{}", policy_text(&stored.policy));
+                let subsystems = store.allowed_subsystems(&name).await?;
+                if !subsystems.is_empty() {
+                    println!("subsystems    {}", subsystem_text(&subsystems));
+                }
             }
         }
     }
@@ -744,4 +768,25 @@ pub async fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// `--allow-subsystems a,b`: names as every other name in Gatehouse; `sftp` needs no
+/// allowing (it always runs, with its transfer log).
+fn parse_subsystems(list: &str) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        gatehouse_core::validate_name("subsystem", name)?;
+        if name != "sftp" && !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+fn subsystem_text(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
