@@ -42,6 +42,15 @@ ensure_cargo() {
     fi
 }
 
+# The test command also checks formatting and lints.
+ensure_cargo_lints() {
+    ensure_cargo
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        echo "cargo fmt or cargo clippy missing: rustup component add rustfmt clippy" >&2
+        exit 1
+    fi
+}
+
 # ensure_python_modules MODULE:PACKAGE ...: Python modules from Debian's packages, imported
 # by Debian's own /usr/bin/python3 (the adversarial tests drive paramiko and psycopg 3 with it).
 ensure_python_modules() {
