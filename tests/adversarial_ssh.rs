@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, Tmux, World, files_under, stderr, tool};
+use gatehouse_e2e::{Gatehouse, Tmux, World, files_under, stderr, stdout, tool};
 
 fn python() -> PathBuf {
     let py = PathBuf::from("/usr/bin/python3");
@@ -303,5 +303,27 @@ fn silent_and_stalled_sockets_are_dropped_at_the_login_grace() {
         String::from_utf8_lossy(&out.stdout).contains("logged-64"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_pty_requested_at_0x0_is_recorded_at_the_default_size() {
+    let w = World::new();
+    // `ssh -tt` with stdin not a terminal asks for a 0×0 pty
+    let out = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .args(["-tt", "echo sized-$((9*9))"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh -tt");
+    assert!(stdout(&out).contains("sized-81"), "{}", stderr(&out));
+    w.gatehouse.wait_session_closed();
+    let cast = recordings(&w.gatehouse);
+    let header: serde_json::Value =
+        serde_json::from_str(cast.lines().next().expect("header")).expect("header is JSON");
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
     );
 }

@@ -104,7 +104,10 @@ fn every_line_the_demo_prints_works() {
     let tmux = Tmux::start(dir.path(), &format!("{review}; sleep 30"));
     // the two sessions just made: the shell and the SQL session
     let screen = tmux.wait_for("2 of 2 sessions");
-    assert!(screen.contains("sandbox") && screen.contains("postgres"), "{screen}");
+    assert!(
+        screen.contains("sandbox") && screen.contains("postgres"),
+        "{screen}"
+    );
     tmux.type_keys("q");
     drop(demo);
 }

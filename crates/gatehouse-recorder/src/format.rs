@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// The terminal size a recording (and its player) uses for a pty of `cols`×`rows`: a
+/// dimension the client left at 0 (`ssh -tt` with stdin not a terminal asks for 0×0) is the
+/// terminal default, 80 columns or 24 rows, not 1 — a 1×1 screen would show nothing.
+pub fn effective_size(cols: u32, rows: u32) -> (u32, u32) {
+    (
+        if cols == 0 { 80 } else { cols },
+        if rows == 0 { 24 } else { rows },
+    )
+}
+
 /// The first line of a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
@@ -216,5 +226,13 @@ mod tests {
         assert_eq!(a, c);
         assert_eq!(a.events(), 2);
         assert_eq!(a.hex().len(), 64);
+    }
+
+    #[test]
+    fn a_zero_pty_size_is_the_terminal_default() {
+        assert_eq!(effective_size(0, 0), (80, 24));
+        assert_eq!(effective_size(132, 0), (132, 24));
+        assert_eq!(effective_size(0, 50), (80, 50));
+        assert_eq!(effective_size(1, 1), (1, 1));
     }
 }

@@ -346,11 +346,14 @@ impl Connection {
         let (Some(e), Some(session_id)) = (&self.enforcement, &self.session_id) else {
             return Err("the session is not set up for recording".into());
         };
-        let (term, cols, rows) = self
-            .pty_info
-            .get(&channel)
-            .cloned()
-            .map_or((None, 80, 24), |(t, c, r)| (Some(t), c.max(1), r.max(1)));
+        let (term, cols, rows) =
+            self.pty_info
+                .get(&channel)
+                .cloned()
+                .map_or((None, 80, 24), |(t, c, r)| {
+                    let (c, r) = gatehouse_recorder::effective_size(c, r);
+                    (Some(t), c, r)
+                });
         let operator = self.operator.clone().unwrap_or_default();
         let target = self.target_name.clone().unwrap_or_default();
         let environment = match &self.access {
