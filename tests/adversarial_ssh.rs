@@ -243,11 +243,12 @@ fn other_subsystems_are_refused_unless_policy_allows_them_and_then_recorded_raw(
     let g = &w.gatehouse;
     let steps = run_attacker(&w, "subsystem", &["gh-echo"]);
     assert!(steps.contains("STEP subsystem refused"), "{steps}");
-    let refused = g
-        .audit()
-        .into_iter()
-        .any(|e| e["kind"] == "subsystem_refused");
-    assert!(refused, "no subsystem_refused audit event");
+    // the audit row is written off the connection's path: give it a moment
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !g.audit().iter().any(|e| e["kind"] == "subsystem_refused") {
+        assert!(Instant::now() < deadline, "no subsystem_refused audit event");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     g.set_policy(&["--allow-subsystems", "gh-echo"]);
     assert!(
         g.cli_ok(&["env", "show", "prod"])
@@ -325,5 +326,60 @@ fn a_pty_requested_at_0x0_is_recorded_at_the_default_size() {
     assert_eq!(
         (header["width"].as_u64(), header["height"].as_u64()),
         (Some(80), Some(24))
+    );
+}
+
+#[test]
+fn dropbear_sees_every_exit_status() {
+    let dbclient = tool("dbclient", "dropbear-bin");
+    let w = World::new();
+    let home = w.keys.path().join("dropbear-home");
+    std::fs::create_dir_all(&home).expect("home");
+    // dbclient reads keys in its own format
+    let key = home.join("alice.dropbear");
+    let converted = Command::new(tool("dropbearconvert", "dropbear-bin"))
+        .arg("openssh")
+        .arg("dropbear")
+        .arg(&w.alice_key)
+        .arg(&key)
+        .output()
+        .expect("dropbearconvert");
+    assert!(converted.status.success(), "{}", stderr(&converted));
+    for run in 0..50 {
+        let out = Command::new(&dbclient)
+            .env("HOME", &home)
+            .args(["-y", "-y", "-i"])
+            .arg(&key)
+            .args(["-p", &w.gatehouse.port().to_string()])
+            .arg("alice+web1@127.0.0.1")
+            .arg("exit 6")
+            .stdin(Stdio::null())
+            .output()
+            .expect("dbclient");
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "run {run}: dbclient lost the exit status: {}",
+            stderr(&out)
+        );
+    }
+    // every session closed in the registry, each because the target closed it
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        let reasons: Vec<String> = w
+            .gatehouse
+            .sessions()
+            .iter()
+            .map(|s| s["end_reason"].to_string())
+            .collect();
+        if !reasons.iter().any(|r| r == "null") || Instant::now() > deadline {
+            break reasons;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reasons.len(), 50);
+    assert!(
+        reasons.iter().all(|r| r == "\"target_closed\""),
+        "{reasons:?}"
     );
 }
