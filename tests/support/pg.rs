@@ -1,8 +1,16 @@
 //! A PostgreSQL world: a throwaway PostgreSQL server whose `app` role logs in with a SCRAM
 //! password, a broker with target `orders` (database `orders`) in environment `prod`, and
-//! operator `alice` (password `alice-pw`) granted `prod`.
+//! operator `alice` (password `alice-pw`) granted `prod`. [`RawPg`] is a hand-driven
+//! client for the messages and misbehaviour no driver produces.
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
 
 use gatehouse_testbed::{PgOptions, Postgres};
 
@@ -129,4 +137,169 @@ pub fn psql_as(conninfo: &str, password: &str, args: &[&str], stdin: Option<&str
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10");
     run_with_stdin(&mut cmd, stdin)
+}
+
+/// One frontend (or backend) message: type byte, length, body.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A startup packet (protocol 3.0) with `params`.
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 196_608_i32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        for s in [k, v] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+    }
+    body.push(0);
+    let mut m = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    m
+}
+
+/// The SQLSTATE (`C` field) of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    body.split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+}
+
+/// A hand-driven client over a blocking socket, for what no driver sends (FunctionCall,
+/// malformed or oversized messages, silence). Logs in with SCRAM like libpq.
+pub struct RawPg {
+    pub stream: TcpStream,
+}
+
+impl RawPg {
+    /// Logs in to the broker on `port` as alice with `params` besides user and database.
+    pub fn login(port: u16, dbname: &str, params: &[(&str, &str)]) -> RawPg {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
+        Self::login_on(stream, dbname, params)
+    }
+
+    /// As [`RawPg::login`], on a socket already connected.
+    pub fn login_on(stream: TcpStream, dbname: &str, params: &[(&str, &str)]) -> RawPg {
+        Self::try_login(stream, dbname, params)
+            .unwrap_or_else(|e| panic!("login refused: {}", String::from_utf8_lossy(&e)))
+    }
+
+    /// Logs in as alice to `dbname`, expecting a refusal: the ErrorResponse's body.
+    pub fn login_error(port: u16, dbname: &str) -> Vec<u8> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
+        match Self::try_login(stream, dbname, &[]) {
+            Ok(_) => panic!("login to {dbname:?} accepted"),
+            Err(body) => body,
+        }
+    }
+
+    /// The login; `Err` with the body of the ErrorResponse that refused it.
+    fn try_login(
+        stream: TcpStream,
+        dbname: &str,
+        params: &[(&str, &str)],
+    ) -> Result<RawPg, Vec<u8>> {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut c = RawPg { stream };
+        let mut all = vec![("user", "alice"), ("database", dbname)];
+        all.extend_from_slice(params);
+        c.send(&startup_packet(&all));
+        let mut scram =
+            ScramSha256::new(OPERATOR_PASSWORD.as_bytes(), ChannelBinding::unsupported());
+        loop {
+            let (tag, body) = c.read().expect("login answer");
+            let code = body
+                .get(..4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            match (tag, code) {
+                (b'R', Some(10)) => {
+                    let mut m = BytesMut::new();
+                    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut m)
+                        .expect("SASL message");
+                    c.send(&m);
+                }
+                (b'R', Some(11)) => {
+                    scram.update(&body[4..]).expect("SCRAM server-first");
+                    let mut m = BytesMut::new();
+                    frontend::sasl_response(scram.message(), &mut m).expect("SASL message");
+                    c.send(&m);
+                }
+                (b'R', Some(12)) => scram.finish(&body[4..]).expect("SCRAM server-final"),
+                (b'E', _) => return Err(body),
+                (b'Z', _) => return Ok(c),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to gatehouse");
+    }
+
+    /// The next message; `None` once the server closed the connection (or reset it).
+    pub fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 5];
+        self.stream.read_exact(&mut head).ok()?;
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let mut body = vec![0u8; usize::try_from(len).ok()?.checked_sub(4)?];
+        self.stream.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    /// Messages up to and including the next ReadyForQuery (or the end of the connection).
+    pub fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(m) = self.read() {
+            let ready = m.0 == b'Z';
+            out.push(m);
+            if ready {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs a simple query; the first column of each row, as text.
+    pub fn query(&mut self, sql: &str) -> Vec<String> {
+        let mut q = sql.as_bytes().to_vec();
+        q.push(0);
+        self.send(&message(b'Q', &q));
+        let mut rows = Vec::new();
+        for (tag, body) in self.until_ready() {
+            match tag {
+                b'E' => panic!("{sql}: {}", String::from_utf8_lossy(&body)),
+                b'D' if body.len() >= 6 => {
+                    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+                    let end = 6 + usize::try_from(len).unwrap_or(0);
+                    rows.push(String::from_utf8_lossy(&body[6..end]).into_owned());
+                }
+                _ => {}
+            }
+        }
+        rows
+    }
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset), returning what came;
+/// panics if it stays open past `limit`.
+pub fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the server kept the connection open for {limit:?}")
+            }
+            Err(_) => return got,
+        }
+    }
 }

@@ -15,6 +15,8 @@ mod conn;
 mod enforce;
 mod io;
 mod relay;
+mod session_run;
+mod startup;
 mod statement_log;
 pub mod tls;
 mod upstream;

@@ -3,6 +3,11 @@
 //! (messages that do work) and statements; the target side finishes statements for the log.
 //! The target-to-operator direction owns the operator's socket and also writes the guard's
 //! notices and FATAL error, so Gatehouse's own messages land between complete messages.
+//!
+//! Nothing reaches the target unlogged: a batch from the operator is forwarded only when
+//! every message in it was parsed for the statement log (a message that cannot be parsed,
+//! or is longer than `MAX_SESSION_MESSAGE`, is refused: the session ends with FATAL
+//! 08P01 and the log says what was refused), and only while the session gate is open.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use gatehouse_pgproto::frame::for_each_frame;
 use gatehouse_pgproto::message::is_activity;
 use gatehouse_pgproto::tracker::Tracker;
-use gatehouse_pgproto::{Backend, Frontend, backend};
-use gatehouse_session::{ActivityClock, LockState};
+use gatehouse_pgproto::{Backend, FrameError, Frontend, backend};
+use gatehouse_session::{ActivityClock, SessionGate};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::io::FrameReader;
+use crate::io::{FrameReader, ReadError};
 use crate::statement_log::StatementLog;
 
 /// What the guard sends to the operator, between whole messages from the target.
@@ -35,15 +40,55 @@ pub(crate) enum Stop {
     TargetClosed,
     /// The guard ended the session.
     Ended,
+    /// The operator sent a message Gatehouse does not forward (see [`Refused`]).
+    Refused(Refused),
     ClientError(String),
     TargetError(String),
+}
+
+/// A message that was not forwarded because Gatehouse could not read it for the log (or
+/// it was longer than allowed): its type byte and declared length, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    pub(crate) tag: char,
+    /// The message's length as declared (type byte not counted, as on the wire).
+    pub(crate) len: i64,
+    pub(crate) why: String,
+    /// The FATAL error's SQLSTATE: 54000 (program limit exceeded) for a message over the
+    /// size limit, else 08P01 (protocol violation, as PostgreSQL's own refusals).
+    pub(crate) sqlstate: &'static str,
+}
+
+impl Refused {
+    fn frame(e: &FrameError) -> Refused {
+        let (tag, len) = e.declared().unwrap_or(('?', -1));
+        Refused {
+            tag,
+            len,
+            why: e.to_string(),
+            sqlstate: match e {
+                FrameError::TooLong { .. } => "54000",
+                _ => "08P01",
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "message type {:?}, length {}: {}",
+            self.tag, self.len, self.why
+        )
+    }
 }
 
 pub(crate) struct ClientSide<R> {
     pub(crate) reader: FrameReader<R>,
     pub(crate) clock: Arc<ActivityClock>,
     pub(crate) tracker: Arc<Mutex<Tracker>>,
-    pub(crate) lock: Arc<LockState>,
+    pub(crate) lock: Arc<SessionGate>,
     pub(crate) opened: Instant,
     pub(crate) bytes_in: Arc<AtomicU64>,
 }
@@ -57,24 +102,53 @@ where
         let batch = match c.reader.next_batch().await {
             Ok(Some(b)) => b,
             Ok(None) => return Stop::ClientClosed,
+            Err(ReadError::Frame(e)) => return Stop::Refused(Refused::frame(&e)),
             Err(e) => return Stop::ClientError(e.to_string()),
         };
-        let now = c.opened.elapsed();
-        let (mut active, mut terminate) = (false, false);
-        if let Ok(mut t) = c.tracker.lock() {
-            let _ = for_each_frame(&batch, |tag, body| {
-                active |= is_activity(tag);
-                terminate |= tag == b'X';
-                if let Ok(m) = Frontend::parse(tag, body) {
-                    t.frontend(&m, now);
-                }
-            });
-        }
-        if active {
-            c.clock.touch();
-        }
+        // ended (or locked): what the operator sends now is neither forwarded nor logged
+        // as a statement
         if c.lock.is_closed() {
             return Stop::Ended;
+        }
+        let now = c.opened.elapsed();
+        // parsed in full before anything is tracked or forwarded: a batch is forwarded
+        // only if every message in it is in the statement log's view
+        let mut messages = Vec::with_capacity(4);
+        let mut refused = None;
+        let _ = for_each_frame(&batch, |tag, body| {
+            if refused.is_some() {
+                return;
+            }
+            match Frontend::parse(tag, body) {
+                Ok(m) => messages.push((tag, m)),
+                Err(e) => {
+                    refused = Some(Refused {
+                        tag: char::from(tag),
+                        len: body.len() as i64 + 4,
+                        why: e.to_string(),
+                        sqlstate: "08P01",
+                    })
+                }
+            }
+        });
+        if let Some(r) = refused {
+            return Stop::Refused(r);
+        }
+        let (mut active, mut terminate) = (false, false);
+        {
+            let Ok(mut t) = c.tracker.lock() else {
+                return Stop::ClientError("the statement tracker failed".into());
+            };
+            for (tag, m) in &messages {
+                let tag = *tag;
+                active |= is_activity(tag);
+                terminate |= tag == b'X';
+                t.frontend(m, now);
+            }
+        }
+        drop(messages);
+        if active {
+            c.clock.touch();
         }
         c.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = async {
@@ -148,6 +222,17 @@ where
             batch = reader.next_batch() => match batch {
                 Ok(Some(b)) => b,
                 Ok(None) => return Stop::TargetClosed,
+                Err(ReadError::Frame(e)) => {
+                    // e.g. a result row over the size limit: the operator is told, the
+                    // log says what was not relayed
+                    let r = Refused::frame(&e);
+                    log.refused("target", &r);
+                    let text = format!("[gatehouse] a message from the target was not relayed ({r}); the session is ended");
+                    let _ = w.write_all(&backend::error_response("FATAL", r.sqlstate, &text)).await;
+                    let _ = w.flush().await;
+                    let _ = w.shutdown().await;
+                    return Stop::TargetError(r.to_string());
+                }
                 Err(e) => return Stop::TargetError(e.to_string()),
             },
         };

@@ -3,9 +3,11 @@
 //! recordings, so it has the same flushing, fail-closed and hash-chain guarantees and is
 //! checked by the same `gatehouse recordings verify`.
 //!
-//! Line 0 is a header object (`gatehouse_sql_log: 1`, session, operator, target, …); each
-//! further line is a `statement` or a `marker` (enforcement events) with `t`, seconds since
-//! the session opened.
+//! Line 0 is a header object (`gatehouse_sql_log: 1`, session, operator, target, …, and
+//! the `startup_params` passed through to the target, such as `options` and
+//! `application_name`); each further line is a `statement` or a `marker` (enforcement
+//! events, and messages refused rather than relayed) with `t`, seconds since the session
+//! opened.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -16,6 +18,8 @@ use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::relay::Refused;
+
 pub(crate) const EXTENSION: &str = "sql.jsonl";
 
 pub(crate) struct LogHeader<'a> {
@@ -25,6 +29,19 @@ pub(crate) struct LogHeader<'a> {
     pub(crate) environment: &'a str,
     pub(crate) database: &'a str,
     pub(crate) redact_params: bool,
+    /// Startup parameters passed through to the target (they can change what statements
+    /// do: `options=-c search_path=…`).
+    pub(crate) startup_params: &'a [(String, String)],
+}
+
+/// Startup parameters as a JSON object (for the log header and the audit event).
+pub(crate) fn params_json(params: &[(String, String)]) -> Value {
+    Value::Object(
+        params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect(),
+    )
 }
 
 #[derive(Clone)]
@@ -83,6 +100,7 @@ impl StatementLog {
             "database": h.database,
             "timestamp": started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "redact_params": h.redact_params,
+            "startup_params": params_json(h.startup_params),
         });
         let file = RecordingFile::create_at(path.clone(), &header.to_string())?;
         let handle = spawn_recorder(file, opened, on_failure);
@@ -104,6 +122,18 @@ impl StatementLog {
         let t = seconds(self.opened.elapsed());
         self.handle
             .line(json!({"t": t, "type": "marker", "label": label}).to_string());
+    }
+
+    /// A message that was not relayed, as a marker naming its direction, type byte and
+    /// declared length (also as fields, for tools).
+    pub(crate) fn refused(&self, from: &str, r: &Refused) {
+        let t = seconds(self.opened.elapsed());
+        let label = format!("refused from the {from}: {r}");
+        self.handle.line(
+            json!({"t": t, "type": "marker", "label": label,
+                "refused": {"from": from, "message_type": r.tag.to_string(), "length": r.len, "sqlstate": r.sqlstate}})
+            .to_string(),
+        );
     }
 
     pub(crate) async fn seal(&self) -> Option<Result<Sealed, RecordError>> {

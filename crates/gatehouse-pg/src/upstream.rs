@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use gatehouse_pgproto::MAX_SESSION_MESSAGE;
 use gatehouse_pgproto::message::{Auth, Backend, ErrorFields, SSL_REQUEST};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
@@ -116,7 +117,7 @@ pub(crate) async fn connect(login: Login<'_>) -> Result<Upstream, UpstreamError>
         .map_err(|e| UpstreamError::Unreachable(addr.clone(), e))?;
     let stream = open_transport(tcp, login.host, login.tls.clone()).await?;
     let (read, mut write) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(read);
+    let mut reader = FrameReader::new(read, MAX_SESSION_MESSAGE);
     let io = |e: std::io::Error| UpstreamError::Unreachable(addr.clone(), e);
 
     let mut params: Vec<(&str, &str)> = vec![("user", login.user), ("database", login.database)];

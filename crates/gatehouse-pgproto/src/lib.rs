@@ -17,7 +17,10 @@ pub mod message;
 pub mod scram;
 pub mod tracker;
 
-pub use frame::{FrameError, MAX_MESSAGE, frame_len, startup_len};
+pub use frame::{
+    FrameError, MAX_LOGIN_MESSAGE, MAX_MESSAGE, MAX_SESSION_MESSAGE, frame_len, frame_len_within,
+    startup_len,
+};
 pub use message::{Backend, Frontend, ProtoError, Startup};
 
 /// How Gatehouse secures its connection to a PostgreSQL target.

@@ -44,8 +44,11 @@ impl<'a> Cursor<'a> {
         let b = self.bytes(4)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    /// A count of items (parameters, format codes, arguments): PostgreSQL reads these as
+    /// *unsigned* 16-bit integers (`pq_getmsgint(msg, 2)`), so 32,768 to 65,535 are valid.
     fn count(&mut self) -> Result<usize, ProtoError> {
-        usize::try_from(self.i16()?).map_err(|_| self.err())
+        let b = self.bytes(2)?;
+        Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
     /// A NUL-terminated string (lossily decoded: it is only shown, never re-encoded).
     fn cstr(&mut self) -> Result<&'a [u8], ProtoError> {
@@ -63,6 +66,51 @@ impl<'a> Cursor<'a> {
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
+    }
+
+    /// A count, then that many type OIDs (Parse, ParameterDescription).
+    fn oids(&mut self) -> Result<Vec<u32>, ProtoError> {
+        let n = self.count()?;
+        if n * 4 > self.buf.len() {
+            return Err(self.err());
+        }
+        (0..n).map(|_| self.i32().map(|o| o as u32)).collect()
+    }
+
+    /// Format codes then values, as Bind and FunctionCall carry them: a count of format
+    /// codes (none: all text; one: for all values; else one per value), a count of values,
+    /// and each value as a length (-1: NULL) and its bytes.
+    fn values(&mut self) -> Result<Vec<Param<'a>>, ProtoError> {
+        let nformats = self.count()?;
+        // every item takes at least 2 (or 4) bytes: a count larger than the message is
+        // malformed, and no allocation follows a claimed count
+        if nformats * 2 > self.buf.len() {
+            return Err(self.err());
+        }
+        let mut formats = Vec::with_capacity(nformats);
+        for _ in 0..nformats {
+            formats.push(self.i16()? == 1);
+        }
+        let nvalues = self.count()?;
+        if (nformats > 1 && nformats != nvalues) || nvalues * 4 > self.buf.len() {
+            return Err(self.err());
+        }
+        let mut values = Vec::with_capacity(nvalues);
+        for i in 0..nvalues {
+            let len = self.i32()?;
+            let value = match len {
+                -1 => None,
+                n if n >= 0 => Some(self.bytes(n as usize)?),
+                _ => return Err(self.err()),
+            };
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0],
+                _ => formats[i],
+            };
+            values.push(Param { value, binary });
+        }
+        Ok(values)
     }
 }
 
@@ -142,8 +190,11 @@ pub enum Frontend<'a> {
     Execute {
         portal: String,
     },
+    /// A fast-path function call: the function's OID and its arguments (which can be SQL
+    /// text, e.g. for `query_to_xml`).
     FunctionCall {
-        oid: i32,
+        oid: u32,
+        args: Vec<Param<'a>>,
     },
     Sync,
     Flush,
@@ -184,6 +235,24 @@ impl Param<'_> {
         } else {
             String::from_utf8_lossy(v).into_owned()
         })
+    }
+
+    /// How the audit log shows a function-call argument, whose type Gatehouse does not
+    /// know: binary values are shown as text when they are printable UTF-8 (a `text`
+    /// argument sent in binary, e.g. the query given to `query_to_xml`), else as `\x` hex.
+    pub fn display_argument(&self) -> Option<String> {
+        let v = self.value?;
+        match std::str::from_utf8(v) {
+            Ok(text)
+                if self.binary
+                    && !text
+                        .chars()
+                        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+            {
+                Some(text.to_owned())
+            }
+            _ => self.display(),
+        }
     }
 }
 
@@ -237,11 +306,7 @@ impl<'a> Frontend<'a> {
                 let mut c = Cursor::new(body, "Parse");
                 let name = c.string()?;
                 let text = c.string()?;
-                let n = c.count()?;
-                let mut types = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    types.push(c.i32()? as u32);
-                }
+                let types = c.oids()?;
                 Frontend::Parse { name, text, types }
             }
             b'D' => {
@@ -256,30 +321,11 @@ impl<'a> Frontend<'a> {
                 let mut c = Cursor::new(body, "Bind");
                 let portal = c.string()?;
                 let statement = c.string()?;
-                let nformats = c.count()?;
-                let mut formats = Vec::with_capacity(nformats.min(1024));
-                for _ in 0..nformats {
-                    formats.push(c.i16()? == 1);
-                }
-                let nparams = c.count()?;
-                if formats.len() > 1 && formats.len() != nparams {
-                    return Err(ProtoError::Malformed("Bind"));
-                }
-                let mut params = Vec::with_capacity(nparams.min(1024));
-                for i in 0..nparams {
-                    let len = c.i32()?;
-                    let value = match len {
-                        -1 => None,
-                        n if n >= 0 => Some(c.bytes(n as usize)?),
-                        _ => return Err(ProtoError::Malformed("Bind")),
-                    };
-                    let binary = match formats.len() {
-                        0 => false,
-                        1 => formats[0],
-                        _ => formats[i],
-                    };
-                    params.push(Param { value, binary });
-                }
+                let params = c.values()?;
+                // result-column format codes: read so that a message PostgreSQL would take
+                // apart differently is refused here rather than forwarded
+                let nresults = c.count()?;
+                c.bytes(nresults * 2)?;
                 Frontend::Bind {
                     portal,
                     statement,
@@ -289,9 +335,13 @@ impl<'a> Frontend<'a> {
             b'E' => Frontend::Execute {
                 portal: Cursor::new(body, "Execute").string()?,
             },
-            b'F' => Frontend::FunctionCall {
-                oid: Cursor::new(body, "FunctionCall").i32()?,
-            },
+            b'F' => {
+                let mut c = Cursor::new(body, "FunctionCall");
+                let oid = c.i32()? as u32;
+                let args = c.values()?;
+                c.i16()?; // the result's format code
+                Frontend::FunctionCall { oid, args }
+            }
             b'S' => Frontend::Sync,
             b'H' => Frontend::Flush,
             b'X' => Frontend::Terminate,
@@ -414,13 +464,7 @@ impl<'a> Backend<'a> {
             }
             b'S' => Backend::ParameterStatus,
             b't' => {
-                let mut c = Cursor::new(body, "ParameterDescription");
-                let n = c.count()?;
-                let mut types = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    types.push(c.i32()? as u32);
-                }
-                Backend::ParameterDescription(types)
+                Backend::ParameterDescription(Cursor::new(body, "ParameterDescription").oids()?)
             }
             b'Z' => Backend::ReadyForQuery {
                 status: Cursor::new(body, "ReadyForQuery").u8()?,
@@ -440,98 +484,5 @@ impl<'a> Backend<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = 196_608_i32.to_be_bytes().to_vec();
-        for (k, v) in params {
-            b.extend_from_slice(k.as_bytes());
-            b.push(0);
-            b.extend_from_slice(v.as_bytes());
-            b.push(0);
-        }
-        b.push(0);
-        b
-    }
-
-    #[test]
-    fn startup_packets() {
-        assert_eq!(
-            Startup::parse(&startup(&[("user", "alice"), ("database", "orders")])),
-            Ok(Startup::Params {
-                minor: 0,
-                params: vec![
-                    ("user".into(), "alice".into()),
-                    ("database".into(), "orders".into())
-                ]
-            })
-        );
-        assert_eq!(
-            Startup::parse(&SSL_REQUEST.to_be_bytes()),
-            Ok(Startup::SslRequest)
-        );
-        let mut cancel = CANCEL_REQUEST.to_be_bytes().to_vec();
-        cancel.extend_from_slice(&[0, 0, 0, 7, 1, 2, 3, 4]);
-        assert_eq!(
-            Startup::parse(&cancel),
-            Ok(Startup::Cancel {
-                pid: 7,
-                key: vec![1, 2, 3, 4]
-            })
-        );
-        assert!(Startup::parse(&[0, 2, 0, 0]).is_err());
-        // unterminated parameter list
-        let mut bad = startup(&[("user", "alice")]);
-        bad.truncate(bad.len() - 2);
-        assert!(Startup::parse(&bad).is_err());
-    }
-
-    #[test]
-    fn bind_parameters() {
-        // portal "", statement "s1", one format code (binary), two params: 0x01, NULL
-        let mut b = vec![0, b's', b'1', 0, 0, 1, 0, 1, 0, 2];
-        b.extend_from_slice(&[0, 0, 0, 1, 0x01, 0xff, 0xff, 0xff, 0xff]);
-        let Frontend::Bind {
-            statement, params, ..
-        } = Frontend::parse(b'B', &b).unwrap()
-        else {
-            panic!("not a bind")
-        };
-        assert_eq!(statement, "s1");
-        assert_eq!(params[0].display().as_deref(), Some("\\x01"));
-        assert_eq!(params[1].display(), None);
-        assert_eq!(params[0].display_typed(Some(16)).as_deref(), Some("true"));
-        let minus_two = Param {
-            value: Some(&[0xff, 0xff, 0xff, 0xfe]),
-            binary: true,
-        };
-        assert_eq!(minus_two.display_typed(Some(23)).as_deref(), Some("-2"));
-        assert_eq!(
-            minus_two.display_typed(Some(20)).as_deref(),
-            Some("\\xfffffffe")
-        );
-        let text = Param {
-            value: Some(b"key3"),
-            binary: true,
-        };
-        assert_eq!(text.display_typed(Some(25)).as_deref(), Some("key3"));
-        // a length running past the end
-        let bad = [0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 1];
-        assert!(Frontend::parse(b'B', &bad).is_err());
-    }
-
-    #[test]
-    fn error_fields() {
-        let body = b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0\0";
-        assert_eq!(
-            Backend::parse(b'E', body),
-            Ok(Backend::Error(ErrorFields {
-                severity: "ERROR".into(),
-                code: "42P01".into(),
-                message: "relation \"x\" does not exist".into()
-            }))
-        );
-        assert!(Backend::parse(b'E', b"SERROR").is_err());
-    }
-}
+#[path = "message_tests.rs"]
+mod tests;

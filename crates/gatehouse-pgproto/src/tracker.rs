@@ -169,13 +169,20 @@ impl Tracker {
                 s.params = Some(params);
                 self.pending.push_back(Pending::Execute(s));
             }
-            Frontend::FunctionCall { oid } => {
-                self.pending.push_back(Pending::Query(statement(
+            Frontend::FunctionCall { oid, args } => {
+                let mut s = statement(
                     now,
                     Protocol::FunctionCall,
                     None,
                     format!("<function call, oid {oid}>"),
-                )));
+                );
+                // the arguments are what the call does (query_to_xml runs its first one)
+                s.params = Some(
+                    args.iter()
+                        .map(|a| a.display_argument().map(|v| clip(v, MAX_PARAM)))
+                        .collect(),
+                );
+                self.pending.push_back(Pending::Query(s));
                 self.segments_sent += 1;
             }
             Frontend::Describe {
@@ -473,6 +480,49 @@ mod tests {
         t.frontend(&Frontend::Query("select 3".into()), 4 * MS);
         t.backend(&complete("SELECT 1"), 5 * MS);
         assert_eq!(t.backend(&READY, 5 * MS)[0].text, "select 3");
+    }
+
+    #[test]
+    fn function_calls_are_logged_with_their_arguments() {
+        let mut t = Tracker::new();
+        t.frontend(
+            &Frontend::FunctionCall {
+                oid: 2924,
+                args: vec![
+                    Param {
+                        value: Some(b"delete from orders returning 1"),
+                        binary: true,
+                    },
+                    Param {
+                        value: Some(&[1]),
+                        binary: true,
+                    },
+                    Param {
+                        value: Some(b"t"),
+                        binary: false,
+                    },
+                    Param {
+                        value: None,
+                        binary: false,
+                    },
+                ],
+            },
+            MS,
+        );
+        t.backend(&Backend::FunctionCallResponse, 2 * MS);
+        let done = t.backend(&READY, 2 * MS);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].protocol, Protocol::FunctionCall);
+        assert_eq!(done[0].text, "<function call, oid 2924>");
+        assert_eq!(
+            done[0].params,
+            Some(vec![
+                Some("delete from orders returning 1".into()),
+                Some("\\x01".into()),
+                Some("t".into()),
+                None
+            ])
+        );
     }
 
     #[test]
