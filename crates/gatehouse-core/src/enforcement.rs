@@ -120,10 +120,6 @@ impl Enforcer {
         }
     }
 
-    pub fn policy(&self) -> &EnvPolicy {
-        &self.policy
-    }
-
     pub fn is_locked(&self) -> bool {
         self.lock.is_some()
     }

@@ -50,12 +50,6 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with its own live-session registry.
-    pub fn new(store: Store, config: BrokerConfig) -> Arc<Broker> {
-        let live = LiveSessions::new(store.clone(), config.front.node.clone());
-        Broker::with_live(store, config, live)
-    }
-
     /// A broker sharing `live` with the node's other fronts.
     pub fn with_live(store: Store, config: BrokerConfig, live: Arc<LiveSessions>) -> Arc<Broker> {
         let upstream_config = russh::client::Config {

@@ -804,10 +804,6 @@ impl Connection {
             rec.marker(format!("refused {}: {}", action.as_str(), why.as_str()));
         }
     }
-
-    fn forwarding_policy(&self) -> ForwardingPolicy {
-        ForwardingPolicy::default()
-    }
 }
 
 impl Handler for Connection {
@@ -967,15 +963,15 @@ impl Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         drop(channel);
-        if !self.forwarding_policy().allows(ForwardingKind::LocalPort) {
-            self.refuse_forwarding(
-                ForwardingKind::LocalPort,
-                json!({"host": host_to_connect, "port": port_to_connect,
-                       "originator": format!("{originator_address}:{originator_port}")}),
-                session,
-            )
-            .await;
-        }
+        // Forwarding is refused: Gatehouse records terminals and transfers, and a tunnel
+        // would carry traffic it cannot show a reviewer.
+        self.refuse_forwarding(
+            ForwardingKind::LocalPort,
+            json!({"host": host_to_connect, "port": port_to_connect,
+                   "originator": format!("{originator_address}:{originator_port}")}),
+            session,
+        )
+        .await;
         reply
             .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
             .await;
