@@ -3,9 +3,14 @@
 //!
 //! The sidecar is always flushed before the cast file, so after a crash it is never behind:
 //! a cast line without its digest can only have been added later.
+//!
+//! Recordings hold everything typed and shown, passwords typed at a target's own prompt
+//! included: files are created 0600 and the directories Gatehouse creates 0700, whatever
+//! the process umask (which can only narrow them further).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +52,27 @@ pub struct RecordingFile {
     chain_out: BufWriter<File>,
     chain: Chain,
     size: u64,
+}
+
+/// Mode of every file Gatehouse writes under the recordings root.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory Gatehouse creates under (and as) the recordings root.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing parents, each 0700. Directories that already exist keep
+/// their mode (an administrator may have chosen it).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
+/// Options that create a new file 0600, failing if it exists.
+pub fn private_file_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true).mode(PRIVATE_FILE_MODE);
+    o
 }
 
 /// `(year, month, day)` of a Unix day number (proleptic Gregorian; Hinnant's algorithm).
@@ -106,9 +132,9 @@ impl RecordingFile {
             source,
         };
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(create_err)?;
+            create_private_dir(dir).map_err(create_err)?;
         }
-        let open = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+        let open = |p: &Path| private_file_options().open(p);
         let cast = open(&path).map_err(create_err)?;
         let chain_file = open(&chain_path(&path)).map_err(create_err)?;
         let chain = Chain::new(header_line);
@@ -189,7 +215,38 @@ impl RecordingFile {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn recordings_and_sidecars_are_private_whatever_the_parent_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("recordings");
+        create_private_dir(&root).unwrap();
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(20_780 * 86_400);
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            term: None,
+            title: "t".into(),
+            env: vec![],
+        };
+        let rec = RecordingFile::create(&root, "s1", t, &header).unwrap();
+        let sealed = rec.seal().unwrap();
+        assert_eq!(mode(&sealed.path), 0o600);
+        assert_eq!(mode(&chain_path(&sealed.path)), 0o600);
+        for dir in ["", "2026", "2026/11", "2026/11/23"] {
+            assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+        }
+        // a second recording the same day reuses the tree; an existing file is never reused
+        assert!(RecordingFile::create(&root, "s1", t, &header).is_err());
+    }
 
     #[test]
     fn dates_and_paths() {

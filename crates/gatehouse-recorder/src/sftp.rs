@@ -1,28 +1,54 @@
-//! A transfer log for SFTP sessions (and OpenSSH 9's `scp`, which speaks SFTP): which files
-//! were opened, read, written, removed or renamed, and how many bytes moved — instead of
+//! A transfer log for SFTP sessions (and OpenSSH 9's `scp`, which speaks SFTP): every request
+//! that changes the target — files written or read, removed, renamed, linked, copied,
+//! attributes changed, directories made or removed — and how many bytes moved, instead of
 //! recording the raw bytes.
 //!
 //! Hand-written because it only *observes* a stream: the SFTP crates implement clients and
 //! servers, not a passive tap that must survive any byte sequence. The parser reads
-//! length-prefixed packets (draft-ietf-secsh-filexfer-02, version 3, as OpenSSH speaks it),
-//! needs only a few fields of a few packet types, and gives up quietly (reporting once) on a
-//! stream it cannot follow; it never affects the relay.
+//! length-prefixed packets (draft-ietf-secsh-filexfer-02, version 3, as OpenSSH speaks it,
+//! with the extensions of OpenSSH's `PROTOCOL` file), needs only a few fields of a few packet
+//! types, and gives up quietly (reporting once) on a stream it cannot follow; it never
+//! affects the relay. A request is logged when the operator sends it, whether or not the
+//! target then carries it out: the log says what was attempted.
+
+mod wire;
 
 use std::collections::HashMap;
 
-/// Packets larger than this are not SFTP as OpenSSH speaks it (its limit is 256 KiB).
-const MAX_PACKET: usize = 1024 * 1024;
+pub use wire::Attrs;
+use wire::{Fields, Framer};
 
 const FXP_OPEN: u8 = 3;
 const FXP_CLOSE: u8 = 4;
 const FXP_READ: u8 = 5;
 const FXP_WRITE: u8 = 6;
+const FXP_SETSTAT: u8 = 9;
+const FXP_FSETSTAT: u8 = 10;
 const FXP_REMOVE: u8 = 13;
 const FXP_MKDIR: u8 = 14;
 const FXP_RMDIR: u8 = 15;
 const FXP_RENAME: u8 = 18;
+const FXP_SYMLINK: u8 = 20;
 const FXP_HANDLE: u8 = 102;
 const FXP_DATA: u8 = 103;
+const FXP_EXTENDED: u8 = 200;
+
+/// Extended requests (OpenSSH `PROTOCOL` §4, and `copy-data` from filexfer-extensions-00)
+/// that only read or report: not logged. Any other extension name is logged by name, so a
+/// request the tap does not understand is never silent.
+const READ_ONLY_EXTENSIONS: &[&str] = &[
+    "statvfs@openssh.com",
+    "fstatvfs@openssh.com",
+    "fsync@openssh.com",
+    "limits@openssh.com",
+    "expand-path@openssh.com",
+    "home-directory",
+    "users-groups-by-id@openssh.com",
+];
+
+/// Writes to handles the target has not yet named are remembered for this many handles at
+/// most (a client may pipeline OPEN and WRITE with a handle it guessed).
+const MAX_EARLY_HANDLES: usize = 64;
 
 /// One line of the transfer log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +60,41 @@ pub enum Transfer {
         downloaded: u64,
     },
     Remove(String),
+    /// RENAME, or `posix-rename@openssh.com` (which replaces an existing `to`).
     Rename {
         from: String,
         to: String,
+        posix: bool,
     },
     Mkdir(String),
     Rmdir(String),
+    /// SETSTAT (`path`), FSETSTAT (the open file's path) or `lsetstat@openssh.com` (does not
+    /// follow a symlink): chmod, chown, truncate, touch.
+    SetStat {
+        request: &'static str,
+        path: String,
+        attrs: Attrs,
+    },
+    /// `link` now points at `target`.
+    Symlink {
+        link: String,
+        target: String,
+    },
+    /// `hardlink@openssh.com`: `link` is a new name for `existing`.
+    Hardlink {
+        existing: String,
+        link: String,
+    },
+    /// `copy-data`: a server-side copy between two open files; `length` 0 means to the end.
+    CopyData {
+        from: String,
+        from_offset: u64,
+        length: u64,
+        to: String,
+        to_offset: u64,
+    },
+    /// An extended request the tap does not interpret.
+    Extended(String),
     /// The stream stopped making sense; nothing more is logged for this channel.
     Unparseable(String),
 }
@@ -58,66 +113,40 @@ impl std::fmt::Display for Transfer {
                 (u, d) => write!(f, "sftp upload {path} ({u} bytes) and download ({d} bytes)"),
             },
             Transfer::Remove(p) => write!(f, "sftp remove {p}"),
-            Transfer::Rename { from, to } => write!(f, "sftp rename {from} -> {to}"),
+            Transfer::Rename { from, to, posix } => {
+                let verb = if *posix { "posix-rename" } else { "rename" };
+                write!(f, "sftp {verb} {from} -> {to}")
+            }
             Transfer::Mkdir(p) => write!(f, "sftp mkdir {p}"),
             Transfer::Rmdir(p) => write!(f, "sftp rmdir {p}"),
+            Transfer::SetStat {
+                request,
+                path,
+                attrs,
+            } => write!(f, "sftp {request} {path} ({attrs})"),
+            Transfer::Symlink { link, target } => write!(f, "sftp symlink {link} -> {target}"),
+            Transfer::Hardlink { existing, link } => {
+                write!(f, "sftp hardlink {link} to {existing}")
+            }
+            Transfer::CopyData {
+                from,
+                from_offset,
+                length,
+                to,
+                to_offset,
+            } => {
+                let length = match length {
+                    0 => "to the end".to_owned(),
+                    n => format!("{n} bytes"),
+                };
+                write!(
+                    f,
+                    "sftp copy-data {from} at {from_offset} -> {to} at {to_offset} ({length})"
+                )
+            }
+            Transfer::Extended(name) => write!(f, "sftp extended request {name} (not interpreted)"),
             Transfer::Unparseable(why) => write!(f, "sftp stream not followed further: {why}"),
         }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Framer {
-    buf: Vec<u8>,
-}
-
-impl Framer {
-    /// Appends bytes and returns the complete packets (type byte onwards).
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-        self.buf.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(len) = self.buf.get(..4) {
-            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            if len == 0 || len > MAX_PACKET {
-                return Err(format!("packet length {len}"));
-            }
-            if self.buf.len() < 4 + len {
-                break;
-            }
-            out.push(self.buf[4..4 + len].to_vec());
-            self.buf.drain(..4 + len);
-        }
-        Ok(out)
-    }
-}
-
-/// Reads SSH wire fields from a packet body.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        let b = self.0.get(..4)?;
-        let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        self.0 = &self.0[4..];
-        Some(v)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.u32()? as usize;
-        let b = self.0.get(..len)?;
-        self.0 = &self.0[len..];
-        Some(b)
-    }
-    fn string(&mut self) -> Option<String> {
-        self.bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 }
 
@@ -136,6 +165,8 @@ pub struct SftpTap {
     pending_open: HashMap<u32, String>,
     pending_read: HashMap<u32, Vec<u8>>,
     files: HashMap<Vec<u8>, OpenFile>,
+    /// Bytes written to handles the target had not named yet.
+    early_writes: HashMap<Vec<u8>, u64>,
     failed: bool,
 }
 
@@ -145,10 +176,12 @@ impl SftpTap {
         if self.failed {
             return Vec::new();
         }
-        match self.from_operator.push(bytes) {
-            Ok(packets) => packets.iter().filter_map(|p| self.request(p)).collect(),
-            Err(why) => self.fail(why),
+        let (packets, error) = self.from_operator.push(bytes);
+        let mut log: Vec<Transfer> = packets.iter().filter_map(|p| self.request(p)).collect();
+        if let Some(why) = error {
+            log.extend(self.fail(why));
         }
+        log
     }
 
     /// Bytes the target sent.
@@ -156,15 +189,11 @@ impl SftpTap {
         if self.failed {
             return Vec::new();
         }
-        match self.from_target.push(bytes) {
-            Ok(packets) => {
-                for p in packets {
-                    self.response(&p);
-                }
-                Vec::new()
-            }
-            Err(why) => self.fail(why),
+        let (packets, error) = self.from_target.push(bytes);
+        for p in packets {
+            self.response(&p);
         }
+        error.map(|why| self.fail(why)).unwrap_or_default()
     }
 
     /// Files still open when the channel closed.
@@ -184,34 +213,47 @@ impl SftpTap {
         vec![Transfer::Unparseable(why)]
     }
 
+    /// The path a handle was opened for, or the handle itself in hex.
+    fn handle_path(&self, handle: &[u8]) -> String {
+        match self.files.get(handle) {
+            Some(file) => file.path.clone(),
+            None => {
+                let hex: String = handle.iter().map(|b| format!("{b:02x}")).collect();
+                format!("handle 0x{hex}")
+            }
+        }
+    }
+
     fn request(&mut self, packet: &[u8]) -> Option<Transfer> {
         let mut f = Fields(packet);
         let kind = f.u8()?;
+        let id = f.u32()?;
         match kind {
             FXP_OPEN => {
-                let id = f.u32()?;
-                let path = f.string()?;
-                self.pending_open.insert(id, path);
+                self.pending_open.insert(id, f.string()?);
                 None
             }
             FXP_READ => {
-                let id = f.u32()?;
-                let handle = f.bytes()?.to_vec();
-                self.pending_read.insert(id, handle);
+                self.pending_read.insert(id, f.bytes()?.to_vec());
                 None
             }
             FXP_WRITE => {
-                let _id = f.u32()?;
                 let handle = f.bytes()?;
                 let _offset = f.u64()?;
-                let data = f.bytes()?;
+                let written = f.bytes()?.len() as u64;
                 if let Some(file) = self.files.get_mut(handle) {
-                    file.uploaded += data.len() as u64;
+                    file.uploaded += written;
+                } else if let Some(early) = self.early_writes.get_mut(handle) {
+                    *early += written;
+                } else if !self.pending_open.is_empty()
+                    && self.early_writes.len() < MAX_EARLY_HANDLES
+                {
+                    // only while an OPEN awaits its handle can this handle still become a file
+                    self.early_writes.insert(handle.to_vec(), written);
                 }
                 None
             }
             FXP_CLOSE => {
-                let _id = f.u32()?;
                 let handle = f.bytes()?;
                 self.files.remove(handle).map(|file| Transfer::File {
                     path: file.path,
@@ -219,47 +261,94 @@ impl SftpTap {
                     downloaded: file.downloaded,
                 })
             }
-            FXP_REMOVE => {
-                let _id = f.u32()?;
-                Some(Transfer::Remove(f.string()?))
+            FXP_SETSTAT => Some(Transfer::SetStat {
+                request: "setstat",
+                path: f.string()?,
+                attrs: f.attrs()?,
+            }),
+            FXP_FSETSTAT => {
+                let path = self.handle_path(f.bytes()?);
+                Some(Transfer::SetStat {
+                    request: "fsetstat",
+                    path,
+                    attrs: f.attrs()?,
+                })
             }
-            FXP_MKDIR => {
-                let _id = f.u32()?;
-                Some(Transfer::Mkdir(f.string()?))
-            }
-            FXP_RMDIR => {
-                let _id = f.u32()?;
-                Some(Transfer::Rmdir(f.string()?))
-            }
-            FXP_RENAME => {
-                let _id = f.u32()?;
-                let from = f.string()?;
-                let to = f.string()?;
-                Some(Transfer::Rename { from, to })
-            }
+            FXP_REMOVE => Some(Transfer::Remove(f.string()?)),
+            FXP_MKDIR => Some(Transfer::Mkdir(f.string()?)),
+            FXP_RMDIR => Some(Transfer::Rmdir(f.string()?)),
+            FXP_RENAME => Some(Transfer::Rename {
+                from: f.string()?,
+                to: f.string()?,
+                posix: false,
+            }),
+            // OpenSSH's sftp-server reads SYMLINK's two paths in the reverse of the draft's
+            // order (OpenSSH PROTOCOL §4.1): target first, then the link to create.
+            FXP_SYMLINK => Some(Transfer::Symlink {
+                target: f.string()?,
+                link: f.string()?,
+            }),
+            FXP_EXTENDED => self.extended(f),
             _ => None,
+        }
+    }
+
+    /// SSH_FXP_EXTENDED: `string name` then the request's own fields.
+    fn extended(&mut self, mut f: Fields<'_>) -> Option<Transfer> {
+        let name = f.string()?;
+        match name.as_str() {
+            "posix-rename@openssh.com" => Some(Transfer::Rename {
+                from: f.string()?,
+                to: f.string()?,
+                posix: true,
+            }),
+            "hardlink@openssh.com" => Some(Transfer::Hardlink {
+                existing: f.string()?,
+                link: f.string()?,
+            }),
+            "lsetstat@openssh.com" => Some(Transfer::SetStat {
+                request: "lsetstat",
+                path: f.string()?,
+                attrs: f.attrs()?,
+            }),
+            "copy-data" => {
+                let from = self.handle_path(f.bytes()?);
+                let from_offset = f.u64()?;
+                let length = f.u64()?;
+                let to = self.handle_path(f.bytes()?);
+                Some(Transfer::CopyData {
+                    from,
+                    from_offset,
+                    length,
+                    to,
+                    to_offset: f.u64()?,
+                })
+            }
+            known if READ_ONLY_EXTENSIONS.contains(&known) => None,
+            _ => Some(Transfer::Extended(name)),
         }
     }
 
     fn response(&mut self, packet: &[u8]) -> Option<()> {
         let mut f = Fields(packet);
-        match f.u8()? {
+        let kind = f.u8()?;
+        let id = f.u32()?;
+        match kind {
             FXP_HANDLE => {
-                let id = f.u32()?;
                 let handle = f.bytes()?.to_vec();
                 if let Some(path) = self.pending_open.remove(&id) {
+                    let uploaded = self.early_writes.remove(&handle).unwrap_or(0);
                     self.files.insert(
                         handle,
                         OpenFile {
                             path,
-                            uploaded: 0,
+                            uploaded,
                             downloaded: 0,
                         },
                     );
                 }
             }
             FXP_DATA => {
-                let id = f.u32()?;
                 let data = f.bytes()?;
                 if let Some(handle) = self.pending_read.remove(&id)
                     && let Some(file) = self.files.get_mut(&handle)
@@ -269,125 +358,17 @@ impl SftpTap {
             }
             _ => {
                 // STATUS and others: a failed READ (EOF) must not leak its pending entry
-                let id = f.u32()?;
                 self.pending_read.remove(&id);
                 self.pending_open.remove(&id);
             }
+        }
+        if self.pending_open.is_empty() {
+            // no handle is awaited: what was written to unnamed handles went nowhere
+            self.early_writes.clear();
         }
         Some(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn packet(kind: u8, fields: &[&[u8]]) -> Vec<u8> {
-        let mut body = vec![kind];
-        for f in fields {
-            body.extend_from_slice(f);
-        }
-        let mut out = (body.len() as u32).to_be_bytes().to_vec();
-        out.extend(body);
-        out
-    }
-    fn u32b(v: u32) -> Vec<u8> {
-        v.to_be_bytes().to_vec()
-    }
-    fn s(v: &[u8]) -> Vec<u8> {
-        let mut out = u32b(v.len() as u32);
-        out.extend_from_slice(v);
-        out
-    }
-
-    #[test]
-    fn upload_then_download_split_at_every_byte() {
-        let mut op = Vec::new();
-        let mut tg = Vec::new();
-        // upload: open(1) -> handle h1, two writes, close
-        op.extend(packet(
-            FXP_OPEN,
-            &[&u32b(1), &s(b"/tmp/up.bin"), &u32b(0x1a), &u32b(0)],
-        ));
-        tg.extend(packet(FXP_HANDLE, &[&u32b(1), &s(b"h1")]));
-        op.extend(packet(
-            FXP_WRITE,
-            &[&u32b(2), &s(b"h1"), &[0; 8], &s(&[7; 1000])],
-        ));
-        op.extend(packet(
-            FXP_WRITE,
-            &[&u32b(3), &s(b"h1"), &[0; 8], &s(&[7; 24])],
-        ));
-        op.extend(packet(FXP_CLOSE, &[&u32b(4), &s(b"h1")]));
-        let mut tap = SftpTap::default();
-        let mut log = Vec::new();
-        // the handle reply arrives before the writes are parsed
-        log.extend(tap.operator_bytes(&op[..op.len() / 3]));
-        for b in &tg {
-            log.extend(tap.target_bytes(std::slice::from_ref(b)));
-        }
-        for b in &op[op.len() / 3..] {
-            log.extend(tap.operator_bytes(std::slice::from_ref(b)));
-        }
-        assert_eq!(
-            log,
-            [Transfer::File {
-                path: "/tmp/up.bin".into(),
-                uploaded: 1024,
-                downloaded: 0
-            }]
-        );
-        assert_eq!(log[0].to_string(), "sftp upload /tmp/up.bin (1024 bytes)");
-
-        // download: open, read -> data, read -> status EOF, close
-        let mut log = Vec::new();
-        log.extend(tap.operator_bytes(&packet(
-            FXP_OPEN,
-            &[&u32b(5), &s(b"/etc/hosts"), &u32b(1), &u32b(0)],
-        )));
-        tap.target_bytes(&packet(FXP_HANDLE, &[&u32b(5), &s(b"h2")]));
-        tap.operator_bytes(&packet(
-            FXP_READ,
-            &[&u32b(6), &s(b"h2"), &[0; 8], &u32b(32768)],
-        ));
-        tap.target_bytes(&packet(FXP_DATA, &[&u32b(6), &s(&[1; 300])]));
-        tap.operator_bytes(&packet(
-            FXP_READ,
-            &[&u32b(7), &s(b"h2"), &[0; 8], &u32b(32768)],
-        ));
-        tap.target_bytes(&packet(101, &[&u32b(7), &u32b(1), &s(b"EOF"), &s(b"")]));
-        log.extend(tap.operator_bytes(&packet(FXP_CLOSE, &[&u32b(8), &s(b"h2")])));
-        assert_eq!(log[0].to_string(), "sftp download /etc/hosts (300 bytes)");
-        assert!(tap.pending_read.is_empty());
-    }
-
-    #[test]
-    fn other_operations_and_garbage() {
-        let mut tap = SftpTap::default();
-        let log = tap.operator_bytes(
-            &[
-                packet(FXP_REMOVE, &[&u32b(1), &s(b"/a")]),
-                packet(FXP_RENAME, &[&u32b(2), &s(b"/b"), &s(b"/c")]),
-                packet(FXP_MKDIR, &[&u32b(3), &s(b"/d"), &u32b(0)]),
-            ]
-            .concat(),
-        );
-        assert_eq!(
-            log.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["sftp remove /a", "sftp rename /b -> /c", "sftp mkdir /d"]
-        );
-        let log = tap.operator_bytes(&[0xff; 16]);
-        assert!(matches!(&log[..], [Transfer::Unparseable(_)]));
-        assert!(
-            tap.operator_bytes(&packet(FXP_REMOVE, &[&u32b(1), &s(b"/x")]))
-                .is_empty()
-        );
-        // truncated fields inside a well-framed packet never panic
-        let mut tap = SftpTap::default();
-        assert!(
-            tap.operator_bytes(&packet(FXP_WRITE, &[&u32b(1)]))
-                .is_empty()
-        );
-        assert!(tap.target_bytes(&packet(FXP_DATA, &[&[1, 2]])).is_empty());
-    }
-}
+mod tests;

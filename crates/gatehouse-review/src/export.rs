@@ -1,5 +1,13 @@
 //! The non-interactive companions: `gatehouse play` (replay to stdout like `asciinema
 //! play`) and `gatehouse recordings export` (cast, plain text or JSON). Both only read.
+//!
+//! What reaches the reviewer's terminal: text the operator or the target chose and that is
+//! shown *as text* (markers, typed input, SQL statements, parameters, error messages) goes
+//! through [`printable`](crate::printable) in `play` and in `--format txt`, so it cannot
+//! drive the terminal. The output `play` replays goes through
+//! [`ReplayFilter`](crate::replay_filter): drawing reaches the terminal, sequences that act
+//! beyond the screen do not. `cast` and `json` are data for programs and stay byte-exact (JSON
+//! escapes control characters itself).
 
 use std::io::Write;
 use std::time::Duration;
@@ -9,6 +17,8 @@ use serde_json::json;
 use crate::cast::{Cast, EventKind};
 use crate::filter::format_position;
 use crate::index::{Document, HitKind};
+use crate::printable;
+use crate::replay_filter::ReplayFilter;
 use crate::sqllog::{SqlEntry, SqlLog};
 
 /// A recording as read from disk.
@@ -49,6 +59,7 @@ pub fn export(rec: &Recording, format: Format, out: &mut dyn Write) -> anyhow::R
             // output as plain text, with the operator's input and markers where they happened
             let doc = Document::of_cast(cast);
             for (at, kind, line) in doc.lines() {
+                let line = printable::line(line);
                 match kind {
                     HitKind::Output | HitKind::Sql => writeln!(out, "{line}")?,
                     HitKind::Input => writeln!(out, "[{} input] {line}", format_position(at))?,
@@ -60,6 +71,7 @@ pub fn export(rec: &Recording, format: Format, out: &mut dyn Write) -> anyhow::R
             for e in &log.entries {
                 match e {
                     SqlEntry::Marker { at, label } => {
+                        let label = printable::line(label);
                         writeln!(out, "-- [{} marker] {label}", format_position(*at))?;
                     }
                     SqlEntry::Statement(s) => {
@@ -69,13 +81,13 @@ pub fn export(rec: &Recording, format: Format, out: &mut dyn Write) -> anyhow::R
                         if let Some(e) = &s.error {
                             note.push(format!("error {}: {}", e.sqlstate, e.message));
                         }
-                        writeln!(out, "-- [{}]", note.join(" · "))?;
+                        writeln!(out, "-- [{}]", printable::line(&note.join(" · ")))?;
                         if let Some(p) = &s.params {
                             let p: Vec<&str> =
                                 p.iter().map(|p| p.as_deref().unwrap_or("NULL")).collect();
-                            writeln!(out, "-- params: {}", p.join(", "))?;
+                            writeln!(out, "-- params: {}", printable::line(&p.join(", ")))?;
                         }
-                        writeln!(out, "{};", s.text.trim_end_matches(';'))?;
+                        writeln!(out, "{};", printable::block(s.text.trim_end_matches(';')))?;
                     }
                 }
             }
@@ -180,10 +192,11 @@ pub fn play(
     };
     match rec {
         Recording::Terminal { cast, .. } => {
+            let mut filter = ReplayFilter::default();
             for e in &cast.events {
                 if e.kind == EventKind::Output {
                     wait(e.at);
-                    out.write_all(cast.data(e).as_bytes())?;
+                    out.write_all(filter.push(cast.data(e)).as_bytes())?;
                     out.flush()?;
                 }
             }
@@ -192,8 +205,12 @@ pub fn play(
             for e in &log.entries {
                 wait(e.at());
                 match e {
-                    SqlEntry::Statement(s) => writeln!(out, "{};", s.text.trim_end_matches(';'))?,
-                    SqlEntry::Marker { label, .. } => writeln!(out, "-- {label}")?,
+                    SqlEntry::Statement(s) => {
+                        writeln!(out, "{};", printable::block(s.text.trim_end_matches(';')))?;
+                    }
+                    SqlEntry::Marker { label, .. } => {
+                        writeln!(out, "-- {}", printable::line(label))?;
+                    }
                 }
                 out.flush()?;
             }
@@ -275,5 +292,95 @@ mod tests {
         export(&r, Format::Json, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["entries"][3]["error"]["sqlstate"], "42P01");
+    }
+
+    /// An operator-chosen OSC 52 (write the reviewer's clipboard) and a line erase.
+    const OSC52: &str = "\u{1b}]52;c;cm0gLXJmIH4=\u{7}";
+    const ERASE: &str = "\r\u{1b}[2K";
+
+    fn assert_inert(out: &[u8]) {
+        let text = String::from_utf8_lossy(out);
+        assert!(
+            !out.contains(&0x1b),
+            "an ESC reached the terminal: {text:?}"
+        );
+        assert!(!out.contains(&b'\r'), "a CR reached the terminal: {text:?}");
+        assert!(!out.contains(&0x07), "a BEL reached the terminal: {text:?}");
+    }
+
+    #[test]
+    fn operator_chosen_text_never_drives_the_reviewers_terminal() {
+        let cast = format!(
+            "{{\"version\": 2, \"width\": 80, \"height\": 24}}\n{}\n{}\n{}\n",
+            serde_json::to_string(&json!([
+                0.5,
+                "m",
+                format!("sftp upload /tmp/{OSC52}x (3 bytes)")
+            ]))
+            .unwrap(),
+            serde_json::to_string(&json!([1.0, "i", format!("echo hi{ERASE}\r")])).unwrap(),
+            serde_json::to_string(&json!([1.1, "o", "hi\r\n"])).unwrap(),
+        );
+        let mut out = vec![];
+        export(&rec("x.cast", &cast), Format::Txt, &mut out).unwrap();
+        assert_inert(&out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("marker] sftp upload /tmp/\\x1b]52;c;cm0gLXJmIH4=\\x07x"),
+            "{text}"
+        );
+
+        let header =
+            r#"{"gatehouse_sql_log":1,"session":"s","operator":"o","target":"t","database":"d"}"#;
+        let lines = [
+            json!({"t": 0.1, "type": "marker", "label": format!("hello{OSC52}")}),
+            json!({"t": 0.2, "type": "statement", "text": format!("select 1{ERASE}select 2"),
+                   "params": [format!("p{OSC52}")], "tag": format!("SELECT 1{ERASE}"),
+                   "error": {"sqlstate": "XX000", "message": format!("no{OSC52}")}}),
+        ];
+        let log = format!("{header}\n{}\n{}\n", lines[0], lines[1]);
+        let r = rec("x.sql.jsonl", &log);
+        let mut out = vec![];
+        export(&r, Format::Txt, &mut out).unwrap();
+        assert_inert(&out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("select 1\\x0d\\x1b[2Kselect 2;"), "{text}");
+        let mut out = vec![];
+        play(&r, 1.0, None, &mut out, |_| {}).unwrap();
+        assert_inert(&out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-- hello\\x1b]52;c;cm0gLXJmIH4=\\x07\nselect 1\\x0d\\x1b[2Kselect 2;\n"
+        );
+        // json stays data: the text is there byte for byte, escaped by JSON itself
+        let mut out = vec![];
+        export(&r, Format::Json, &mut out).unwrap();
+        assert!(!out.contains(&0x1b));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["entries"][0]["label"], format!("hello{OSC52}"));
+    }
+
+    #[test]
+    fn play_replays_drawing_but_not_what_acts_beyond_the_screen() {
+        let events = [
+            json!([0.1, "o", "\u{1b}[1;31mred\u{1b}[0m "]),
+            json!([
+                0.2,
+                "o",
+                "\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[6n\u{1b}P+q544e\u{1b}\\"
+            ]),
+            json!([0.3, "o", "\u{1b}]0;ti"]), // a title cut across two events
+            json!([0.4, "o", "tle\u{7}done\r\n"]),
+        ];
+        let cast = format!(
+            "{{\"version\": 2, \"width\": 80, \"height\": 24}}\n{}\n",
+            events.map(|e| e.to_string()).join("\n")
+        );
+        let mut out = vec![];
+        play(&rec("x.cast", &cast), 1.0, None, &mut out, |_| {}).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\u{1b}[1;31mred\u{1b}[0m done\r\n"
+        );
     }
 }

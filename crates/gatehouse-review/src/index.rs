@@ -453,12 +453,21 @@ pub fn index_file(dir: &Path, session: &str) -> PathBuf {
     dir.join(format!("{session}.idx"))
 }
 
+/// Writes the index file 0600 in a 0700 directory: it holds the recording's text (what was
+/// typed and shown), so it is as private as the recording.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        gatehouse_recorder::file::create_private_dir(dir)?;
     }
     let tmp = path.with_extension("idx.tmp");
-    std::fs::write(&tmp, text)?;
+    // a temp file left by a crash is replaced, not reused with whatever mode it had
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = gatehouse_recorder::file::private_file_options().open(&tmp)?;
+    f.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)
 }
 
@@ -527,5 +536,30 @@ mod tests {
         assert_eq!(back.text, doc.text);
         assert_eq!(back.lines.len(), doc.lines.len());
         assert!(Document::from_cache(&text, "10-21").is_none());
+    }
+
+    #[test]
+    fn the_cache_is_as_private_as_the_recording() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let tmp = tempfile::tempdir().unwrap();
+        let rec = tmp.path().join("s1.cast");
+        std::fs::write(&rec, "{\"version\": 2, \"width\": 80, \"height\": 24}\n").unwrap();
+        let dir = tmp.path().join(".index");
+        SearchIndex::new(Some(dir.clone()))
+            .document("s1", &rec)
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&index_file(&dir, "s1")), 0o600);
+
+        // a temp file left behind by a crash, readable by all, is not reused as it is
+        std::fs::remove_file(index_file(&dir, "s1")).unwrap();
+        let stale = index_file(&dir, "s1").with_extension("idx.tmp");
+        std::fs::write(&stale, "old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SearchIndex::new(Some(dir.clone()))
+            .document("s1", &rec)
+            .unwrap();
+        assert_eq!(mode(&index_file(&dir, "s1")), 0o600);
     }
 }

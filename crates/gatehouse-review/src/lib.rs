@@ -5,7 +5,8 @@
 //! recordings (parsers over bytes), `player` is the emulator with snapshots (time is an
 //! input), `catalog` and `filter` make the session list, `index` searches, `app` turns
 //! events into state, `ui` draws state into a ratatui `Frame` (tests use `TestBackend`),
-//! and only `run` owns the terminal. Recordings are only ever read.
+//! and only `run` owns the terminal. Recordings are only ever read. Text the operator or the
+//! target chose is shown through `printable`, never raw.
 
 pub mod app;
 pub mod cast;
@@ -14,6 +15,8 @@ pub mod export;
 pub mod filter;
 pub mod index;
 pub mod player;
+pub mod printable;
+pub mod replay_filter;
 mod run;
 pub mod sqllog;
 pub mod ui;

@@ -369,3 +369,95 @@ fn help_lists_every_key() {
     press(&mut a, "?");
     insta::assert_snapshot!("help_player", render(&a, 80, 24).backend());
 }
+
+/// Every cell's text, row by row; fails if a cell would send a control character (or a
+/// bidi override) to the reviewer's terminal.
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            let symbol = buf[(x, y)].symbol();
+            assert!(
+                !symbol.chars().any(gatehouse_review::printable::is_unsafe),
+                "cell ({x}, {y}) holds {symbol:?}"
+            );
+            text.push_str(symbol);
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn operator_chosen_escapes_are_shown_not_obeyed() {
+    let osc52 = "\u{1b}]52;c;cm0gLXJmIH4=\u{7}";
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("sftp remove /tmp/x{osc52}\r\u{1b}[2K");
+    let (path, record) = write_cast(
+        dir.path(),
+        "0190-evil",
+        &[
+            (0.5, Code::Output, "ok \u{9b}31m\u{202e}txt.exe\r\n"),
+            (1.0, Code::Marker, &marker),
+            (0.8, Code::Input, "ls\u{9b}\r"),
+        ],
+    );
+    let sql_path = dir.path().join("2025/11/24/0190-esql.sql.jsonl");
+    let statement = serde_json::json!({
+        "t": 1.0, "type": "statement", "text": format!("select 1{osc52}"),
+        "params": [format!("v{osc52}")], "tag": "SELECT 1",
+        "error": {"sqlstate": "XX000", "message": format!("bad\r\u{1b}[2K")}
+    });
+    let log = format!(
+        "{}\n{}\n{statement}\n",
+        r#"{"gatehouse_sql_log":1,"session":"0190-esql","operator":"dave","target":"orders","database":"orders\u001b[2J"}"#,
+        serde_json::json!({"t": 0.5, "type": "marker", "label": format!("m{osc52}")}),
+    );
+    std::fs::write(&sql_path, log).unwrap();
+    let sessions = vec![
+        entry(
+            "0190-esql",
+            "dave",
+            1,
+            Some("client_closed"),
+            Some(sql_path),
+            RecordingStatus::Ok { events: 2 },
+        ),
+        entry(
+            "0190-evil",
+            "alice",
+            0,
+            Some("client_closed"),
+            Some(path),
+            recording_status(&record),
+        ),
+    ];
+    let mut a = App::new(Box::new(sessions), SearchIndex::new(None), T0 + 600_000);
+    // the terminal session: the marker in the status line and in the footer message
+    press(&mut a, "j");
+    key(&mut a, KeyCode::Enter);
+    press(&mut a, "]i");
+    let text = screen_text(&render(&a, 100, 24));
+    assert!(
+        text.contains("sftp remove /tmp/x\\x1b]52;c;cm0gLXJmIH4=\\x07\\x0d\\x1b[2K"),
+        "{text}"
+    );
+    assert!(text.contains("ls\\u{9b}⏎"), "{text}");
+    press(&mut a, "q");
+    // the SQL session: table, statement detail
+    press(&mut a, "k");
+    key(&mut a, KeyCode::Enter);
+    let text = screen_text(&render(&a, 100, 14));
+    assert!(text.contains("◆ m\\x1b]52;c;cm0gLXJmIH4=\\x07"), "{text}");
+    assert!(text.contains("db orders\\x1b[2J"), "{text}");
+    press(&mut a, "j");
+    key(&mut a, KeyCode::Enter);
+    let text = screen_text(&render(&a, 100, 14));
+    assert!(
+        text.contains("select 1\\x1b]52;c;cm0gLXJmIH4=\\x07"),
+        "{text}"
+    );
+    assert!(text.contains("$1 = 'v\\x1b]52"), "{text}");
+    assert!(text.contains("bad\\x0d\\x1b[2K"), "{text}");
+}

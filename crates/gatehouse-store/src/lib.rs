@@ -14,6 +14,7 @@ mod policies;
 mod recordings;
 pub mod secrets;
 mod sessions;
+mod sqlite_file;
 mod targets;
 mod totp;
 
@@ -51,6 +52,12 @@ pub enum StoreError {
     NotFound { kind: &'static str, name: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error("cannot make store file {path} private: {source}")]
+    FileMode {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
 }
@@ -114,6 +121,11 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        let db_file = sqlite_file::path_of_url(url);
+        if let Some(db) = &db_file {
+            sqlite_file::create_private(db)?;
+            sqlite_file::narrow(db)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .acquire_timeout(std::time::Duration::from_secs(5))
@@ -129,6 +141,10 @@ impl Store {
                 sqlx::query("PRAGMA journal_mode=WAL")
                     .execute(&pool)
                     .await?;
+                if let Some(db) = &db_file {
+                    // -wal and -shm now exist; they take the database file's mode
+                    sqlite_file::narrow(db)?;
+                }
                 sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
             }
             Backend::Postgres => {

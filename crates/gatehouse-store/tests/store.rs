@@ -335,6 +335,30 @@ async fn sqlite_store() {
 }
 
 #[tokio::test]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let url = format!("sqlite://{}", db.display());
+    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+    store.add_environment("dev").await.unwrap();
+    let files = ["g.db", "g.db-wal", "g.db-shm"].map(|f| dir.path().join(f));
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    store.close().await;
+    // a database an older version left readable by all is narrowed on open
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+    store.list_environments().await.unwrap();
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    store.close().await;
+}
+
+#[tokio::test]
 async fn postgres_store() {
     let pg = gatehouse_testbed::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     pg.create_database("gatehouse_store_test").unwrap();

@@ -57,7 +57,8 @@ enum Command {
     Recordings(recordings::RecordingsCommand),
     /// Find, replay and search recorded sessions (terminal UI).
     Review(review::ReviewArgs),
-    /// Replay a session's recording to stdout, like `asciinema play`.
+    /// Replay a session's recording to stdout, like `asciinema play` (drawing only: what
+    /// would act beyond the screen, such as clipboard writes and terminal reports, is dropped).
     Play(review::PlayArgs),
 }
 

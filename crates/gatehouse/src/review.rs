@@ -73,7 +73,8 @@ pub struct PlayArgs {
 pub enum ExportFormat {
     /// The asciicast v2 file as recorded.
     Cast,
-    /// Plain text: output without escape sequences, input and markers with their times.
+    /// Plain text: output without escape sequences, input and markers with their times
+    /// (their control characters escaped, e.g. `\x1b`).
     Txt,
     /// Every event as JSON.
     Json,

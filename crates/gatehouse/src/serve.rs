@@ -46,7 +46,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());
-    std::fs::create_dir_all(&config.recordings_root).with_context(|| {
+    gatehouse_recorder::file::create_private_dir(&config.recordings_root).with_context(|| {
         format!(
             "cannot create recordings root {}",
             config.recordings_root.display()

@@ -45,7 +45,11 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
             Span::styled("█", Style::new().add_modifier(Modifier::SLOW_BLINK)),
         ])
     } else if let Some(m) = &app.message {
-        Line::from(Span::styled(m.clone(), Style::new().fg(Color::Yellow)))
+        // messages quote markers and file names: operator-chosen text
+        Line::from(Span::styled(
+            crate::printable::line(m).into_owned(),
+            Style::new().fg(Color::Yellow),
+        ))
     } else {
         let hints = match app.views.last() {
             None => "Enter open  / search  f filter  r refresh  ? help  q quit",

@@ -11,6 +11,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::app::PlayerView;
 use crate::filter::{format_position, format_time};
+use crate::printable;
 use crate::ui::ScreenView;
 
 /// Lines of the input panel, border included.
@@ -91,7 +92,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
     }
     if let Some((at, label)) = p.current_marker() {
         spans.push(Span::styled(
-            format!("  ◆ {} {label}", format_position(at)),
+            format!("  ◆ {} {}", format_position(at), printable::line(label)),
             Style::new().fg(Color::Yellow),
         ));
     }
@@ -187,7 +188,8 @@ pub fn show_keys(keys: &str) -> String {
                 out.push('^');
                 out.push(char::from_u32(c as u32 + 0x40).unwrap_or('?'));
             }
-            c => out.push(c),
+            // C1 controls and bidi overrides, escaped like every operator-chosen text
+            c => out.push_str(&printable::line(c.encode_utf8(&mut [0; 4]))),
         }
         rest = &rest[c.len_utf8()..];
     }
@@ -238,5 +240,6 @@ mod tests {
         assert_eq!(show_keys("ls -l\r"), "ls -l⏎");
         assert_eq!(show_keys("\u{1b}[A\u{3}x\u{7f}"), "↑^Cx⌫");
         assert_eq!(show_keys("\u{1b}:wq"), "^[:wq");
+        assert_eq!(show_keys("a\u{9b}b\u{202e}c"), "a\\u{9b}b\\u{202e}c");
     }
 }

@@ -68,10 +68,14 @@ impl Widget for ScreenView<'_> {
                 if !self.screen.hide_cursor() && top + y == cursor_row && x == cursor_col {
                     style = style.add_modifier(Modifier::REVERSED);
                 }
-                let symbol = if cell.has_contents() {
-                    cell.contents()
-                } else {
+                // the emulator keeps what it printed, C1 controls and bidi overrides included:
+                // a cell is drawn into the reviewer's terminal as it is, so those never are
+                let symbol = if !cell.has_contents() {
                     " "
+                } else if cell.contents().chars().any(crate::printable::is_unsafe) {
+                    "\u{fffd}"
+                } else {
+                    cell.contents()
                 };
                 buf[(area.x + x, area.y + y)]
                     .set_symbol(symbol)

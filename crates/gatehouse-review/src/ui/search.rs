@@ -48,7 +48,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, view: &SearchView) {
                 Cell::from(who),
                 Cell::from(format_position(h.at)),
                 Cell::from(h.kind.label()),
-                Cell::from(h.line.clone()),
+                Cell::from(crate::printable::line(&h.line).into_owned()),
             ]);
             match s {
                 Some(s) if s.status.is_tampered() => row.style(super::tampered_style()),

@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 
 use crate::app::SqlView;
 use crate::filter::{format_position, format_time};
+use crate::printable;
 use crate::sqllog::{SqlEntry, Statement};
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &SqlView) {
@@ -21,7 +22,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &SqlView) {
         e.operator,
         e.target,
         e.environment.as_deref().unwrap_or("-"),
-        h.database.as_deref().unwrap_or("-"),
+        printable::line(h.database.as_deref().unwrap_or("-")),
         format_time(e.started_at),
         view.log.statements().count(),
     ))];
@@ -65,14 +66,14 @@ fn entry_row(e: &SqlEntry) -> Row<'static> {
             Cell::from(""),
             Cell::from(""),
             Cell::from(""),
-            Cell::from(format!("◆ {label}")),
+            Cell::from(format!("◆ {}", printable::line(label))),
         ])
         .style(Style::new().fg(Color::Yellow)),
         SqlEntry::Statement(s) => {
             let error = s
                 .error
                 .as_ref()
-                .map(|e| e.sqlstate.clone())
+                .map(|e| printable::line(&e.sqlstate).into_owned())
                 .unwrap_or_default();
             let row = Row::new(vec![
                 Cell::from(format_position(s.at)),
@@ -81,7 +82,7 @@ fn entry_row(e: &SqlEntry) -> Row<'static> {
                         .map(|d| format!("{d:.2}ms"))
                         .unwrap_or_default(),
                 ),
-                Cell::from(s.tag.clone().unwrap_or_default()),
+                Cell::from(printable::line(s.tag.as_deref().unwrap_or_default()).into_owned()),
                 Cell::from(error),
                 Cell::from(one_line(&s.text)),
             ]);
@@ -95,29 +96,36 @@ fn entry_row(e: &SqlEntry) -> Row<'static> {
 }
 
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    printable::line(&text.split_whitespace().collect::<Vec<_>>().join(" ")).into_owned()
 }
 
 fn draw_detail(frame: &mut Frame, area: Rect, s: &Statement) {
     let popup = area.inner(ratatui::layout::Margin::new(2, 1));
     frame.render_widget(Clear, popup);
     let mut lines = vec![
-        Line::from(format!(
-            "at {} · {} protocol{} · {} · {}",
-            format_position(s.at),
-            s.protocol,
-            s.name
-                .as_ref()
-                .map(|n| format!(" · prepared \"{n}\""))
-                .unwrap_or_default(),
-            s.duration_ms
-                .map(|d| format!("{d:.2} ms"))
-                .unwrap_or_else(|| "-".into()),
-            s.tag.as_deref().unwrap_or("no tag"),
-        )),
+        Line::from(
+            printable::line(&format!(
+                "at {} · {} protocol{} · {} · {}",
+                format_position(s.at),
+                s.protocol,
+                s.name
+                    .as_ref()
+                    .map(|n| format!(" · prepared \"{n}\""))
+                    .unwrap_or_default(),
+                s.duration_ms
+                    .map(|d| format!("{d:.2} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                s.tag.as_deref().unwrap_or("no tag"),
+            ))
+            .into_owned(),
+        ),
         Line::from(""),
     ];
-    lines.extend(s.text.lines().map(|l| Line::from(l.to_owned())));
+    lines.extend(
+        s.text
+            .lines()
+            .map(|l| Line::from(printable::line(l).into_owned())),
+    );
     lines.push(Line::from(""));
     match (&s.params, s.redacted) {
         (_, true) => lines.push(Line::from(format!(
@@ -130,7 +138,8 @@ fn draw_detail(frame: &mut Frame, area: Rect, s: &Statement) {
                 lines.push(Line::from(format!(
                     "  ${} = {}",
                     i + 1,
-                    p.as_ref().map_or("NULL".into(), |v| format!("'{v}'"))
+                    p.as_ref()
+                        .map_or("NULL".into(), |v| format!("'{}'", printable::line(v)))
                 )));
             }
         }
@@ -139,7 +148,7 @@ fn draw_detail(frame: &mut Frame, area: Rect, s: &Statement) {
     if let Some(e) = &s.error {
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled(
-            format!("error {}: {}", e.sqlstate, e.message),
+            printable::line(&format!("error {}: {}", e.sqlstate, e.message)).into_owned(),
             Style::new().fg(Color::Red),
         )));
     }
