@@ -25,7 +25,10 @@ pub use gate::{
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};
 pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};
-pub use ratelimit::{FailedLoginLimiter, LimiterConfig};
+pub use ratelimit::{
+    FailedLoginLimiter, FailureOutcome, LimiterConfig, LoginLimiter, LoginLimits, LoginRefusal,
+    SourceBucket,
+};
 pub use session::{EndReason, Protocol};
 pub use ssh_policy::{ForwardingKind, ForwardingPolicy, env_var_allowed};
 pub use target_addr::{PgAddress, SshAddress, SshAddressError};

@@ -1,12 +1,11 @@
 //! The accept loop and what all PostgreSQL connections share: the store, the node's live
-//! sessions, the failed-login limiter, the cancel-key map and the TLS configuration.
+//! sessions, the cancel-key map and the TLS configuration.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_core::{EndReason, FailedLoginLimiter};
+use gatehouse_core::EndReason;
 use gatehouse_session::{FrontConfig, GuardEvent, LiveSessions, accept_loop, drain_connections};
 use gatehouse_store::Store;
 use thiserror::Error;
@@ -44,7 +43,6 @@ pub struct PgBroker {
     pub(crate) store: Store,
     pub(crate) config: PgConfig,
     pub(crate) live: Arc<LiveSessions>,
-    pub(crate) limiter: Mutex<FailedLoginLimiter<IpAddr>>,
     pub(crate) cancels: CancelMap,
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
     /// Salt secret for the mock SCRAM exchange of unknown operators.
@@ -57,7 +55,6 @@ pub struct PgBroker {
 impl PgBroker {
     pub fn new(store: Store, config: PgConfig, live: Arc<LiveSessions>) -> Arc<PgBroker> {
         Arc::new(PgBroker {
-            limiter: Mutex::new(FailedLoginLimiter::new(config.front.login_limiter)),
             acceptor: tokio_rustls::TlsAcceptor::from(config.tls.clone()),
             mock_secret: rand::random(),
             store,

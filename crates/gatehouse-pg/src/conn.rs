@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gatehouse_core::{
-    AccessDecision, AccessFacts, EndReason, Protocol, decide_access, validate_name,
+    AccessDecision, AccessFacts, EndReason, LoginRefusal, Protocol, decide_access, validate_name,
 };
 use gatehouse_pgproto::scram::{self, ServerExchange, Verifier};
 use gatehouse_pgproto::{MAX_LOGIN_MESSAGE, MAX_SESSION_MESSAGE, backend};
-use gatehouse_store::{AuditEvent, NewSession, TargetRecord, passwords};
+use gatehouse_session::FailedLogin;
+use gatehouse_store::{AuditEvent, NewSession, TargetRecord};
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -130,11 +131,12 @@ async fn authenticate(
         let password =
             String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(&body)).into_owned();
         let hash = account.and_then(|a| a.password_hash);
-        return Ok(tokio::task::spawn_blocking(move || {
-            passwords::verify_password(&password, hash.as_deref())
-        })
-        .await
-        .unwrap_or(false));
+        return Ok(broker
+            .config
+            .front
+            .login
+            .verify_password(password, hash)
+            .await);
     }
     let verifier = account
         .and_then(|a| a.scram_verifier)
@@ -235,35 +237,29 @@ async fn session(
         .await;
         return;
     }
-    let locked_out = broker
-        .limiter
-        .lock()
-        .ok()
-        .and_then(|l| l.check(&peer.ip(), std::time::Instant::now()).err());
-    if let Some(wait) = locked_out {
-        tracing::warn!(source = %peer, "login refused: source locked out after failed logins");
-        let msg = format!(
-            "too many failed logins from your address; try again in {} s",
-            wait.as_secs().max(1)
-        );
+    let login = &broker.config.front.login;
+    if let Err(refusal) = login.check(peer, Some(operator.as_str())) {
+        let whose = match refusal {
+            LoginRefusal::Source { .. } => "from your address".to_owned(),
+            LoginRefusal::Account { .. } => format!("for user \"{operator}\""),
+        };
+        let wait = refusal.retry_after().as_secs().max(1);
+        let msg = format!("too many failed logins {whose}; try again in {wait} s");
         fatal(&mut writer, &refuse("28000", msg)).await;
         return;
     }
     match authenticate(broker, &mut reader, &mut writer, &operator, tls).await {
-        Ok(true) => {
-            if let Ok(mut l) = broker.limiter.lock() {
-                l.record_success(&peer.ip());
-            }
-        }
+        Ok(true) => login.succeeded(peer.ip(), &operator),
         Ok(false) => {
-            let locked_out = broker
-                .limiter
-                .lock()
-                .map(|mut l| l.record_failure(&peer.ip(), std::time::Instant::now()))
-                .unwrap_or(false);
-            tracing::warn!(source = %peer, user = %operator, locked_out, "authentication failed");
-            audit(broker, "auth_failure", Some(&operator), None, peer,
-                json!({"method": "scram-sha-256", "user": operator, "protocol": "postgres", "source_locked_out": locked_out})).await;
+            let failure = FailedLogin {
+                peer,
+                user: &operator,
+                operator: Some(operator.as_str()),
+                method: "scram-sha-256",
+                protocol: "postgres",
+                guessed_secret: true,
+            };
+            login.failed(&broker.store, failure).await;
             let msg = format!("password authentication failed for user \"{operator}\"");
             fatal(&mut writer, &refuse("28P01", msg)).await;
             return;

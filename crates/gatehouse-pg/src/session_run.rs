@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::EndReason;
 use gatehouse_pgproto::tracker::Tracker;
 use gatehouse_pgproto::{TlsMode, backend};
-use gatehouse_session::{ActivityClock, Guard, GuardEvent, SessionGate, StoreReauth};
+use gatehouse_session::{
+    ActivityClock, Guard, GuardEvent, SessionGate, StoreReauth, store_checkpoints,
+};
 use gatehouse_store::TargetRecord;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -88,6 +90,11 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
             {
                 tracing::error!(error = %e, "cannot register the statement log in the store");
             }
+            tokio::spawn(store_checkpoints(
+                store.clone(),
+                session_id.to_owned(),
+                log.checkpoints(),
+            ));
             log
         }
         Err(e) => {
@@ -194,6 +201,8 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
             operator: operator.to_owned(),
             has_password: false,
             has_totp: false,
+            login: broker.config.front.login.clone(),
+            peer,
         },
         PgObserver {
             store: store.clone(),

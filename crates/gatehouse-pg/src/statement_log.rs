@@ -136,6 +136,13 @@ impl StatementLog {
         );
     }
 
+    /// The log's checkpoints, for the store (`gatehouse_session::store_checkpoints`).
+    pub(crate) fn checkpoints(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Option<gatehouse_recorder::Checkpoint>> {
+        self.handle.checkpoints()
+    }
+
     pub(crate) async fn seal(&self) -> Option<Result<Sealed, RecordError>> {
         self.handle.seal().await
     }

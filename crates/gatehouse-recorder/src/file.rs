@@ -185,6 +185,13 @@ impl RecordingFile {
         self.write_line(line, index)
     }
 
+    /// Events appended so far and the chain digest after the last of them. After a
+    /// [`RecordingFile::flush`] these are on disk (in the OS's hands, which survive the
+    /// broker being killed): what a checkpoint records.
+    pub fn progress(&self) -> (u64, String) {
+        (self.chain.events(), self.chain.hex())
+    }
+
     /// Bytes written since the last flush.
     pub fn buffered(&self) -> usize {
         self.cast.buffer().len()

@@ -19,5 +19,5 @@ pub mod verify;
 
 pub use file::{RecordError, Sealed};
 pub use format::{Chain, Header, effective_size};
-pub use task::{RecorderHandle, spawn_recorder};
-pub use verify::{Expected, Verdict, verify};
+pub use task::{CHECKPOINT_INTERVAL, Checkpoint, RecorderHandle, spawn_recorder};
+pub use verify::{Expected, Verdict, verify, verify_to_checkpoint};

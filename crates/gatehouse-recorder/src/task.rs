@@ -2,12 +2,14 @@
 //! timestamped events without waiting; the task appends them in arrival order and flushes
 //! every 100 ms (and whenever 64 KiB are buffered). A write failure is reported once
 //! through `on_failure`, so the session can be ended: Gatehouse never continues a session
-//! it cannot record.
+//! it cannot record. Every [`CHECKPOINT_INTERVAL`] (when something was written) the task
+//! publishes a [`Checkpoint`] of what is on disk, for the store to keep under the node's
+//! key: a recording cut short by a crash is then verified up to it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::file::{RecordError, RecordingFile, Sealed};
@@ -20,6 +22,17 @@ pub const UNRECORDED: bool = cfg!(feature = "bench-unrecorded");
 
 /// Longest time an event waits in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest time between two checkpoints of a recording that is being written to (the store
+/// promises at most 10 s; half of it leaves room for a slow store write).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The first `events` events of the recording are on disk and hash to `digest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub events: u64,
+    pub digest: String,
+}
 
 enum RecEvent {
     Output(Instant, Vec<u8>),
@@ -45,6 +58,7 @@ type SharedLines = Arc<Mutex<QueuedLines>>;
 pub struct RecorderHandle {
     tx: mpsc::UnboundedSender<RecEvent>,
     lines: SharedLines,
+    checkpoints: watch::Receiver<Option<Checkpoint>>,
 }
 
 impl RecorderHandle {
@@ -90,6 +104,11 @@ impl RecorderHandle {
         }
     }
 
+    /// The recording's latest checkpoint; the sender closes when the recorder ends.
+    pub fn checkpoints(&self) -> watch::Receiver<Option<Checkpoint>> {
+        self.checkpoints.clone()
+    }
+
     /// Writes everything queued, syncs and closes the recording.
     pub async fn seal(&self) -> Option<Result<Sealed, RecordError>> {
         let (tx, rx) = oneshot::channel();
@@ -106,8 +125,37 @@ pub fn spawn_recorder(
 ) -> RecorderHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let lines = SharedLines::default();
-    tokio::spawn(run(file, opened, rx, lines.clone(), on_failure));
-    RecorderHandle { tx, lines }
+    let (checkpoint_tx, checkpoints) = watch::channel(None);
+    let sinks = Sinks {
+        on_failure,
+        checkpoints: checkpoint_tx,
+    };
+    tokio::spawn(run(file, opened, rx, lines.clone(), sinks));
+    RecorderHandle {
+        tx,
+        lines,
+        checkpoints,
+    }
+}
+
+/// Where the task reports: a write failure (once) and checkpoints.
+struct Sinks<F> {
+    on_failure: F,
+    checkpoints: watch::Sender<Option<Checkpoint>>,
+}
+
+/// Publishes a checkpoint of what `file` has on disk when one is due and new events were
+/// written since the last one. Call right after a flush.
+fn checkpoint_if_due(
+    file: &RecordingFile,
+    last: &mut (Instant, u64),
+    tx: &watch::Sender<Option<Checkpoint>>,
+) {
+    let (events, digest) = file.progress();
+    if events > last.1 && last.0.elapsed() >= CHECKPOINT_INTERVAL {
+        *last = (Instant::now(), events);
+        tx.send_replace(Some(Checkpoint { events, digest }));
+    }
 }
 
 async fn run(
@@ -115,10 +163,11 @@ async fn run(
     opened: Instant,
     mut rx: mpsc::UnboundedReceiver<RecEvent>,
     lines: SharedLines,
-    on_failure: impl FnOnce(String) + Send + 'static,
+    sinks: Sinks<impl FnOnce(String) + Send + 'static>,
 ) {
     let mut file = Some(file);
-    let mut on_failure = Some(on_failure);
+    let mut on_failure = Some(sinks.on_failure);
+    let mut last_checkpoint = (Instant::now(), 0u64);
     let mut output = Utf8Assembler::default();
     let mut input = Utf8Assembler::default();
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -156,6 +205,9 @@ async fn run(
                     && let Err(e) = f.flush()
                 {
                     fail(&mut file, e);
+                }
+                if let Some(f) = &file {
+                    checkpoint_if_due(f, &mut last_checkpoint, &sinks.checkpoints);
                 }
                 continue;
             }
@@ -212,6 +264,41 @@ mod tests {
 
     fn on_disk(path: &std::path::Path) -> String {
         std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_of_what_is_on_disk_is_published_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let file = RecordingFile::create_at(path.clone(), r#"{"header":1}"#).unwrap();
+        let h = spawn_recorder(file, Instant::now(), |_| {});
+        let mut cps = h.checkpoints();
+        h.marker("one");
+        h.marker("two");
+        tokio::time::sleep(CHECKPOINT_INTERVAL - Duration::from_millis(200)).await;
+        assert_eq!(*cps.borrow(), None, "checkpoint before its interval");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let cp = cps.borrow_and_update().clone().unwrap();
+        assert_eq!(cp.events, 2);
+        // the checkpoint is what the file on disk hashes to at that event
+        let v = crate::verify::verify_to_checkpoint(
+            &path,
+            &crate::Expected {
+                events: cp.events,
+                digest: cp.digest.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(v, crate::Verdict::Truncated { events: 2 });
+        // nothing new: no new checkpoint; something new: one within the interval
+        tokio::time::sleep(CHECKPOINT_INTERVAL * 2).await;
+        assert!(!cps.has_changed().unwrap());
+        h.marker("three");
+        tokio::time::sleep(CHECKPOINT_INTERVAL + FLUSH_INTERVAL).await;
+        assert_eq!(cps.borrow_and_update().as_ref().unwrap().events, 3);
+        h.seal().await.unwrap().unwrap();
+        // the recorder is gone: the receiver learns it (the store writer stops)
+        assert!(cps.changed().await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,7 @@
 //! Checking a recording against its chain sidecar and, once sealed, against the digest the
-//! store holds.
+//! store holds; a recording still being written or cut short by a crash against its last
+//! checkpoint in the store (which an unkeyed chain alone cannot prove: whoever rewrites the
+//! file can rewrite its sidecar).
 
 use std::path::Path;
 
@@ -39,6 +41,20 @@ impl std::fmt::Display for Verdict {
 /// Verifies `cast`. With `expected` (a sealed recording) the file must be complete and
 /// hash to it; without (an interrupted one) a clean prefix is `Truncated`.
 pub fn verify(cast: &Path, expected: Option<&Expected>) -> std::io::Result<Verdict> {
+    check(cast, expected, None)
+}
+
+/// Verifies an unsealed `cast` (live or interrupted) whose first `checkpoint.events` events
+/// must hash to `checkpoint.digest`; a clean file reaching at least that far is `Truncated`.
+pub fn verify_to_checkpoint(cast: &Path, checkpoint: &Expected) -> std::io::Result<Verdict> {
+    check(cast, None, Some(checkpoint))
+}
+
+fn check(
+    cast: &Path,
+    expected: Option<&Expected>,
+    checkpoint: Option<&Expected>,
+) -> std::io::Result<Verdict> {
     let text = std::fs::read(cast)?;
     let sidecar = std::fs::read_to_string(chain_path(cast)).unwrap_or_default();
     let digests: Vec<&str> = sidecar
@@ -64,6 +80,14 @@ pub fn verify(cast: &Path, expected: Option<&Expected>) -> std::io::Result<Verdi
     if digests.first() != Some(&chain.hex().as_str()) {
         return tampered(0, "header does not match its digest");
     }
+    let off_checkpoint = |chain: &Chain| {
+        checkpoint.is_some_and(|c| c.events == chain.events() && c.digest != chain.hex())
+    };
+    const CHECKPOINT_DIFFERS: &str =
+        "digest at the last checkpoint differs from the one in the store";
+    if off_checkpoint(&chain) {
+        return tampered(0, CHECKPOINT_DIFFERS);
+    }
     for (i, line) in lines.iter().enumerate().skip(1) {
         chain.push(&String::from_utf8_lossy(line));
         match digests.get(i) {
@@ -71,8 +95,16 @@ pub fn verify(cast: &Path, expected: Option<&Expected>) -> std::io::Result<Verdi
             Some(_) => return tampered(i, "line does not match its digest"),
             None => return tampered(i, "line was added after recording"),
         }
+        if off_checkpoint(&chain) {
+            return tampered(i, CHECKPOINT_DIFFERS);
+        }
     }
     let events = chain.events();
+    if let Some(c) = checkpoint
+        && events < c.events
+    {
+        return tampered(lines.len(), "lines were removed before the last checkpoint");
+    }
     match expected {
         Some(exp) => {
             if partial {
@@ -212,6 +244,48 @@ mod tests {
                 why: "final digest differs from the one in the store".into()
             }
         );
+    }
+
+    #[test]
+    fn an_unsealed_recording_is_verified_to_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = record(dir.path(), 6, "real");
+        // the checkpoint the store took at event 4
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut chain = Chain::new(text.lines().next().unwrap());
+        for l in text.lines().skip(1).take(4) {
+            chain.push(l);
+        }
+        let at4 = Expected {
+            events: 4,
+            digest: chain.hex(),
+        };
+        assert_eq!(
+            verify_to_checkpoint(&path, &at4).unwrap(),
+            Verdict::Truncated { events: 6 }
+        );
+        // the file and its sidecar rewritten consistently: the chain alone is fooled...
+        let other = tempfile::tempdir().unwrap();
+        let (forged, _) = record(other.path(), 6, "forged");
+        std::fs::copy(&forged, &path).unwrap();
+        std::fs::copy(chain_path(&forged), chain_path(&path)).unwrap();
+        assert_eq!(
+            verify(&path, None).unwrap(),
+            Verdict::Truncated { events: 6 }
+        );
+        // ...the checkpoint is not
+        assert!(matches!(
+            verify_to_checkpoint(&path, &at4).unwrap(),
+            Verdict::Tampered { event: 4, .. }
+        ));
+        // the real recording cut back to before the checkpoint (file and sidecar): detected
+        let (short, _) = record(other.path().join("s").as_path(), 3, "real");
+        std::fs::copy(&short, &path).unwrap();
+        std::fs::copy(chain_path(&short), chain_path(&path)).unwrap();
+        assert!(matches!(
+            verify_to_checkpoint(&path, &at4).unwrap(),
+            Verdict::Tampered { event: 4, .. }
+        ));
     }
 
     #[test]

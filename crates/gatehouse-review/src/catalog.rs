@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_recorder::{Expected, Verdict, verify};
+use gatehouse_recorder::{Expected, Verdict, verify, verify_to_checkpoint};
 use gatehouse_store::{RecordingRecord, RecordingState, SessionRecord, Store};
 
 /// What a recording is worth, checked with the same verifier as `gatehouse recordings
@@ -19,9 +19,11 @@ pub enum RecordingStatus {
     Live {
         events: u64,
     },
-    /// The broker died while recording: intact up to its last complete event.
+    /// The broker died while recording: intact up to its last complete event, and
+    /// authenticated up to its last checkpoint (event count) if it had one.
     Interrupted {
         events: u64,
+        checkpoint: Option<u64>,
     },
     Tampered {
         event: u64,
@@ -60,9 +62,20 @@ impl std::fmt::Display for RecordingStatus {
         match self {
             RecordingStatus::Ok { events } => write!(f, "ok ({events} events)"),
             RecordingStatus::Live { events } => write!(f, "live ({events} events so far)"),
-            RecordingStatus::Interrupted { events } => {
-                write!(f, "truncated (interrupted) after {events} events")
-            }
+            RecordingStatus::Interrupted {
+                events,
+                checkpoint: Some(at),
+            } => write!(
+                f,
+                "truncated (interrupted) after {events} events, verified to checkpoint at event {at}"
+            ),
+            RecordingStatus::Interrupted {
+                events,
+                checkpoint: None,
+            } => write!(
+                f,
+                "truncated (interrupted) after {events} events (no checkpoint: chain only)"
+            ),
             RecordingStatus::Tampered { event, why } => {
                 write!(f, "TAMPERED at event {event}: {why}")
             }
@@ -74,29 +87,49 @@ impl std::fmt::Display for RecordingStatus {
     }
 }
 
-/// Checks a stored recording: its MAC, then its file against its chain and the sealed
-/// digest.
+/// Checks a stored recording: its row's MAC (state, path, count, digest), then its file
+/// against its chain and the sealed digest, or, unsealed, its last checkpoint.
 pub fn recording_status(r: &RecordingRecord) -> RecordingStatus {
-    let expected = match r.state {
-        RecordingState::Sealed if !r.authentic => {
-            return RecordingStatus::Tampered {
-                event: 0,
-                why: "the store's digest is not authenticated by this node's key".into(),
-            };
-        }
-        RecordingState::Sealed => Some(Expected {
-            events: r.events.unwrap_or(0).max(0) as u64,
-            digest: r.digest.clone().unwrap_or_default(),
-        }),
+    let forged = |why: &str| RecordingStatus::Tampered {
+        event: 0,
+        why: why.into(),
+    };
+    if !r.authentic {
+        return forged(
+            "the store's record (state, path, count or digest) is not authenticated by this node's key",
+        );
+    }
+    if r.checkpoint_forged {
+        return forged("the store's checkpoint is not authenticated by this node's key");
+    }
+    let checkpoint = r.checkpoint.as_ref().map(|c| Expected {
+        events: c.events.max(0) as u64,
+        digest: c.digest.clone(),
+    });
+    let path = Path::new(&r.path);
+    let verdict = match r.state {
+        RecordingState::Sealed => verify(
+            path,
+            Some(&Expected {
+                events: r.events.unwrap_or(0).max(0) as u64,
+                digest: r.digest.clone().unwrap_or_default(),
+            }),
+        ),
         RecordingState::Failed => return RecordingStatus::Failed,
         RecordingState::Pruned => return RecordingStatus::Pruned,
-        RecordingState::Recording | RecordingState::Interrupted => None,
+        RecordingState::Recording | RecordingState::Interrupted => match &checkpoint {
+            Some(c) => verify_to_checkpoint(path, c),
+            None => verify(path, None),
+        },
     };
-    match verify(Path::new(&r.path), expected.as_ref()) {
+    match verdict {
         Ok(Verdict::Truncated { events }) if r.state == RecordingState::Recording => {
             RecordingStatus::Live { events }
         }
-        Ok(Verdict::Truncated { events }) => RecordingStatus::Interrupted { events },
+        Ok(Verdict::Truncated { events }) => RecordingStatus::Interrupted {
+            events,
+            checkpoint: checkpoint.map(|c| c.events),
+        },
         Ok(Verdict::Ok { events }) => RecordingStatus::Ok { events },
         Ok(Verdict::Tampered { event, why }) => RecordingStatus::Tampered { event, why },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => RecordingStatus::Tampered {

@@ -45,6 +45,8 @@ fn write_cast(root: &Path, id: &str, events: &[(f64, Code, &str)]) -> (PathBuf, 
         events: Some(sealed.events as i64),
         digest: Some(sealed.digest),
         authentic: true,
+        checkpoint: None,
+        checkpoint_forged: false,
         started_at: T0,
     };
     (sealed.path, record)

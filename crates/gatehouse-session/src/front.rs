@@ -1,9 +1,12 @@
 //! What every front (SSH, PostgreSQL) is told by the node, with the same defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_core::LimiterConfig;
+use gatehouse_core::LoginLimits;
+
+use crate::LoginGate;
 
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -13,7 +16,10 @@ pub struct FrontConfig {
     pub recordings_root: PathBuf,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
-    pub login_limiter: LimiterConfig,
+    /// The node's login gate (failed-login limits, bounded password hashing). Shared: every
+    /// front of a node gets a clone of the same config, so an SSH failure and a PostgreSQL
+    /// failure count toward the same limits.
+    pub login: Arc<LoginGate>,
     /// How long live sessions get to close after shutdown is requested.
     pub shutdown_grace: Duration,
     /// How long a connection may take to log in (banner or startup, TLS handshake,
@@ -30,7 +36,7 @@ impl FrontConfig {
             node,
             recordings_root,
             max_connections: 10_000,
-            login_limiter: LimiterConfig::default(),
+            login: LoginGate::new(LoginLimits::default()),
             shutdown_grace: Duration::from_secs(5),
             login_grace: DEFAULT_LOGIN_GRACE,
         }

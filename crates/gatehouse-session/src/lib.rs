@@ -7,15 +7,19 @@
 mod accept;
 #[doc(hidden)]
 pub mod bench;
+mod checkpoints;
 mod front;
 mod gate;
 mod guard;
 mod live;
+mod login;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections};
+pub use checkpoints::store_checkpoints;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::{LockState, SessionGate};
 pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
 pub use live::{Control, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label};
+pub use login::{FailedLogin, LoginGate};
 pub use reauth::StoreReauth;

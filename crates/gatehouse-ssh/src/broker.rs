@@ -1,13 +1,13 @@
 //! The accept loop and what all connections share: the store, the node name, the
-//! failed-login limiter and the registry of live connections (for graceful shutdown).
+//! login gate (through the front config) and the registry of live connections (for graceful shutdown).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_core::{EndReason, FailedLoginLimiter};
+use gatehouse_core::EndReason;
 use gatehouse_session::{FrontConfig, LiveSessions, accept_loop, drain_connections};
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
@@ -41,7 +41,6 @@ impl BrokerConfig {
 pub struct Broker {
     pub(crate) store: Store,
     pub(crate) config: BrokerConfig,
-    pub(crate) limiter: Mutex<FailedLoginLimiter<IpAddr>>,
     pub(crate) upstream_config: Arc<russh::client::Config>,
     connections: Mutex<HashMap<u64, server::Handle>>,
     /// Guards of live sessions (shared with the node's other fronts).
@@ -60,7 +59,6 @@ impl Broker {
             ..Default::default()
         };
         Arc::new(Broker {
-            limiter: Mutex::new(FailedLoginLimiter::new(config.front.login_limiter)),
             store,
             config,
             upstream_config: Arc::new(upstream_config),

@@ -12,7 +12,7 @@ use gatehouse_core::{
     AccessDecision, AccessFacts, Admission, EndReason, ForwardingKind, ForwardingPolicy, LoginName,
     LoginNameError, OperatorAction, Protocol, RecordingMode, decide_access, env_var_allowed,
 };
-use gatehouse_store::{AuditEvent, NewSession, StoredPolicy, TargetRecord, passwords};
+use gatehouse_store::{AuditEvent, NewSession, StoredPolicy, TargetRecord};
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Pty, Sig};
 use serde_json::json;
@@ -23,7 +23,7 @@ use crate::enforce::{AuditObserver, GuardSender, SshOperator};
 use crate::keys::fingerprint;
 use crate::relay::{self, RelayHandle, Request, Started, ToTarget, WindowSize};
 use crate::upstream::{self, Upstream};
-use gatehouse_session::{ActivityClock, Guard, GuardEvent, SessionGate, StoreReauth};
+use gatehouse_session::{ActivityClock, FailedLogin, Guard, GuardEvent, SessionGate, StoreReauth};
 
 /// What the connection-closing task needs, shared with relays.
 pub(crate) struct ConnectionState {
@@ -195,21 +195,21 @@ impl ConnectionState {
 
 /// Logs, audits and counts toward the source's lockout one failed login.
 async fn record_auth_failure(broker: &Broker, peer: SocketAddr, user: &str, method: &str) {
-    let locked_out = broker
-        .limiter
-        .lock()
-        .map(|mut l| l.record_failure(&peer.ip(), std::time::Instant::now()))
-        .unwrap_or(false);
-    tracing::warn!(source = %peer, user = %user.escape_debug(), method, locked_out, "authentication failed");
-    let _ = broker
-        .store()
-        .audit(&AuditEvent {
-            kind: "auth_failure",
-            operator: split_user(user).map(|(o, _)| o).as_deref(),
-            session_id: None,
-            source: Some(&peer.to_string()),
-            detail: json!({"method": method, "user": user, "source_locked_out": locked_out}),
-        })
+    let operator = split_user(user).map(|(o, _)| o);
+    let failure = FailedLogin {
+        peer,
+        user,
+        operator: operator.as_deref(),
+        method,
+        protocol: "ssh",
+        // a key nobody authorized is not a guess at a secret
+        guessed_secret: method == "password",
+    };
+    broker
+        .config
+        .front
+        .login
+        .failed(broker.store(), failure)
         .await;
 }
 
@@ -310,6 +310,8 @@ impl Connection {
                 operator: operator.clone(),
                 has_password,
                 has_totp,
+                login: self.broker.config.front.login.clone(),
+                peer: self.state.peer,
             },
             AuditObserver {
                 store,
@@ -417,10 +419,12 @@ impl Connection {
         });
         let store = self.broker.store().clone();
         let id = session_id.clone();
+        let checkpoints = recorder.checkpoints();
         tokio::spawn(async move {
             if let Err(err) = store.recording_started(&id, &path).await {
                 tracing::error!(error = %err, "cannot register the recording in the store");
             }
+            gatehouse_session::store_checkpoints(store, id, checkpoints).await;
         });
         let _ = self.state.recorder.set(recorder);
         Ok(())
@@ -442,19 +446,12 @@ impl Connection {
         self.state.peer.to_string()
     }
 
-    /// `Err(reject)` while the source is locked out by the failed-login limiter.
-    fn check_rate_limit(&self) -> Result<(), Auth> {
-        let now = std::time::Instant::now();
-        let verdict = self
-            .broker
-            .limiter
-            .lock()
-            .map(|l| l.check(&self.state.peer.ip(), now))
-            .unwrap_or(Ok(()));
-        verdict.map_err(|retry| {
-            tracing::warn!(source = %self.state.peer, retry_after_s = retry.as_secs(), "login refused: too many failures from this source");
-            Auth::reject()
-        })
+    /// `Err(reject)` while the login gate refuses the source (or, with `account`, that
+    /// account's password logins).
+    fn check_rate_limit(&self, account: Option<&str>) -> Result<(), Auth> {
+        (self.broker.config.front.login)
+            .check(self.state.peer, account)
+            .map_err(|_| Auth::reject())
     }
 
     async fn auth_failed(&self, user: &str, method: &str) -> Auth {
@@ -470,9 +467,7 @@ impl Connection {
         target: Option<String>,
         method: &str,
     ) -> Auth {
-        if let Ok(mut l) = self.broker.limiter.lock() {
-            l.record_success(&self.state.peer.ip());
-        }
+        (self.broker.config.front.login).succeeded(self.state.peer.ip(), &operator);
         self.state.update(|i| i.authenticated = true);
         match self.register(&operator, target.as_deref(), method).await {
             Ok(()) => Auth::Accept,
@@ -823,7 +818,7 @@ impl Handler for Connection {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if let Err(reject) = self.check_rate_limit() {
+        if let Err(reject) = self.check_rate_limit(None) {
             return Ok(reject);
         }
         let Some((operator, _)) = split_user(user) else {
@@ -853,7 +848,7 @@ impl Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if let Err(reject) = self.check_rate_limit() {
+        if let Err(reject) = self.check_rate_limit(None) {
             return Ok(reject);
         }
         let parsed = split_user(user);
@@ -875,10 +870,10 @@ impl Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if let Err(reject) = self.check_rate_limit() {
+        let parsed = split_user(user);
+        if let Err(reject) = self.check_rate_limit(parsed.as_ref().map(|(o, _)| o.as_str())) {
             return Ok(reject);
         }
-        let parsed = split_user(user);
         let stored = match &parsed {
             Some((operator, _)) => match self.broker.store().operator(operator).await {
                 Ok(o) => o.and_then(|o| o.password_hash),
@@ -889,13 +884,9 @@ impl Handler for Connection {
             },
             None => None,
         };
-        // argon2 is deliberately slow: keep it off the async workers.
-        let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            passwords::verify_password(&password, stored.as_deref())
-        })
-        .await
-        .unwrap_or(false);
+        let ok = (self.broker.config.front.login)
+            .verify_password(password.to_owned(), stored)
+            .await;
         match parsed {
             Some((operator, target)) if ok => {
                 Ok(self.auth_succeeded_as(operator, target, "password").await)

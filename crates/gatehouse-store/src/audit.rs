@@ -1,9 +1,17 @@
 //! The audit log: one row per security-relevant event (auth success and failure, session
 //! start and end, host-key pinning and mismatches, refused requests, admin actions).
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use sqlx::Row;
 
-use crate::{Result, Store, now_millis};
+use crate::{Result, Store, StoreError, now_millis};
+
+/// Attempts at writing one audit event before it is counted as lost.
+pub const AUDIT_ATTEMPTS: u32 = 4;
+/// Wait before the first retry; each further retry waits four times longer.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// An event to record. `detail` is free-form JSON; never put a secret in it.
 #[derive(Debug, Clone)]
@@ -38,6 +46,13 @@ pub struct AuditFilter<'a> {
 }
 
 impl Store {
+    /// Writes an audit event. The store handles failure itself, loudly: a failed insert is
+    /// retried (up to [`AUDIT_ATTEMPTS`] times, 50/200/800 ms apart), the whole write is
+    /// bounded by [`crate::Timeouts::audit`], and an event that still cannot be written is
+    /// logged at error level with its full content (so it survives in the broker's log) and
+    /// counted in [`Store::audit_failures`]. Callers that cannot do anything better with the
+    /// error (most of them: the session must go on or end regardless) may therefore ignore
+    /// it with `let _ =` — the event is never dropped silently.
     pub async fn audit(&self, e: &AuditEvent<'_>) -> Result<()> {
         tracing::info!(
             target: "gatehouse::audit",
@@ -48,6 +63,45 @@ impl Store {
             detail = %e.detail,
             "audit event"
         );
+        let deadline = tokio::time::Instant::now() + self.timeouts.audit;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        let error = loop {
+            let error = match tokio::time::timeout_at(deadline, self.insert_audit(e)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(err)) => err,
+                Err(_) => StoreError::Timeout(self.timeouts.audit),
+            };
+            let out_of_time = tokio::time::Instant::now() + backoff >= deadline;
+            if attempt >= AUDIT_ATTEMPTS || out_of_time {
+                break error;
+            }
+            tracing::warn!(kind = e.kind, attempt, error = %error, "audit write failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 4;
+            attempt += 1;
+        };
+        let lost = self.audit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            kind = e.kind,
+            operator = e.operator,
+            session_id = e.session_id,
+            source = e.source,
+            detail = %e.detail,
+            attempts = attempt,
+            error = %error,
+            lost_total = lost,
+            "AUDIT EVENT LOST: the store did not take it; this log line is its only record"
+        );
+        Err(error)
+    }
+
+    /// Audit events that could not be written since this store was opened (for metrics).
+    pub fn audit_failures(&self) -> u64 {
+        self.audit_failures.load(Ordering::Relaxed)
+    }
+
+    async fn insert_audit(&self, e: &AuditEvent<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_events (at, kind, operator, session_id, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
         )

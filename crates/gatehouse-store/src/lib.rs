@@ -18,16 +18,18 @@ mod sqlite_file;
 mod targets;
 mod totp;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use thiserror::Error;
 
-pub use audit::{AuditEvent, AuditFilter, AuditRecord};
+pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
 pub use directory::{GrantRecord, OperatorRecord};
 pub use policies::{KillRequest, StoredPolicy};
-pub use recordings::{RecordingRecord, RecordingState};
+pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};
 pub use secrets::{MasterKey, SecretError};
 pub use sessions::{NewSession, SessionRecord};
 pub use targets::{NewTarget, TargetRecord};
@@ -46,6 +48,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("store did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("{kind} '{name}' already exists")]
     AlreadyExists { kind: &'static str, name: String },
     #[error("{kind} '{name}' does not exist")]
@@ -101,17 +105,47 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How long the store may take. A hung or saturated database must never hang the broker:
+/// every statement is bounded by the database itself (PostgreSQL `statement_timeout`,
+/// SQLite `busy_timeout` for lock waits), acquiring a connection is bounded by the pool, and
+/// an audit write, retries included, is bounded as a whole by a tokio deadline (which also
+/// covers a PostgreSQL server that stopped answering on the network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest one statement may run (or wait for a lock).
+    pub statement: Duration,
+    /// Longest an audit write may take, all attempts included.
+    pub audit: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            statement: Duration::from_secs(5),
+            audit: Duration::from_secs(10),
+        }
+    }
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     master_key: MasterKey,
+    timeouts: Timeouts,
+    /// Audit events that could not be written (see [`Store::audit`]).
+    audit_failures: Arc<AtomicU64>,
 }
 
 impl Store {
-    /// Connects (creating an SQLite file when missing) and applies pending migrations.
+    /// Connects (creating an SQLite file when missing) and applies pending migrations, with
+    /// the default [`Timeouts`].
     pub async fn open(url: &str, master_key: MasterKey) -> Result<Store> {
+        Store::open_with(url, master_key, Timeouts::default()).await
+    }
+
+    pub async fn open_with(url: &str, master_key: MasterKey, timeouts: Timeouts) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
         let connect_url = match backend {
@@ -126,37 +160,64 @@ impl Store {
             sqlite_file::create_private(db)?;
             sqlite_file::narrow(db)?;
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
-            .acquire_timeout(std::time::Duration::from_secs(5))
+        let open_err = |source| StoreError::Open {
+            url: redact_url(url),
+            source,
+        };
+        // Migrations run on their own connection, without the statement timeout: a
+        // migration over a large table may rightly take longer than a query.
+        let migrator = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
             .connect(&connect_url)
             .await
-            .map_err(|source| StoreError::Open {
-                url: redact_url(url),
-                source,
-            })?;
+            .map_err(open_err)?;
         match backend {
             Backend::Sqlite => {
                 // WAL lets the admin CLI write while a broker reads.
                 sqlx::query("PRAGMA journal_mode=WAL")
-                    .execute(&pool)
+                    .execute(&migrator)
                     .await?;
                 if let Some(db) = &db_file {
                     // -wal and -shm now exist; they take the database file's mode
                     sqlite_file::narrow(db)?;
                 }
-                sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(&migrator)
+                    .await?;
             }
             Backend::Postgres => {
                 sqlx::migrate!("../../migrations/postgres")
-                    .run(&pool)
+                    .run(&migrator)
                     .await?;
             }
         }
+        migrator.close().await;
+        let millis = timeouts.statement.as_millis().max(1);
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(timeouts.statement)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let set = match backend {
+                        Backend::Sqlite => format!("PRAGMA busy_timeout = {millis}"),
+                        Backend::Postgres => format!("SET statement_timeout = {millis}"),
+                    };
+                    sqlx::query(sqlx::AssertSqlSafe(set))
+                        .execute(&mut *conn)
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect(&connect_url)
+            .await
+            .map_err(open_err)?;
         Ok(Store {
             pool,
             backend,
             master_key,
+            timeouts,
+            audit_failures: Arc::new(AtomicU64::new(0)),
         })
     }
 

@@ -1,6 +1,8 @@
 //! TOTP second factor (RFC 6238, 6 digits, 30 s, SHA-1 — what authenticator apps expect),
 //! asked at in-band reauthentication. The secret is sealed under the master key like
-//! target credentials.
+//! target credentials. A code is accepted once: the store remembers the time step of the
+//! last accepted code and takes only later ones (RFC 6238 §5.2), atomically, so two
+//! concurrent uses of one code cannot both pass.
 
 use sqlx::Row;
 use totp_rs::{Builder, Secret, Totp};
@@ -31,11 +33,13 @@ impl Store {
             .to_url()
             .map_err(|e| StoreError::Corrupt(format!("otpauth uri: {e}")))?;
         let sealed = self.master_key.seal(&context(operator), secret.as_ref());
-        let done = sqlx::query("UPDATE operators SET totp_secret = $1 WHERE name = $2")
-            .bind(sealed)
-            .bind(operator)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE operators SET totp_secret = $1, totp_last_step = NULL WHERE name = $2",
+        )
+        .bind(sealed)
+        .bind(operator)
+        .execute(&self.pool)
+        .await?;
         expect_row(done, "user", operator)?;
         Ok(url)
     }
@@ -60,12 +64,40 @@ impl Store {
         Ok(self.totp_of(operator).await?.is_some())
     }
 
-    /// Whether `code` is the operator's current code (one 30 s step of skew allowed).
-    /// `false` for an operator without TOTP.
+    /// Whether `code` is the operator's current code (one 30 s step of skew allowed) and
+    /// no code of its step or a later one was accepted before. `false` for an operator
+    /// without TOTP.
     pub async fn verify_totp(&self, operator: &str, code: &str) -> Result<bool> {
-        Ok(self
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.verify_totp_at(operator, code, now).await
+    }
+
+    /// [`Store::verify_totp`] at `unix_secs` (tests pass exact times).
+    pub async fn verify_totp_at(&self, operator: &str, code: &str, unix_secs: u64) -> Result<bool> {
+        let Some(step) = self
             .totp_of(operator)
             .await?
-            .is_some_and(|t| t.check_current(code.trim()).is_some()))
+            .and_then(|t| t.check(code.trim(), unix_secs))
+        else {
+            return Ok(false);
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        // claim the step: only one caller can move it forward past a given value
+        let done = sqlx::query(
+            "UPDATE operators SET totp_last_step = $1
+             WHERE name = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
+        )
+        .bind(step)
+        .bind(operator)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            tracing::warn!(operator = %operator, "TOTP code refused: its time step was already used");
+            return Ok(false);
+        }
+        Ok(true)
     }
 }

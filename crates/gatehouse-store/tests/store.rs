@@ -235,6 +235,7 @@ async fn exercise(store: &Store) {
     assert!(store.verify_totp("alice", &code).await.unwrap());
     let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
     assert!(!store.verify_totp("alice", &wrong).await.unwrap());
+    totp_codes_are_single_use(store, &uri).await;
     assert!(matches!(
         store.enroll_totp("ghost").await,
         Err(StoreError::NotFound { kind: "user", .. })
@@ -315,6 +316,48 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     assert!(dev.is_empty(), "{dev:?}");
+}
+
+/// A TOTP code is accepted once per time step, and never for a step older than one used.
+async fn totp_codes_are_single_use(store: &Store, uri: &str) {
+    let totp = totp_rs::Totp::from_url(uri).unwrap();
+    // far in the future of the codes used above, at exact times
+    let t = 4_000_000_000u64 / 30 * 30;
+    let code_at = |secs: u64| totp.generate(secs).to_string();
+    assert!(store.verify_totp_at("alice", &code_at(t), t).await.unwrap());
+    // the same code again, within its window: refused
+    assert!(
+        !store
+            .verify_totp_at("alice", &code_at(t), t + 5)
+            .await
+            .unwrap()
+    );
+    // the previous step's code is still within the skew, but older than the one used
+    assert!(
+        !store
+            .verify_totp_at("alice", &code_at(t - 30), t + 5)
+            .await
+            .unwrap()
+    );
+    // the next step's code is fresh
+    assert!(
+        store
+            .verify_totp_at("alice", &code_at(t + 30), t + 31)
+            .await
+            .unwrap()
+    );
+    // two concurrent uses of one fresh code: exactly one passes
+    let c = code_at(t + 60);
+    let (a, b) = tokio::join!(
+        store.verify_totp_at("alice", &c, t + 61),
+        store.verify_totp_at("alice", &c, t + 61)
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|ok| **ok).count(), 1);
+    // re-enrolling starts over (a new secret has no used steps)
+    let uri = store.enroll_totp("alice").await.unwrap();
+    let fresh = totp_rs::Totp::from_url(&uri).unwrap();
+    let code = fresh.generate(t).to_string();
+    assert!(store.verify_totp_at("alice", &code, t).await.unwrap());
 }
 
 #[tokio::test]

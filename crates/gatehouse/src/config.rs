@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_core::LimiterConfig;
+use gatehouse_core::{LimiterConfig, LoginLimits};
 use gatehouse_session::DEFAULT_LOGIN_GRACE;
 use serde::Deserialize;
 
@@ -46,6 +46,11 @@ struct RawSsh {
     login_failure_limit: Option<toml::Spanned<u32>>,
     login_failure_window: Option<toml::Spanned<String>>,
     login_lockout: Option<toml::Spanned<String>>,
+    /// Failed password/TOTP logins against one account (from any sources), within
+    /// `login_account_failure_window`, that lock the account's password logins out.
+    login_account_failure_limit: Option<toml::Spanned<u32>>,
+    login_account_failure_window: Option<toml::Spanned<String>>,
+    login_account_lockout: Option<toml::Spanned<String>>,
     /// Time a connection gets to authenticate before it is dropped.
     login_grace: Option<toml::Spanned<String>>,
 }
@@ -92,7 +97,8 @@ pub struct Config {
     pub recordings_root: PathBuf,
     pub secret_key_file: PathBuf,
     pub node: String,
-    pub login_limiter: LimiterConfig,
+    /// `[ssh] login_failure_*`, `login_lockout` and `login_account_*` (both fronts).
+    pub login_limits: LoginLimits,
     /// `[ssh] login_grace`.
     pub ssh_login_grace: Duration,
     /// The PostgreSQL front, unless disabled.
@@ -185,7 +191,7 @@ impl Config {
             }
             None => default_node_name(),
         };
-        let defaults = LimiterConfig::default();
+        let defaults = LoginLimits::default();
         let duration = |v: Option<toml::Spanned<String>>, default| match v {
             None => Ok(default),
             Some(v) => {
@@ -197,21 +203,35 @@ impl Config {
                 }
             }
         };
-        let max_failures = match raw.ssh.login_failure_limit {
-            None => defaults.max_failures,
-            Some(v) if *v.get_ref() == 0 => {
-                return Err(at(
-                    v.span(),
-                    "login_failure_limit must be at least 1".into(),
-                ));
-            }
-            Some(v) => v.into_inner(),
+        let limit = |v: Option<toml::Spanned<u32>>, key: &str, default| match v {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(at(v.span(), format!("{key} must be at least 1"))),
+            Some(v) => Ok(v.into_inner()),
         };
-        let login_limiter = LimiterConfig {
-            max_failures,
-            window: duration(raw.ssh.login_failure_window, defaults.window)?,
-            lockout: duration(raw.ssh.login_lockout, defaults.lockout)?,
-            ..defaults
+        let login_limits = LoginLimits {
+            source: LimiterConfig {
+                max_failures: limit(
+                    raw.ssh.login_failure_limit,
+                    "login_failure_limit",
+                    defaults.source.max_failures,
+                )?,
+                window: duration(raw.ssh.login_failure_window, defaults.source.window)?,
+                lockout: duration(raw.ssh.login_lockout, defaults.source.lockout)?,
+                ..defaults.source
+            },
+            account: LimiterConfig {
+                max_failures: limit(
+                    raw.ssh.login_account_failure_limit,
+                    "login_account_failure_limit",
+                    defaults.account.max_failures,
+                )?,
+                window: duration(
+                    raw.ssh.login_account_failure_window,
+                    defaults.account.window,
+                )?,
+                lockout: duration(raw.ssh.login_account_lockout, defaults.account.lockout)?,
+                ..defaults.account
+            },
         };
         let abs = |p: Option<PathBuf>, default: &str| {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
@@ -251,7 +271,7 @@ impl Config {
             recordings_root: abs(raw.recordings.root, "recordings"),
             secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
             node,
-            login_limiter,
+            login_limits,
             ssh_login_grace,
         })
     }
@@ -343,14 +363,25 @@ name = "bastion-1"
         assert_eq!(c.host_key, Path::new("/etc/gh/keys/host"));
         assert_eq!(c.recordings_root, Path::new("/var/lib/gatehouse/rec"));
         assert_eq!(c.node, "bastion-1");
-        assert_eq!(c.login_limiter, LimiterConfig::default());
+        assert_eq!(c.login_limits, LoginLimits::default());
+        assert_eq!(c.login_limits.account.max_failures, 20);
         let c = parse("[ssh]\nlogin_failure_limit = 3\nlogin_failure_window = \"30s\"\nlogin_lockout = \"1h\"\n").unwrap();
-        assert_eq!(c.login_limiter.max_failures, 3);
-        assert_eq!(c.login_limiter.window, std::time::Duration::from_secs(30));
+        assert_eq!(c.login_limits.source.max_failures, 3);
         assert_eq!(
-            c.login_limiter.lockout,
+            c.login_limits.source.window,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.login_limits.source.lockout,
             std::time::Duration::from_secs(3600)
         );
+        assert_eq!(c.login_limits.account, LoginLimits::DEFAULT_ACCOUNT);
+        let c = parse("[ssh]\nlogin_account_failure_limit = 5\nlogin_account_failure_window = \"1h\"\nlogin_account_lockout = \"2h\"\n").unwrap();
+        let a = c.login_limits.account;
+        assert_eq!(a.max_failures, 5);
+        assert_eq!(a.window, std::time::Duration::from_secs(3600));
+        assert_eq!(a.lockout, std::time::Duration::from_secs(7200));
+        assert_eq!(c.login_limits.source, LimiterConfig::default());
         let pg = parse("[store]\nurl = \"postgres://gh@db.internal/gatehouse\"\n").unwrap();
         assert_eq!(pg.store_url, "postgres://gh@db.internal/gatehouse");
     }
@@ -395,6 +426,8 @@ name = "bastion-1"
         );
         let e = parse("[ssh]\nlogin_failure_limit = 0\n").unwrap_err();
         assert_eq!(e.reason, "login_failure_limit must be at least 1");
+        let e = parse("[ssh]\nlogin_account_failure_limit = 0\n").unwrap_err();
+        assert_eq!(e.reason, "login_account_failure_limit must be at least 1");
         let e = parse("[ssh]\nlogin_failure_window = \"0s\"\n").unwrap_err();
         assert_eq!(e.reason, "duration must be greater than zero");
     }

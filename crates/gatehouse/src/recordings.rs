@@ -131,7 +131,8 @@ async fn prune(
         .list_recordings(Some(cutoff))
         .await?
         .into_iter()
-        .filter(|r| r.state != RecordingState::Recording)
+        // live ones are not pruned; pruned ones (listed, for verify) are gone already
+        .filter(|r| !matches!(r.state, RecordingState::Recording | RecordingState::Pruned))
         .collect();
     for r in &old {
         if dry_run {

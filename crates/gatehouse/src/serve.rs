@@ -61,7 +61,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         .await
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
     let mut front = FrontConfig::new(config.node.clone(), config.recordings_root.clone());
-    front.login_limiter = config.login_limiter;
+    // one login gate for the node: both fronts get clones of `front`
+    front.login = gatehouse_session::LoginGate::new(config.login_limits);
     front.login_grace = config.ssh_login_grace;
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts

@@ -1,0 +1,119 @@
+//! A store that hangs or is gone never hangs its caller: audit writes are retried within a
+//! deadline, and an event that cannot be written is counted (and logged), not dropped
+//! silently. Run on SQLite (a writer holding the database lock) and on a real PostgreSQL
+//! (a transaction holding the table lock, then the server stopped).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, Store, StoreError, Timeouts};
+use serde_json::json;
+use sqlx::Connection;
+
+const TIMEOUTS: Timeouts = Timeouts {
+    statement: Duration::from_millis(200),
+    audit: Duration::from_millis(1500),
+};
+
+fn event(kind: &str) -> AuditEvent<'_> {
+    AuditEvent {
+        kind,
+        operator: Some("alice"),
+        session_id: None,
+        source: Some("test"),
+        detail: json!({"n": 1}),
+    }
+}
+
+async fn count(store: &Store, kind: &str) -> usize {
+    store
+        .list_audit(&AuditFilter {
+            kind: Some(kind),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Writes an audit event while the database cannot take it: returns within the deadline
+/// (plus slack for a loaded machine), with an error, and counts the loss.
+async fn audit_while_unavailable(store: &Store) {
+    let before = store.audit_failures();
+    let t0 = Instant::now();
+    let result = store.audit(&event("lost_event")).await;
+    let took = t0.elapsed();
+    assert!(
+        result.is_err(),
+        "the write succeeded against an unavailable store"
+    );
+    assert!(
+        took < TIMEOUTS.audit + Duration::from_millis(700),
+        "took {took:?}"
+    );
+    assert_eq!(store.audit_failures(), before + 1);
+}
+
+#[tokio::test]
+async fn sqlite_audit_under_a_held_write_lock_is_bounded_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::open_with(&url, MasterKey::generate(), TIMEOUTS)
+        .await
+        .unwrap();
+    store.audit(&event("first")).await.unwrap();
+
+    // another process (here: another connection) holds the write lock
+    let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    audit_while_unavailable(&store).await;
+
+    // a lock released while the store retries: the event gets in, nothing is counted lost
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+        holder
+    });
+    store.audit(&event("late_event")).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(store.audit_failures(), 1);
+    assert_eq!(count(&store, "late_event").await, 1);
+    assert_eq!(count(&store, "lost_event").await, 0);
+}
+
+#[tokio::test]
+async fn postgres_audit_is_bounded_when_locked_and_when_the_server_is_gone() {
+    let pg = gatehouse_testbed::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    pg.create_database("gatehouse_timeouts").unwrap();
+    let url = pg.url("gatehouse_timeouts");
+    let store = Store::open_with(&url, MasterKey::generate(), TIMEOUTS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    store.audit(&event("first")).await.unwrap();
+
+    // a transaction holds the table: statement_timeout ends each insert, the deadline all
+    let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    audit_while_unavailable(&store).await;
+    // a plain query is bounded by statement_timeout too
+    let t0 = Instant::now();
+    let listed = store.list_audit(&AuditFilter::default()).await;
+    assert!(matches!(listed, Err(StoreError::Query(_))), "{listed:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    assert_eq!(count(&store, "first").await, 1);
+
+    // the server stops
+    drop(pg);
+    audit_while_unavailable(&store).await;
+    assert_eq!(store.audit_failures(), 2);
+}
