@@ -243,15 +243,7 @@ fn other_subsystems_are_refused_unless_policy_allows_them_and_then_recorded_raw(
     let g = &w.gatehouse;
     let steps = run_attacker(&w, "subsystem", &["gh-echo"]);
     assert!(steps.contains("STEP subsystem refused"), "{steps}");
-    // the audit row is written off the connection's path: give it a moment
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !g.audit().iter().any(|e| e["kind"] == "subsystem_refused") {
-        assert!(
-            Instant::now() < deadline,
-            "no subsystem_refused audit event"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    g.wait_audit("subsystem_refused");
     g.set_policy(&["--allow-subsystems", "gh-echo"]);
     assert!(
         g.cli_ok(&["env", "show", "prod"])

@@ -269,12 +269,7 @@ fn an_unwritable_recordings_root_refuses_sessions() {
         w.gatehouse.wait_session_closed()["end_reason"],
         "recording_failed"
     );
-    assert!(
-        w.gatehouse
-            .audit()
-            .iter()
-            .any(|e| e["kind"] == "recording_failed")
-    );
+    w.gatehouse.wait_audit("recording_failed");
 }
 
 #[test]

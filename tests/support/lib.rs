@@ -301,6 +301,23 @@ impl Gatehouse {
         serde_json::from_str(&out).expect("audit list --json is JSON")
     }
 
+    /// Waits (at most 5 s) for an audit event of `kind`: some are written off the
+    /// connection's path, so they may land just after the session closed.
+    pub fn wait_audit(&self, kind: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = self.audit().into_iter().find(|e| e["kind"] == kind) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no '{kind}' audit event:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The `ssh` command line (for a shell, e.g. inside tmux) to this broker as `login`.
     pub fn ssh_command_line(&self, login: &str, key: &Path) -> String {
         std::iter::once(tool("ssh", "openssh-client").display().to_string())

@@ -248,7 +248,15 @@ async fn session(
         fatal(&mut writer, &refuse("28000", msg)).await;
         return;
     }
-    match authenticate(broker, &mut reader, &mut writer, &operator, tls).await {
+    // The grace also bounds what authentication waits for besides the client (the store,
+    // a password-hashing permit).
+    let authenticated = tokio::time::timeout_at(
+        login_deadline,
+        authenticate(broker, &mut reader, &mut writer, &operator, tls),
+    )
+    .await
+    .unwrap_or_else(|_| Err(refuse("57014", "canceling authentication due to timeout")));
+    match authenticated {
         Ok(true) => login.succeeded(peer.ip(), &operator),
         Ok(false) => {
             let failure = FailedLogin {
