@@ -209,18 +209,12 @@ pub fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Dire
         ),
     };
     tracing::info!(kind, %detail, "enforcement");
-    let (store, operator, session_id) = (store.clone(), operator.to_owned(), session_id.to_owned());
-    tokio::spawn(async move {
-        let event = AuditEvent {
-            kind,
-            operator: Some(&operator),
-            session_id: Some(&session_id),
-            source: None,
-            detail,
-        };
-        if let Err(e) = store.audit(&event).await {
-            tracing::error!(error = %e, kind, "enforcement audit event not written");
-        }
+    store.audit_later(&AuditEvent {
+        kind,
+        operator: Some(operator),
+        session_id: Some(session_id),
+        source: None,
+        detail,
     });
 }
 

@@ -101,6 +101,7 @@ impl ConnectionState {
                 rec.marker(l.clone());
             }
         }
+        // one task for the batch, so the rows keep the order of the operations
         let store = self.store.clone();
         tokio::spawn(async move {
             for l in lines {
@@ -393,19 +394,12 @@ impl Connection {
             Err(err) => {
                 tracing::error!(error = %err, "cannot record session: refusing it");
                 self.state.set_end_reason(EndReason::RecordingFailed);
-                let store = self.broker.store().clone();
-                let (op, id) = (self.operator.clone(), session_id.clone());
-                let detail = json!({"error": err.to_string()});
-                tokio::spawn(async move {
-                    let _ = store
-                        .audit(&AuditEvent {
-                            kind: "recording_failed",
-                            operator: op.as_deref(),
-                            session_id: Some(&id),
-                            source: None,
-                            detail,
-                        })
-                        .await;
+                self.broker.store().audit_later(&AuditEvent {
+                    kind: "recording_failed",
+                    operator: self.operator.as_deref(),
+                    session_id: Some(session_id),
+                    source: None,
+                    detail: json!({"error": err.to_string()}),
                 });
                 return Err(format!(
                     "this session cannot be recorded ({err}); Gatehouse does not open unrecorded sessions"
@@ -708,20 +702,12 @@ impl Connection {
     /// Audits a refused subsystem.
     fn refuse_subsystem(&self, what: &str) {
         tracing::warn!(request = %what.escape_debug(), "subsystem refused by policy");
-        let store = self.broker.store().clone();
-        let (operator, session_id) = (self.operator.clone(), self.session_id.clone());
-        let source = self.peer();
-        let detail = json!({"request": what});
-        tokio::spawn(async move {
-            let _ = store
-                .audit(&AuditEvent {
-                    kind: "subsystem_refused",
-                    operator: operator.as_deref(),
-                    session_id: session_id.as_deref(),
-                    source: Some(&source),
-                    detail,
-                })
-                .await;
+        self.broker.store().audit_later(&AuditEvent {
+            kind: "subsystem_refused",
+            operator: self.operator.as_deref(),
+            session_id: self.session_id.as_deref(),
+            source: Some(&self.peer()),
+            detail: json!({"request": what}),
         });
     }
 

@@ -53,6 +53,29 @@ impl Store {
     /// counted in [`Store::audit_failures`]. Callers that cannot do anything better with the
     /// error (most of them: the session must go on or end regardless) may therefore ignore
     /// it with `let _ =` — the event is never dropped silently.
+    /// Writes `e` in a task of its own, for callers that must not wait on the store (an
+    /// enforcement end, a refusal on the connection's path). [`Store::audit`] still retries,
+    /// logs and counts a failure, so nothing is dropped silently.
+    pub fn audit_later(&self, e: &AuditEvent<'_>) {
+        let store = self.clone();
+        let kind = e.kind.to_owned();
+        let operator = e.operator.map(str::to_owned);
+        let session_id = e.session_id.map(str::to_owned);
+        let source = e.source.map(str::to_owned);
+        let detail = e.detail.clone();
+        tokio::spawn(async move {
+            let _ = store
+                .audit(&AuditEvent {
+                    kind: &kind,
+                    operator: operator.as_deref(),
+                    session_id: session_id.as_deref(),
+                    source: source.as_deref(),
+                    detail,
+                })
+                .await;
+        });
+    }
+
     pub async fn audit(&self, e: &AuditEvent<'_>) -> Result<()> {
         tracing::info!(
             target: "gatehouse::audit",
