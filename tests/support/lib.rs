@@ -359,6 +359,26 @@ impl Gatehouse {
         ]
     }
 
+    /// Sends SIGTERM and waits (at most 10 s) for the broker to exit; returns how long it
+    /// took.
+    pub fn terminate(&mut self) -> Duration {
+        let start = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "gatehouse did not exit within 10 s of SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
     /// Kills the broker with SIGKILL (no chance to clean up).
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();

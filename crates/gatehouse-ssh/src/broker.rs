@@ -18,6 +18,13 @@ use tracing::Instrument;
 
 use crate::connection::{Connection, ConnectionState};
 
+/// The window each operator channel is granted (russh's default, made explicit because the
+/// throttle in `Connection::adjust_window` returns to it).
+pub(crate) const OPERATOR_WINDOW: u32 = 2 << 20;
+
+/// How long a connection gets at shutdown to take the disconnect before it is dropped.
+const SHUTDOWN_PARTING: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Error)]
 pub enum SshError {
     #[error("ssh listener failed: {0}")]
@@ -42,7 +49,9 @@ pub struct Broker {
     pub(crate) store: Store,
     pub(crate) config: BrokerConfig,
     pub(crate) upstream_config: Arc<russh::client::Config>,
-    connections: Mutex<HashMap<u64, server::Handle>>,
+    /// Live connections, for shutdown: russh's handle (the polite disconnect) and the
+    /// connection's state (dropping a client that does not read).
+    connections: Mutex<HashMap<u64, (server::Handle, Arc<ConnectionState>)>>,
     /// Guards of live sessions (shared with the node's other fronts).
     pub(crate) live: Arc<LiveSessions>,
     next_id: std::sync::atomic::AtomicU64,
@@ -85,6 +94,7 @@ impl Broker {
             keepalive_max: 3,
             nodelay: true,
             max_auth_attempts: 6,
+            window_size: OPERATOR_WINDOW,
             ..Default::default()
         })
     }
@@ -115,24 +125,33 @@ pub async fn run(
     )
     .await
     .map_err(SshError::Accept)?;
-    let handles: Vec<server::Handle> = broker
+    let live: Vec<(server::Handle, Arc<ConnectionState>)> = broker
         .connections
         .lock()
-        .map(|mut l| l.drain().map(|(_, h)| h).collect())
+        .map(|mut l| l.drain().map(|(_, c)| c).collect())
         .unwrap_or_default();
     tracing::info!(
-        live = handles.len(),
+        live = live.len(),
         "shutting down: disconnecting live sessions"
     );
-    for h in handles {
-        let _ = h
-            .disconnect(
+    // All at once, each bounded: a client that stopped reading cannot hold the others up.
+    let mut parting = tokio::task::JoinSet::new();
+    for (handle, state) in live {
+        parting.spawn(async move {
+            let disconnect = handle.disconnect(
                 russh::Disconnect::ByApplication,
                 "gatehouse is shutting down".into(),
                 "en".into(),
-            )
-            .await;
+            );
+            if !matches!(
+                tokio::time::timeout(SHUTDOWN_PARTING, disconnect).await,
+                Ok(Ok(()))
+            ) {
+                state.sever.notify_one();
+            }
+        });
     }
+    while parting.join_next().await.is_some() {}
     if !drain_connections(tasks, broker.config.front.shutdown_grace).await {
         tracing::warn!(
             left = broker.live_count(),
@@ -223,7 +242,7 @@ async fn serve_connection(
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut live) = broker.connections.lock() {
-            live.insert(key, running.handle());
+            live.insert(key, (running.handle(), state.clone()));
         }
         let severed = state.sever.clone();
         let outcome = tokio::select! {

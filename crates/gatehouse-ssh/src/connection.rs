@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -25,6 +25,10 @@ use crate::relay::{self, RelayHandle, Request, Started, ToTarget, WindowSize};
 use crate::upstream::{self, Upstream};
 use gatehouse_session::{ActivityClock, FailedLogin, Guard, GuardEvent, SessionGate, StoreReauth};
 
+/// What an operator is told when the store could not register the session in time.
+pub(crate) const STORE_BUSY: &str = "Gatehouse is too busy to open the session now (its store did not \
+                          answer in time); nothing was run. Try again in a moment.";
+
 /// What the connection-closing task needs, shared with relays.
 pub(crate) struct ConnectionState {
     peer: SocketAddr,
@@ -37,6 +41,14 @@ pub(crate) struct ConnectionState {
     /// Signalled when an ended session could not be disconnected politely (the client
     /// stopped reading and the SSH session is stuck behind it): the socket is dropped.
     pub(crate) sever: Arc<tokio::sync::Notify>,
+    /// Operator payload bytes queued for the target and not yet written (all channels):
+    /// what the operator's window is throttled on (see `relay`'s module docs).
+    pub(crate) to_target_backlog: AtomicUsize,
+    /// Signalled when the backlog shrinks or the relays stop (a handler may wait on it).
+    backlog_drained: tokio::sync::Notify,
+    /// The relays' tasks, stopped when the connection ends whatever they wait on; `None`
+    /// once stopped.
+    relay_tasks: Mutex<Option<Vec<tokio::task::AbortHandle>>>,
     store: gatehouse_store::Store,
 }
 
@@ -69,6 +81,63 @@ impl ConnectionState {
             bytes_out: AtomicU64::new(0),
             recorder: std::sync::OnceLock::new(),
             sever: Arc::new(tokio::sync::Notify::new()),
+            to_target_backlog: AtomicUsize::new(0),
+            backlog_drained: tokio::sync::Notify::new(),
+            relay_tasks: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Takes charge of a relay's tasks: [`ConnectionState::finish`] stops them (at once,
+    /// if the connection has ended already).
+    pub(crate) fn own_relay_tasks(&self, tasks: [tokio::task::AbortHandle; 2]) {
+        if let Ok(mut t) = self.relay_tasks.lock()
+            && let Some(owned) = t.as_mut()
+        {
+            owned.extend(tasks);
+            return;
+        }
+        tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+
+    /// Stops every relay task: a relay waiting on a peer that stopped reading would
+    /// otherwise hold the target connection (and russh's session loops) open for ever.
+    fn stop_relays(&self) {
+        let tasks = self
+            .relay_tasks
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        self.backlog_drained.notify_waiters();
+    }
+
+    fn relays_stopped(&self) -> bool {
+        self.relay_tasks.lock().map(|t| t.is_none()).unwrap_or(true)
+    }
+
+    /// `len` queued operator bytes were written to the target (or dropped).
+    pub(crate) fn backlog_done(&self, len: usize) {
+        let before = self.to_target_backlog.fetch_sub(len, Ordering::Relaxed);
+        // only a handler over the hard limit waits: wake it when the backlog crosses back
+        if before > relay::BACKLOG_HARD && before - len <= relay::BACKLOG_HARD {
+            self.backlog_drained.notify_waiters();
+        }
+    }
+
+    /// Waits while the operator is more than `BACKLOG_HARD` ahead of the target (see
+    /// `relay`'s module docs); returns at once when the relays have stopped.
+    async fn backlog_room(&self) {
+        loop {
+            let drained = self.backlog_drained.notified();
+            if self.to_target_backlog.load(Ordering::Relaxed) <= relay::BACKLOG_HARD
+                || self.relays_stopped()
+            {
+                return;
+            }
+            drained.await;
         }
     }
 
@@ -146,6 +215,7 @@ impl ConnectionState {
             ),
             Err(_) => return,
         };
+        self.stop_relays();
         if let Some(up) = upstream {
             up.disconnect().await;
         }
@@ -465,8 +535,17 @@ impl Connection {
         self.state.update(|i| i.authenticated = true);
         match self.register(&operator, target.as_deref(), method).await {
             Ok(()) => Auth::Accept,
+            // Busy or down, not wrong: let the client in far enough to read why (its
+            // channels are refused with the message; nothing reaches a target).
+            Err(e) if e.is_unavailable() => {
+                tracing::error!(error = %e, "store unavailable during login; session refused");
+                self.state
+                    .set_end_reason(EndReason::Error(format!("store unavailable: {e}")));
+                self.access = Access::Denied(STORE_BUSY.to_owned());
+                Auth::Accept
+            }
             Err(e) => {
-                tracing::error!(error = %e, "store unavailable during login; refusing");
+                tracing::error!(error = %e, "store failed during login; refusing");
                 Auth::reject()
             }
         }
@@ -770,7 +849,8 @@ impl Connection {
             relay.record_input(&self.state, bytes);
         }
         self.state.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        relay.forward(event).await;
+        relay.forward(event);
+        self.state.backlog_room().await;
     }
 
     /// Tells the recording that the gate refused an operator action that changes what
@@ -789,6 +869,17 @@ impl Connection {
 
 impl Handler for Connection {
     type Error = russh::Error;
+
+    /// Called each time russh has just granted the operator more window: the next grant's
+    /// size. While the operator is ahead of the target by more than `BACKLOG_HIGH`, the
+    /// grants shrink to a trickle (see `relay`'s module docs).
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        if self.state.to_target_backlog.load(Ordering::Relaxed) > relay::BACKLOG_HIGH {
+            relay::THROTTLED_WINDOW
+        } else {
+            crate::broker::OPERATOR_WINDOW
+        }
+    }
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(Auth::reject())
@@ -1085,14 +1176,10 @@ impl Handler for Connection {
             return session.channel_failure(channel);
         }
         let verdict = match self.relay(channel) {
-            Some(relay) => {
-                relay
-                    .forward(ToTarget::Env(
-                        variable_name.to_owned(),
-                        variable_value.to_owned(),
-                    ))
-                    .await
-            }
+            Some(relay) => relay.forward(ToTarget::Env(
+                variable_name.to_owned(),
+                variable_value.to_owned(),
+            )),
             None => Admission::Forward,
         };
         if verdict == Admission::Forward {
@@ -1146,14 +1233,12 @@ impl Handler for Connection {
             rec.resize(col_width, row_height);
         }
         if let Some(relay) = self.relay(channel) {
-            relay
-                .forward(ToTarget::WindowChange(WindowSize {
-                    cols: col_width,
-                    rows: row_height,
-                    pix_width,
-                    pix_height,
-                }))
-                .await;
+            relay.forward(ToTarget::WindowChange(WindowSize {
+                cols: col_width,
+                rows: row_height,
+                pix_width,
+                pix_height,
+            }));
         }
         Ok(())
     }
@@ -1165,7 +1250,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(relay) = self.relay(channel) {
-            relay.forward(ToTarget::Signal(signal)).await;
+            relay.forward(ToTarget::Signal(signal));
         }
         Ok(())
     }
@@ -1199,7 +1284,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(relay) = self.relay(channel) {
-            relay.forward(ToTarget::Eof).await;
+            relay.forward(ToTarget::Eof);
         }
         Ok(())
     }
@@ -1213,7 +1298,7 @@ impl Handler for Connection {
         self.tell_guard(GuardEvent::ChannelClosed { channel });
         if let Some(ChannelKind::Relay(relay)) = self.channels.remove(&channel) {
             self.state.set_end_reason(EndReason::ClientClosed);
-            relay.forward(ToTarget::Close).await;
+            relay.forward(ToTarget::Close);
         }
         Ok(())
     }

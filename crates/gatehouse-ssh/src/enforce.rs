@@ -16,6 +16,11 @@ use crate::connection::ConnectionState;
 /// How long an ended session's channels get to drain before the disconnect.
 const END_LINGER: Duration = Duration::from_millis(300);
 
+/// How long an ended session gets to part politely (end notice, channel close, disconnect)
+/// before Gatehouse drops the connection: an end or a kill completes within a second even
+/// when the client stopped reading.
+const POLITE_END: Duration = Duration::from_millis(700);
+
 /// Longest the guard waits to hand the operator a message. A client that stops reading
 /// fills the channel's window and would otherwise stall the guard, and with it the end of
 /// the session; past this the message is dropped (it is also a marker in the recording).
@@ -52,24 +57,25 @@ impl OperatorIo<ChannelId> for SshOperator {
     }
 
     async fn end(&self, channels: Vec<(ChannelId, bool)>, _reason: &EndReason, message: String) {
-        for &(channel, pty) in &channels {
-            self.notice(channel, pty, &message).await;
-        }
-        // OpenSSH exits at a disconnect without writing output it still buffers, which
-        // would lose the end line: close the channels first and give the client a moment
-        // to print and close its side.
-        for (channel, _) in channels {
-            bounded("eof", self.handle.eof(channel)).await;
-            bounded("close", self.handle.close(channel)).await;
-        }
-        tokio::time::sleep(END_LINGER).await;
-        let disconnected = bounded(
-            "disconnect",
+        let polite = async {
+            for &(channel, pty) in &channels {
+                self.notice(channel, pty, &message).await;
+            }
+            // OpenSSH exits at a disconnect without writing output it still buffers, which
+            // would lose the end line: close the channels first and give the client a
+            // moment to print and close its side.
+            for &(channel, _) in &channels {
+                bounded("eof", self.handle.eof(channel)).await;
+                bounded("close", self.handle.close(channel)).await;
+            }
+            tokio::time::sleep(END_LINGER).await;
             self.handle
-                .disconnect(russh::Disconnect::ByApplication, message, "en".into()),
-        )
-        .await;
-        if !disconnected {
+                .disconnect(russh::Disconnect::ByApplication, message, "en".into())
+                .await
+                .is_ok()
+        };
+        let parted = matches!(tokio::time::timeout(POLITE_END, polite).await, Ok(true));
+        if !parted {
             tracing::warn!("client not reading: dropping the connection to end the session");
             self.sever.notify_one();
         }

@@ -2,12 +2,28 @@
 //! the target.
 //!
 //! Two tasks per channel. The *writer* applies operator events to the target channel in the
-//! order they arrived (data, EOF, requests, window changes, signals), fed by a bounded queue
-//! so that the operator's connection loop never waits on the target's window. The *reader*
-//! forwards everything the target sends back to the operator (data, stderr, exit status and
-//! signal, EOF, close) and hands request replies to whoever asked. Keeping the two apart
-//! means a target that is both reading and writing heavily (rsync, `cat`) cannot deadlock
-//! against the operator.
+//! order they arrived (data, EOF, requests, window changes, signals). The *reader* forwards
+//! everything the target sends back to the operator (data, stderr, exit status and signal,
+//! EOF, close) and hands request replies to whoever asked.
+//!
+//! Flow control. russh replenishes an SSH channel's window when a packet *arrives*, not when
+//! it is consumed, so the only back-pressure it offers is a session loop that stops while a
+//! callback or a channel send waits. Each direction may use that once, not both: the
+//! target's session loop waits while the reader waits for the operator's window (target
+//! output stops when the operator stops reading — bounded memory), but the operator's
+//! session loop never waits on the writer. If it did, a download with requests flowing the
+//! other way (SFTP `get`) deadlocks: the operator's loop waits on a full queue, the writer on
+//! the target's window, the target's loop on the reader, the reader on the operator's window
+//! adjust that only the stuck operator loop can read. Instead the writer's queue is
+//! unbounded and counted in bytes per connection ([`ConnectionState::to_target_backlog`]);
+//! past [`BACKLOG_HIGH`] the connection's handler shrinks the window it grants the operator
+//! to a trickle (`Handler::adjust_window`), so an operator faster than the target is slowed
+//! by the SSH protocol itself, and the operator's loop stays free to read window adjusts,
+//! replies and disconnects. The trickle still lets a client whose target consumes nothing
+//! queue a few bytes per round trip; past [`BACKLOG_HARD`] the handler waits for the writer
+//! after all (memory stays bounded; such a connection can only be stuck because its target
+//! reads nothing, and an end or a kill still tears it down: `ConnectionState::finish` stops
+//! the relays and releases the wait).
 //!
 //! Every operator action goes through the session gate: [`RelayHandle::forward`] and
 //! [`RelayHandle::start`] are the only ways onto the writer's queue, and both ask the gate
@@ -33,8 +49,17 @@ use tracing::Instrument;
 use crate::connection::ConnectionState;
 use gatehouse_session::SessionGate;
 
-/// Operator events queued per channel: at most this many (each ≤ one SSH packet, 32 KiB).
-const QUEUE_DEPTH: usize = 256;
+/// Operator bytes queued for a connection's targets above which the operator's window
+/// shrinks to [`THROTTLED_WINDOW`] (see the module docs).
+pub(crate) const BACKLOG_HIGH: usize = 4 << 20;
+/// The window granted per adjust while the backlog is over [`BACKLOG_HIGH`]: the operator
+/// may send this much per round trip. It must stay ≥ 2, or russh would never send the next
+/// adjust (it adjusts when the window falls below half the target) and the channel would
+/// stay shut after the backlog drained.
+pub(crate) const THROTTLED_WINDOW: u32 = 2;
+/// Operator bytes queued for a connection's targets above which the operator's session
+/// loop waits for the writers (see the module docs).
+pub(crate) const BACKLOG_HARD: usize = 16 << 20;
 /// How long an operator waits for the target to answer a channel request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -76,6 +101,14 @@ pub(crate) enum ToTarget {
 }
 
 impl ToTarget {
+    /// Payload bytes, counted in the connection's backlog while queued.
+    fn payload_len(&self) -> usize {
+        match self {
+            ToTarget::Data(d) | ToTarget::ExtendedData(_, d) => d.len(),
+            _ => 0,
+        }
+    }
+
     fn action(&self) -> Option<OperatorAction> {
         Some(match self {
             ToTarget::Data(_) | ToTarget::ExtendedData(..) => OperatorAction::Input,
@@ -131,8 +164,9 @@ impl Shared {
 
 /// The handler's end of a relay.
 pub(crate) struct RelayHandle {
-    tx: mpsc::Sender<ToTarget>,
+    tx: mpsc::UnboundedSender<ToTarget>,
     shared: Arc<Shared>,
+    state: Arc<ConnectionState>,
 }
 
 /// How a start request went.
@@ -149,20 +183,35 @@ impl RelayHandle {
         self.shared.gate.admit(Some(self.shared.start()), action)
     }
 
+    /// Queues `event` for the writer, counting its payload in the connection's backlog.
+    /// Never waits (see the module docs).
+    fn enqueue(&self, event: ToTarget) -> bool {
+        let len = event.payload_len();
+        self.state
+            .to_target_backlog
+            .fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(event).is_err() {
+            self.state
+                .to_target_backlog
+                .fetch_sub(len, Ordering::Relaxed);
+            tracing::debug!("relay ended: operator event dropped");
+            return false;
+        }
+        true
+    }
+
     /// Asks the gate, then queues `event` for the target if it may go. Returns the gate's
     /// verdict; events the gate holds back (window size, EOF while locked) are kept and
-    /// applied at the unlock.
-    pub(crate) async fn forward(&self, event: ToTarget) -> Admission {
+    /// applied at the unlock. Never waits: it runs inside the operator's session loop.
+    pub(crate) fn forward(&self, event: ToTarget) -> Admission {
         let Some(action) = event.action() else {
-            let _ = self.tx.send(event).await;
+            self.enqueue(event);
             return Admission::Forward;
         };
         let verdict = self.admit(action);
         match (verdict, event) {
             (Admission::Forward, event) => {
-                if self.tx.send(event).await.is_err() {
-                    tracing::debug!("relay ended: operator event dropped");
-                }
+                self.enqueue(event);
             }
             (Admission::HoldUntilUnlocked, ToTarget::WindowChange(size)) => {
                 if let Ok(mut h) = self.shared.held.lock() {
@@ -217,12 +266,7 @@ impl RelayHandle {
 
     async fn ask(&self, request: Request, starts: Option<RecordingMode>) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(ToTarget::Request(request, Reply { tx, starts }))
-            .await
-            .is_err()
-        {
+        if !self.enqueue(ToTarget::Request(request, Reply { tx, starts })) {
             return false;
         }
         matches!(tokio::time::timeout(REPLY_TIMEOUT, rx).await, Ok(Ok(true)))
@@ -282,7 +326,7 @@ pub(crate) fn start(
     gate: Arc<SessionGate>,
 ) -> RelayHandle {
     let (read, write) = target_channel.split();
-    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let (tx, rx) = mpsc::unbounded_channel();
     let pending: PendingReplies = Arc::new(Mutex::new(VecDeque::new()));
     let shared = Arc::new(Shared {
         gate,
@@ -291,21 +335,24 @@ pub(crate) fn start(
         held: Mutex::new(Held::default()),
     });
     let span = tracing::Span::current();
-    tokio::spawn(
-        write_to_target(rx, write, pending.clone(), shared.clone()).instrument(span.clone()),
+    let writer = tokio::spawn(
+        write_to_target(rx, write, pending.clone(), shared.clone(), state.clone())
+            .instrument(span.clone()),
     );
-    tokio::spawn(
+    let reader = tokio::spawn(
         read_from_target(
             read,
             operator_channel,
             operator,
-            state,
+            state.clone(),
             pending,
             shared.clone(),
         )
         .instrument(span),
     );
-    RelayHandle { tx, shared }
+    // The connection's end stops both whatever they wait on (a peer that stopped reading).
+    state.own_relay_tasks([writer.abort_handle(), reader.abort_handle()]);
+    RelayHandle { tx, shared, state }
 }
 
 /// What the writer does with an event it dequeued, given the gate now.
@@ -316,12 +363,15 @@ enum Apply {
 }
 
 async fn write_to_target(
-    mut rx: mpsc::Receiver<ToTarget>,
+    mut rx: mpsc::UnboundedReceiver<ToTarget>,
     target: ChannelWriteHalf<client::Msg>,
     pending: PendingReplies,
     shared: Arc<Shared>,
+    state: Arc<ConnectionState>,
 ) {
     let mut gate = shared.gate.subscribe();
+    // Payload bytes of the event being handled: out of the backlog once written or dropped.
+    let done = |len: usize| state.backlog_done(len);
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
@@ -345,6 +395,7 @@ async fn write_to_target(
                 }
             }
         };
+        let len = event.payload_len();
         // The gate admitted the event when it was queued; it may have closed since.
         let verdict = match (shared.gate.state(), &event) {
             (_, ToTarget::Close) => Apply::Now,
@@ -365,12 +416,14 @@ async fn write_to_target(
         match verdict {
             Apply::Now => {}
             Apply::Drop => {
+                done(len);
                 if let ToTarget::Request(_, reply) = event {
                     let _ = reply.tx.send(false);
                 }
                 continue;
             }
             Apply::Stop => {
+                done(len);
                 if let ToTarget::Request(_, reply) = event {
                     let _ = reply.tx.send(false);
                 }
@@ -381,7 +434,9 @@ async fn write_to_target(
             let _ = target.close().await;
             break;
         }
-        if let Err(e) = apply(event, &target, &pending).await {
+        let applied = apply(event, &target, &pending).await;
+        done(len);
+        if let Err(e) = applied {
             tracing::debug!(error = %e, "target channel no longer writable");
             break;
         }
@@ -389,6 +444,7 @@ async fn write_to_target(
     // Nothing queued after the end may reach the target; fail waiting requests at once.
     rx.close();
     while let Ok(event) = rx.try_recv() {
+        done(event.payload_len());
         if let ToTarget::Request(_, reply) = event {
             let _ = reply.tx.send(false);
         }

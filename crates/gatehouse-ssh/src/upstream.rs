@@ -19,13 +19,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the target could not be reached; each maps to an end reason and an operator message.
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
-    HostKeyMismatch { expected: String, presented: String },
+    HostKeyMismatch {
+        expected: String,
+        presented: String,
+    },
     Unreachable(String),
     CredentialRefused,
     Misconfigured(String),
+    /// Gatehouse's store did not answer in time (busy or down): the target is fine.
+    StoreUnavailable(String),
 }
 
 impl UpstreamError {
+    /// A store error met while connecting: busy or down is not a misconfiguration.
+    fn from_store(e: gatehouse_store::StoreError) -> UpstreamError {
+        if e.is_unavailable() {
+            UpstreamError::StoreUnavailable(e.to_string())
+        } else {
+            UpstreamError::Misconfigured(e.to_string())
+        }
+    }
+
     pub(crate) fn end_reason(&self) -> EndReason {
         match self {
             UpstreamError::HostKeyMismatch { .. } => EndReason::HostKeyMismatch,
@@ -33,6 +47,9 @@ impl UpstreamError {
                 EndReason::TargetUnreachable
             }
             UpstreamError::Misconfigured(m) => EndReason::Error(m.clone()),
+            UpstreamError::StoreUnavailable(m) => {
+                EndReason::Error(format!("store unavailable: {m}"))
+            }
         }
     }
 
@@ -50,6 +67,7 @@ impl UpstreamError {
             UpstreamError::Misconfigured(_) => {
                 format!("target '{target}' is misconfigured in Gatehouse; ask a Gatehouse admin")
             }
+            UpstreamError::StoreUnavailable(_) => crate::connection::STORE_BUSY.to_owned(),
         }
     }
 }
@@ -94,11 +112,13 @@ impl Upstream {
         self.handle.channel_open_session().await
     }
 
+    /// Says goodbye to the target, for at most half a second (its session loop may still be
+    /// waiting on a relay that was just stopped).
     pub(crate) async fn disconnect(&self) {
-        let _ = self
+        let bye = self
             .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+            .disconnect(russh::Disconnect::ByApplication, "", "en");
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), bye).await;
     }
 }
 
@@ -125,7 +145,7 @@ pub(crate) async fn connect(
     let credential = store
         .target_credential(&target.name)
         .await
-        .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+        .map_err(UpstreamError::from_store)?;
     let identity = parse_private_key(
         &String::from_utf8_lossy(&credential),
         &format!("identity of target '{}'", target.name),
@@ -214,7 +234,7 @@ async fn pin_first_key(
     let pinned_now = store
         .pin_host_key(&target.name, &line)
         .await
-        .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+        .map_err(UpstreamError::from_store)?;
     if pinned_now {
         let _ = store
             .audit(&AuditEvent {

@@ -46,13 +46,6 @@ pub struct AuditFilter<'a> {
 }
 
 impl Store {
-    /// Writes an audit event. The store handles failure itself, loudly: a failed insert is
-    /// retried (up to [`AUDIT_ATTEMPTS`] times, 50/200/800 ms apart), the whole write is
-    /// bounded by [`crate::Timeouts::audit`], and an event that still cannot be written is
-    /// logged at error level with its full content (so it survives in the broker's log) and
-    /// counted in [`Store::audit_failures`]. Callers that cannot do anything better with the
-    /// error (most of them: the session must go on or end regardless) may therefore ignore
-    /// it with `let _ =` — the event is never dropped silently.
     /// Writes `e` in a task of its own, for callers that must not wait on the store (an
     /// enforcement end, a refusal on the connection's path). [`Store::audit`] still retries,
     /// logs and counts a failure, so nothing is dropped silently.
@@ -76,6 +69,13 @@ impl Store {
         });
     }
 
+    /// Writes an audit event. The store handles failure itself, loudly: a failed insert is
+    /// retried (up to [`AUDIT_ATTEMPTS`] times, 50/200/800 ms apart), the whole write is
+    /// bounded by [`crate::Timeouts::audit`], and an event that still cannot be written is
+    /// logged at error level with its full content (so it survives in the broker's log) and
+    /// counted in [`Store::audit_failures`]. Callers that cannot do anything better with the
+    /// error (most of them: the session must go on or end regardless) may therefore ignore
+    /// it with `let _ =` — the event is never dropped silently.
     pub async fn audit(&self, e: &AuditEvent<'_>) -> Result<()> {
         tracing::info!(
             target: "gatehouse::audit",

@@ -66,6 +66,32 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The store did not answer in time or is unreachable (as opposed to a missing or
+    /// invalid record): callers tell the user the store is busy or down, never that what
+    /// they asked for is misconfigured.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Timeout(_) => true,
+            StoreError::Query(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    // PostgreSQL query_canceled (statement_timeout), SQLite BUSY/LOCKED
+                    .is_some_and(|c| matches!(c.as_ref(), "57014" | "5" | "6" | "517"))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Which database a store runs on.
@@ -76,6 +102,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Pool size when `[store] max_connections` is not set: SQLite serialises writes
+    /// anyway (a few connections let reads go on beside a write); PostgreSQL serves many.
+    pub fn default_max_connections(self) -> u32 {
+        match self {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        }
+    }
+
     pub fn of_url(url: &str) -> Result<Backend> {
         if url.starts_with("sqlite:") {
             Ok(Backend::Sqlite)
@@ -116,6 +151,10 @@ pub struct Timeouts {
     pub statement: Duration,
     /// Longest an audit write may take, all attempts included.
     pub audit: Duration,
+    /// Longest a caller waits for a pooled connection. A burst of logins queues here for
+    /// its turn rather than failing (a store that stays saturated this long is reported
+    /// as unavailable, see [`StoreError::is_unavailable`]).
+    pub acquire: Duration,
 }
 
 impl Default for Timeouts {
@@ -123,8 +162,17 @@ impl Default for Timeouts {
         Timeouts {
             statement: Duration::from_secs(5),
             audit: Duration::from_secs(10),
+            acquire: Duration::from_secs(30),
         }
     }
+}
+
+/// How the store's connection pool is set up (`[store]` in gatehouse.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreOptions {
+    pub timeouts: Timeouts,
+    /// Pooled connections; `None`: [`Backend::default_max_connections`].
+    pub max_connections: Option<u32>,
 }
 
 /// A handle on the store; cheap to clone.
@@ -146,6 +194,19 @@ impl Store {
     }
 
     pub async fn open_with(url: &str, master_key: MasterKey, timeouts: Timeouts) -> Result<Store> {
+        let options = StoreOptions {
+            timeouts,
+            max_connections: None,
+        };
+        Store::open_with_options(url, master_key, options).await
+    }
+
+    pub async fn open_with_options(
+        url: &str,
+        master_key: MasterKey,
+        options: StoreOptions,
+    ) -> Result<Store> {
+        let timeouts = options.timeouts;
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
         let connect_url = match backend {
@@ -195,18 +256,31 @@ impl Store {
         migrator.close().await;
         let millis = timeouts.statement.as_millis().max(1);
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
-            .acquire_timeout(timeouts.statement)
+            .max_connections(
+                options
+                    .max_connections
+                    .unwrap_or(backend.default_max_connections())
+                    .max(1),
+            )
+            .acquire_timeout(timeouts.acquire)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    let set = match backend {
-                        Backend::Sqlite => format!("PRAGMA busy_timeout = {millis}"),
-                        Backend::Postgres => format!("SET statement_timeout = {millis}"),
+                    let settings: &[String] = match backend {
+                        // WAL with synchronous=NORMAL: a commit is durable against a crash
+                        // of Gatehouse (not of the machine's power) without an fsync per
+                        // commit — the fsync per login is what made a login storm queue.
+                        Backend::Sqlite => &[
+                            format!("PRAGMA busy_timeout = {millis}"),
+                            "PRAGMA synchronous = NORMAL".to_owned(),
+                        ],
+                        Backend::Postgres => &[format!("SET statement_timeout = {millis}")],
                     };
-                    sqlx::query(sqlx::AssertSqlSafe(set))
-                        .execute(&mut *conn)
-                        .await
-                        .map(drop)
+                    for set in settings {
+                        sqlx::query(sqlx::AssertSqlSafe(set.clone()))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
                 })
             })
             .connect(&connect_url)

@@ -14,6 +14,7 @@ use sqlx::Connection;
 const TIMEOUTS: Timeouts = Timeouts {
     statement: Duration::from_millis(200),
     audit: Duration::from_millis(1500),
+    acquire: Duration::from_millis(200),
 };
 
 fn event(kind: &str) -> AuditEvent<'_> {

@@ -154,6 +154,8 @@ PrintLastLog no
 Subsystem sftp internal-sftp
 Subsystem gh-echo /bin/cat
 LogLevel VERBOSE
+MaxStartups 2000:30:4000
+MaxSessions 100
 ",
         host_key = host_key.display(),
         dir = dir.display(),

@@ -198,7 +198,7 @@ pub enum AuditCommand {
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = MasterKey::load_or_create(&config.secret_key_file)?;
-    Ok(Store::open(&config.store_url, key).await?)
+    Ok(Store::open_with_options(&config.store_url, key, config.store_options).await?)
 }
 
 pub(crate) async fn admin_audit(

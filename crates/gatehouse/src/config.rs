@@ -35,6 +35,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<toml::Spanned<String>>,
+    /// Pooled store connections (default 8 on SQLite, 16 on PostgreSQL).
+    max_connections: Option<toml::Spanned<u32>>,
+    /// Longest a login or an admin command waits for a pooled connection (default 30s).
+    acquire_timeout: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -92,6 +96,8 @@ struct RawNode {
 pub struct Config {
     /// sqlx URL: `sqlite:///abs/path.db` or `postgres://…`.
     pub store_url: String,
+    /// `[store] max_connections` and `acquire_timeout`.
+    pub store_options: gatehouse_store::StoreOptions,
     pub ssh_listen: SocketAddr,
     pub host_key: PathBuf,
     pub recordings_root: PathBuf,
@@ -259,9 +265,16 @@ impl Config {
             allow_cleartext: pg.allow_cleartext.unwrap_or(false),
             login_grace: pg_login_grace,
         });
+        let mut store_options = gatehouse_store::StoreOptions::default();
+        if let Some(n) = raw.store.max_connections {
+            store_options.max_connections = Some(limit(Some(n), "max_connections", 1)?);
+        }
+        store_options.timeouts.acquire =
+            duration(raw.store.acquire_timeout, store_options.timeouts.acquire)?;
         Ok(Config {
             postgres,
             store_url,
+            store_options,
             ssh_listen: raw.ssh.listen.unwrap_or_else(|| {
                 DEFAULT_SSH_LISTEN
                     .parse()
