@@ -35,6 +35,20 @@ ensure_packages() {
     install_packages "${missing[@]}"
 }
 
+# ensure_files PATH:PACKAGE ...: files a package installs that are not programs (pgjdbc's jar).
+ensure_files() {
+    local missing=()
+    local pair path pkg
+    for pair in "$@"; do
+        path=${pair%%:*}
+        pkg=${pair#*:}
+        if ! [ -e "$path" ]; then
+            case " ${missing[*]} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+        fi
+    done
+    install_packages "${missing[@]}"
+}
+
 ensure_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install the Rust toolchain (https://rustup.rs), then run this again" >&2

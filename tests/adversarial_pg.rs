@@ -5,47 +5,15 @@
 //! statement log and audit say, and when the socket was closed.
 
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gatehouse_e2e::pg::{
-    OPERATOR_PASSWORD, PgWorld, RawPg, error_code, message, psql_as, read_until_closed,
-    startup_packet,
+    OPERATOR_PASSWORD, PgWorld, RawPg, cancel_request, error_code, message, psql_as,
+    python3_with_psycopg, read_until_closed, startup_packet,
 };
-use gatehouse_e2e::{files_under, stderr, stdout};
+use gatehouse_e2e::{stderr, stdout};
 use gatehouse_testbed::PgOptions;
 use serde_json::Value;
-
-/// The one statement log of the world's (closed) sessions, as JSON lines.
-fn log_lines(w: &PgWorld) -> Vec<Value> {
-    let s = w.gatehouse.wait_session_closed();
-    assert!(!s["end_reason"].is_null(), "{s}");
-    let logs: Vec<_> = files_under(&w.gatehouse.dir().join("recordings"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".sql.jsonl"))
-        .collect();
-    // the log is sealed just before the session row is closed
-    let mut text = String::new();
-    for p in &logs {
-        text.push_str(&std::fs::read_to_string(p).expect("read statement log"));
-    }
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("statement log line is JSON"))
-        .collect()
-}
-
-fn python3_with_psycopg() -> Command {
-    let python = "/usr/bin/python3";
-    let ok = Command::new(python)
-        .args(["-c", "import psycopg"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{python} cannot import psycopg: install the Debian package python3-psycopg"
-    );
-    Command::new(python)
-}
 
 fn world_with(extra_config: &str) -> PgWorld {
     PgWorld::with(
@@ -90,7 +58,7 @@ with psycopg.connect(sys.argv[1]) as conn:
         .expect("count on the target");
     assert_eq!(left.trim(), "10000");
 
-    let lines = log_lines(&w);
+    let lines = w.log_lines();
     let delete = lines
         .iter()
         .find(|l| l["tag"] == "DELETE 40000")
@@ -147,7 +115,7 @@ fn a_malformed_message_is_refused_logged_and_nothing_after_it_reaches_the_target
             .is_some_and(|r| r.contains("refused")),
         "{s}"
     );
-    let lines = log_lines(&w);
+    let lines = w.log_lines();
     let refused = lines
         .iter()
         .find(|l| l["type"] == "marker" && !l["refused"].is_null())
@@ -183,7 +151,7 @@ fn oversized_messages_are_refused_at_once_before_and_after_login() {
         "{:?}",
         started.elapsed()
     );
-    let lines = log_lines(&w);
+    let lines = w.log_lines();
     assert!(
         lines
             .iter()
@@ -198,7 +166,7 @@ fn oversized_messages_are_refused_at_once_before_and_after_login() {
         ("database", "orders"),
     ]))
     .unwrap();
-    let mut raw = RawPg { stream: s };
+    let mut raw = RawPg::on(s);
     let (tag, _) = raw.read().expect("authentication request");
     assert_eq!(tag, b'R');
     let mut huge = vec![b'p'];
@@ -245,7 +213,7 @@ fn a_function_call_is_logged_with_its_oid_and_arguments() {
     assert!(String::from_utf8_lossy(&result.1).contains("<answer>42</answer>"));
     c.send(&message(b'X', &[]));
 
-    let lines = log_lines(&w);
+    let lines = w.log_lines();
     let logged = lines
         .iter()
         .find(|l| l["protocol"] == "function_call")
@@ -275,7 +243,7 @@ fn startup_options_and_application_name_are_in_the_log_header_and_the_audit() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "x", "the option reached the target");
 
-    let header = log_lines(&w).remove(0);
+    let header = w.log_lines().remove(0);
     assert_eq!(
         header["startup_params"]["options"], "-c search_path=x",
         "{header}"
@@ -310,7 +278,7 @@ fn silent_and_stalled_clients_are_dropped_at_the_login_grace() {
     after_ssl
         .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
         .unwrap();
-    let mut mid_scram = RawPg { stream: connect() };
+    let mut mid_scram = RawPg::on(connect());
     mid_scram.send(&startup_packet(&[
         ("user", "alice"),
         ("database", "orders"),
@@ -449,4 +417,85 @@ fn unix_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The client's BackendKeyData carries the target's real pid (what `pg_backend_pid()` says)
+/// and a key of Gatehouse's own: a CancelRequest with that pid and any other key does
+/// nothing (the statement runs to its end), one with the key given cancels it.
+#[test]
+fn a_cancel_with_a_wrong_key_does_nothing_and_the_right_one_cancels() {
+    let w = PgWorld::new();
+    let port = w.gatehouse.pg_port();
+    let mut c = RawPg::login(port, "orders", &[]);
+    let (pid, key) = c.key.clone().expect("BackendKeyData at login");
+    assert_eq!(
+        c.query("select pg_backend_pid()::text"),
+        vec![pid.to_string()]
+    );
+    assert_eq!(key.len(), 4);
+
+    let run = |c: &mut RawPg, sql: &str, cancel: &[Vec<u8>]| {
+        let mut q = sql.as_bytes().to_vec();
+        q.push(0);
+        let started = Instant::now();
+        c.send(&message(b'Q', &q));
+        std::thread::sleep(Duration::from_millis(300));
+        for k in cancel {
+            cancel_request(port, pid, k);
+        }
+        let codes: Vec<String> = c
+            .until_ready()
+            .iter()
+            .filter(|(tag, _)| *tag == b'E')
+            .filter_map(|(_, body)| error_code(body))
+            .collect();
+        (codes, started.elapsed())
+    };
+    let mut flipped = key.clone();
+    flipped[0] ^= 1;
+    let wrong = vec![flipped, vec![0; 4], [key.clone(), vec![0]].concat()];
+    let (codes, took) = run(&mut c, "select pg_sleep(1.5)", &wrong);
+    assert!(
+        codes.is_empty(),
+        "a wrong key cancelled the query: {codes:?}"
+    );
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    // the same pid with another session's key (a second session of the same operator)
+    let other = RawPg::login(port, "orders", &[]);
+    let (other_pid, other_key) = other.key.clone().expect("BackendKeyData");
+    assert_ne!(other_pid, pid);
+    let (codes, _) = run(&mut c, "select pg_sleep(1)", &[other_key]);
+    assert!(
+        codes.is_empty(),
+        "another session's key cancelled this one: {codes:?}"
+    );
+
+    let (codes, took) = run(&mut c, "select pg_sleep(30)", &[key]);
+    assert_eq!(codes, vec!["57014".to_owned()]);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(other);
+    drop(c);
+    let lines = w.log_lines();
+    let sleeps: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("select pg_sleep"))
+        })
+        .map(|l| {
+            (
+                l["text"].as_str().unwrap_or_default(),
+                l["error"]["sqlstate"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sleeps,
+        vec![
+            ("select pg_sleep(1.5)", None),
+            ("select pg_sleep(1)", None),
+            ("select pg_sleep(30)", Some("57014"))
+        ]
+    );
 }

@@ -23,27 +23,8 @@ fn assert_ok(o: &std::process::Output, what: &str) {
     );
 }
 
-/// Every statement-log file under the broker's recordings root, once every session is
-/// closed (and so its log sealed).
 fn statement_logs(w: &PgWorld) -> Vec<std::path::PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while w
-        .gatehouse
-        .sessions()
-        .iter()
-        .any(|s| s["end_reason"].is_null())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "sessions still open:\n{}",
-            w.gatehouse.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    files_under(&w.gatehouse.dir().join("recordings"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".sql.jsonl"))
-        .collect()
+    w.statement_logs()
 }
 
 fn all_text_under(dir: &std::path::Path) -> String {

@@ -1,10 +1,12 @@
 //! A PostgreSQL world: a throwaway PostgreSQL server whose `app` role logs in with a SCRAM
 //! password, a broker with target `orders` (database `orders`) in environment `prod`, and
 //! operator `alice` (password `alice-pw`) granted `prod`. [`RawPg`] is a hand-driven
-//! client for the messages and misbehaviour no driver produces.
+//! client for the messages and misbehaviour no driver produces; psycopg 3 (Debian's
+//! python3) and pgjdbc (compiled with javac) are the real drivers.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use postgres_protocol::message::frontend;
 
 use gatehouse_testbed::{PgOptions, Postgres};
 
-use crate::{Gatehouse, run_with_stdin, tool};
+use crate::{Gatehouse, files_under, run_with_stdin, tool};
 
 pub const OPERATOR_PASSWORD: &str = "alice-pw";
 pub const TARGET_PASSWORD: &str = "app-Secret-9f3";
@@ -85,6 +87,49 @@ impl PgWorld {
         psql_as(conninfo, OPERATOR_PASSWORD, args, stdin)
     }
 
+    /// The statement logs of the world's sessions, as JSON lines, once every session is
+    /// closed (a log is sealed just before its session row is closed).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let mut text = String::new();
+        for p in self.statement_logs() {
+            text.push_str(&std::fs::read_to_string(&p).expect("read statement log"));
+        }
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("statement log line is JSON"))
+            .collect()
+    }
+
+    /// Every statement-log file under the broker's recordings root, once every session is
+    /// closed (and so its log sealed).
+    pub fn statement_logs(&self) -> Vec<std::path::PathBuf> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self
+            .gatehouse
+            .sessions()
+            .iter()
+            .any(|s| s["end_reason"].is_null())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sessions still open:\n{}",
+                self.gatehouse.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        files_under(&self.gatehouse.dir().join("recordings"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".sql.jsonl"))
+            .collect()
+    }
+
+    /// A libpq connection string to the broker with alice's password (for psycopg).
+    pub fn conninfo_with_password(&self) -> String {
+        format!(
+            "{} password={OPERATOR_PASSWORD}",
+            self.conninfo("orders", "sslmode=disable")
+        )
+    }
+
     /// `tokio-postgres` connection string to the broker.
     pub fn tokio_config(&self) -> String {
         format!(
@@ -139,6 +184,66 @@ pub fn psql_as(conninfo: &str, password: &str, args: &[&str], stdin: Option<&str
     run_with_stdin(&mut cmd, stdin)
 }
 
+/// Debian's own python3 with psycopg 3 (python3-psycopg): missing, the test fails naming it.
+pub fn python3_with_psycopg() -> Command {
+    let python = "/usr/bin/python3";
+    let ok = Command::new(python)
+        .args(["-c", "import psycopg"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{python} cannot import psycopg: install the Debian package python3-psycopg"
+    );
+    Command::new(python)
+}
+
+/// Debian's pgjdbc (libpostgresql-jdbc-java).
+pub const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+/// Compiles `source` (public class `class`) with javac in `dir` and runs it with pgjdbc on
+/// the class path and `args`. A missing JDK or pgjdbc fails the test naming the package.
+pub fn run_java_with_pgjdbc(dir: &Path, class: &str, source: &str, args: &[&str]) -> Output {
+    let javac = tool("javac", "default-jdk-headless");
+    let java = tool("java", "default-jdk-headless");
+    assert!(
+        Path::new(PGJDBC_JAR).exists(),
+        "{PGJDBC_JAR} missing: install the Debian package libpostgresql-jdbc-java"
+    );
+    let file = dir.join(format!("{class}.java"));
+    std::fs::write(&file, source).expect("write the Java source");
+    let o = Command::new(javac)
+        .args(["-cp", PGJDBC_JAR, "-d"])
+        .arg(dir)
+        .arg(&file)
+        .output()
+        .expect("run javac");
+    assert!(
+        o.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let classpath = format!("{PGJDBC_JAR}:{}", dir.display());
+    Command::new(java)
+        .args(["-cp", &classpath, class])
+        .args(args)
+        .output()
+        .expect("run java")
+}
+
+/// Sends a CancelRequest for (`pid`, `key`) to the broker on `port`, as libpq does (a new
+/// connection, the packet, close).
+pub fn cancel_request(port: u16, pid: i32, key: &[u8]) {
+    let mut packet = ((12 + key.len()) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&80_877_102_i32.to_be_bytes());
+    packet.extend_from_slice(&pid.to_be_bytes());
+    packet.extend_from_slice(key);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
+    s.write_all(&packet).expect("send the cancel request");
+    // the server closes without answering
+    let _ = s.read(&mut [0u8; 1]);
+}
+
 /// One frontend (or backend) message: type byte, length, body.
 pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];
@@ -173,9 +278,16 @@ pub fn error_code(body: &[u8]) -> Option<String> {
 /// malformed or oversized messages, silence). Logs in with SCRAM like libpq.
 pub struct RawPg {
     pub stream: TcpStream,
+    /// The BackendKeyData the login gave (pid, secret key).
+    pub key: Option<(i32, Vec<u8>)>,
 }
 
 impl RawPg {
+    /// A client on a socket already connected, before any login.
+    pub fn on(stream: TcpStream) -> RawPg {
+        RawPg { stream, key: None }
+    }
+
     /// Logs in to the broker on `port` as alice with `params` besides user and database.
     pub fn login(port: u16, dbname: &str, params: &[(&str, &str)]) -> RawPg {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
@@ -206,7 +318,7 @@ impl RawPg {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("read timeout");
-        let mut c = RawPg { stream };
+        let mut c = RawPg::on(stream);
         let mut all = vec![("user", "alice"), ("database", dbname)];
         all.extend_from_slice(params);
         c.send(&startup_packet(&all));
@@ -231,6 +343,10 @@ impl RawPg {
                     c.send(&m);
                 }
                 (b'R', Some(12)) => scram.finish(&body[4..]).expect("SCRAM server-final"),
+                (b'K', _) if body.len() >= 8 => {
+                    let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    c.key = Some((pid, body[4..].to_vec()));
+                }
                 (b'E', _) => return Err(body),
                 (b'Z', _) => return Ok(c),
                 _ => {}

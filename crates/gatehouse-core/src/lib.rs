@@ -7,6 +7,7 @@
 //! crate is pulled in.
 
 pub mod access;
+pub mod calendar;
 pub mod enforcement;
 pub mod gate;
 pub mod login;
@@ -18,6 +19,7 @@ pub mod ssh_policy;
 pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
+pub use calendar::civil_from_days;
 pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
 pub use gate::{
     Admission, ChannelStart, OperatorAction, RecordingMode, Refusal, SessionState, admit,

@@ -1,6 +1,9 @@
-//! Query cancellation. Each operator connection gets a BackendKeyData of Gatehouse's own
-//! (the target's key never leaves the broker); a CancelRequest carrying it is forwarded to
-//! the target with the target's key, on a new connection, as libpq does.
+//! Query cancellation. Each operator connection gets a BackendKeyData with the target's
+//! real process id (clients compare it with `pg_backend_pid()` and with the pid of a
+//! NotificationResponse, e.g. to ignore their own notifications) and a secret key of
+//! Gatehouse's own, random (the target's key never leaves the broker). A CancelRequest
+//! carrying that (pid, key) pair is forwarded to the right target with the target's key,
+//! on a new connection, as libpq does; any other pair is ignored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,12 +23,17 @@ pub(crate) struct CancelMap {
 }
 
 impl CancelMap {
-    /// A fresh key for a session whose target is reached as `target`.
+    /// The BackendKeyData for a session whose target is reached as `target`: the target's
+    /// pid and a fresh random key (4 bytes: Gatehouse speaks protocol 3.0 to clients), unique
+    /// among live sessions (two targets may give the same pid).
     pub(crate) fn register(&self, target: CancelTarget) -> (i32, Vec<u8>) {
+        let pid = target.pid;
         let target = Arc::new(target);
         loop {
-            let pid = (rand::random::<u32>() >> 1) as i32;
             let key = rand::random::<[u8; 4]>().to_vec();
+            if key == target.key {
+                continue;
+            }
             if let Ok(mut keys) = self.keys.lock() {
                 let slot = keys.entry((pid, key.clone()));
                 if let std::collections::hash_map::Entry::Vacant(v) = slot {
@@ -80,5 +88,45 @@ impl CancelMap {
             }
             Err(_) => tracing::warn!(target = %t.target, "forwarding a query cancel timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(pid: i32, key: &[u8]) -> CancelTarget {
+        CancelTarget {
+            target: "orders".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: None,
+            pid,
+            key: key.to_vec(),
+        }
+    }
+
+    fn lookup(map: &CancelMap, pid: i32, key: &[u8]) -> Option<Arc<CancelTarget>> {
+        map.keys.lock().unwrap().get(&(pid, key.to_vec())).cloned()
+    }
+
+    #[test]
+    fn clients_get_the_real_pid_and_a_key_of_gatehouses_own() {
+        let map = CancelMap::default();
+        let (pid, key) = map.register(target(4242, &[1, 2, 3, 4]));
+        assert_eq!(pid, 4242);
+        assert_eq!(key.len(), 4);
+        assert_ne!(key, vec![1, 2, 3, 4]);
+        // two targets with the same pid: two keys, each mapped to its own target
+        let (pid2, key2) = map.register(target(4242, &[9, 9, 9, 9]));
+        assert_eq!(pid2, 4242);
+        assert_ne!(key, key2);
+        assert_eq!(lookup(&map, pid, &key).unwrap().key, vec![1, 2, 3, 4]);
+        assert_eq!(lookup(&map, pid2, &key2).unwrap().key, vec![9, 9, 9, 9]);
+        // the target's own key, or a wrong one, maps to nothing
+        assert!(lookup(&map, 4242, &[1, 2, 3, 4]).is_none());
+        map.remove(pid, &key);
+        assert!(lookup(&map, pid, &key).is_none());
+        assert!(lookup(&map, pid2, &key2).is_some());
     }
 }

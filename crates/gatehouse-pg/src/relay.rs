@@ -240,7 +240,8 @@ where
         let mut finished = Vec::new();
         if let Ok(mut t) = tracker.lock() {
             let _ = for_each_frame(&batch, |tag, body| {
-                if matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's' | b'1' | b't')
+                // (DataRows only counted: Backend::parse does not decode them)
+                if matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's' | b'1' | b't' | b'D')
                     && let Ok(m) = Backend::parse(tag, body)
                 {
                     finished.extend(t.backend(&m, now));

@@ -7,12 +7,14 @@
 //! the `startup_params` passed through to the target, such as `options` and
 //! `application_name`); each further line is a `statement` or a `marker` (enforcement
 //! events, and messages refused rather than relayed) with `t`, seconds since the session
-//! opened.
+//! opened. A statement line has `rows` (DataRows returned); an extended-protocol one also
+//! `executions` (Executes of its portal: more than 1 when read in pieces, e.g. a JDBC fetch
+//! size) and `suspended` (true when the portal was left unfinished; `tag` is then null).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use gatehouse_pgproto::tracker::Statement;
+use gatehouse_pgproto::tracker::{Protocol, Statement};
 use gatehouse_recorder::file::{RecordingFile, relative_path_with};
 use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
 use serde_json::{Value, json};
@@ -66,6 +68,11 @@ pub(crate) fn statement_line(s: &Statement, redact: bool) -> String {
         "tag": (!s.tags.is_empty()).then(|| s.tags.join("; ")),
         "error": s.error.as_ref().map(|(code, message)| json!({"sqlstate": code, "message": message})),
     });
+    v["rows"] = Value::from(s.rows);
+    if s.protocol == Protocol::Extended {
+        v["executions"] = Value::from(s.executions);
+        v["suspended"] = Value::from(s.suspended);
+    }
     if let Some(name) = &s.name {
         v["statement"] = Value::from(name.as_str());
     }
@@ -151,7 +158,6 @@ impl StatementLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_pgproto::tracker::Protocol;
 
     #[test]
     fn statement_lines() {
@@ -163,6 +169,9 @@ mod tests {
             params: Some(vec![Some("42".into()), None]),
             duration: Duration::from_micros(420),
             tags: vec!["SELECT 1".into()],
+            executions: 1,
+            rows: 1,
+            suspended: false,
             error: None,
         };
         let v: Value = serde_json::from_str(&statement_line(&s, false)).unwrap();
@@ -171,6 +180,23 @@ mod tests {
         assert_eq!(v["tag"], json!("SELECT 1"));
         assert_eq!(v["duration_ms"], json!(0.42));
         assert_eq!(v["statement"], json!("s1"));
+        assert_eq!((&v["rows"], &v["executions"]), (&json!(1), &json!(1)));
+        assert_eq!(v["suspended"], json!(false));
+        // a portal read in pieces and left unfinished
+        let piecewise = Statement {
+            tags: vec![],
+            executions: 201,
+            rows: 20_000,
+            suspended: true,
+            ..s.clone()
+        };
+        let v: Value = serde_json::from_str(&statement_line(&piecewise, false)).unwrap();
+        assert_eq!(v["tag"], Value::Null);
+        assert_eq!(
+            (&v["rows"], &v["executions"]),
+            (&json!(20_000), &json!(201))
+        );
+        assert_eq!(v["suspended"], json!(true));
         let r: Value = serde_json::from_str(&statement_line(&s, true)).unwrap();
         assert_eq!(r["params"], Value::Null);
         assert_eq!(r["param_count"], json!(2));

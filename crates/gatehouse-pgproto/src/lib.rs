@@ -1,8 +1,9 @@
 //! The PostgreSQL wire protocol (v3), as much of it as a transparent broker needs, with no
 //! I/O: split a byte stream into messages ([`frame`]), read startup packets and the messages
 //! Gatehouse inspects ([`message`]), write the backend messages Gatehouse itself sends
-//! ([`backend`]), run the SCRAM-SHA-256 server side ([`scram`]) and follow statements and
-//! their results for the audit log ([`tracker`]).
+//! ([`backend`]), run the SCRAM-SHA-256 server side ([`scram`]), follow statements and
+//! their results for the audit log ([`tracker`]) and show binary parameter values as text
+//! ([`binary`]).
 //!
 //! Hand-written rather than `pgwire`/`postgres-protocol`: the relay forwards every message
 //! byte-for-byte and only *looks* at a few (it never decodes a `DataRow`), which needs a
@@ -12,6 +13,8 @@
 //! `fuzz/`. The upstream (client-side) SCRAM and md5 use `postgres-protocol`.
 
 pub mod backend;
+pub mod binary;
+mod executions;
 pub mod frame;
 pub mod message;
 pub mod scram;

@@ -190,6 +190,11 @@ pub enum Frontend<'a> {
     Execute {
         portal: String,
     },
+    /// Close of a prepared statement (`statement: true`) or of a portal.
+    Close {
+        statement: bool,
+        name: String,
+    },
     /// A fast-path function call: the function's OID and its arguments (which can be SQL
     /// text, e.g. for `query_to_xml`).
     FunctionCall {
@@ -199,7 +204,7 @@ pub enum Frontend<'a> {
     Sync,
     Flush,
     Terminate,
-    /// CopyData, CopyDone, CopyFail, Describe, Close, password/SASL answers…
+    /// CopyData, CopyDone, CopyFail, password/SASL answers…
     Other(u8),
 }
 
@@ -217,21 +222,18 @@ impl Param<'_> {
     }
 
     /// As [`Param::display`], decoding binary values of common types when the parameter's
-    /// type OID is known (drivers such as tokio-postgres send binary parameters).
+    /// type OID is known (drivers such as tokio-postgres, pgjdbc, psycopg 3 and asyncpg send
+    /// binary parameters; see [`crate::binary`]).
     pub fn display_typed(&self, oid: Option<u32>) -> Option<String> {
         let v = self.value?;
         if self.binary
-            && let Some(shown) = oid.and_then(|o| decode_binary(o, v))
+            && let Some(shown) =
+                oid.and_then(|o| crate::binary::decode(o, v, crate::tracker::MAX_PARAM))
         {
             return Some(shown);
         }
         Some(if self.binary {
-            let mut s = String::with_capacity(2 + v.len() * 2);
-            s.push_str("\\x");
-            for b in v {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
+            crate::binary::hex(v)
         } else {
             String::from_utf8_lossy(v).into_owned()
         })
@@ -253,48 +255,6 @@ impl Param<'_> {
             }
             _ => self.display(),
         }
-    }
-}
-
-/// A binary parameter of a well-known type, as text (None: show it as hex).
-fn decode_binary(oid: u32, v: &[u8]) -> Option<String> {
-    let int = |n: usize| -> Option<i64> {
-        (v.len() == n).then(|| {
-            v.iter()
-                .fold(if v[0] & 0x80 != 0 { -1i64 } else { 0 }, |acc, b| {
-                    (acc << 8) | i64::from(*b)
-                })
-        })
-    };
-    match oid {
-        16 => (v.len() == 1).then(|| (if v[0] != 0 { "true" } else { "false" }).to_owned()),
-        21 => int(2).map(|n| n.to_string()),
-        23 => int(4).map(|n| n.to_string()),
-        20 => int(8).map(|n| n.to_string()),
-        700 => <[u8; 4]>::try_from(v)
-            .ok()
-            .map(|b| f32::from_be_bytes(b).to_string()),
-        701 => <[u8; 8]>::try_from(v)
-            .ok()
-            .map(|b| f64::from_be_bytes(b).to_string()),
-        25 | 1043 | 1042 | 19 | 114 => std::str::from_utf8(v).ok().map(str::to_owned),
-        3802 => v
-            .split_first()
-            .filter(|(ver, _)| **ver == 1)
-            .and_then(|(_, j)| std::str::from_utf8(j).ok())
-            .map(str::to_owned),
-        2950 if v.len() == 16 => {
-            let h: String = v.iter().map(|b| format!("{b:02x}")).collect();
-            Some(format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..]
-            ))
-        }
-        _ => None,
     }
 }
 
@@ -335,6 +295,15 @@ impl<'a> Frontend<'a> {
             b'E' => Frontend::Execute {
                 portal: Cursor::new(body, "Execute").string()?,
             },
+            b'C' => {
+                let mut c = Cursor::new(body, "Close");
+                let kind = c.u8()?;
+                let name = c.string()?;
+                Frontend::Close {
+                    statement: kind == b'S',
+                    name,
+                }
+            }
             b'F' => {
                 let mut c = Cursor::new(body, "FunctionCall");
                 let oid = c.i32()? as u32;

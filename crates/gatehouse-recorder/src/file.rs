@@ -75,18 +75,7 @@ pub fn private_file_options() -> OpenOptions {
     o
 }
 
-/// `(year, month, day)` of a Unix day number (proleptic Gregorian; Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+pub use gatehouse_core::civil_from_days;
 
 /// `YYYY/MM/DD/<id>.cast` for a session started at `started`.
 pub fn relative_path(session_id: &str, started: SystemTime) -> PathBuf {

@@ -93,6 +93,29 @@ struct RawLine {
     error: Option<SqlError>,
     #[serde(default)]
     label: Option<String>,
+    /// A portal read in pieces (PostgreSQL front: JDBC fetch size): shown with the tag.
+    #[serde(default)]
+    executions: Option<u64>,
+    #[serde(default)]
+    rows: Option<u64>,
+    #[serde(default)]
+    suspended: bool,
+}
+
+/// The tag as shown: a portal left suspended says so, one read in pieces says how.
+fn shown_tag(raw: &RawLine) -> Option<String> {
+    let rows = raw.rows.unwrap_or(0);
+    let tag = match &raw.tag {
+        None if raw.suspended => Some(format!("suspended after {rows} rows")),
+        t => t.clone(),
+    };
+    match raw.executions {
+        Some(n) if n > 1 => Some(format!(
+            "{} ({n} executions, {rows} rows)",
+            tag.unwrap_or_default()
+        )),
+        _ => tag,
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,6 +140,7 @@ fn parse_line(line: &[u8]) -> Line {
         return Line::Bad;
     }
     let at = Duration::from_secs_f64(raw.t.min(1e12));
+    let tag = shown_tag(&raw);
     match raw.kind.as_str() {
         "statement" => Line::Entry(Box::new(SqlEntry::Statement(Statement {
             at,
@@ -127,7 +151,7 @@ fn parse_line(line: &[u8]) -> Line {
             param_count: raw.param_count,
             redacted: raw.redacted,
             duration_ms: raw.duration_ms,
-            tag: raw.tag,
+            tag,
             error: raw.error,
         }))),
         "marker" => Line::Entry(Box::new(SqlEntry::Marker {
@@ -208,6 +232,27 @@ pub(crate) mod tests {
         assert_eq!(st[3].param_count, Some(2));
         assert!(
             matches!(&log.entries[2], SqlEntry::Marker { label, .. } if label.starts_with("warning"))
+        );
+    }
+
+    #[test]
+    fn portals_read_in_pieces_show_how() {
+        let log = |line: &str| {
+            let text = format!("{}\n{line}\n", SAMPLE.lines().next().unwrap());
+            let log = SqlLog::parse(text.as_bytes()).unwrap();
+            log.statements().next().unwrap().tag.clone()
+        };
+        assert_eq!(
+            log(r#"{"t":1,"type":"statement","text":"select","tag":"SELECT 0","executions":201,"rows":20000}"#).as_deref(),
+            Some("SELECT 0 (201 executions, 20000 rows)")
+        );
+        assert_eq!(
+            log(r#"{"t":1,"type":"statement","text":"select","tag":null,"executions":1,"rows":100,"suspended":true}"#).as_deref(),
+            Some("suspended after 100 rows")
+        );
+        assert_eq!(
+            log(r#"{"t":1,"type":"statement","text":"select","tag":"SELECT 1","executions":1,"rows":1}"#).as_deref(),
+            Some("SELECT 1")
         );
     }
 
