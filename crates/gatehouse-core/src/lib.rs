@@ -7,6 +7,7 @@
 //! crate is pulled in.
 
 pub mod access;
+pub mod detective;
 pub mod enforcement;
 pub mod gate;
 pub mod login;
