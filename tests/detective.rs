@@ -128,6 +128,48 @@ fn a_normal_workload_through_a_real_broker_has_no_findings() {
     assert_eq!(violations(g), Vec::<Value>::new());
 }
 
+/// Sessions the guard ended (idle limit, admin kill, user lock) are enforcement working,
+/// not violations.
+#[test]
+fn enforcement_doing_its_job_is_not_a_finding() {
+    let w = World::with_config(&format!("{NODE}[detective]\ninterval = \"1s\"\n"));
+    let g = &w.gatehouse;
+    g.set_policy(&["--idle-timeout", "2s"]);
+    let out = w.ssh_exec("alice+web1", "sleep 20; echo not-ended");
+    assert!(!stdout(&out).contains("not-ended"));
+    assert_eq!(g.wait_session_closed()["end_reason"], "idle_timeout");
+    g.set_policy(&["--idle-timeout", "off"]);
+
+    let live = |g: &Gatehouse| {
+        let child = g
+            .ssh("alice+web1", &w.alice_key)
+            .arg("sleep 30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, g.wait_live())
+    };
+    let (mut ssh, id) = live(g);
+    g.cli_ok(&["sessions", "kill", &id, "--reason", "drill"]);
+    let _ = ssh.wait();
+    assert_eq!(g.wait_session_closed()["end_reason"], "admin_kill: drill");
+    let (mut ssh, _) = live(g);
+    g.cli_ok(&["user", "lock", "alice"]);
+    let _ = ssh.wait();
+    assert_eq!(g.wait_session_closed()["end_reason"], "operator_locked");
+    g.cli_ok(&["user", "unlock", "alice"]);
+    let out = w.ssh_exec("alice+web1", "echo back");
+    assert!(out.status.success(), "{}", stderr(&out));
+    g.wait_session_closed();
+
+    let (ok, findings) = check(g);
+    assert!(ok && findings.is_empty(), "{findings:#?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(violations(g), Vec::<Value>::new());
+}
+
 #[test]
 fn every_injected_violation_is_found_with_its_evidence() {
     let w = World::with_config(&format!("{NODE}[detective]\ninterval = \"1s\"\n"));
