@@ -128,6 +128,37 @@ fn a_normal_workload_through_a_real_broker_has_no_findings() {
     assert_eq!(violations(g), Vec::<Value>::new());
 }
 
+#[test]
+fn a_normal_postgres_workload_has_no_findings() {
+    let w = gatehouse_e2e::pg::PgWorld::with(
+        &gatehouse_testbed::PgOptions {
+            password_auth: true,
+            ..Default::default()
+        },
+        "disable",
+        &format!("{NODE}[detective]\ninterval = \"1s\"\n"),
+    );
+    let g = &w.gatehouse;
+    g.set_policy(&["--idle-timeout", "5m", "--max-session", "1h"]);
+    let conn = w.conninfo("orders", "sslmode=disable");
+    let script = "create table t (id int);\ninsert into t select generate_series(1, 100);\nselect pg_sleep(1);\nselect count(*) from t;\n";
+    let o = w.psql(&conn, &["-At"], Some(script));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("100"), "{}", stdout(&o));
+    let s = g.wait_session_closed();
+    assert!(
+        s["recording_path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".sql.jsonl"),
+        "{s}"
+    );
+    let (ok, findings) = check(g);
+    assert!(ok && findings.is_empty(), "{findings:#?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(violations(g), Vec::<Value>::new());
+}
+
 /// Sessions the guard ended (idle limit, admin kill, user lock) are enforcement working,
 /// not violations.
 #[test]
