@@ -25,6 +25,9 @@ use gatehouse_review::{RecordingStatus, recording_status};
 use gatehouse_store::{AuditEvent, CheckedSession, RecordingState, Store, now_millis};
 use serde_json::{Map, Value, json};
 
+#[path = "detective_tail.rs"]
+mod tail;
+
 use crate::admin::open_store;
 use crate::config::{Config, DetectiveAction, DetectiveConfig};
 use crate::table;
@@ -45,7 +48,7 @@ pub async fn check(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode>
         .map_err(|e| anyhow::anyhow!("--since '{}' is not a duration: {e}", args.since))?;
     let store = open_store(config).await?;
     let now = now_millis();
-    let facts = gather(&store, now - millis(since)).await?;
+    let facts = gather(&store, now - millis(since), None, now).await?;
     let findings = evaluate(&facts, &tolerances(&config.detective), now);
     report(&store, &findings, now - millis(since), "detective-cli").await?;
     if args.json {
@@ -100,6 +103,7 @@ pub async fn watch(store: Store, config: DetectiveConfig) {
     // first pass: a day back; later passes overlap the previous one by a minute
     let mut since = now_millis() - 24 * 3600 * 1000;
     let mut lock: Option<gatehouse_store::DetectiveLock> = None;
+    let mut cache = tail::Cache::default();
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -121,7 +125,7 @@ pub async fn watch(store: Store, config: DetectiveConfig) {
             }
         }
         let now = now_millis();
-        match pass(&store, &tol, config.action, since, now).await {
+        match pass(&store, &tol, config.action, since, now, &mut cache).await {
             Ok(()) => since = now - 60_000,
             Err(e) => tracing::error!(error = %e, "detective pass failed; retrying"),
         }
@@ -134,8 +138,9 @@ async fn pass(
     action: DetectiveAction,
     since: i64,
     now: i64,
+    cache: &mut tail::Cache,
 ) -> anyhow::Result<()> {
-    let facts = gather(store, since).await?;
+    let facts = gather(store, since, Some(cache), now).await?;
     let findings = evaluate(&facts, tol, now);
     let new = report(store, &findings, since, "detective").await?;
     if action == DetectiveAction::End {
@@ -268,9 +273,48 @@ fn finding_json(f: &Finding) -> Value {
     })
 }
 
-/// Everything the rules look at: live sessions and those ended since `since`.
-pub async fn gather(store: &Store, since: i64) -> anyhow::Result<Facts> {
-    let sessions = store.detective_sessions(since).await?;
+/// Everything the rules look at: live sessions and those ended since `since`. With a
+/// `cache` (the continuous pass), live recordings are read incrementally and not verified
+/// (their store row and checkpoint MACs are), and each ended session is judged once, once
+/// its end has settled.
+pub async fn gather(
+    store: &Store,
+    since: i64,
+    cache: Option<&mut tail::Cache>,
+    now: i64,
+) -> anyhow::Result<Facts> {
+    let mut sessions = store.detective_sessions(since).await?;
+    let mut tails: Vec<Option<tail::Tail>> = Vec::new();
+    let mut cache = cache;
+    if let Some(c) = cache.as_deref_mut() {
+        let ids: HashSet<&str> = sessions.iter().map(|s| s.record.id.as_str()).collect();
+        c.judged.retain(|id| ids.contains(id.as_str()));
+        let live: HashSet<&str> = sessions
+            .iter()
+            .filter(|s| s.record.ended_at.is_none())
+            .map(|s| s.record.id.as_str())
+            .collect();
+        c.tails.retain(|id, _| live.contains(id.as_str()));
+        sessions.retain(|s| match s.record.ended_at {
+            None => true,
+            Some(end) => end <= now - tail::SETTLE_MS && !c.judged.contains(&s.record.id),
+        });
+        for s in &sessions {
+            if s.record.ended_at.is_some() {
+                c.judged.insert(s.record.id.clone());
+            }
+            tails.push(match (&s.record.ended_at, &s.record.recording_path) {
+                (None, Some(path)) => Some(
+                    c.tails
+                        .remove(&s.record.id)
+                        .unwrap_or_else(|| tail::Tail::new(Path::new(path))),
+                ),
+                _ => None,
+            });
+        }
+    } else {
+        tails.resize_with(sessions.len(), || None);
+    }
     let mut recordings = Vec::with_capacity(sessions.len());
     for s in &sessions {
         let rec = match s.record.recording_state {
@@ -280,14 +324,22 @@ pub async fn gather(store: &Store, since: i64) -> anyhow::Result<Facts> {
         recordings.push(rec);
     }
     // reading and verifying files is blocking work
-    let sessions = tokio::task::spawn_blocking(move || {
+    let judged = tokio::task::spawn_blocking(move || {
         sessions
             .into_iter()
             .zip(recordings)
-            .map(|(s, rec)| session_facts(s, rec))
+            .zip(tails)
+            .map(|((s, rec), tail)| session_facts(s, rec, tail))
             .collect::<Vec<_>>()
     })
     .await?;
+    let mut sessions = Vec::with_capacity(judged.len());
+    for (facts, tail) in judged {
+        if let (Some(c), Some(t)) = (cache.as_deref_mut(), tail) {
+            c.tails.insert(facts.id.clone(), t);
+        }
+        sessions.push(facts);
+    }
     Ok(Facts {
         sessions,
         nodes: store.list_nodes().await?,
@@ -302,12 +354,31 @@ pub async fn gather(store: &Store, since: i64) -> anyhow::Result<Facts> {
     })
 }
 
-fn session_facts(s: CheckedSession, rec: Option<gatehouse_store::RecordingRecord>) -> SessionFacts {
+fn session_facts(
+    s: CheckedSession,
+    rec: Option<gatehouse_store::RecordingRecord>,
+    tail: Option<tail::Tail>,
+) -> (SessionFacts, Option<tail::Tail>) {
+    let mut tail = tail;
     let recording = match &rec {
         None => RecordingFact::None,
-        Some(r) => match r.state {
-            RecordingState::Failed => RecordingFact::Failed,
-            RecordingState::Pruned => RecordingFact::Pruned,
+        Some(r) => match (r.state, tail.as_mut()) {
+            (RecordingState::Failed, _) => RecordingFact::Failed,
+            (RecordingState::Pruned, _) => RecordingFact::Pruned,
+            // live, continuous pass: the row's MACs now, the file's chain at the seal
+            (RecordingState::Recording, Some(t)) if t.path() == Path::new(&r.path) => {
+                if !r.authentic || r.checkpoint_forged {
+                    RecordingFact::Tampered {
+                        why: recording_status(r).to_string(),
+                        timeline: None,
+                    }
+                } else {
+                    match t.read_more(timeline_of) {
+                        Ok(()) => RecordingFact::Verified(t.timeline.clone()),
+                        Err(e) => RecordingFact::Unreadable(e),
+                    }
+                }
+            }
             _ => {
                 let timeline = read_timeline(Path::new(&r.path));
                 match (recording_status(r), timeline) {
@@ -324,7 +395,7 @@ fn session_facts(s: CheckedSession, rec: Option<gatehouse_store::RecordingRecord
         },
     };
     let r = s.record;
-    SessionFacts {
+    let facts = SessionFacts {
         id: r.id,
         node: r.node,
         operator: r.operator,
@@ -336,15 +407,21 @@ fn session_facts(s: CheckedSession, rec: Option<gatehouse_store::RecordingRecord
         kill: s.kill,
         owner_seen_at: s.owner_seen_at,
         recording,
-    }
+    };
+    (facts, tail)
 }
 
 /// A recording's events as the rules see them.
 fn read_timeline(path: &Path) -> Result<Timeline, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    timeline_of(path, &bytes)
+}
+
+/// The events of a recording's bytes (`path` says which kind it is).
+fn timeline_of(path: &Path, bytes: &[u8]) -> Result<Timeline, String> {
     let at = |d: Duration| millis(d);
     let events = match RecordingKind::of_path(path) {
-        RecordingKind::Sql => SqlLog::parse(&bytes)
+        RecordingKind::Sql => SqlLog::parse(bytes)
             .map_err(|e| e.to_string())?
             .entries
             .iter()
@@ -360,7 +437,7 @@ fn read_timeline(path: &Path) -> Result<Timeline, String> {
             })
             .collect(),
         RecordingKind::Terminal => {
-            let cast = Cast::parse(&bytes).map_err(|e| e.to_string())?;
+            let cast = Cast::parse(bytes).map_err(|e| e.to_string())?;
             cast.events
                 .iter()
                 .map(|e| Recorded {
