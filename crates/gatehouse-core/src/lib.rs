@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod calendar;
+pub mod detective;
 pub mod enforcement;
 pub mod gate;
 pub mod login;

@@ -20,6 +20,8 @@ pub use checkpoints::store_checkpoints;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::{LockState, SessionGate};
 pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
-pub use live::{Control, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label};
+pub use live::{
+    Control, HEARTBEAT_INTERVAL, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label,
+};
 pub use login::{FailedLogin, LoginGate};
 pub use reauth::StoreReauth;

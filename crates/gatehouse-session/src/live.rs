@@ -1,7 +1,8 @@
 //! The node's live sessions, as enforcement reaches them from outside: each front registers
 //! a session's guard here, and one watcher per node carries policy changes and kill requests
 //! from the store to the guards within a second. Shared by all fronts of one process, so a
-//! node polls the store once, not once per front.
+//! node polls the store once, not once per front. The node's heartbeat claims the sessions
+//! registered here, so a live row that no guard holds shows in the store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -13,6 +14,8 @@ use serde_json::json;
 
 /// How often the node looks for policy changes and kill requests in the store.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the node writes its heartbeat and claims its live sessions in the store.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the watcher tells a live session's guard.
 #[derive(Debug, Clone)]
@@ -87,6 +90,45 @@ impl LiveSessions {
         if let Ok(mut e) = self.entries.lock() {
             e.remove(session_id);
         }
+    }
+
+    /// Ids of the sessions whose guards run here.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.entries
+            .lock()
+            .map(|e| e.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Writes the node's heartbeat every [`HEARTBEAT_INTERVAL`] until the task is aborted,
+    /// claiming the sessions whose guards run here. `started_at`: when the node started
+    /// (Unix ms). A store that is down is logged once and retried.
+    pub fn spawn_heartbeat(self: &Arc<Self>, started_at: i64) -> tokio::task::JoinHandle<()> {
+        let live = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut failing = false;
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(live) = live.upgrade() else { return };
+                let ids = live.session_ids();
+                let beat = live.store.node_heartbeat(
+                    &live.node,
+                    started_at,
+                    env!("CARGO_PKG_VERSION"),
+                    &ids,
+                );
+                match beat.await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "cannot write the node heartbeat");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 
     pub fn len(&self) -> usize {

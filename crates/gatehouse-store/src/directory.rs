@@ -36,12 +36,16 @@ fn operator_from_row(r: &sqlx::any::AnyRow) -> Result<OperatorRecord> {
 
 impl Store {
     pub async fn add_environment(&self, name: &str) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO environments (name, created_at) VALUES ($1, $2)")
             .bind(name)
-            .bind(now_millis())
-            .execute(&self.pool)
+            .bind(now)
+            .execute(&mut *tx)
             .await
             .map_err(|e| insert_error(e, "environment", name, None))?;
+        crate::policies::record_policy_version(&mut tx, name, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Gatehouse's store: operators and their credentials, environments, targets (with their
-//! encrypted credentials and pinned host keys), grants, the session registry and the audit
-//! log.
+//! encrypted credentials and pinned host keys), grants, the session registry, the audit
+//! log, policy history and node heartbeats.
 //!
 //! One set of queries runs on embedded SQLite (the zero-setup default) and on PostgreSQL (for
 //! several broker nodes) through sqlx's `Any` driver; the schema differs only in column types
@@ -8,7 +8,9 @@
 //! is a plain integer, text or bytes so that both backends decode the same way.
 
 mod audit;
+mod detective;
 mod directory;
+mod nodes;
 pub mod passwords;
 mod policies;
 mod recordings;
@@ -27,6 +29,7 @@ use sqlx::any::AnyPoolOptions;
 use thiserror::Error;
 
 pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
+pub use detective::{CheckedSession, DetectiveLock};
 pub use directory::{GrantRecord, OperatorRecord};
 pub use policies::{KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};

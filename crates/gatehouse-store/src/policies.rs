@@ -1,8 +1,10 @@
 //! Environment policies, admin kill requests and operator locks: what an admin changes and
-//! live sessions must obey. Each policy change bumps `policy_version`, which brokers watch.
+//! live sessions must obey. Each policy change bumps `policy_version`, which brokers watch,
+//! and is kept in `policy_history` with the time it came into force.
 
 use std::time::Duration;
 
+use gatehouse_core::detective::PolicyVersion;
 use gatehouse_core::{EnvPolicy, IdleAction};
 use sqlx::Row;
 
@@ -76,6 +78,7 @@ impl Store {
             .map(|d| d.as_millis().to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE environments SET idle_timeout_ms = $1, max_session_ms = $2, warn_before_ms = $3,
                  idle_action = $4, lock_grace_ms = $5, reauth_after_ms = $6,
@@ -89,9 +92,35 @@ impl Store {
         .bind(ms(Some(p.lock_grace)))
         .bind(ms(p.reauth_after))
         .bind(environment)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        expect_row(done, "environment", environment)
+        expect_row(done, "environment", environment)?;
+        record_policy_version(&mut tx, environment, now_millis()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every version of every environment's policy, with when it came into force: what the
+    /// detective control judges past sessions by.
+    pub async fn policy_history(&self) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(
+            "SELECT environment, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action,
+                 lock_grace_ms, reauth_after_ms, version, valid_from
+             FROM policy_history ORDER BY environment, valid_from, version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stored = policy_from_row(r)?;
+                Ok(PolicyVersion {
+                    environment: stored.environment,
+                    version: stored.version,
+                    valid_from: r.try_get(8)?,
+                    policy: stored.policy,
+                })
+            })
+            .collect()
     }
 
     /// Asks the broker that owns a live session to end it.
@@ -155,6 +184,26 @@ impl Store {
     }
 }
 
+/// Copies an environment's policy as it is now into the history, in force from `at`.
+pub(crate) async fn record_policy_version(
+    conn: &mut sqlx::AnyConnection,
+    environment: &str,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO policy_history (environment, version, valid_from, idle_timeout_ms,
+             max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms)
+         SELECT name, policy_version, $1, idle_timeout_ms, max_session_ms, warn_before_ms,
+             idle_action, lock_grace_ms, reauth_after_ms
+         FROM environments WHERE name = $2",
+    )
+    .bind(at)
+    .bind(environment)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Why an admin asked for a session to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KillRequest {
@@ -164,7 +213,7 @@ pub enum KillRequest {
     OperatorLocked,
 }
 
-const LOCKED_MARK: &str = "locked";
+pub(crate) const LOCKED_MARK: &str = "locked";
 const ADMIN_PREFIX: &str = "admin:";
 
 impl KillRequest {

@@ -40,9 +40,9 @@ impl SessionRecord {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state";
+pub(crate) const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state";
 
-fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
+pub(crate) fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
     Ok(SessionRecord {
         id: r.try_get(0)?,
         node: r.try_get(1)?,

@@ -29,6 +29,8 @@ struct RawConfig {
     secrets: RawSecrets,
     #[serde(default)]
     node: RawNode,
+    #[serde(default)]
+    detective: RawDetective,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -91,6 +93,39 @@ struct RawNode {
     name: Option<toml::Spanned<String>>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDetective {
+    /// `false`: `serve` does not run the detective control (`gatehouse check` still works).
+    enabled: Option<bool>,
+    /// Time between two passes inside `serve`.
+    interval: Option<toml::Spanned<String>>,
+    /// `alert` (default) or `end`: also end live violating sessions.
+    action: Option<toml::Spanned<String>>,
+    /// A node whose heartbeat is older than this is gone.
+    node_timeout: Option<toml::Spanned<String>>,
+}
+
+/// `[detective]`: the independent check that what happened matches policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectiveConfig {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub action: DetectiveAction,
+    pub node_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectiveAction {
+    /// Report findings (audit and log).
+    Alert,
+    /// Report, and end live violating sessions.
+    End,
+}
+
+pub const DEFAULT_DETECTIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The resolved configuration: absolute paths, checked values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -109,6 +144,7 @@ pub struct Config {
     pub ssh_login_grace: Duration,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
+    pub detective: DetectiveConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +281,24 @@ impl Config {
         };
         let ssh_login_grace = duration(raw.ssh.login_grace, DEFAULT_LOGIN_GRACE)?;
         let pg_login_grace = duration(raw.postgres.login_grace.clone(), DEFAULT_LOGIN_GRACE)?;
+        let detective = DetectiveConfig {
+            enabled: raw.detective.enabled.unwrap_or(true),
+            interval: duration(raw.detective.interval, DEFAULT_DETECTIVE_INTERVAL)?,
+            node_timeout: duration(raw.detective.node_timeout, DEFAULT_NODE_TIMEOUT)?,
+            action: match raw.detective.action {
+                None => DetectiveAction::Alert,
+                Some(a) => match a.get_ref().as_str() {
+                    "alert" => DetectiveAction::Alert,
+                    "end" => DetectiveAction::End,
+                    other => {
+                        return Err(at(
+                            a.span(),
+                            format!("detective.action must be \"alert\" or \"end\", not '{other}'"),
+                        ));
+                    }
+                },
+            },
+        };
         let pg = raw.postgres;
         let generate_tls = pg.tls_cert.is_none() && pg.tls_key.is_none();
         if let (Some(one), None) | (None, Some(one)) = (&pg.tls_cert, &pg.tls_key) {
@@ -273,6 +327,7 @@ impl Config {
             duration(raw.store.acquire_timeout, store_options.timeouts.acquire)?;
         Ok(Config {
             postgres,
+            detective,
             store_url,
             store_options,
             ssh_listen: raw.ssh.listen.unwrap_or_else(|| {
@@ -443,6 +498,32 @@ name = "bastion-1"
         assert_eq!(e.reason, "login_account_failure_limit must be at least 1");
         let e = parse("[ssh]\nlogin_failure_window = \"0s\"\n").unwrap_err();
         assert_eq!(e.reason, "duration must be greater than zero");
+    }
+
+    #[test]
+    fn detective_section() {
+        let d = parse("").unwrap().detective;
+        assert_eq!(
+            d,
+            DetectiveConfig {
+                enabled: true,
+                interval: DEFAULT_DETECTIVE_INTERVAL,
+                action: DetectiveAction::Alert,
+                node_timeout: DEFAULT_NODE_TIMEOUT,
+            }
+        );
+        let d = parse("[detective]\ninterval = \"1s\"\naction = \"end\"\nnode_timeout = \"30s\"\n")
+            .unwrap()
+            .detective;
+        assert_eq!(d.interval, Duration::from_secs(1));
+        assert_eq!(d.action, DetectiveAction::End);
+        assert_eq!(d.node_timeout, Duration::from_secs(30));
+        let e = parse("[detective]\naction = \"kill\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 10));
+        assert_eq!(
+            e.reason,
+            "detective.action must be \"alert\" or \"end\", not 'kill'"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod demo;
+mod detective;
 mod pg_admin;
 mod recordings;
 mod review;
@@ -57,6 +58,9 @@ enum Command {
     Recordings(recordings::RecordingsCommand),
     /// Find, replay and search recorded sessions (terminal UI).
     Review(review::ReviewArgs),
+    /// Check independently that what happened matches policy (registry, audit log,
+    /// recordings); exit 1 on any finding.
+    Check(detective::CheckArgs),
     /// Replay a session's recording to stdout, like `asciinema play` (drawing only: what
     /// would act beyond the screen, such as clipboard writes and terminal reports, is dropped).
     Play(review::PlayArgs),
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
@@ -96,10 +100,11 @@ fn one_line(e: &anyhow::Error) -> String {
     out.replace('\n', " ")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir()?;
     let config = config::Config::load(cli.config.as_deref(), &cwd)?;
-    match cli.command {
+    let done = match cli.command {
+        Command::Check(a) => return detective::check(&config, a).await,
         Command::Serve => serve::serve(config).await,
         Command::Demo(args) => demo::demo(args, &cwd).await,
         Command::Env(c) => admin::env(&config, c).await,
@@ -111,5 +116,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recordings(c) => recordings::recordings(&config, c).await,
         Command::Review(a) => review::review(&config, a).await,
         Command::Play(a) => review::play(&config, a).await,
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

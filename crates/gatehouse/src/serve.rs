@@ -1,5 +1,6 @@
 //! `gatehouse serve`: open the store, load the host key, recover from a previous crash and
-//! broker SSH until SIGINT/SIGTERM.
+//! broker SSH and PostgreSQL until SIGINT/SIGTERM, with the node's heartbeat and the
+//! detective control running beside.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
 use crate::admin::open_store;
-use crate::config::Config;
+use crate::config::{Config, DetectiveConfig};
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -34,6 +35,9 @@ pub struct Prepared {
     pub host_key_line: String,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<(Arc<PgBroker>, TcpListener)>,
+    /// The node's live sessions (for its heartbeat).
+    pub live: Arc<LiveSessions>,
+    pub detective: DetectiveConfig,
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -85,12 +89,14 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             ))
         }
     };
-    let broker = Broker::with_live(store, broker_config, live);
+    let broker = Broker::with_live(store, broker_config, live.clone());
     Ok(Prepared {
         broker,
         listener,
         host_key_line,
         postgres,
+        live,
+        detective: config.detective.clone(),
     })
 }
 
@@ -99,8 +105,15 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         broker,
         listener,
         postgres,
+        live,
+        detective,
         ..
     } = prepared;
+    let store = broker.store().clone();
+    let heartbeat = live.spawn_heartbeat(gatehouse_store::now_millis());
+    let detective_task = detective
+        .enabled
+        .then(|| tokio::spawn(crate::detective::watch(store.clone(), detective)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -119,6 +132,13 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error = %e, "PostgreSQL front panicked"),
             Ok(Ok(())) => {}
         }
+    }
+    heartbeat.abort();
+    if let Some(t) = detective_task {
+        t.abort();
+    }
+    if let Err(e) = store.node_stopped(live.node()).await {
+        tracing::error!(error = %e, "cannot record the node's stop");
     }
     ssh_result?;
     broker.store().close().await;

@@ -1,0 +1,121 @@
+//! What the continuous pass remembers between passes, so that a pass costs what changed,
+//! not the size of every recording: a live recording is read from where the previous pass
+//! stopped (asciicast and statement-log lines are independent, so new complete lines are
+//! parsed after the header), and an ended session is judged once, when its end has settled
+//! (its recording sealed and verified then). `gatehouse check` reads everything afresh.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use gatehouse_core::detective::Timeline;
+
+/// How long after its end a session is judged (its recording is sealed just after the row
+/// is closed).
+pub const SETTLE_MS: i64 = 5_000;
+
+#[derive(Default)]
+pub struct Cache {
+    /// Live recordings, by session id.
+    pub tails: HashMap<String, Tail>,
+    /// Ended sessions already judged.
+    pub judged: HashSet<String>,
+}
+
+/// A live recording read up to `offset`.
+pub struct Tail {
+    path: PathBuf,
+    header: Vec<u8>,
+    offset: u64,
+    pub timeline: Timeline,
+}
+
+impl Tail {
+    pub fn new(path: &Path) -> Tail {
+        Tail {
+            path: path.to_path_buf(),
+            header: Vec::new(),
+            offset: 0,
+            timeline: Timeline::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the complete lines written since the last call.
+    pub fn read_more(
+        &mut self,
+        parse: impl Fn(&Path, &[u8]) -> Result<Timeline, String>,
+    ) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let mut f = std::fs::File::open(&self.path).map_err(err)?;
+        f.seek(SeekFrom::Start(self.offset)).map_err(err)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(err)?;
+        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        let complete = &buf[..=last];
+        if self.header.is_empty() {
+            let first = complete.iter().position(|b| *b == b'\n').unwrap_or(last);
+            self.header = complete[..first].to_vec();
+            self.timeline = parse(&self.path, complete)?;
+        } else {
+            let mut bytes = self.header.clone();
+            bytes.push(b'\n');
+            bytes.extend_from_slice(complete);
+            let more = parse(&self.path, &bytes)?;
+            self.timeline.events.extend(more.events);
+        }
+        self.offset += complete.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::detective::{Mark, Recorded};
+
+    /// Every line after the header becomes an event at its number; the header must lead.
+    fn parse(_: &Path, bytes: &[u8]) -> Result<Timeline, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        let mut lines = text.lines();
+        if lines.next() != Some("HEADER") {
+            return Err("no header".into());
+        }
+        let events = lines
+            .map(|l| {
+                Ok(Recorded {
+                    at: l.parse().map_err(|_| format!("bad line {l:?}"))?,
+                    mark: Mark::Other,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Timeline { events })
+    }
+
+    #[test]
+    fn a_live_recording_is_read_from_where_the_last_pass_stopped() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.cast");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut tail = Tail::new(&path);
+        f.write_all(b"HEAD").unwrap();
+        tail.read_more(parse).unwrap();
+        assert!(tail.timeline.events.is_empty());
+        f.write_all(b"ER\n1\n2\n3").unwrap();
+        tail.read_more(parse).unwrap();
+        let at = |t: &Tail| t.timeline.events.iter().map(|e| e.at).collect::<Vec<_>>();
+        assert_eq!(at(&tail), [1, 2]);
+        // the line cut short is read whole once it is complete
+        f.write_all(b"0\n40\n").unwrap();
+        tail.read_more(parse).unwrap();
+        assert_eq!(at(&tail), [1, 2, 30, 40]);
+        tail.read_more(parse).unwrap();
+        assert_eq!(at(&tail), [1, 2, 30, 40]);
+    }
+}
