@@ -179,6 +179,20 @@ impl SqlLog {
         Ok(log)
     }
 
+    /// Adds the complete lines a live statement log gained (see [`crate::follow::Tail`]);
+    /// returns how many entries were added.
+    pub fn extend(&mut self, lines: &[u8]) -> usize {
+        let before = self.entries.len();
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match parse_line(line) {
+                Line::Entry(e) => self.entries.push(*e),
+                Line::Ignored => {}
+                Line::Bad => self.skipped += 1,
+            }
+        }
+        self.entries.len() - before
+    }
+
     pub fn statements(&self) -> impl Iterator<Item = &Statement> {
         self.entries.iter().filter_map(|e| match e {
             SqlEntry::Statement(s) => Some(s),
@@ -209,6 +223,17 @@ pub(crate) mod tests {
         assert!(
             matches!(&log.entries[2], SqlEntry::Marker { label, .. } if label.starts_with("warning"))
         );
+    }
+
+    #[test]
+    fn a_live_log_grows_by_complete_lines() {
+        let mut lines = SAMPLE.lines();
+        let head = format!("{}\n", lines.next().unwrap());
+        let mut log = SqlLog::parse(head.as_bytes()).unwrap();
+        assert!(log.entries.is_empty());
+        let rest: String = lines.map(|l| format!("{l}\n")).collect();
+        assert_eq!(log.extend(rest.as_bytes()), 6);
+        assert_eq!(log.statements().count(), 4);
     }
 
     #[test]
