@@ -380,3 +380,143 @@ fn sql_view_of_a_statement_log_written_by_the_real_postgres_front() {
     key(&mut app, KeyCode::Enter);
     insta::assert_snapshot!("real_sql_log_detail", frame(&app));
 }
+
+/// Waits for `needle` on `tmux`'s screen for at most `within`; the screen, or a failure
+/// naming how long it waited.
+fn wait_within(tmux: &Tmux, needle: &str, within: Duration) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let screen = tmux.screen();
+        if screen.contains(needle) {
+            return screen;
+        }
+        assert!(
+            started.elapsed() < within,
+            "'{needle}' not there after {within:?}; screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `gatehouse review` with `args` in its own tmux (100×30).
+fn review_in_tmux(w: &World, dir: &std::path::Path, args: &str) -> Tmux {
+    let cmd = format!(
+        "{} --config {} review {args}; echo REVIEW-EXIT=$?; sleep 60",
+        gatehouse_bin().display(),
+        w.gatehouse.config().display()
+    );
+    Tmux::start(dir, &cmd)
+}
+
+#[test]
+fn a_live_session_is_followed_and_ended_from_review_naming_the_reviewer() {
+    let w = World::new();
+    let operator = w.interactive("alice+web1");
+    let id = w.gatehouse.wait_live();
+    let dir = tempfile::tempdir().unwrap();
+    let ui = review_in_tmux(&w, dir.path(), "--as rita-reviewer");
+    let list = ui.wait_for("1 of 1 sessions");
+    assert!(list.contains("● live") && list.contains("K end"), "{list}");
+
+    // open the live session: it follows what the operator does, like tail -f
+    ui.run(&["send-keys", "Enter"]);
+    ui.wait_for("following live");
+    ui.wait_for("ready-42");
+    operator.type_line("echo typed-$((6*7))");
+    wait_within(&ui, "typed-42", Duration::from_secs(2));
+    // moving back stops following; G/End follows again and catches up
+    ui.type_keys("g");
+    ui.wait_for("paused");
+    operator.type_line("echo later-$((6*7))");
+    operator.wait_for("later-42");
+    assert!(!ui.screen().contains("later-42"), "{}", ui.screen());
+    ui.type_keys("G");
+    wait_within(&ui, "later-42", Duration::from_secs(2));
+
+    // K: a reason, then y; the operator's ssh ends with it
+    ui.type_keys("K");
+    ui.wait_for("reason (the operator sees it");
+    ui.type_keys("rotating keys");
+    ui.run(&["send-keys", "Enter"]);
+    ui.wait_for("y ends it");
+    ui.type_keys("y");
+    ui.wait_for("will end within 2 seconds");
+    let ended = wait_within(&operator, "EXIT=", Duration::from_secs(3));
+    assert!(
+        ended.contains("terminated by admin: rotating keys"),
+        "{ended}"
+    );
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["end_reason"], "admin_kill: rotating keys");
+    let audit = w.gatehouse.wait_audit("session_kill_requested");
+    assert_eq!(audit["detail"]["by"], "rita-reviewer", "{audit}");
+    assert_eq!(audit["detail"]["session"], id.as_str(), "{audit}");
+    assert_eq!(audit["source"], "review", "{audit}");
+}
+
+#[test]
+fn lock_from_review_ends_the_operators_sessions_and_read_only_has_no_actions() {
+    let w = World::new();
+    let operator = w.interactive("alice+web1");
+    w.gatehouse.wait_live();
+    let dir = tempfile::tempdir().unwrap();
+
+    // --read-only: K and L do nothing and are not offered
+    let ro = review_in_tmux(&w, dir.path(), "--read-only");
+    let list = ro.wait_for("1 of 1 sessions");
+    assert!(!list.contains("K end"), "{list}");
+    ro.type_keys("KL");
+    ro.type_keys("?");
+    let help = ro.wait_for("keys");
+    assert!(!help.contains("lock the operator"), "{help}");
+    assert!(!help.contains("y locks"), "{help}");
+    ro.type_keys("xq");
+    ro.wait_for("REVIEW-EXIT=0");
+    drop(ro);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ui = review_in_tmux(&w, dir.path(), "--as rita-reviewer");
+    ui.wait_for("1 of 1 sessions");
+    // a cancelled lock does nothing
+    ui.type_keys("L");
+    ui.wait_for("y locks");
+    ui.type_keys("n");
+    ui.wait_for("cancelled");
+    ui.type_keys("L");
+    ui.wait_for("y locks");
+    ui.type_keys("y");
+    ui.wait_for("operator alice locked; 1 live session will end");
+    let ended = wait_within(&operator, "EXIT=", Duration::from_secs(3));
+    assert!(ended.contains("account locked by admin"), "{ended}");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "operator_locked"
+    );
+    let audit = w.gatehouse.wait_audit("user_locked");
+    assert_eq!(audit["detail"]["by"], "rita-reviewer", "{audit}");
+    assert_eq!(audit["detail"]["user"], "alice", "{audit}");
+}
+
+#[test]
+fn an_exec_without_a_pty_replays_and_exports_without_a_staircase() {
+    let w = World::new();
+    let out = w.ssh_exec("alice+web1", "printf 'one\\ntwo\\nthree\\n'");
+    assert!(out.status.success());
+    let s = w.gatehouse.wait_session_closed();
+    let path = s["recording_path"].as_str().unwrap();
+    let id = s["id"].as_str().unwrap();
+    let cast = Arc::new(Cast::parse(&std::fs::read(path).unwrap()).unwrap());
+    assert_eq!(cast.env("GATEHOUSE_PTY"), Some("no"));
+    let mut p = Player::new(Arc::clone(&cast));
+    p.seek(p.duration());
+    let screen = rows(&p);
+    let at = screen.iter().position(|r| r == "one").expect("'one' row");
+    assert_eq!(&screen[at..at + 3], ["one", "two", "three"], "{screen:#?}");
+    let txt = w
+        .gatehouse
+        .cli_ok(&["recordings", "export", id, "--format", "txt"]);
+    assert!(txt.contains("one\ntwo\nthree\n"), "{txt}");
+    let played = stdout(&w.gatehouse.cli(&["play", id, "--speed", "16"]));
+    assert!(played.contains("one\r\ntwo\r\nthree\r\n"), "{played:?}");
+}

@@ -37,11 +37,11 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
     let line = if let Some(c) = &app.confirm {
         let question = match c {
             Confirm::Kill { entry, reason } => format!(
-                "end session {} of {} → {} with reason '{reason}'? y ends it, any other key cancels",
+                "y ends it, any other key cancels — end session {} of {} → {} with reason '{reason}'?",
                 entry.id, entry.operator, entry.target
             ),
             Confirm::Lock { entry } => format!(
-                "lock operator {} and end all their live sessions? y locks, any other key cancels",
+                "y locks, any other key cancels — lock operator {} and end all their live sessions?",
                 entry.operator
             ),
         };
