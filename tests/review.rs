@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_e2e::{Tmux, World, gatehouse_bin, stdout, tool};
+use std::process::{Command, Stdio};
+
+use gatehouse_e2e::{Tmux, World, asciinema_cat, gatehouse_bin, stderr, stdout, tool};
 use gatehouse_review::cast::{Cast, EventKind};
 use gatehouse_review::player::Player;
 
@@ -519,4 +521,68 @@ fn an_exec_without_a_pty_replays_and_exports_without_a_staircase() {
     assert!(txt.contains("one\ntwo\nthree\n"), "{txt}");
     let played = stdout(&w.gatehouse.cli(&["play", id, "--speed", "16"]));
     assert!(played.contains("one\r\ntwo\r\nthree\r\n"), "{played:?}");
+}
+
+#[test]
+fn a_controlmaster_session_keeps_each_channels_terminal_mode() {
+    let w = World::new();
+    let socket = w.keys.path().join("cm.sock");
+    let control = ["-o".to_owned(), format!("ControlPath={}", socket.display())];
+    let master = std::iter::once(tool("ssh", "openssh-client").display().to_string())
+        .chain(w.gatehouse.client_options("-p", &w.alice_key))
+        .chain(["-o".to_owned(), "ControlMaster=yes".to_owned()])
+        .chain(control.iter().cloned())
+        .chain(["-tt".to_owned(), "alice+web1@127.0.0.1".to_owned()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tmux = Tmux::start(
+        w.keys.path(),
+        &format!("env TERM=xterm {master}; echo EXIT=$?; sleep 60"),
+    );
+    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
+    tmux.wait_for("ready-42");
+    // a second channel through the master, without a pty
+    let out = Command::new(tool("ssh", "openssh-client"))
+        .args(w.gatehouse.client_options("-p", &w.alice_key))
+        .args(&control)
+        .arg("alice+web1@127.0.0.1")
+        .arg("printf 'cm-one\\ncm-two\\n'")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh through the master");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cm-one\ncm-two\n");
+    tmux.type_line("echo back-$((6*7))");
+    tmux.wait_for("back-42");
+    let (_, path) = finish(&w, &tmux);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cast = Arc::new(Cast::parse(&bytes).unwrap());
+    assert_eq!(cast.env("GATEHOUSE_PTY"), Some("yes"));
+    let output_with = |needle: &str| {
+        cast.events
+            .iter()
+            .find(|e| e.kind == EventKind::Output && cast.data(e).contains(needle))
+            .unwrap_or_else(|| panic!("no output with {needle}"))
+    };
+    assert!(!output_with("cm-one").pty, "the exec channel had no pty");
+    assert!(
+        output_with("back-42").pty,
+        "the shell's output after it is a pty's"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains(r#""t", "no-pty"]"#), "{text}");
+    assert!(text.contains(r#""t", "pty"]"#), "{text}");
+    let mut p = Player::new(Arc::clone(&cast));
+    p.seek(output_with("cm-two").at);
+    let screen = rows(&p);
+    let at = screen
+        .iter()
+        .position(|r| r.ends_with("cm-one"))
+        .unwrap_or_else(|| panic!("{screen:#?}"));
+    assert_eq!(screen[at + 1], "cm-two", "{screen:#?}");
+    // still a plain asciicast v2 file for asciinema
+    let cat = asciinema_cat(&path);
+    assert!(cat.status.success(), "{}", stderr(&cat));
+    assert!(stdout(&cat).contains("back-42"), "{}", stdout(&cat));
 }

@@ -524,6 +524,23 @@ impl Default for World {
     }
 }
 
+/// `asciinema cat` (Debian's asciinema 2.2 opens /dev/tty, so it runs under `script` for a
+/// terminal of its own).
+pub fn asciinema_cat(path: &str) -> Output {
+    tool("asciinema", "asciinema");
+    Command::new(tool("script", "bsdutils"))
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("asciinema cat '{path}'"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -1,7 +1,8 @@
 //! The player's frames for each kind of SSH session a reviewer meets: a pty shell, an exec
 //! without a pty (bare `\n` line ends), an sftp/scp session (a transfer log, no terminal),
 //! several channels of one connection (a ControlMaster), and recordings whose size differs
-//! from the reviewer's window (including old 0×0 headers).
+//! from the reviewer's window (including old 0×0 headers); and live sessions followed as
+//! they grow (a terminal recording, a statement log).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -269,4 +270,47 @@ fn a_live_recording_is_followed_like_tail_f() {
     press(&mut app, "g ");
     app.tick(Duration::from_secs(5));
     assert!(rows(&app, 80, 16)[14].contains("following live"));
+}
+
+#[test]
+fn a_live_sql_sessions_statement_list_grows() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0190-q.sql.jsonl");
+    let mut lines = include_str!("fixtures/orders.sql.jsonl").lines();
+    let head = lines.next().unwrap();
+    let first = lines.next().unwrap();
+    std::fs::write(&path, format!("{head}\n{first}\n")).unwrap();
+    let mut e = entry(
+        path.clone(),
+        gatehouse_review::RecordingStatus::Live { events: 1 },
+    );
+    e.protocol = "postgres".into();
+    e.ended_at = None;
+    e.end_reason = None;
+    let mut app = App::new(
+        Box::new(vec![e.clone()]),
+        SearchIndex::new(None),
+        T0 + 60_000,
+    );
+    app.open(e, None);
+    let statements = |app: &App| match app.views.last() {
+        Some(gatehouse_review::app::View::Sql(s)) => (s.log.entries.len(), s.selected),
+        _ => panic!("sql view not open"),
+    };
+    assert_eq!(statements(&app), (1, 0));
+    let rest: String = lines.map(|l| format!("{l}\n")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(rest.as_bytes()).unwrap();
+    app.tick(gatehouse_review::follow::POLL);
+    assert_eq!(
+        statements(&app),
+        (6, 5),
+        "grown, and the selection stays at the newest"
+    );
+    let text = rows(&app, 80, 14).join("\n");
+    assert!(text.contains("update orders"), "{text}");
 }
