@@ -527,14 +527,7 @@ fn an_exec_without_a_pty_replays_and_exports_without_a_staircase() {
 fn a_controlmaster_session_keeps_each_channels_terminal_mode() {
     let w = World::new();
     let socket = w.keys.path().join("cm.sock");
-    let control = ["-o".to_owned(), format!("ControlPath={}", socket.display())];
-    let master = std::iter::once(tool("ssh", "openssh-client").display().to_string())
-        .chain(w.gatehouse.client_options("-p", &w.alice_key))
-        .chain(["-o".to_owned(), "ControlMaster=yes".to_owned()])
-        .chain(control.iter().cloned())
-        .chain(["-tt".to_owned(), "alice+web1@127.0.0.1".to_owned()])
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (master, control) = w.controlmaster(&socket);
     let tmux = Tmux::start(
         w.keys.path(),
         &format!("env TERM=xterm {master}; echo EXIT=$?; sleep 60"),

@@ -71,6 +71,19 @@ fn entry(path: PathBuf, status: gatehouse_review::RecordingStatus) -> SessionEnt
     }
 }
 
+/// The app with `e`, made live, open (followed).
+fn open_live(mut e: SessionEntry) -> App {
+    e.ended_at = None;
+    e.end_reason = None;
+    let mut app = App::new(
+        Box::new(vec![e.clone()]),
+        SearchIndex::new(None),
+        T0 + 60_000,
+    );
+    app.open(e, None);
+    app
+}
+
 /// Rows of the rendered screen, trailing blanks (and the recording's right edge) trimmed.
 fn rows(app: &App, w: u16, h: u16) -> Vec<String> {
     let t = render(app, w, h);
@@ -231,15 +244,7 @@ fn a_live_recording_is_followed_like_tail_f() {
             (0.2, Code::Output, "$ "),
         ],
     );
-    let mut e = entry(path.clone(), recording_status(&record));
-    e.ended_at = None;
-    e.end_reason = None;
-    let mut app = App::new(
-        Box::new(vec![e.clone()]),
-        SearchIndex::new(None),
-        T0 + 60_000,
-    );
-    app.open(e, None);
+    let mut app = open_live(entry(path.clone(), recording_status(&record)));
     let append = |line: &str| {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -286,14 +291,7 @@ fn a_live_sql_sessions_statement_list_grows() {
         gatehouse_review::RecordingStatus::Live { events: 1 },
     );
     e.protocol = "postgres".into();
-    e.ended_at = None;
-    e.end_reason = None;
-    let mut app = App::new(
-        Box::new(vec![e.clone()]),
-        SearchIndex::new(None),
-        T0 + 60_000,
-    );
-    app.open(e, None);
+    let mut app = open_live(e);
     let statements = |app: &App| match app.views.last() {
         Some(gatehouse_review::app::View::Sql(s)) => (s.log.entries.len(), s.selected),
         _ => panic!("sql view not open"),
