@@ -413,12 +413,17 @@ fn review_in_tmux(w: &World, dir: &std::path::Path, args: &str) -> Tmux {
 #[test]
 fn a_live_session_is_followed_and_ended_from_review_naming_the_reviewer() {
     let w = World::new();
+    w.gatehouse.set_policy(&["--idle-timeout", "10m"]);
     let operator = w.interactive("alice+web1");
     let id = w.gatehouse.wait_live();
     let dir = tempfile::tempdir().unwrap();
     let ui = review_in_tmux(&w, dir.path(), "--as rita-reviewer");
     let list = ui.wait_for("1 of 1 sessions");
     assert!(list.contains("● live") && list.contains("K end"), "{list}");
+    // the live session's idle time, next limit and lock state (the window is 100 wide:
+    // on the bottom line), from its recording and the environment's policy
+    let state = ui.wait_for("next: idle 9m");
+    assert!(state.contains("lock: -"), "{state}");
 
     // open the live session: it follows what the operator does, like tail -f
     ui.run(&["send-keys", "Enter"]);
