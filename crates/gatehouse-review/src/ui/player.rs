@@ -41,7 +41,9 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
         e.protocol,
         format_time(e.started_at),
     ))];
-    if cols > screen_area.width || rows > screen_area.height {
+    // an sftp/scp session has no terminal: its transfer log is what there is to see
+    let terminal = p.cast().events.iter().any(|e| e.kind == EventKind::Output);
+    if terminal && (cols > screen_area.width || rows > screen_area.height) {
         spans.push(Span::raw(format!(
             " (window shows {}×{})",
             cols.min(screen_area.width),
@@ -50,8 +52,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
     }
     super::session_title(frame, title, spans, &e.status);
 
-    if !p.cast().events.iter().any(|e| e.kind == EventKind::Output) {
-        // an sftp/scp session has no terminal: its transfer log is what there is to see
+    if !terminal {
         draw_marker_log(frame, screen_area, view);
         draw_timeline(frame, timeline, view);
         draw_status(frame, status, view);
