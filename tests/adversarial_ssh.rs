@@ -176,14 +176,7 @@ fn a_controlmaster_cannot_run_commands_while_locked() {
     let w = World::new();
     w.lock_after_2s_idle("cm-pw-31");
     let socket = w.keys.path().join("cm.sock");
-    let control = ["-o".to_owned(), format!("ControlPath={}", socket.display())];
-    let master = std::iter::once(tool("ssh", "openssh-client").display().to_string())
-        .chain(w.gatehouse.client_options("-p", &w.alice_key))
-        .chain(["-o".to_owned(), "ControlMaster=yes".to_owned()])
-        .chain(control.iter().cloned())
-        .chain(["-tt".to_owned(), "alice+web1@127.0.0.1".to_owned()])
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (master, control) = w.controlmaster(&socket);
     let tmux = Tmux::start(w.keys.path(), &format!("env TERM=xterm {master}; sleep 60"));
     tmux.wait_for("[gatehouse] password for alice: ");
     let marker = w.keys.path().join("through-master");

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, stderr, stdout, tool};
+use gatehouse_e2e::{Gatehouse, World, asciinema_cat, stderr, stdout, tool};
 
 /// Lines of a recording after its header, parsed.
 fn events(path: &str) -> Vec<serde_json::Value> {
@@ -23,23 +23,6 @@ fn of_code<'a>(ev: &'a [serde_json::Value], code: &str) -> Vec<&'a str> {
         .filter(|e| e[1] == code)
         .map(|e| e[2].as_str().unwrap())
         .collect()
-}
-
-/// `asciinema cat` (Debian's asciinema 2.2 opens /dev/tty, so it runs under `script` for a
-/// terminal of its own).
-fn asciinema_cat(path: &str) -> std::process::Output {
-    tool("asciinema", "asciinema");
-    Command::new(tool("script", "bsdutils"))
-        .args([
-            "-q",
-            "-e",
-            "-c",
-            &format!("asciinema cat '{path}'"),
-            "/dev/null",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn verify(g: &Gatehouse, what: &str) -> (bool, String) {

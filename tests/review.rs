@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_e2e::{Tmux, World, gatehouse_bin, stdout, tool};
+use std::process::{Command, Stdio};
+
+use gatehouse_e2e::{Tmux, World, asciinema_cat, gatehouse_bin, stderr, stdout, tool};
 use gatehouse_review::cast::{Cast, EventKind};
 use gatehouse_review::player::Player;
 
@@ -379,4 +381,206 @@ fn sql_view_of_a_statement_log_written_by_the_real_postgres_front() {
     }
     key(&mut app, KeyCode::Enter);
     insta::assert_snapshot!("real_sql_log_detail", frame(&app));
+}
+
+/// Waits for `needle` on `tmux`'s screen for at most `within`; the screen, or a failure
+/// naming how long it waited.
+fn wait_within(tmux: &Tmux, needle: &str, within: Duration) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let screen = tmux.screen();
+        if screen.contains(needle) {
+            return screen;
+        }
+        assert!(
+            started.elapsed() < within,
+            "'{needle}' not there after {within:?}; screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `gatehouse review` with `args` in its own tmux (100×30).
+fn review_in_tmux(w: &World, dir: &std::path::Path, args: &str) -> Tmux {
+    let cmd = format!(
+        "{} --config {} review {args}; echo REVIEW-EXIT=$?; sleep 60",
+        gatehouse_bin().display(),
+        w.gatehouse.config().display()
+    );
+    Tmux::start(dir, &cmd)
+}
+
+#[test]
+fn a_live_session_is_followed_and_ended_from_review_naming_the_reviewer() {
+    let w = World::new();
+    w.gatehouse.set_policy(&["--idle-timeout", "10m"]);
+    let operator = w.interactive("alice+web1");
+    let id = w.gatehouse.wait_live();
+    let dir = tempfile::tempdir().unwrap();
+    let ui = review_in_tmux(&w, dir.path(), "--as rita-reviewer");
+    let list = ui.wait_for("1 of 1 sessions");
+    assert!(list.contains("● live") && list.contains("K end"), "{list}");
+    // the live session's idle time, next limit and lock state (the window is 100 wide:
+    // on the bottom line), from its recording and the environment's policy
+    let state = ui.wait_for("next: idle 9m");
+    assert!(state.contains("lock: -"), "{state}");
+
+    // open the live session: it follows what the operator does, like tail -f
+    ui.run(&["send-keys", "Enter"]);
+    ui.wait_for("following live");
+    ui.wait_for("ready-42");
+    operator.type_line("echo typed-$((6*7))");
+    wait_within(&ui, "typed-42", Duration::from_secs(2));
+    // moving back stops following; G/End follows again and catches up
+    ui.type_keys("g");
+    ui.wait_for("paused");
+    operator.type_line("echo later-$((6*7))");
+    operator.wait_for("later-42");
+    assert!(!ui.screen().contains("later-42"), "{}", ui.screen());
+    ui.type_keys("G");
+    wait_within(&ui, "later-42", Duration::from_secs(2));
+
+    // K: a reason, then y; the operator's ssh ends with it
+    ui.type_keys("K");
+    ui.wait_for("reason (the operator sees it");
+    ui.type_keys("rotating keys");
+    ui.run(&["send-keys", "Enter"]);
+    ui.wait_for("y ends it");
+    ui.type_keys("y");
+    ui.wait_for("will end within 2 seconds");
+    let ended = wait_within(&operator, "EXIT=", Duration::from_secs(3));
+    assert!(
+        ended.contains("terminated by admin: rotating keys"),
+        "{ended}"
+    );
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["end_reason"], "admin_kill: rotating keys");
+    let audit = w.gatehouse.wait_audit("session_kill_requested");
+    assert_eq!(audit["detail"]["by"], "rita-reviewer", "{audit}");
+    assert_eq!(audit["detail"]["session"], id.as_str(), "{audit}");
+    assert_eq!(audit["source"], "review", "{audit}");
+}
+
+#[test]
+fn lock_from_review_ends_the_operators_sessions_and_read_only_has_no_actions() {
+    let w = World::new();
+    let operator = w.interactive("alice+web1");
+    w.gatehouse.wait_live();
+    let dir = tempfile::tempdir().unwrap();
+
+    // --read-only: K and L do nothing and are not offered
+    let ro = review_in_tmux(&w, dir.path(), "--read-only");
+    let list = ro.wait_for("1 of 1 sessions");
+    assert!(!list.contains("K end"), "{list}");
+    ro.type_keys("KL");
+    ro.type_keys("?");
+    let help = ro.wait_for("keys");
+    assert!(!help.contains("lock the operator"), "{help}");
+    assert!(!help.contains("y locks"), "{help}");
+    ro.type_keys("xq");
+    ro.wait_for("REVIEW-EXIT=0");
+    drop(ro);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ui = review_in_tmux(&w, dir.path(), "--as rita-reviewer");
+    ui.wait_for("1 of 1 sessions");
+    // a cancelled lock does nothing
+    ui.type_keys("L");
+    ui.wait_for("y locks");
+    ui.type_keys("n");
+    ui.wait_for("cancelled");
+    ui.type_keys("L");
+    ui.wait_for("y locks");
+    ui.type_keys("y");
+    ui.wait_for("operator alice locked; 1 live session will end");
+    let ended = wait_within(&operator, "EXIT=", Duration::from_secs(3));
+    assert!(ended.contains("account locked by admin"), "{ended}");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "operator_locked"
+    );
+    let audit = w.gatehouse.wait_audit("user_locked");
+    assert_eq!(audit["detail"]["by"], "rita-reviewer", "{audit}");
+    assert_eq!(audit["detail"]["user"], "alice", "{audit}");
+}
+
+#[test]
+fn an_exec_without_a_pty_replays_and_exports_without_a_staircase() {
+    let w = World::new();
+    let out = w.ssh_exec("alice+web1", "printf 'one\\ntwo\\nthree\\n'");
+    assert!(out.status.success());
+    let s = w.gatehouse.wait_session_closed();
+    let path = s["recording_path"].as_str().unwrap();
+    let id = s["id"].as_str().unwrap();
+    let cast = Arc::new(Cast::parse(&std::fs::read(path).unwrap()).unwrap());
+    assert_eq!(cast.env("GATEHOUSE_PTY"), Some("no"));
+    let mut p = Player::new(Arc::clone(&cast));
+    p.seek(p.duration());
+    let screen = rows(&p);
+    let at = screen.iter().position(|r| r == "one").expect("'one' row");
+    assert_eq!(&screen[at..at + 3], ["one", "two", "three"], "{screen:#?}");
+    let txt = w
+        .gatehouse
+        .cli_ok(&["recordings", "export", id, "--format", "txt"]);
+    assert!(txt.contains("one\ntwo\nthree\n"), "{txt}");
+    let played = stdout(&w.gatehouse.cli(&["play", id, "--speed", "16"]));
+    assert!(played.contains("one\r\ntwo\r\nthree\r\n"), "{played:?}");
+}
+
+#[test]
+fn a_controlmaster_session_keeps_each_channels_terminal_mode() {
+    let w = World::new();
+    let socket = w.keys.path().join("cm.sock");
+    let (master, control) = w.controlmaster(&socket);
+    let tmux = Tmux::start(
+        w.keys.path(),
+        &format!("env TERM=xterm {master}; echo EXIT=$?; sleep 60"),
+    );
+    tmux.type_line("export PS1='gh$ '; echo ready-$((6*7))");
+    tmux.wait_for("ready-42");
+    // a second channel through the master, without a pty
+    let out = Command::new(tool("ssh", "openssh-client"))
+        .args(w.gatehouse.client_options("-p", &w.alice_key))
+        .args(&control)
+        .arg("alice+web1@127.0.0.1")
+        .arg("printf 'cm-one\\ncm-two\\n'")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh through the master");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cm-one\ncm-two\n");
+    tmux.type_line("echo back-$((6*7))");
+    tmux.wait_for("back-42");
+    let (_, path) = finish(&w, &tmux);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cast = Arc::new(Cast::parse(&bytes).unwrap());
+    assert_eq!(cast.env("GATEHOUSE_PTY"), Some("yes"));
+    let output_with = |needle: &str| {
+        cast.events
+            .iter()
+            .find(|e| e.kind == EventKind::Output && cast.data(e).contains(needle))
+            .unwrap_or_else(|| panic!("no output with {needle}"))
+    };
+    assert!(!output_with("cm-one").pty, "the exec channel had no pty");
+    assert!(
+        output_with("back-42").pty,
+        "the shell's output after it is a pty's"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains(r#""t", "no-pty"]"#), "{text}");
+    assert!(text.contains(r#""t", "pty"]"#), "{text}");
+    let mut p = Player::new(Arc::clone(&cast));
+    p.seek(output_with("cm-two").at);
+    let screen = rows(&p);
+    let at = screen
+        .iter()
+        .position(|r| r.ends_with("cm-one"))
+        .unwrap_or_else(|| panic!("{screen:#?}"));
+    assert_eq!(screen[at + 1], "cm-two", "{screen:#?}");
+    // still a plain asciicast v2 file for asciinema
+    let cat = asciinema_cat(&path);
+    assert!(cat.status.success(), "{}", stderr(&cat));
+    assert!(stdout(&cat).contains("back-42"), "{}", stdout(&cat));
 }

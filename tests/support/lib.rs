@@ -505,6 +505,20 @@ impl World {
         tmux
     }
 
+    /// The `ssh` command line of an OpenSSH ControlMaster (pty shell as alice+web1) whose
+    /// socket is `socket`, and the options a client needs to go through it.
+    pub fn controlmaster(&self, socket: &Path) -> (String, [String; 2]) {
+        let control = ["-o".to_owned(), format!("ControlPath={}", socket.display())];
+        let master = std::iter::once(tool("ssh", "openssh-client").display().to_string())
+            .chain(self.gatehouse.client_options("-p", &self.alice_key))
+            .chain(["-o".to_owned(), "ControlMaster=yes".to_owned()])
+            .chain(control.iter().cloned())
+            .chain(["-tt".to_owned(), "alice+web1@127.0.0.1".to_owned()])
+            .collect::<Vec<_>>()
+            .join(" ");
+        (master, control)
+    }
+
     /// Gives alice a password beside her key (the lock prompt asks for it).
     pub fn add_password(&self, password: &str) {
         let out = self.gatehouse.cli_with_stdin(
@@ -542,6 +556,23 @@ impl Default for World {
     fn default() -> Self {
         World::new()
     }
+}
+
+/// `asciinema cat` (Debian's asciinema 2.2 opens /dev/tty, so it runs under `script` for a
+/// terminal of its own).
+pub fn asciinema_cat(path: &str) -> Output {
+    tool("asciinema", "asciinema");
+    Command::new(tool("script", "bsdutils"))
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("asciinema cat '{path}'"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script")
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -20,6 +20,15 @@ pub fn effective_size(cols: u32, rows: u32) -> (u32, u32) {
     )
 }
 
+/// Header `env` key saying whether the recording's first channel had a pty (`"yes"`/`"no"`).
+/// A channel without a pty sends bare `\n` line ends, which the operator's own terminal
+/// turned into `\r\n`; readers do the same to show what the operator saw.
+pub const PTY_KEY: &str = "GATEHOUSE_PTY";
+
+/// Data of a [`Code::TerminalMode`] event.
+pub const MODE_PTY: &str = "pty";
+pub const MODE_NO_PTY: &str = "no-pty";
+
 /// The first line of a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
@@ -63,6 +72,12 @@ pub enum Code {
     Input,
     Resize,
     Marker,
+    /// Gatehouse's own code `t`: the output events that follow come from a channel with
+    /// ([`MODE_PTY`]) or without ([`MODE_NO_PTY`]) a pty. Written only when that changes
+    /// from the header's [`PTY_KEY`] or the previous `t` (several channels of one session,
+    /// e.g. through a ControlMaster). Readers ignore unknown codes (asciinema does), so the
+    /// file stays plain asciicast v2.
+    TerminalMode,
 }
 
 impl Code {
@@ -72,6 +87,7 @@ impl Code {
             Code::Input => "i",
             Code::Resize => "r",
             Code::Marker => "m",
+            Code::TerminalMode => "t",
         }
     }
 }

@@ -18,6 +18,6 @@ pub mod task;
 pub mod verify;
 
 pub use file::{RecordError, Sealed};
-pub use format::{Chain, Header, effective_size};
+pub use format::{Chain, Header, PTY_KEY, effective_size};
 pub use task::{CHECKPOINT_INTERVAL, Checkpoint, RecorderHandle, spawn_recorder};
 pub use verify::{Expected, Verdict, verify, verify_to_checkpoint};

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::file::{RecordError, RecordingFile, Sealed};
-use crate::format::{Code, Utf8Assembler, event_line};
+use crate::format::{Code, MODE_NO_PTY, MODE_PTY, Utf8Assembler, event_line};
 
 /// True only in a benchmark build (feature `bench-unrecorded`): output and input events
 /// are dropped at the source, so the relay does no recording work. The header, markers
@@ -35,7 +35,10 @@ pub struct Checkpoint {
 }
 
 enum RecEvent {
-    Output(Instant, Vec<u8>),
+    /// Output, from the channel numbered so if the source knows it.
+    Output(Instant, Option<u32>, Vec<u8>),
+    /// A channel's program started, with a pty or without.
+    Channel(u32, bool),
     Input(Instant, Vec<u8>),
     Resize(Instant, u32, u32),
     Marker(Instant, String),
@@ -68,7 +71,26 @@ impl RecorderHandle {
         }
         let _ = self
             .tx
-            .send(RecEvent::Output(Instant::now(), bytes.to_vec()));
+            .send(RecEvent::Output(Instant::now(), None, bytes.to_vec()));
+    }
+
+    /// Output of SSH channel `channel` (see [`RecorderHandle::channel_started`]).
+    pub fn output_on(&self, channel: u32, bytes: &[u8]) {
+        if UNRECORDED {
+            return;
+        }
+        let _ = self.tx.send(RecEvent::Output(
+            Instant::now(),
+            Some(channel),
+            bytes.to_vec(),
+        ));
+    }
+
+    /// Channel `channel` started its program with a pty or without. The first call must be
+    /// for the channel the header's [`PTY_KEY`](crate::PTY_KEY) describes; when output
+    /// switches between channels of different modes a [`Code::TerminalMode`] event says so.
+    pub fn channel_started(&self, channel: u32, pty: bool) {
+        let _ = self.tx.send(RecEvent::Channel(channel, pty));
     }
 
     pub fn input(&self, bytes: &[u8]) {
@@ -169,6 +191,9 @@ async fn run(
     let mut on_failure = Some(sinks.on_failure);
     let mut last_checkpoint = (Instant::now(), 0u64);
     let mut output = Utf8Assembler::default();
+    // pty or not per channel, and the mode the reader is in (the header's until a `t`)
+    let mut channel_pty = std::collections::HashMap::<u32, bool>::new();
+    let mut mode: Option<bool> = None;
     let mut input = Utf8Assembler::default();
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -217,9 +242,28 @@ async fn run(
         }
         let Some(event) = event else { break };
         let line = match event {
-            RecEvent::Output(at, bytes) => {
+            RecEvent::Output(at, channel, bytes) => {
                 let text = output.push(&bytes);
+                let pty = channel.and_then(|c| channel_pty.get(&c).copied());
+                if let Some(pty) = pty
+                    && mode != Some(pty)
+                    && !text.is_empty()
+                {
+                    mode = Some(pty);
+                    let label = if pty { MODE_PTY } else { MODE_NO_PTY };
+                    let line = event_line(at - opened, Code::TerminalMode, label);
+                    if let Some(f) = file.as_mut()
+                        && let Err(e) = f.append(&line)
+                    {
+                        fail(&mut file, e);
+                    }
+                }
                 (!text.is_empty()).then(|| event_line(at - opened, Code::Output, &text))
+            }
+            RecEvent::Channel(channel, pty) => {
+                channel_pty.insert(channel, pty);
+                mode.get_or_insert(pty);
+                None
             }
             RecEvent::Input(at, bytes) => {
                 let text = input.push(&bytes);
@@ -345,5 +389,41 @@ mod tests {
         };
         let v = crate::verify(&path, Some(&expected)).unwrap();
         assert_eq!(v, crate::Verdict::Ok { events: 4 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_switching_between_pty_and_no_pty_channels_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.cast");
+        let file = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
+        let h = spawn_recorder(file, Instant::now(), |_| {});
+        h.channel_started(0, true);
+        h.output_on(0, b"$ ");
+        h.channel_started(1, false);
+        h.output_on(1, b"a\nb\n");
+        h.output_on(1, b"c\n");
+        h.output_on(0, b"$ ");
+        h.output(b"unknown source keeps the mode");
+        h.seal().await.unwrap().unwrap();
+        let codes: Vec<String> = on_disk(&path)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let v: (f64, String, String) = serde_json::from_str(l).unwrap();
+                format!("{} {}", v.1, v.2)
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "o $ ",
+                "t no-pty",
+                "o a\nb\n",
+                "o c\n",
+                "t pty",
+                "o $ ",
+                "o unknown source keeps the mode"
+            ]
+        );
     }
 }

@@ -157,6 +157,7 @@ fn search_bench(dir: &Path) -> bool {
             end_reason: Some("client_closed".into()),
             recording: Some(path),
             status: RecordingStatus::Ok { events: 24 },
+            live: None,
         });
     }
     let index_dir = dir.join("index");

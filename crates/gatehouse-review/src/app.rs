@@ -9,9 +9,11 @@ use ratatui::crossterm::event::{
     Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
 
+use crate::actions::Actions;
 use crate::cast::Cast;
 use crate::catalog::{Catalog, RecordingKind, SessionEntry};
 use crate::filter::Filter;
+use crate::follow::{Tail, complete_lines};
 use crate::index::{Results, SearchIndex};
 use crate::player::{Player, SEEK_STEP};
 use crate::sqllog::{SqlEntry, SqlLog};
@@ -20,6 +22,8 @@ pub struct PlayerView {
     pub entry: SessionEntry,
     pub player: Player,
     pub show_input: bool,
+    /// A live session's recording, read again as it grows.
+    pub tail: Option<Tail>,
 }
 
 pub struct SqlView {
@@ -29,6 +33,8 @@ pub struct SqlView {
     pub selected: usize,
     /// The selected statement's full text and parameters are shown.
     pub detail: bool,
+    /// A live session's statement log, read again as it grows.
+    pub tail: Option<Tail>,
 }
 
 pub struct SearchView {
@@ -48,6 +54,15 @@ pub enum View {
 pub enum PromptKind {
     Search,
     Filter,
+    /// The reason to end [`App::acting_on`]'s session, which its operator will see.
+    KillReason,
+}
+
+/// An action waiting for the reviewer's `y`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    Kill { entry: SessionEntry, reason: String },
+    Lock { entry: SessionEntry },
 }
 
 pub struct Prompt {
@@ -72,6 +87,11 @@ pub struct App {
     /// Wall clock for "live" durations, Unix milliseconds (an input, for tests).
     pub now_millis: i64,
     pub quit: bool,
+    /// `K`/`L`; `None` in a read-only review (the keys and their hints are gone).
+    actions: Option<Box<dyn Actions>>,
+    /// The session a `K` prompt is about.
+    pub acting_on: Option<SessionEntry>,
+    pub confirm: Option<Confirm>,
 }
 
 impl App {
@@ -93,7 +113,80 @@ impl App {
             index,
             now_millis,
             quit: false,
+            actions: None,
+            acting_on: None,
+            confirm: None,
         }
+    }
+
+    /// Lets the reviewer end sessions and lock operators.
+    pub fn with_actions(mut self, actions: Box<dyn Actions>) -> App {
+        self.actions = Some(actions);
+        self
+    }
+
+    pub fn has_actions(&self) -> bool {
+        self.actions.is_some()
+    }
+
+    /// The session `K`/`L` act on: the selected row, or the open recording's session.
+    fn action_entry(&self) -> Option<SessionEntry> {
+        match self.views.last() {
+            None => self.selected_entry().cloned(),
+            Some(View::Player(p)) => Some(p.entry.clone()),
+            Some(View::Sql(s)) => Some(s.entry.clone()),
+            Some(View::Search(_)) => None,
+        }
+    }
+
+    fn start_action(&mut self, code: KeyCode) {
+        let Some(entry) = self.action_entry() else {
+            return;
+        };
+        if code == KeyCode::Char('K') && !entry.is_live() {
+            self.message = Some(format!("session {} has already ended", entry.id));
+            return;
+        }
+        if code == KeyCode::Char('K') {
+            self.acting_on = Some(entry);
+            self.prompt = Some(Prompt {
+                kind: PromptKind::KillReason,
+                text: String::new(),
+            });
+        } else {
+            self.confirm = Some(Confirm::Lock { entry });
+        }
+    }
+
+    fn confirm_key(&mut self, k: &KeyEvent) {
+        let Some(confirm) = self.confirm.take() else {
+            return;
+        };
+        if k.code != KeyCode::Char('y') && k.code != KeyCode::Char('Y') {
+            self.message = Some("cancelled".into());
+            return;
+        }
+        let Some(actions) = self.actions.as_mut() else {
+            return;
+        };
+        self.message = Some(match confirm {
+            Confirm::Kill { entry, reason } => match actions.kill(&entry.id, &reason) {
+                Ok(()) => format!(
+                    "session {} of {} will end within 2 seconds: {reason}",
+                    entry.id, entry.operator
+                ),
+                Err(e) => format!("cannot end session {}: {e:#}", entry.id),
+            },
+            Confirm::Lock { entry } => match actions.lock(&entry.operator) {
+                Ok(ended) => format!(
+                    "operator {} locked; {} live session{} will end within 2 seconds",
+                    entry.operator,
+                    ended.len(),
+                    if ended.len() == 1 { "" } else { "s" }
+                ),
+                Err(e) => format!("cannot lock operator {}: {e:#}", entry.operator),
+            },
+        });
     }
 
     /// Reloads the list (live sessions move on), keeping the selected session selected.
@@ -131,10 +224,41 @@ impl App {
         self.selected = self.selected.min(n.saturating_sub(1));
     }
 
-    /// Advances a playing player by `elapsed` wall time.
+    /// Advances a playing player by `elapsed` wall time, and reads what a live session's
+    /// recording gained (a player at the end of a live recording follows it).
     pub fn tick(&mut self, elapsed: Duration) {
-        if let Some(View::Player(p)) = self.views.last_mut() {
-            p.player.tick(elapsed);
+        match self.views.last_mut() {
+            Some(View::Player(p)) => {
+                let was_playing = p.player.playing;
+                p.player.tick(elapsed);
+                if let Some(tail) = &mut p.tail {
+                    if was_playing && !p.player.playing {
+                        p.player.follow(); // played up to now: keep up with it
+                    }
+                    if let Some(lines) = tail.poll(elapsed) {
+                        p.player.extend(&lines);
+                    }
+                }
+            }
+            Some(View::Sql(s)) => {
+                if let Some(lines) = s.tail.as_mut().and_then(|t| t.poll(elapsed)) {
+                    let at_end = s.selected + 1 >= s.log.entries.len();
+                    s.log.extend(&lines);
+                    if at_end && !s.detail {
+                        s.selected = s.log.entries.len().saturating_sub(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The open view follows a live session (the loop then wakes often enough for it).
+    pub fn is_following(&self) -> bool {
+        match self.views.last() {
+            Some(View::Player(p)) => p.tail.is_some(),
+            Some(View::Sql(s)) => s.tail.is_some(),
+            _ => false,
         }
     }
 
@@ -186,6 +310,10 @@ impl App {
             self.quit = true;
             return;
         }
+        if self.confirm.is_some() {
+            self.confirm_key(k);
+            return;
+        }
         if self.prompt.is_some() {
             self.prompt_key(k);
             return;
@@ -206,6 +334,10 @@ impl App {
                     kind: PromptKind::Search,
                     text: String::new(),
                 });
+                return;
+            }
+            KeyCode::Char('K' | 'L') if self.actions.is_some() => {
+                self.start_action(k.code);
                 return;
             }
             _ => {}
@@ -231,7 +363,10 @@ impl App {
             return;
         };
         match k.code {
-            KeyCode::Esc => self.prompt = None,
+            KeyCode::Esc => {
+                self.prompt = None;
+                self.acting_on = None;
+            }
             KeyCode::Backspace => {
                 prompt.text.pop();
             }
@@ -253,6 +388,19 @@ impl App {
                             self.message = Some(e);
                         }
                     }
+                    PromptKind::KillReason => match self.acting_on.take() {
+                        Some(_) if text.trim().is_empty() => {
+                            self.message =
+                                Some("not ended: give a reason (the operator sees it)".into());
+                        }
+                        Some(entry) => {
+                            self.confirm = Some(Confirm::Kill {
+                                entry,
+                                reason: text.trim().to_owned(),
+                            });
+                        }
+                        None => {}
+                    },
                 }
             }
             _ => {}
@@ -313,23 +461,34 @@ fn open_view(entry: SessionEntry, at: Option<Duration>) -> Result<View, String> 
     let Some(path) = entry.recording.clone() else {
         return Err(format!("session {} has no recording", entry.id));
     };
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes =
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // a live session's recording is read in complete lines, then followed
+    let live = entry.ended_at.is_none();
+    if live {
+        bytes.truncate(complete_lines(&bytes).len());
+    }
+    let tail = live.then(|| Tail::new(path.clone(), bytes.len()));
     match RecordingKind::of_path(&path) {
         RecordingKind::Terminal => {
             let cast = Cast::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut player = Player::new(Arc::new(cast));
-            if let Some(at) = at {
-                player.seek(at);
+            match at {
+                Some(at) => player.seek(at),
+                None if live => player.follow(),
+                None => {}
             }
             Ok(View::Player(Box::new(PlayerView {
                 entry,
                 player,
                 show_input: false,
+                tail,
             })))
         }
         RecordingKind::Sql => {
             let log = SqlLog::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            let selected = at.map_or(0, |t| {
+            let last = log.entries.len().saturating_sub(1);
+            let selected = at.map_or(if live { last } else { 0 }, |t| {
                 log.entries
                     .iter()
                     .position(|e| e.at() >= t)
@@ -340,6 +499,7 @@ fn open_view(entry: SessionEntry, at: Option<Duration>) -> Result<View, String> 
                 log,
                 selected,
                 detail: false,
+                tail,
             })))
         }
     }
@@ -363,6 +523,13 @@ fn move_selection(selected: &mut usize, n: usize, code: KeyCode) -> bool {
 /// Returns false when the view should close.
 fn player_key(p: &mut PlayerView, k: &KeyEvent, message: &mut Option<String>) -> bool {
     let player = &mut p.player;
+    let stays = matches!(
+        k.code,
+        KeyCode::Char('+' | '=' | '-' | '_' | 's' | 'i' | 'G') | KeyCode::End
+    );
+    if !stays {
+        player.following = false; // the reviewer moved away from now
+    }
     match k.code {
         KeyCode::Char('q') | KeyCode::Esc => return false,
         KeyCode::Char(' ') => player.toggle_play(),
@@ -387,6 +554,7 @@ fn player_key(p: &mut PlayerView, k: &KeyEvent, message: &mut Option<String>) ->
             });
         }
         KeyCode::Char('g') | KeyCode::Home => player.seek(Duration::ZERO),
+        KeyCode::Char('G') | KeyCode::End if p.tail.is_some() => player.follow(),
         KeyCode::Char('G') | KeyCode::End => player.seek(player.duration()),
         KeyCode::Char('s') => player.idle_skip = !player.idle_skip,
         KeyCode::Char('i') => p.show_input = !p.show_input,

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
+use gatehouse_recorder::PTY_KEY;
+use gatehouse_recorder::format::{MODE_NO_PTY, MODE_PTY};
 use serde::Deserialize;
 
 /// What a recording's first line says.
@@ -37,6 +39,8 @@ pub struct Event {
     pub at: Duration,
     pub kind: EventKind,
     pub data: Range<usize>,
+    /// Output of a channel that had a pty (see [`Cast::shown`]); true for other kinds.
+    pub pty: bool,
 }
 
 /// A whole recording in memory: events point into one text buffer (a 100 MiB recording is
@@ -50,6 +54,8 @@ pub struct Cast {
     pub truncated: bool,
     /// Lines that were not events (malformed JSON, bad resize); skipped, not fatal.
     pub skipped: usize,
+    /// Whether output events from here on come from a pty (while parsing).
+    pty: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,12 +90,13 @@ impl Cast {
         if raw.version != 2 {
             return Err(CastError::Header(format!("version {}", raw.version)));
         }
-        if raw.width == 0 || raw.height == 0 {
-            return Err(CastError::Header("zero width or height".into()));
-        }
+        // Recordings made before the recorder wrote the effective size say 0×0 for
+        // `ssh -tt` with stdin not a terminal: the same fallback as the recorder's.
+        let (width, height) =
+            gatehouse_recorder::effective_size(raw.width.into(), raw.height.into());
         let header = CastHeader {
-            width: raw.width,
-            height: raw.height,
+            width: u16::try_from(width).unwrap_or(80),
+            height: u16::try_from(height).unwrap_or(24),
             timestamp: raw.timestamp,
             title: raw.title,
             env: raw
@@ -98,8 +105,10 @@ impl Cast {
                 .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
                 .collect(),
         };
+        let pty = first_channel_had_pty(&header);
         let mut cast = Cast {
             header,
+            pty,
             ..Cast::default()
         };
         let ends_with_newline = bytes.last() == Some(&b'\n');
@@ -120,6 +129,18 @@ impl Cast {
         Ok(cast)
     }
 
+    /// Adds the complete lines a live recording gained (see [`crate::follow::Tail`]);
+    /// returns how many events were added.
+    pub fn extend(&mut self, lines: &[u8]) -> usize {
+        let before = self.events.len();
+        for line in lines.split(|b| *b == b'\n') {
+            if !line.is_empty() && !self.push_line(line) {
+                self.skipped += 1;
+            }
+        }
+        self.events.len() - before
+    }
+
     fn push_line(&mut self, line: &[u8]) -> bool {
         let Ok((t, code, data)) = serde_json::from_slice::<(f64, &str, Cow<'_, str>)>(line) else {
             return false;
@@ -136,6 +157,15 @@ impl Cast {
                 Some((cols, rows)) => EventKind::Resize { cols, rows },
                 None => return false,
             },
+            "t" => {
+                // Gatehouse's terminal mode of the output that follows
+                match &*data {
+                    MODE_PTY => self.pty = true,
+                    MODE_NO_PTY => self.pty = false,
+                    _ => return false,
+                }
+                return true;
+            }
             _ => return true, // readers ignore unknown codes
         };
         // times never go backwards in what the recorder writes; keep it so for seeking
@@ -146,12 +176,34 @@ impl Cast {
             at,
             kind,
             data: start..self.text.len(),
+            pty: self.pty || kind != EventKind::Output,
         });
         true
     }
 
     pub fn data(&self, e: &Event) -> &str {
         self.text.get(e.data.clone()).unwrap_or_default()
+    }
+
+    /// An event's text as the operator's terminal showed it: output of a channel without
+    /// a pty has bare `\n` line ends, which the operator's terminal (its own tty, still in
+    /// cooked mode) turned into `\r\n`. The player, the search text and `export --format
+    /// txt` use this; `cast` and `json` exports stay byte-exact.
+    pub fn shown(&self, e: &Event) -> Cow<'_, str> {
+        let data = self.data(e);
+        if e.pty || !data.contains('\n') {
+            return Cow::Borrowed(data);
+        }
+        let mut out = String::with_capacity(data.len() + data.len() / 16);
+        let mut prev = '\0';
+        for c in data.chars() {
+            if c == '\n' && prev != '\r' {
+                out.push('\r');
+            }
+            out.push(c);
+            prev = c;
+        }
+        Cow::Owned(out)
     }
 
     /// Time of the last event.
@@ -173,6 +225,24 @@ impl Cast {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether the recording's first channel had a pty. New recordings say so
+/// ([`PTY_KEY`]); for older Gatehouse recordings (a `GATEHOUSE_FIRST_CHANNEL` but no
+/// `GATEHOUSE_PTY`) the recorder wrote `TERM` exactly when the first channel had a pty
+/// request, so a missing `TERM` means no pty. Recordings from elsewhere are taken as they
+/// are (pty). Older recordings carry no per-channel mode: the first channel's applies to all.
+fn first_channel_had_pty(h: &CastHeader) -> bool {
+    let env = |key: &str| {
+        h.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    match env(PTY_KEY) {
+        Some(v) => v != "no",
+        None => env("GATEHOUSE_FIRST_CHANNEL").is_none() || env("TERM").is_some(),
     }
 }
 
@@ -230,6 +300,35 @@ mod tests {
         // a complete last line without newline is fine
         let text = format!("{HEADER}\n[0.5, \"o\", \"a\"]");
         assert!(!Cast::parse(text.as_bytes()).unwrap().truncated);
+    }
+
+    #[test]
+    fn a_live_recording_grows_by_complete_lines() {
+        let mut c = Cast::parse(format!("{HEADER}\n[0.5, \"o\", \"a\"]\n").as_bytes()).unwrap();
+        assert_eq!(
+            c.extend(b"[1.0, \"o\", \"b\"]\n[1.5, \"m\", \"warning\"]\n"),
+            2
+        );
+        assert_eq!(c.duration(), Duration::from_millis(1500));
+        assert_eq!(c.data(&c.events[1]), "b");
+    }
+
+    #[test]
+    fn output_without_a_pty_is_shown_with_carriage_returns() {
+        let no_pty = r#"{"version": 2, "width": 0, "height": 0, "env": {"GATEHOUSE_FIRST_CHANNEL": "exec: ls", "GATEHOUSE_PTY": "no"}}"#;
+        let text = format!(
+            "{no_pty}\n[0.1, \"o\", \"a\\nb\\r\\n\"]\n[0.2, \"i\", \"x\\n\"]\n[0.3, \"t\", \"pty\"]\n[0.4, \"o\", \"c\\n\"]\n[0.5, \"t\", \"bogus\"]\n"
+        );
+        let c = Cast::parse(text.as_bytes()).unwrap();
+        assert_eq!((c.header.width, c.header.height), (80, 24), "0×0 is 80×24");
+        let shown: Vec<_> = c.events.iter().map(|e| c.shown(e).into_owned()).collect();
+        assert_eq!(shown, ["a\r\nb\r\n", "x\n", "c\n"]);
+        assert_eq!(
+            c.data(&c.events[0]),
+            "a\nb\r\n",
+            "the data stays as recorded"
+        );
+        assert_eq!(c.skipped, 1);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use gatehouse_recorder::{Expected, Verdict, verify, verify_to_checkpoint};
 use gatehouse_store::{RecordingRecord, RecordingState, SessionRecord, Store};
 
+use crate::liveinfo::{LiveInfo, TAIL_BYTES, live_info, scan_tail};
+
 /// What a recording is worth, checked with the same verifier as `gatehouse recordings
 /// verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +142,27 @@ pub fn recording_status(r: &RecordingRecord) -> RecordingStatus {
     }
 }
 
+/// The complete lines in the last [`TAIL_BYTES`] of a recording (empty if unreadable).
+fn read_tail(path: &Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        let from = len.saturating_sub(TAIL_BYTES);
+        f.seek(SeekFrom::Start(from))?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        if from > 0 {
+            // the first line is cut
+            let cut = memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1);
+            bytes.drain(..cut);
+        }
+        bytes.truncate(crate::follow::complete_lines(&bytes).len());
+        Ok(bytes)
+    };
+    read().unwrap_or_default()
+}
+
 /// Which kind of recording a session has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordingKind {
@@ -173,6 +196,8 @@ pub struct SessionEntry {
     pub end_reason: Option<String>,
     pub recording: Option<PathBuf>,
     pub status: RecordingStatus,
+    /// Idle time, next limit and lock state of a live session (store catalogs only).
+    pub live: Option<LiveInfo>,
 }
 
 impl SessionEntry {
@@ -188,6 +213,7 @@ impl SessionEntry {
             end_reason: s.end_reason.clone(),
             recording: s.recording_path.as_ref().map(PathBuf::from),
             status,
+            live: None,
         }
     }
 
@@ -240,11 +266,23 @@ impl StoreCatalog {
 
 impl Catalog for StoreCatalog {
     fn sessions(&mut self) -> anyhow::Result<Vec<SessionEntry>> {
-        let (sessions, recordings) = self.runtime.block_on(async {
+        let (sessions, recordings, policies, operators) = self.runtime.block_on(async {
             let s = self.store.list_sessions(self.limit).await?;
             let r = self.store.list_recordings(None).await?;
-            Ok::<_, gatehouse_store::StoreError>((s, r))
+            let p = self.store.list_policies().await?;
+            let o = self.store.list_operators().await?;
+            Ok::<_, gatehouse_store::StoreError>((s, r, p, o))
         })?;
+        let now = gatehouse_store::now_millis();
+        let policies: HashMap<&str, _> = policies
+            .iter()
+            .map(|p| (p.environment.as_str(), &p.policy))
+            .collect();
+        let locked: std::collections::HashSet<&str> = operators
+            .iter()
+            .filter(|o| o.locked)
+            .map(|o| o.name.as_str())
+            .collect();
         let recordings: HashMap<&str, &RecordingRecord> = recordings
             .iter()
             .map(|r| (r.session_id.as_str(), r))
@@ -267,7 +305,23 @@ impl Catalog for StoreCatalog {
                     }
                 },
             };
-            out.push(SessionEntry::from_records(s, status));
+            let mut entry = SessionEntry::from_records(s, status);
+            if entry.is_live() {
+                let tail = entry
+                    .recording
+                    .as_deref()
+                    .map(read_tail)
+                    .unwrap_or_default();
+                let policy = s.environment.as_deref().and_then(|e| policies.get(e));
+                entry.live = Some(live_info(
+                    entry.duration(now),
+                    &scan_tail(&tail),
+                    policy.and_then(|p| p.idle_timeout),
+                    policy.and_then(|p| p.max_session),
+                    locked.contains(s.operator.as_str()),
+                ));
+            }
+            out.push(entry);
         }
         Ok(out)
     }

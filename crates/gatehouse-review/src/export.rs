@@ -105,7 +105,12 @@ pub fn export(rec: &Recording, format: Format, out: &mut dyn Write) -> anyhow::R
                             ("resize", json!({"cols": cols, "rows": rows}))
                         }
                     };
-                    json!({"t": e.at.as_secs_f64(), "type": kind, "data": data})
+                    let mut v = json!({"t": e.at.as_secs_f64(), "type": kind, "data": data});
+                    if e.kind == EventKind::Output {
+                        // byte-exact data; whether the reader must turn `\n` into `\r\n`
+                        v["pty"] = json!(e.pty);
+                    }
+                    v
                 })
                 .collect();
             let h = &cast.header;
@@ -196,7 +201,7 @@ pub fn play(
             for e in &cast.events {
                 if e.kind == EventKind::Output {
                     wait(e.at);
-                    out.write_all(filter.push(cast.data(e)).as_bytes())?;
+                    out.write_all(filter.push(&cast.shown(e)).as_bytes())?;
                     out.flush()?;
                 }
             }

@@ -165,7 +165,7 @@ impl Document {
             match e.kind {
                 EventKind::Output => {
                     out.now = e.at;
-                    out_parser.advance(&mut out, data.as_bytes());
+                    out_parser.advance(&mut out, cast.shown(e).as_bytes());
                     for (at, l) in out.done.drain(..) {
                         doc.push(at, HitKind::Output, &l);
                     }

@@ -8,12 +8,15 @@
 //! and only `run` owns the terminal. Recordings are only ever read. Text the operator or the
 //! target chose is shown through `printable`, never raw.
 
+pub mod actions;
 pub mod app;
 pub mod cast;
 pub mod catalog;
 pub mod export;
 pub mod filter;
+pub mod follow;
 pub mod index;
+pub mod liveinfo;
 pub mod player;
 pub mod printable;
 pub mod replay_filter;
@@ -21,6 +24,7 @@ mod run;
 pub mod sqllog;
 pub mod ui;
 
+pub use actions::{Actions, StoreActions};
 pub use app::App;
 pub use catalog::{Catalog, RecordingStatus, SessionEntry, StoreCatalog, recording_status};
 pub use index::SearchIndex;

@@ -29,16 +29,32 @@ struct Snapshot {
     screen: vt100::Screen,
 }
 
+/// The snapshot pass: an emulator walked once over every event, taking snapshots; kept so
+/// a live recording's new events continue it.
+struct Walk {
+    parser: vt100::Parser,
+    /// Events applied to `parser`.
+    applied: usize,
+    /// Output bytes since the last snapshot.
+    since: usize,
+    /// The emulator is between escape sequences.
+    ground: bool,
+}
+
 pub struct Player {
     cast: Arc<Cast>,
     parser: vt100::Parser,
     /// Events applied to `parser`.
     applied: usize,
     snapshots: Vec<Snapshot>,
+    walk: Walk,
     position: Duration,
     pub playing: bool,
     speed: usize,
     pub idle_skip: bool,
+    /// Stays at the end as a live recording grows (`tail -f`); seeking away stops it,
+    /// `G`/End starts it again.
+    pub following: bool,
 }
 
 fn new_parser(cols: u16, rows: u16) -> vt100::Parser {
@@ -69,40 +85,71 @@ fn ends_in_ground(data: &[u8], before: bool) -> bool {
 impl Player {
     /// Loads a recording and walks it once to take the snapshots.
     pub fn new(cast: Arc<Cast>) -> Player {
-        let mut parser = new_parser(cast.header.width, cast.header.height);
-        let mut snapshots = vec![Snapshot {
-            applied: 0,
-            screen: parser.screen().clone(),
-        }];
-        let mut since = 0usize;
-        let mut ground = true;
-        for (i, e) in cast.events.iter().enumerate() {
-            let data = cast.data(e);
-            apply(&mut parser, e.kind, data);
-            if e.kind == EventKind::Output {
-                since += data.len();
-                ground = ends_in_ground(data.as_bytes(), ground);
-            }
-            if since >= SNAPSHOT_EVERY && ground {
-                snapshots.push(Snapshot {
-                    applied: i + 1,
-                    screen: parser.screen().clone(),
-                });
-                since = 0;
-            }
-        }
+        let walk = new_parser(cast.header.width, cast.header.height);
         let mut player = Player {
             parser: new_parser(cast.header.width, cast.header.height),
+            snapshots: vec![Snapshot {
+                applied: 0,
+                screen: walk.screen().clone(),
+            }],
+            walk: Walk {
+                parser: walk,
+                applied: 0,
+                since: 0,
+                ground: true,
+            },
             cast,
             applied: 0,
-            snapshots,
             position: Duration::ZERO,
             playing: false,
             speed: 2,
             idle_skip: false,
+            following: false,
         };
+        player.take_snapshots();
         player.seek(Duration::ZERO);
         player
+    }
+
+    /// Continues the snapshot pass over events not walked yet.
+    fn take_snapshots(&mut self) {
+        let w = &mut self.walk;
+        for (i, e) in self.cast.events.iter().enumerate().skip(w.applied) {
+            let data = self.cast.shown(e);
+            apply(&mut w.parser, e.kind, &data);
+            if e.kind == EventKind::Output {
+                w.since += data.len();
+                w.ground = ends_in_ground(data.as_bytes(), w.ground);
+            }
+            if w.since >= SNAPSHOT_EVERY && w.ground {
+                self.snapshots.push(Snapshot {
+                    applied: i + 1,
+                    screen: w.parser.screen().clone(),
+                });
+                w.since = 0;
+            }
+        }
+        w.applied = self.cast.events.len();
+    }
+
+    /// Adds the complete lines a live recording gained; a following player moves to the
+    /// new end. Returns how many events were added.
+    pub fn extend(&mut self, lines: &[u8]) -> usize {
+        let added = Arc::make_mut(&mut self.cast).extend(lines);
+        if added > 0 {
+            self.take_snapshots();
+            if self.following {
+                self.seek(self.duration());
+            }
+        }
+        added
+    }
+
+    /// Goes to the end and stays there as the recording grows.
+    pub fn follow(&mut self) {
+        self.following = true;
+        self.playing = false;
+        self.seek(self.duration());
     }
 
     pub fn cast(&self) -> &Cast {
@@ -166,7 +213,7 @@ impl Player {
         }
         let cast = Arc::clone(&self.cast);
         for e in &cast.events[self.applied..target] {
-            apply(&mut self.parser, e.kind, cast.data(e));
+            apply(&mut self.parser, e.kind, &cast.shown(e));
         }
         self.applied = target;
     }
@@ -388,7 +435,7 @@ mod tests {
         assert_eq!(p.screen().contents_formatted(), jumped);
         let mut fresh = new_parser(20, 4);
         for e in &c.events {
-            apply(&mut fresh, e.kind, c.data(e));
+            apply(&mut fresh, e.kind, &c.shown(e));
         }
         assert_eq!(fresh.screen().contents_formatted(), jumped);
     }

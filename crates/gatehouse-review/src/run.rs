@@ -35,14 +35,24 @@ fn event_loop(
     let mut last_refresh = Instant::now();
     while !app.quit {
         terminal.draw(|f| crate::ui::draw(f, app))?;
-        let wait = if app.is_playing() { FRAME } else { REFRESH / 4 };
+        let wait = if app.is_playing() {
+            FRAME
+        } else if app.is_following() {
+            crate::follow::POLL
+        } else {
+            REFRESH / 4
+        };
         if event::poll(wait)? {
             app.handle(&event::read()?);
         }
         let now = Instant::now();
         app.tick(now - last_tick);
         last_tick = now;
-        if app.views.is_empty() && app.prompt.is_none() && last_refresh.elapsed() >= REFRESH {
+        if app.views.is_empty()
+            && app.prompt.is_none()
+            && app.confirm.is_none()
+            && last_refresh.elapsed() >= REFRESH
+        {
             app.refresh(now_millis());
             last_refresh = now;
         }

@@ -203,6 +203,20 @@ impl SqlLog {
         Ok(log)
     }
 
+    /// Adds the complete lines a live statement log gained (see [`crate::follow::Tail`]);
+    /// returns how many entries were added.
+    pub fn extend(&mut self, lines: &[u8]) -> usize {
+        let before = self.entries.len();
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match parse_line(line) {
+                Line::Entry(e) => self.entries.push(*e),
+                Line::Ignored => {}
+                Line::Bad => self.skipped += 1,
+            }
+        }
+        self.entries.len() - before
+    }
+
     pub fn statements(&self) -> impl Iterator<Item = &Statement> {
         self.entries.iter().filter_map(|e| match e {
             SqlEntry::Statement(s) => Some(s),
@@ -254,6 +268,17 @@ pub(crate) mod tests {
             log(r#"{"t":1,"type":"statement","text":"select","tag":"SELECT 1","executions":1,"rows":1}"#).as_deref(),
             Some("SELECT 1")
         );
+    }
+
+    #[test]
+    fn a_live_log_grows_by_complete_lines() {
+        let mut lines = SAMPLE.lines();
+        let head = format!("{}\n", lines.next().unwrap());
+        let mut log = SqlLog::parse(head.as_bytes()).unwrap();
+        assert!(log.entries.is_empty());
+        let rest: String = lines.map(|l| format!("{l}\n")).collect();
+        assert_eq!(log.extend(rest.as_bytes()), 6);
+        assert_eq!(log.statements().count(), 4);
     }
 
     #[test]

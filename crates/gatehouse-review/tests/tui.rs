@@ -6,50 +6,22 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use gatehouse_recorder::file::RecordingFile;
-use gatehouse_recorder::format::{Code, Header, event_line};
+use gatehouse_recorder::format::Code;
 use gatehouse_review::catalog::{RecordingStatus, SessionEntry, recording_status};
 use gatehouse_review::{App, SearchIndex};
-use gatehouse_store::{RecordingRecord, RecordingState};
+use gatehouse_store::RecordingRecord;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::style::Color;
 
-/// 2025-11-24 16:00:00 UTC.
-const T0: i64 = 1_764_000_000_000;
+mod common;
+use common::{T0, key, press, render, shell_header, write_cast_with};
 
 fn write_cast(root: &Path, id: &str, events: &[(f64, Code, &str)]) -> (PathBuf, RecordingRecord) {
-    let header = Header {
-        width: 60,
-        height: 12,
-        timestamp: (T0 / 1000) as u64,
-        term: Some("xterm".into()),
-        title: "alice → web1".into(),
-        env: vec![("GATEHOUSE_ENVIRONMENT".into(), "prod".into())],
-    };
-    let started = UNIX_EPOCH + Duration::from_millis(T0 as u64);
-    let mut f = RecordingFile::create(root, id, started, &header).unwrap();
-    for (t, code, data) in events {
-        f.append(&event_line(Duration::from_secs_f64(*t), *code, data))
-            .unwrap();
-    }
-    let sealed = f.seal().unwrap();
-    let record = RecordingRecord {
-        session_id: id.into(),
-        path: sealed.path.display().to_string(),
-        state: RecordingState::Sealed,
-        size: Some(sealed.size as i64),
-        events: Some(sealed.events as i64),
-        digest: Some(sealed.digest),
-        authentic: true,
-        checkpoint: None,
-        checkpoint_forged: false,
-        started_at: T0,
-    };
-    (sealed.path, record)
+    write_cast_with(root, id, &shell_header(), events)
 }
 
 fn entry(
@@ -85,6 +57,7 @@ fn entry(
         end_reason: end.map(str::to_owned),
         recording: path,
         status,
+        live: None,
     }
 }
 
@@ -186,19 +159,6 @@ fn app(f: &Fixture) -> App {
     )
 }
 
-fn press(app: &mut App, keys: &str) {
-    for c in keys.chars() {
-        app.handle(&Event::Key(KeyEvent::new(
-            KeyCode::Char(c),
-            KeyModifiers::NONE,
-        )));
-    }
-}
-
-fn key(app: &mut App, code: KeyCode) {
-    app.handle(&Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
-}
-
 /// Search results say how long the search took: zero it so frames are reproducible.
 fn search(app: &mut App, query: &str) {
     press(app, "/");
@@ -207,12 +167,6 @@ fn search(app: &mut App, query: &str) {
     if let Some(gatehouse_review::app::View::Search(s)) = app.views.last_mut() {
         s.took = Duration::ZERO;
     }
-}
-
-fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| gatehouse_review::ui::draw(f, app)).unwrap();
-    t
 }
 
 #[test]
@@ -240,6 +194,61 @@ fn session_list_newest_first_with_tampered_and_live_rows() {
     assert!((1..80).all(|x| buf[(x, row)].bg == Color::Red));
     // wide terminals show the full date
     insta::assert_snapshot!("list_wide", render(&a, 120, 10).backend());
+}
+
+#[test]
+fn live_sessions_show_idle_time_next_limit_and_lock() {
+    use gatehouse_review::liveinfo::{Limit, LiveInfo, Lock};
+    let f = fixture();
+    let mut sessions = f.sessions.clone();
+    let live = |id: &str, op: &str, minutes: i64, info: LiveInfo| {
+        let mut e = entry(
+            id,
+            op,
+            minutes,
+            None,
+            None,
+            RecordingStatus::Live { events: 0 },
+        );
+        e.live = Some(info);
+        e
+    };
+    sessions[0].live = Some(LiveInfo {
+        idle_for: Duration::from_secs(75),
+        next_limit: Some((Limit::Idle, Duration::from_secs(225))),
+        lock: Lock::Open,
+    });
+    sessions.insert(
+        0,
+        live(
+            "0190-locked",
+            "erin",
+            35,
+            LiveInfo {
+                idle_for: Duration::from_secs(400),
+                next_limit: Some((Limit::Max, Duration::from_secs(3000))),
+                lock: Lock::Session,
+            },
+        ),
+    );
+    sessions.insert(
+        0,
+        live(
+            "0190-acct",
+            "frank",
+            38,
+            LiveInfo {
+                idle_for: Duration::from_millis(200),
+                next_limit: None,
+                lock: Lock::Account,
+            },
+        ),
+    );
+    let mut a = App::new(Box::new(sessions), SearchIndex::new(None), T0 + 40 * 60_000);
+    insta::assert_snapshot!("list_live_columns", render(&a, 120, 10).backend());
+    // narrow: the selected live session's state is on the detail line
+    press(&mut a, "j");
+    insta::assert_snapshot!("list_live_detail", render(&a, 80, 10).backend());
 }
 
 #[test]

@@ -419,6 +419,11 @@ impl Connection {
         let (Some(e), Some(session_id)) = (&self.enforcement, &self.session_id) else {
             return Err("the session is not set up for recording".into());
         };
+        let pty = if self.pty_channels.contains(&channel) {
+            "yes"
+        } else {
+            "no"
+        };
         let (term, cols, rows) =
             self.pty_info
                 .get(&channel)
@@ -451,6 +456,7 @@ impl Connection {
                 ("GATEHOUSE_TARGET".into(), target),
                 ("GATEHOUSE_ENVIRONMENT".into(), environment),
                 ("GATEHOUSE_FIRST_CHANNEL".into(), what.to_owned()),
+                (gatehouse_recorder::PTY_KEY.into(), pty.into()),
             ],
         };
         let file = gatehouse_recorder::file::RecordingFile::create(
@@ -749,6 +755,7 @@ impl Connection {
         };
         if let Some(rec) = self.state.recorder.get() {
             rec.marker(format!("channel: {what}"));
+            rec.channel_started(channel.into(), self.pty_channels.contains(&channel));
         }
         match relay.start(request, mode).await {
             Started::Answered(true) => {

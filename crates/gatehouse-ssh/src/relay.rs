@@ -141,6 +141,8 @@ struct Shared {
     sftp: Mutex<Option<SftpTap>>,
     /// Held back while the session is locked, applied at the unlock.
     held: Mutex<Held>,
+    /// The operator's channel number, which the recording knows pty-or-not by.
+    channel: u32,
 }
 
 #[derive(Default)]
@@ -291,7 +293,7 @@ fn record(shared: &Shared, state: &ConnectionState, bytes: &[u8], side: Side) {
             if let Some(rec) = state.recorder.get() {
                 match side {
                     Side::Operator => rec.input(bytes),
-                    Side::Target => rec.output(bytes),
+                    Side::Target => rec.output_on(shared.channel, bytes),
                 }
             }
         }
@@ -310,7 +312,7 @@ fn record(shared: &Shared, state: &ConnectionState, bytes: &[u8], side: Side) {
         // the operator, so still recorded.
         None => {
             if let (Side::Target, Some(rec)) = (side, state.recorder.get()) {
-                rec.output(bytes);
+                rec.output_on(shared.channel, bytes);
             }
         }
     }
@@ -333,6 +335,7 @@ pub(crate) fn start(
         start: Mutex::new(ChannelStart::NotStarted),
         sftp: Mutex::new(None),
         held: Mutex::new(Held::default()),
+        channel: operator_channel.into(),
     });
     let span = tracing::Span::current();
     let writer = tokio::spawn(

@@ -31,7 +31,7 @@ use thiserror::Error;
 pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
 pub use detective::{CheckedSession, DetectiveLock};
 pub use directory::{GrantRecord, OperatorRecord};
-pub use policies::{KillRequest, StoredPolicy};
+pub use policies::{Actor, KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};
 pub use secrets::{MasterKey, SecretError};
 pub use sessions::{NewSession, SessionRecord};

@@ -8,7 +8,7 @@ use gatehouse_core::detective::PolicyVersion;
 use gatehouse_core::{EnvPolicy, IdleAction};
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, expect_row, first_column, now_millis};
+use crate::{AuditEvent, Result, Store, StoreError, expect_row, first_column, now_millis};
 
 fn ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -16,6 +16,14 @@ fn ms(d: Option<Duration>) -> Option<i64> {
 
 fn dur(ms: Option<i64>) -> Option<Duration> {
     ms.map(|m| Duration::from_millis(m.max(0) as u64))
+}
+
+/// Who asked for an admin action, for its audit event: a person (the OS user running the
+/// command, or the name a reviewer gave) and the tool (`admin-cli`, `review`).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub via: &'a str,
 }
 
 /// An environment's policy as stored, with its version.
@@ -164,6 +172,40 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// `gatehouse sessions kill` and the review TUI's `K`: asks the session's node to end
+    /// it with `reason` (which the operator sees) and audits who asked.
+    pub async fn kill_session_by(
+        &self,
+        session_id: &str,
+        reason: &str,
+        by: &Actor<'_>,
+    ) -> Result<()> {
+        self.request_kill(session_id, reason).await?;
+        self.audit(&AuditEvent {
+            kind: "session_kill_requested",
+            operator: None,
+            session_id: None,
+            source: Some(by.via),
+            detail: serde_json::json!({"session": session_id, "reason": reason, "by": by.name}),
+        })
+        .await
+    }
+
+    /// `gatehouse user lock` and the review TUI's `L`: locks the operator, which ends their
+    /// live sessions (returned), and audits who asked.
+    pub async fn lock_operator_by(&self, operator: &str, by: &Actor<'_>) -> Result<Vec<String>> {
+        let ended = self.set_operator_locked(operator, true).await?;
+        self.audit(&AuditEvent {
+            kind: "user_locked",
+            operator: None,
+            session_id: None,
+            source: Some(by.via),
+            detail: serde_json::json!({"user": operator, "sessions_ended": ended, "by": by.name}),
+        })
+        .await?;
+        Ok(ended)
     }
 
     /// Live sessions of `node` that an admin asked to end.

@@ -201,6 +201,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open_with_options(&config.store_url, key, config.store_options).await?)
 }
 
+/// The OS user running this command: who an admin action's audit event names.
+pub(crate) fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cli_actor(name: &str) -> gatehouse_store::Actor<'_> {
+    gatehouse_store::Actor {
+        name,
+        via: "admin-cli",
+    }
+}
+
 pub(crate) async fn admin_audit(
     store: &Store,
     kind: &str,
@@ -599,13 +614,8 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             );
         }
         UserCommand::Lock { name } => {
-            let ended = store.set_operator_locked(&name, true).await?;
-            admin_audit(
-                &store,
-                "user_locked",
-                json!({"user": name, "sessions_ended": ended}),
-            )
-            .await?;
+            let by = os_user();
+            let ended = store.lock_operator_by(&name, &cli_actor(&by)).await?;
             println!(
                 "user {name} locked; {} live session{} will end within 2 seconds",
                 ended.len(),
@@ -658,13 +668,8 @@ pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<(
     let store = open_store(config).await?;
     match cmd {
         SessionsCommand::Kill { id, reason } => {
-            store.request_kill(&id, &reason).await?;
-            admin_audit(
-                &store,
-                "session_kill_requested",
-                json!({"session": id, "reason": reason}),
-            )
-            .await?;
+            let by = os_user();
+            store.kill_session_by(&id, &reason, &cli_actor(&by)).await?;
             println!("session {id} will end within 2 seconds");
         }
         SessionsCommand::List { json, limit } => {

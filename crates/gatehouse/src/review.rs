@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use gatehouse_review::export::{self, Format, Recording};
-use gatehouse_review::{App, SearchIndex, StoreCatalog, recording_status};
+use gatehouse_review::{App, SearchIndex, StoreActions, StoreCatalog, recording_status};
 use gatehouse_store::{Store, StoreError};
 
 use crate::admin::open_store;
@@ -38,6 +38,12 @@ pub struct ReviewArgs {
     /// Newest sessions listed.
     #[arg(long, default_value_t = 5000)]
     limit: u32,
+    /// Only look: no `K` (end a session) or `L` (lock an operator).
+    #[arg(long)]
+    read_only: bool,
+    /// Who the audit events of `K`/`L` name (default: the OS user running the review).
+    #[arg(long = "as", value_name = "NAME")]
+    reviewer: Option<String>,
 }
 
 impl ReviewArgs {
@@ -91,8 +97,10 @@ pub async fn review(config: &Config, args: ReviewArgs) -> anyhow::Result<()> {
         .index_dir
         .clone()
         .unwrap_or_else(|| default_index_dir(config));
-    let catalog = StoreCatalog::new(store, tokio::runtime::Handle::current(), args.limit);
+    let runtime = tokio::runtime::Handle::current();
+    let catalog = StoreCatalog::new(store.clone(), runtime.clone(), args.limit);
     let filter = args.filter_text();
+    let reviewer = args.reviewer.clone().unwrap_or_else(crate::admin::os_user);
     // the TUI loop is synchronous; the catalog reaches the store through the runtime handle
     tokio::task::block_in_place(|| {
         let mut app = App::new(
@@ -100,6 +108,9 @@ pub async fn review(config: &Config, args: ReviewArgs) -> anyhow::Result<()> {
             SearchIndex::new(Some(index_dir)),
             gatehouse_store::now_millis(),
         );
+        if !args.read_only {
+            app = app.with_actions(Box::new(StoreActions::new(store, runtime, reviewer)));
+        }
         app.set_filter(&filter).map_err(anyhow::Error::msg)?;
         gatehouse_review::run(&mut app, gatehouse_store::now_millis)
     })

@@ -27,7 +27,7 @@ const PLAYER: &[(&str, &str)] = &[
     ("+ -", "speed 0.25× … 16×"),
     ("← →", "seek 5 s"),
     ("[ ]", "previous / next marker"),
-    ("g G", "start / end"),
+    ("g G End", "start / end (live: follow what happens now)"),
     ("s", "skip idle gaps over 2 s"),
     ("i", "operator input panel"),
 ];
@@ -36,9 +36,14 @@ const SQL: &[(&str, &str)] = &[
     ("[ ]", "previous / next marker"),
     ("g G PgUp PgDn", "first / last / page"),
 ];
+/// Only when the review is not `--read-only`.
+const ACTIONS: &[(&str, &str)] = &[
+    ("K", "end the live session (asks a reason and y)"),
+    ("L", "lock the operator, ending their sessions (y)"),
+];
 const SEARCH: &[(&str, &str)] = &[("Enter", "open the session at that moment")];
 
-pub fn draw(frame: &mut Frame, area: Rect, view: Option<&View>) {
+pub fn draw(frame: &mut Frame, area: Rect, view: Option<&View>, actions: bool) {
     let (name, keys) = match view {
         None => ("Session list", LIST),
         Some(View::Player(_)) => ("Player", PLAYER),
@@ -54,6 +59,9 @@ pub fn draw(frame: &mut Frame, area: Rect, view: Option<&View>) {
         ])
     };
     lines.extend(keys.iter().map(key_line));
+    if actions && !matches!(view, Some(View::Search(_))) {
+        lines.extend(ACTIONS.iter().map(key_line));
+    }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled("Everywhere", bold)));
     lines.extend(EVERYWHERE.iter().map(key_line));

@@ -1,4 +1,5 @@
-//! The session list: newest first, tampered recordings in red, live sessions marked live.
+//! The session list: newest first, tampered recordings in red, live sessions marked live
+//! with their idle time, next limit and lock state.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,6 +10,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use crate::app::App;
 use crate::catalog::{RecordingStatus, SessionEntry};
 use crate::filter::{format_duration, format_time};
+use crate::liveinfo::{Limit, LiveInfo, Lock};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [title, table_area, detail] = Layout::vertical([
@@ -40,52 +42,66 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     );
 
     let wide = area.width >= 110;
+    // live sessions' idle time, next limit and lock get columns when there is room
+    let live_columns = area.width >= 120;
     let rows: Vec<Row> = visible
         .iter()
-        .map(|s| session_row(s, app.now_millis, wide))
+        .map(|s| session_row(s, app.now_millis, wide, live_columns))
         .collect();
     let start_width = if wide { 19 } else { 11 };
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(start_width),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(5),
-            Constraint::Length(8),
-            Constraint::Length(7),
-            Constraint::Min(8),
+    let mut widths = vec![
+        Constraint::Length(start_width),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(5),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Min(8),
+        Constraint::Length(11),
+    ];
+    let mut header = vec![
+        "STARTED",
+        "OPERATOR",
+        "TARGET",
+        "ENV",
+        "PROTOCOL",
+        "LENGTH",
+        "END",
+        "RECORDING",
+    ];
+    if live_columns {
+        widths.extend([
+            Constraint::Length(6),
             Constraint::Length(11),
-        ],
-    )
-    .header(
-        Row::new([
-            "STARTED",
-            "OPERATOR",
-            "TARGET",
-            "ENV",
-            "PROTOCOL",
-            "LENGTH",
-            "END",
-            "RECORDING",
-        ])
-        .style(Style::new().add_modifier(Modifier::BOLD)),
-    )
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("›");
+            Constraint::Length(7),
+        ]);
+        header.extend(["IDLE", "NEXT LIMIT", "LOCK"]);
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("›");
     let mut state =
         TableState::default().with_selected((!visible.is_empty()).then_some(app.selected));
     frame.render_stateful_widget(table, table_area, &mut state);
 
     let text = match app.selected_entry() {
-        Some(s) => format!(
-            " {}  {}",
-            s.id,
-            match &s.status {
+        Some(s) => {
+            let status = match &s.status {
                 RecordingStatus::None => "no recording".to_owned(),
                 other => other.to_string(),
+            };
+            match &s.live {
+                Some(i) => {
+                    let [idle, next, lock] = live_cells(i);
+                    format!(
+                        " {}  idle {idle} · next: {next} · lock: {lock} · {status}",
+                        s.id
+                    )
+                }
+                None => format!(" {}  {status}", s.id),
             }
-        ),
+        }
         None if app.sessions.is_empty() => " no sessions recorded yet".into(),
         None => " no session matches the filter (Esc clears it)".into(),
     };
@@ -96,7 +112,22 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(text).style(style), detail);
 }
 
-fn session_row(s: &SessionEntry, now_millis: i64, wide: bool) -> Row<'static> {
+/// IDLE, NEXT LIMIT and LOCK of a live session.
+fn live_cells(i: &LiveInfo) -> [String; 3] {
+    let next = match i.next_limit {
+        Some((Limit::Idle, d)) => format!("idle {}", format_duration(d)),
+        Some((Limit::Max, d)) => format!("max {}", format_duration(d)),
+        None => "-".into(),
+    };
+    let lock = match i.lock {
+        Lock::Open => "-",
+        Lock::Session => "session",
+        Lock::Account => "account",
+    };
+    [format_duration(i.idle_for), next, lock.into()]
+}
+
+fn session_row(s: &SessionEntry, now_millis: i64, wide: bool, live_columns: bool) -> Row<'static> {
     let started = format_time(s.started_at);
     let started = if wide {
         started
@@ -120,7 +151,7 @@ fn session_row(s: &SessionEntry, now_millis: i64, wide: bool) -> Row<'static> {
         RecordingStatus::Interrupted { .. } => Style::new().fg(Color::Yellow),
         _ => Style::new(),
     };
-    let row = Row::new(vec![
+    let mut cells = vec![
         Cell::from(started),
         Cell::from(s.operator.clone()),
         Cell::from(s.target.clone()),
@@ -129,7 +160,21 @@ fn session_row(s: &SessionEntry, now_millis: i64, wide: bool) -> Row<'static> {
         Cell::from(format_duration(s.duration(now_millis))),
         end,
         Cell::from(recording).style(recording_style),
-    ]);
+    ];
+    if live_columns {
+        let live = s.live.as_ref().map(live_cells).unwrap_or_default();
+        let lock_style = match s.live.map(|i| i.lock) {
+            Some(Lock::Session | Lock::Account) => Style::new().fg(Color::Red),
+            _ => Style::new(),
+        };
+        let [idle, next, lock] = live;
+        cells.extend([
+            Cell::from(idle),
+            Cell::from(next),
+            Cell::from(lock).style(lock_style),
+        ]);
+    }
+    let row = Row::new(cells);
     if s.status.is_tampered() {
         row.style(super::tampered_style())
     } else {

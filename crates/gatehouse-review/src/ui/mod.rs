@@ -14,7 +14,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::{App, PromptKind, View};
+use crate::app::{App, Confirm, PromptKind, View};
 
 pub use screen::ScreenView;
 
@@ -29,15 +29,35 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     draw_footer(frame, footer, app);
     if app.help {
-        help::draw(frame, frame.area(), app.views.last());
+        help::draw(frame, frame.area(), app.views.last(), app.has_actions());
     }
 }
 
 fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
-    let line = if let Some(p) = &app.prompt {
-        let label = match p.kind {
-            PromptKind::Search => "search: ",
-            PromptKind::Filter => "filter (op: target: env: end: proto: from: to:): ",
+    let line = if let Some(c) = &app.confirm {
+        let question = match c {
+            Confirm::Kill { entry, reason } => format!(
+                "y ends it, any other key cancels — end session {} of {} → {} with reason '{reason}'?",
+                entry.id, entry.operator, entry.target
+            ),
+            Confirm::Lock { entry } => format!(
+                "y locks, any other key cancels — lock operator {} and end all their live sessions?",
+                entry.operator
+            ),
+        };
+        Line::from(Span::styled(
+            crate::printable::line(&question).into_owned(),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ))
+    } else if let Some(p) = &app.prompt {
+        let label = match (p.kind, &app.acting_on) {
+            (PromptKind::Search, _) => "search: ".to_owned(),
+            (PromptKind::Filter, _) => "filter (op: target: env: end: proto: from: to:): ".into(),
+            (PromptKind::KillReason, Some(e)) => format!(
+                "end {}'s session {} — reason (the operator sees it; Esc cancels): ",
+                e.operator, e.id
+            ),
+            (PromptKind::KillReason, None) => "reason: ".into(),
         };
         Line::from(vec![
             Span::styled(label, Style::new().add_modifier(Modifier::BOLD)),
@@ -51,15 +71,26 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
             Style::new().fg(Color::Yellow),
         ))
     } else {
-        let hints = match app.views.last() {
-            None => "Enter open  / search  f filter  r refresh  ? help  q quit",
-            Some(View::Player(_)) => {
-                "space play  +/- speed  ←/→ seek  [/] marker  s idle  i input  ? help  q back"
-            }
-            Some(View::Sql(_)) => "Enter statement  [/] marker  g/G  / search  ? help  q back",
-            Some(View::Search(_)) => "Enter open at moment  / new search  ? help  q back",
+        let (hints, acts) = match app.views.last() {
+            None => (
+                "Enter open  / search  f filter  r refresh  ? help  q quit",
+                "  K end  L lock",
+            ),
+            Some(View::Player(_)) => (
+                "space play  +/- speed  ←/→ seek  [/] marker  s idle  i input  ? help  q back",
+                "  K L",
+            ),
+            Some(View::Sql(_)) => (
+                "Enter statement  [/] marker  g/G  / search  ? help  q back",
+                "  K end  L lock",
+            ),
+            Some(View::Search(_)) => ("Enter open at moment  / new search  ? help  q back", ""),
         };
-        Line::from(Span::styled(hints, Style::new().fg(Color::DarkGray)))
+        let acts = if app.has_actions() { acts } else { "" };
+        Line::from(Span::styled(
+            format!("{hints}{acts}"),
+            Style::new().fg(Color::DarkGray),
+        ))
     };
     frame.render_widget(Paragraph::new(line), area);
 }

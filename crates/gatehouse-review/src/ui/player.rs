@@ -10,6 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::app::PlayerView;
+use crate::cast::EventKind;
 use crate::filter::{format_position, format_time};
 use crate::printable;
 use crate::ui::ScreenView;
@@ -40,7 +41,9 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
         e.protocol,
         format_time(e.started_at),
     ))];
-    if cols > screen_area.width || rows > screen_area.height {
+    // an sftp/scp session has no terminal: its transfer log is what there is to see
+    let terminal = p.cast().events.iter().any(|e| e.kind == EventKind::Output);
+    if terminal && (cols > screen_area.width || rows > screen_area.height) {
         spans.push(Span::raw(format!(
             " (window shows {}×{})",
             cols.min(screen_area.width),
@@ -49,6 +52,12 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
     }
     super::session_title(frame, title, spans, &e.status);
 
+    if !terminal {
+        draw_marker_log(frame, screen_area, view);
+        draw_timeline(frame, timeline, view);
+        draw_status(frame, status, view);
+        return;
+    }
     let width = screen_area.width.min(cols);
     let height = screen_area.height.min(rows);
     let term = Rect::new(screen_area.x, screen_area.y, width, height);
@@ -74,8 +83,39 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &PlayerView) {
         draw_input(frame, input_area, view);
     }
     draw_timeline(frame, timeline, view);
+    draw_status(frame, status, view);
+}
 
-    let state = if p.playing {
+/// The markers up to the position, one per line, newest at the bottom.
+fn draw_marker_log(frame: &mut Frame, area: Rect, view: &PlayerView) {
+    let p = &view.player;
+    let lines: Vec<Line> = p
+        .cast()
+        .markers()
+        .filter(|(t, _)| *t <= p.position())
+        .map(|(t, label)| {
+            Line::from(vec![
+                Span::styled(
+                    format!(" {} ", format_position(t)),
+                    Style::new().fg(Color::DarkGray),
+                ),
+                Span::styled(
+                    printable::line(label).into_owned(),
+                    Style::new().fg(marker_color(label)),
+                ),
+            ])
+        })
+        .collect();
+    let shown = usize::from(area.height);
+    let lines = lines[lines.len().saturating_sub(shown)..].to_vec();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+fn draw_status(frame: &mut Frame, status: Rect, view: &PlayerView) {
+    let p = &view.player;
+    let state = if p.following {
+        "● following live"
+    } else if p.playing {
         "▶ playing"
     } else {
         "⏸ paused"

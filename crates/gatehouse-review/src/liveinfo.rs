@@ -1,0 +1,157 @@
+//! What the list shows about a live session beyond its registry row: how long its operator
+//! has been idle, the nearest limit that will end (or lock) it, and whether it is locked.
+//!
+//! Activity is what the enforcement counts as activity and the recording keeps: operator
+//! input (`i` events) for terminal sessions, statements for SQL sessions. Lock state is the
+//! last `locked:`/`unlocked:` marker, and the operator's account lock comes from the store.
+//! Pure: the catalog reads a recording's tail and the policy and hands them in.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How much of a live recording's end is read for its activity.
+pub const TAIL_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Idle,
+    Max,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Open,
+    /// At the in-band lock prompt (idle limit with `idle_action = lock`).
+    Session,
+    /// The operator's account is locked (the session ends within 2 s).
+    Account,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveInfo {
+    pub idle_for: Duration,
+    /// The nearest limit and the time left until it.
+    pub next_limit: Option<(Limit, Duration)>,
+    pub lock: Lock,
+}
+
+/// What the end of a recording says, times since the session opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TailActivity {
+    pub last_activity: Option<Duration>,
+    /// The first event read (when the tail starts mid-file, activity was at least that
+    /// long ago if none was found).
+    pub first_event: Option<Duration>,
+    pub locked: Option<bool>,
+}
+
+/// Scans complete lines of a terminal recording or a statement log.
+pub fn scan_tail(bytes: &[u8]) -> TailActivity {
+    let mut a = TailActivity::default();
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let (t, kind, data) = match &v {
+            Value::Array(e) => (e.first(), e.get(1), e.get(2)),
+            Value::Object(o) => (o.get("t"), o.get("type"), o.get("label")),
+            _ => continue,
+        };
+        let Some(t) = t
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+        else {
+            continue;
+        };
+        let at = Duration::from_secs_f64(t.min(1e12));
+        a.first_event.get_or_insert(at);
+        match (kind.and_then(Value::as_str), data.and_then(Value::as_str)) {
+            (Some("i" | "statement"), _) => a.last_activity = Some(at),
+            (Some("m" | "marker"), Some(label)) if label.starts_with("locked:") => {
+                a.locked = Some(true);
+            }
+            (Some("m" | "marker"), Some(label)) if label.starts_with("unlocked:") => {
+                a.locked = Some(false);
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
+/// A live session's state `elapsed` after it started.
+pub fn live_info(
+    elapsed: Duration,
+    tail: &TailActivity,
+    idle_timeout: Option<Duration>,
+    max_session: Option<Duration>,
+    account_locked: bool,
+) -> LiveInfo {
+    let last = tail.last_activity.or(tail.first_event).unwrap_or_default();
+    let idle_for = elapsed.saturating_sub(last);
+    let lock = if account_locked {
+        Lock::Account
+    } else if tail.locked == Some(true) {
+        Lock::Session
+    } else {
+        Lock::Open
+    };
+    let idle = idle_timeout
+        .filter(|_| lock == Lock::Open)
+        .map(|t| (Limit::Idle, t.saturating_sub(idle_for)));
+    let max = max_session.map(|m| (Limit::Max, m.saturating_sub(elapsed)));
+    let next_limit = [idle, max].into_iter().flatten().min_by_key(|(_, d)| *d);
+    LiveInfo {
+        idle_for,
+        next_limit,
+        lock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn activity_and_lock_state_from_either_kind_of_recording() {
+        let cast = b"[1.0, \"o\", \"$ \"]\n[2.5, \"i\", \"ls\\r\"]\n[3.0, \"o\", \"x\"]\n[9.0, \"m\", \"locked: idle for 5m\"]\n";
+        let a = scan_tail(cast);
+        assert_eq!(a.last_activity, Some(Duration::from_millis(2500)));
+        assert_eq!(a.first_event, Some(S));
+        assert_eq!(a.locked, Some(true));
+        let a = scan_tail(b"[9.5, \"m\", \"unlocked: reauthenticated\"]\ncut [1,");
+        assert_eq!(a.locked, Some(false));
+        let sql = b"{\"t\":4.0,\"type\":\"statement\",\"text\":\"select 1\"}\n{\"t\":5.0,\"type\":\"marker\",\"label\":\"warning\"}\n";
+        assert_eq!(scan_tail(sql).last_activity, Some(4 * S));
+    }
+
+    #[test]
+    fn the_nearest_limit_and_the_lock_win() {
+        let tail = TailActivity {
+            last_activity: Some(10 * S),
+            first_event: Some(S),
+            locked: None,
+        };
+        let i = live_info(70 * S, &tail, Some(300 * S), Some(3600 * S), false);
+        assert_eq!(i.idle_for, 60 * S);
+        assert_eq!(i.next_limit, Some((Limit::Idle, 240 * S)));
+        assert_eq!(i.lock, Lock::Open);
+        let i = live_info(3500 * S, &tail, Some(4000 * S), Some(3600 * S), false);
+        assert_eq!(i.next_limit, Some((Limit::Max, 100 * S)));
+        // locked at the prompt: the idle limit no longer runs
+        let locked = TailActivity {
+            locked: Some(true),
+            ..tail
+        };
+        let i = live_info(70 * S, &locked, Some(300 * S), None, false);
+        assert_eq!((i.lock, i.next_limit), (Lock::Session, None));
+        let i = live_info(70 * S, &tail, None, None, true);
+        assert_eq!((i.lock, i.next_limit), (Lock::Account, None));
+        // no input seen: idle since the first event read
+        let i = live_info(5 * S, &TailActivity::default(), None, None, false);
+        assert_eq!(i.idle_for, 5 * S);
+    }
+}
