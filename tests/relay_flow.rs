@@ -188,6 +188,15 @@ fn stalled_session(w: &World) -> (FlowClient, String) {
     (client, id)
 }
 
+/// The registry's row of session `id`.
+fn session(w: &World, id: &str) -> serde_json::Value {
+    w.gatehouse
+        .sessions()
+        .into_iter()
+        .find(|s| s["id"] == id)
+        .expect("the session is listed")
+}
+
 #[test]
 fn a_kill_ends_a_session_whose_peers_both_stopped_reading() {
     let w = World::new();
@@ -196,12 +205,7 @@ fn a_kill_ends_a_session_whose_peers_both_stopped_reading() {
     w.gatehouse
         .cli_ok(&["sessions", "kill", &id, "--reason", "stuck transfer"]);
     let ended = loop {
-        let s = w
-            .gatehouse
-            .sessions()
-            .into_iter()
-            .find(|s| s["id"] == id.as_str())
-            .expect("the session is listed");
+        let s = session(&w, &id);
         if !s["end_reason"].is_null() {
             break s;
         }
@@ -237,11 +241,6 @@ fn sigterm_stops_serve_while_a_session_is_stuck() {
     client.wait_line(&w, "CLOSED", Duration::from_secs(2));
     // The session was closed in the registry, as ended by the shutdown.
     w.gatehouse.restart();
-    let s = w
-        .gatehouse
-        .sessions()
-        .into_iter()
-        .find(|s| s["id"] == id.as_str())
-        .expect("the session is listed");
+    let s = session(&w, &id);
     assert_eq!(s["end_reason"], "shutdown", "{s}");
 }
