@@ -525,3 +525,60 @@ fn a_client_that_stops_reading_is_still_ended_at_its_limit() {
     let _ = psql.kill();
     let _ = psql.wait();
 }
+
+/// The login's audit names the method actually used (a cleartext password inside TLS is
+/// not SCRAM), and a session ended by shutdown is told so — not "terminated by admin".
+#[test]
+fn audits_name_the_login_method_and_shutdown_is_told_as_shutdown() {
+    use gatehouse_e2e::pg::{RawPg, error_code};
+    let mut w = PgWorld::with(
+        &PgOptions {
+            password_auth: true,
+            ..Default::default()
+        },
+        "disable",
+        "[postgres]\nallow_cleartext = true\n",
+    );
+    let o = w.psql(
+        &w.conninfo("orders", "sslmode=require"),
+        &["-c", "select 1"],
+        None,
+    );
+    assert_ok(&o, "psql with a cleartext password inside TLS");
+    let methods: Vec<String> = w
+        .gatehouse
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "auth_success")
+        .map(|e| e["detail"]["method"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(methods, ["password"]);
+
+    let mut c = RawPg::login(w.gatehouse.pg_port(), "orders", &[]);
+    assert_eq!(c.query("select 41 + 1"), ["42"]);
+    w.gatehouse.terminate();
+    let mut fatal = None;
+    while let Some((tag, body)) = c.read() {
+        if tag == b'E' {
+            fatal = Some(body);
+        }
+    }
+    let body = fatal.expect("a FATAL before the connection closed");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(error_code(&body).as_deref(), Some("57P01"), "{text}");
+    assert!(text.contains("gatehouse is shutting down"), "{text}");
+    assert!(!text.contains("admin"), "{text}");
+    let sessions = w.gatehouse.sessions();
+    let last = sessions
+        .iter()
+        .find(|s| s["end_reason"] != "client_closed")
+        .expect("the session the shutdown ended");
+    assert_eq!(last["end_reason"], "shutdown", "{sessions:?}");
+    let scram = w
+        .gatehouse
+        .audit()
+        .into_iter()
+        .filter(|e| e["kind"] == "auth_success")
+        .any(|e| e["detail"]["method"] == "scram-sha-256");
+    assert!(scram, "the SCRAM login is audited as SCRAM");
+}

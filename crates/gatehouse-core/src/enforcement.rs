@@ -199,6 +199,7 @@ impl Enforcer {
             EndReason::RecordingFailed => {
                 "recording failed; the session cannot continue unrecorded".into()
             }
+            EndReason::Shutdown => "gatehouse is shutting down".into(),
             _ => "terminated by admin".into(),
         };
         Directive::End { reason, message }

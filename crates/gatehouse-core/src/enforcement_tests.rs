@@ -369,3 +369,13 @@ fn admin_kill_ends_at_once_with_the_reason() {
         Directive::End { message, .. } if message == "account locked by admin"
     ));
 }
+
+#[test]
+fn shutdown_is_not_told_as_an_admin_kill() {
+    let mut e = Enforcer::new(EnvPolicy::default());
+    let Directive::End { reason, message } = e.kill(EndReason::Shutdown) else {
+        panic!()
+    };
+    assert_eq!(reason, EndReason::Shutdown);
+    assert_eq!(message, "gatehouse is shutting down");
+}

@@ -1,16 +1,14 @@
 //! The accept loop and what all PostgreSQL connections share: the store, the node's live
 //! sessions, the cancel-key map and the TLS configuration.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use gatehouse_core::EndReason;
-use gatehouse_session::{FrontConfig, GuardEvent, LiveSessions, accept_loop, drain_connections};
+use gatehouse_core::Protocol;
+use gatehouse_session::{FrontConfig, LiveSessions, serve_front};
 use gatehouse_store::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 use crate::cancel::CancelMap;
 
@@ -47,9 +45,6 @@ pub struct PgBroker {
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
     /// Salt secret for the mock SCRAM exchange of unknown operators.
     pub(crate) mock_secret: [u8; 32],
-    /// Guards of live sessions, for shutdown.
-    sessions: Mutex<HashMap<u64, mpsc::UnboundedSender<GuardEvent<()>>>>,
-    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl PgBroker {
@@ -61,29 +56,11 @@ impl PgBroker {
             config,
             live,
             cancels: CancelMap::default(),
-            sessions: Mutex::new(HashMap::new()),
-            next_id: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub(crate) fn track(&self, guard: mpsc::UnboundedSender<GuardEvent<()>>) -> u64 {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut s) = self.sessions.lock() {
-            s.insert(id, guard);
-        }
-        id
-    }
-
-    pub(crate) fn untrack(&self, id: u64) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(&id);
-        }
     }
 }
 
@@ -95,10 +72,12 @@ pub async fn run(
     broker: Arc<PgBroker>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PgError> {
-    broker.live.ensure_watcher();
-    let tasks = accept_loop(
+    let front = &broker.config.front;
+    serve_front(
         &listener,
-        broker.config.front.max_connections,
+        &broker.live,
+        Protocol::Postgres,
+        front,
         shutdown,
         |socket, peer| {
             let broker = broker.clone();
@@ -106,21 +85,5 @@ pub async fn run(
         },
     )
     .await
-    .map_err(PgError::Accept)?;
-    let guards: Vec<_> = broker
-        .sessions
-        .lock()
-        .map(|mut s| s.drain().map(|(_, g)| g).collect())
-        .unwrap_or_default();
-    tracing::info!(
-        live = guards.len(),
-        "shutting down: ending live SQL sessions"
-    );
-    for g in guards {
-        let _ = g.send(GuardEvent::Kill(EndReason::Shutdown));
-    }
-    if !drain_connections(tasks, broker.config.front.shutdown_grace).await {
-        tracing::warn!("SQL sessions still open after shutdown grace");
-    }
-    Ok(())
+    .map_err(PgError::Accept)
 }

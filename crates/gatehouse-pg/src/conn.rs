@@ -1,20 +1,18 @@
 //! One operator connection: startup negotiation (TLS, GSSENC refusal, cancel requests),
 //! the operator's login (SCRAM-SHA-256, or a cleartext password inside TLS when enabled),
-//! the access decision and the session row; the admitted session then runs in
-//! [`crate::session_run`]. Startup parameters passed through to the target are in the
+//! then the shared admission (`gatehouse_session::admit`: access decision, session row,
+//! audits); the admitted session runs in [`crate::session_run`] and ends through the shared
+//! `end_session`. Startup parameters passed through to the target are in the
 //! `session_start` audit event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use gatehouse_core::{
-    AccessDecision, AccessFacts, EndReason, LoginRefusal, Protocol, decide_access, validate_name,
-};
+use gatehouse_core::{DenyReason, EndReason, LoginRefusal, Protocol, validate_name};
 use gatehouse_pgproto::scram::{self, ServerExchange, Verifier};
 use gatehouse_pgproto::{MAX_LOGIN_MESSAGE, MAX_SESSION_MESSAGE, backend};
-use gatehouse_session::FailedLogin;
-use gatehouse_store::{AuditEvent, NewSession, TargetRecord};
-use serde_json::json;
+use gatehouse_session::{Access, Admission, FailedLogin, Login, end_session};
+use gatehouse_store::AuditEvent;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -23,7 +21,7 @@ use crate::broker::PgBroker;
 use crate::io::{BoxStream, FrameReader, ReadError};
 use crate::session_run::{Admitted, run_session};
 use crate::startup::{self, Negotiated, negotiate};
-use crate::statement_log::params_json;
+use crate::statement_log::{StatementLog, params_json};
 
 pub(crate) type ClientReader = FrameReader<ReadHalf<BoxStream>>;
 pub(crate) type ClientWriter = WriteHalf<BoxStream>;
@@ -114,14 +112,18 @@ async fn next_password_message(reader: &mut ClientReader) -> Result<bytes::Bytes
     }
 }
 
-/// Runs the operator's login; `Ok(true)` when the password was right.
+/// How the operator logged in, as audited.
+const CLEARTEXT: &str = "password";
+const SCRAM: &str = "scram-sha-256";
+
+/// Runs the operator's login: whether the password was right, and the method asked.
 async fn authenticate(
     broker: &PgBroker,
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     operator: &str,
     tls: bool,
-) -> Result<bool, Refusal> {
+) -> Result<(bool, &'static str), Refusal> {
     let store_down = |_| refuse("08006", "Gatehouse cannot reach its store; try again later");
     let account = broker.store.operator(operator).await.map_err(store_down)?;
     let io = |_| refuse("08006", "connection lost during authentication");
@@ -131,12 +133,10 @@ async fn authenticate(
         let password =
             String::from_utf8_lossy(body.strip_suffix(b"\0").unwrap_or(&body)).into_owned();
         let hash = account.and_then(|a| a.password_hash);
-        return Ok(broker
-            .config
-            .front
-            .login
+        let ok = (broker.config.front.login)
             .verify_password(password, hash)
-            .await);
+            .await;
+        return Ok((ok, CLEARTEXT));
     }
     let verifier = account
         .and_then(|a| a.scram_verifier)
@@ -167,9 +167,9 @@ async fn authenticate(
             send(writer, &backend::auth_sasl_final(server_final.as_bytes()))
                 .await
                 .map_err(io)?;
-            Ok(true)
+            Ok((true, SCRAM))
         }
-        None => Ok(false),
+        None => Ok((false, SCRAM)),
     }
 }
 
@@ -256,14 +256,17 @@ async fn session(
     )
     .await
     .unwrap_or_else(|_| Err(refuse("57014", "canceling authentication due to timeout")));
-    match authenticated {
-        Ok(true) => login.succeeded(peer.ip(), &operator),
-        Ok(false) => {
+    let method = match authenticated {
+        Ok((true, method)) => {
+            login.succeeded(peer.ip(), &operator);
+            method
+        }
+        Ok((false, method)) => {
             let failure = FailedLogin {
                 peer,
                 user: &operator,
                 operator: Some(operator.as_str()),
-                method: "scram-sha-256",
+                method,
                 protocol: "postgres",
                 guessed_secret: true,
             };
@@ -276,160 +279,85 @@ async fn session(
             fatal(&mut writer, &r).await;
             return;
         }
-    }
+    };
     if send(&mut writer, &backend::auth_ok()).await.is_err() {
         return;
     }
     reader.logged_in(MAX_SESSION_MESSAGE);
     let (target_name, database) = parse_dbname(&dbname);
     let passthrough = startup::passthrough(&params);
-    let admitted = admit(broker, &operator, target_name, peer, &passthrough).await;
-    let (session_id, target) = match admitted {
+    let mut start_detail = serde_json::Map::new();
+    start_detail.insert("startup_params".into(), params_json(&passthrough));
+    let admission = gatehouse_session::admit(
+        &broker.store,
+        &Login {
+            protocol: Protocol::Postgres,
+            node: &broker.config.front.node,
+            peer,
+            operator: &operator,
+            target: Some(target_name),
+            method,
+            start_detail,
+        },
+    )
+    .await;
+    let admission = match admission {
         Ok(a) => a,
-        Err(r) => {
+        Err(e) => {
+            tracing::error!(error = %e, "store failed during login; refusing");
+            let r = refuse("08006", "Gatehouse cannot reach its store; try again later");
             fatal(&mut writer, &r).await;
             return;
         }
     };
+    let (session, allowed) = match admission {
+        Admission {
+            session: Some(session),
+            access: Access::Allowed(allowed),
+        } => (session, allowed),
+        Admission { session, access } => {
+            let (code, message) = match access {
+                Access::Denied {
+                    reason: Some(DenyReason::OperatorLocked),
+                    message,
+                } => ("28000", message),
+                Access::Denied { message, .. } => ("3D000", message),
+                Access::Allowed(_) => ("3D000", String::new()),
+            };
+            fatal(&mut writer, &refuse(code, message)).await;
+            if let Some(session) = session {
+                let no_log: Option<&StatementLog> = None;
+                end_session(
+                    &broker.store,
+                    &session,
+                    &EndReason::AccessDenied,
+                    (0, 0),
+                    no_log,
+                )
+                .await;
+            }
+            return;
+        }
+    };
     let span = tracing::Span::current();
-    span.record("session_id", session_id.as_str());
+    span.record("session_id", session.id.as_str());
     span.record("operator", operator.as_str());
     span.record("target", target_name);
-    span.record("environment", target.environment.as_str());
-    let end = run_session(
+    span.record("environment", allowed.target.environment.as_str());
+    let ended = run_session(
         broker,
         Admitted {
             reader,
             writer,
-            operator: &operator,
-            session_id: &session_id,
-            target: &target,
+            session: &session,
+            allowed: &allowed,
             database: database
-                .or(target.database.as_deref())
+                .or(allowed.target.database.as_deref())
                 .unwrap_or("postgres"),
             params: &passthrough,
-            peer,
         },
     )
     .await;
-    let (reason, bytes_in, bytes_out) = end;
-    if let Err(e) = broker
-        .store
-        .end_session(&session_id, &reason, bytes_in, bytes_out)
-        .await
-    {
-        tracing::error!(error = %e, "cannot close session in the registry");
-    }
-    audit(broker, "session_end", Some(&operator), Some(&session_id), peer,
-        json!({"target": target_name, "reason": reason.to_stored(), "bytes_in": bytes_in, "bytes_out": bytes_out})).await;
-    tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
-}
-
-/// After a successful login: the access decision and the session row. Denials are
-/// registered and audited like SSH's.
-async fn admit(
-    broker: &PgBroker,
-    operator: &str,
-    target_name: &str,
-    peer: SocketAddr,
-    startup_params: &[(String, String)],
-) -> Result<(String, TargetRecord), Refusal> {
-    let store = &broker.store;
-    if validate_name("target", target_name).is_err() {
-        // refused like an unknown target, before the store or a session row sees the name
-        // (it would reach the review screens); the operator gets their own input back,
-        // escaped and cut short
-        let shown: String = target_name.escape_debug().take(64).collect();
-        tracing::warn!(name = %shown, "access denied: invalid target name");
-        audit(
-            broker,
-            "access_denied",
-            Some(operator),
-            None,
-            peer,
-            json!({"target": shown, "reason": "invalid_target_name", "protocol": "postgres"}),
-        )
-        .await;
-        let reason = gatehouse_core::DenyReason::UnknownTarget;
-        return Err(refuse("3D000", reason.operator_message(&shown)));
-    }
-    let store_down = |_| refuse("08006", "Gatehouse cannot reach its store; try again later");
-    let record = store.target(target_name).await.map_err(store_down)?;
-    let account = store.operator(operator).await.map_err(store_down)?;
-    let grants = store
-        .granted_environments(operator)
-        .await
-        .map_err(store_down)?;
-    let facts = AccessFacts {
-        operator_locked: account.as_ref().is_some_and(|o| o.locked),
-        target: record
-            .as_ref()
-            .map(|r| (r.environment.as_str(), r.protocol)),
-        granted_environments: &grants,
-        protocol: Protocol::Postgres,
-    };
-    let decision = decide_access(&facts);
-    let allowed = match (&decision, record) {
-        (AccessDecision::Allow, Some(r)) => Some(r),
-        _ => None,
-    };
-    let session_id = store
-        .start_session(&NewSession {
-            node: &broker.config.front.node,
-            operator,
-            target: target_name,
-            environment: allowed.as_ref().map(|r| r.environment.as_str()),
-            protocol: Protocol::Postgres,
-            client_addr: &peer.to_string(),
-        })
-        .await
-        .map_err(store_down)?;
-    audit(
-        broker,
-        "auth_success",
-        Some(operator),
-        Some(&session_id),
-        peer,
-        json!({"method": "scram-sha-256", "target": target_name, "protocol": "postgres"}),
-    )
-    .await;
-    match allowed {
-        Some(r) => {
-            audit(
-                broker,
-                "session_start",
-                Some(operator),
-                Some(&session_id),
-                peer,
-                json!({"target": target_name, "environment": r.environment, "protocol": "postgres",
-                    "startup_params": params_json(startup_params)}),
-            )
-            .await;
-            Ok((session_id, r))
-        }
-        None => {
-            let reason = match decision {
-                AccessDecision::Deny(d) => d,
-                AccessDecision::Allow => gatehouse_core::DenyReason::UnknownTarget,
-            };
-            tracing::warn!(reason = reason.as_str(), "access denied");
-            audit(
-                broker,
-                "access_denied",
-                Some(operator),
-                Some(&session_id),
-                peer,
-                json!({"target": target_name, "reason": reason.as_str(), "protocol": "postgres"}),
-            )
-            .await;
-            let _ = store
-                .end_session(&session_id, &EndReason::AccessDenied, 0, 0)
-                .await;
-            let code = match reason {
-                gatehouse_core::DenyReason::OperatorLocked => "28000",
-                _ => "3D000",
-            };
-            Err(refuse(code, reason.operator_message(target_name)))
-        }
-    }
+    let log = ended.log.as_ref();
+    end_session(&broker.store, &session, &ended.reason, ended.bytes, log).await;
 }

@@ -4,15 +4,11 @@
 //! shutdown), then the connection closes. SQL sessions have no terminal to lock, so the
 //! guard's lock degrades to a disconnect: the client reconnects and authenticates again.
 
-use std::sync::{Arc, Mutex};
-
-use gatehouse_core::{Directive, EndReason};
-use gatehouse_session::{GuardObserver, OperatorIo, audit_directive, marker_label};
-use gatehouse_store::Store;
+use gatehouse_core::EndReason;
+use gatehouse_session::OperatorIo;
 use tokio::sync::{mpsc, watch};
 
 use crate::relay::ClientOut;
-use crate::statement_log::StatementLog;
 
 /// SQLSTATE of the FATAL error that ends a session for `reason`.
 pub(crate) fn end_sqlstate(reason: &EndReason) -> &'static str {
@@ -57,25 +53,5 @@ impl OperatorIo<()> for PgOperator {
             message: format!("[gatehouse] {message}"),
         });
         self.ended.send_replace(true);
-    }
-}
-
-pub(crate) struct PgObserver {
-    pub(crate) store: Store,
-    pub(crate) operator: String,
-    pub(crate) session_id: String,
-    pub(crate) log: StatementLog,
-    pub(crate) end_reason: Arc<Mutex<Option<EndReason>>>,
-}
-
-impl GuardObserver for PgObserver {
-    fn directive(&self, d: &Directive) {
-        if let Directive::End { reason, .. } = d
-            && let Ok(mut r) = self.end_reason.lock()
-        {
-            r.get_or_insert_with(|| reason.clone());
-        }
-        self.log.marker(&marker_label(d));
-        audit_directive(&self.store, &self.operator, &self.session_id, d);
     }
 }

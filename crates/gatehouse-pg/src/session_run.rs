@@ -1,26 +1,26 @@
 //! An admitted session: the statement log first (fail closed), Gatehouse's own login to
-//! the target, the guard, then the relay until one side ends; the statement log is sealed
-//! and the end reason returned.
+//! the target, the guard (the shared wiring, `gatehouse_session::start_guard`), then the
+//! relay until one side ends; the end reason and the log are returned for the shared end.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::EndReason;
+use gatehouse_core::Protocol;
 use gatehouse_pgproto::tracker::Tracker;
 use gatehouse_pgproto::{TlsMode, backend};
 use gatehouse_session::{
-    ActivityClock, Guard, GuardEvent, SessionGate, StoreReauth, store_checkpoints,
+    Allowed, EndReasonCell, Enforcement, GuardEvent, GuardSetup, SessionIdentity, StoreReauth,
+    recording_failed, recording_opened, start_guard,
 };
 use gatehouse_store::TargetRecord;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::PgBroker;
 use crate::conn::{ClientReader, ClientWriter, Refusal, audit, fatal, refuse, send};
-use crate::enforce::{PgObserver, PgOperator};
+use crate::enforce::PgOperator;
 use crate::relay::{ClientOut, ClientOutput, ClientSide, Stop, client_to_target, target_to_client};
 use crate::statement_log::{LogHeader, StatementLog};
 use crate::upstream::{self, Login, UpstreamError};
@@ -31,40 +31,54 @@ const TARGET_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub(crate) struct Admitted<'a> {
     pub(crate) reader: ClientReader,
     pub(crate) writer: ClientWriter,
-    pub(crate) operator: &'a str,
-    pub(crate) session_id: &'a str,
-    pub(crate) target: &'a TargetRecord,
+    pub(crate) session: &'a SessionIdentity,
+    pub(crate) allowed: &'a Allowed,
     pub(crate) database: &'a str,
     /// Startup parameters passed through to the target.
     pub(crate) params: &'a [(String, String)],
-    pub(crate) peer: SocketAddr,
+}
+
+/// How a session ended, for the shared end (`gatehouse_session::end_session`).
+pub(crate) struct Ended {
+    pub(crate) reason: EndReason,
+    /// Bytes from and to the operator.
+    pub(crate) bytes: (u64, u64),
+    /// The statement log, to be sealed (absent when it could not be created).
+    pub(crate) log: Option<StatementLog>,
 }
 
 /// Opens the statement log and the target connection, then relays under the guard.
-/// Returns the end reason and byte counts.
-pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (EndReason, u64, u64) {
+pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ended {
     let Admitted {
         reader,
         mut writer,
-        operator,
-        session_id,
-        target,
+        session,
+        allowed,
         database,
         params,
-        peer,
     } = a;
+    let (operator, session_id, target) = (&session.operator, &session.id, &allowed.target);
+    let peer = session.peer;
     let store = &broker.store;
     let opened = tokio::time::Instant::now();
     let started = std::time::SystemTime::now();
-    let end_reason: Arc<Mutex<Option<EndReason>>> = Arc::new(Mutex::new(None));
-    let (guard_tx, guard_rx) = mpsc::unbounded_channel::<GuardEvent<()>>();
+    let end = Arc::new(EndReasonCell::default());
+    let ended = |reason, log| Ended {
+        reason,
+        bytes: (0, 0),
+        log,
+    };
+    // In the node's registry from now on; until the guard runs (the target login, at most
+    // TARGET_LOGIN_TIMEOUT) shutdown waits for the session within its grace.
+    let registration = broker.live.track(Protocol::Postgres, |_| {});
 
     // the statement log first: no log, no session
     let redact = store
         .redacts_params(&target.environment)
         .await
         .unwrap_or(true);
-    let failed_tx = guard_tx.clone();
+    // a write failure ends the session through its guard, once the guard runs
+    let (failed_tx, failed_rx) = oneshot::channel::<()>();
     let header = LogHeader {
         session: session_id,
         operator,
@@ -80,60 +94,17 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
         opened,
         &header,
         move |_| {
-            let _ = failed_tx.send(GuardEvent::Kill(EndReason::RecordingFailed));
+            let _ = failed_tx.send(());
         },
     ) {
         Ok((log, path)) => {
-            if let Err(e) = store
-                .recording_started(session_id, &path.display().to_string())
-                .await
-            {
-                tracing::error!(error = %e, "cannot register the statement log in the store");
-            }
-            tokio::spawn(store_checkpoints(
-                store.clone(),
-                session_id.to_owned(),
-                log.checkpoints(),
-            ));
+            recording_opened(store, session, &path, log.checkpoints());
             log
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot log session: refusing it");
-            audit(
-                broker,
-                "recording_failed",
-                Some(operator),
-                Some(session_id),
-                peer,
-                json!({"error": e.to_string()}),
-            )
-            .await;
-            fatal(&mut writer, &refuse("58030", format!("this session cannot be logged ({e}); Gatehouse does not open unrecorded sessions"))).await;
-            return (EndReason::RecordingFailed, 0, 0);
-        }
-    };
-
-    let finish_log = |reason: EndReason| {
-        let log = log.clone();
-        let store = store.clone();
-        let id = session_id.to_owned();
-        async move {
-            log.marker(&format!("session end: {}", reason.to_stored()));
-            match log.seal().await {
-                Some(Ok(s)) => {
-                    if let Err(e) = store
-                        .recording_sealed(&id, s.size, s.events, &s.digest)
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot store the statement log's digest");
-                    }
-                }
-                _ => {
-                    tracing::error!("statement log could not be sealed");
-                    let _ = store.recording_failed(&id).await;
-                }
-            }
-            reason
+            let message = recording_failed(store, session, &end, &e);
+            fatal(&mut writer, &refuse("58030", message)).await;
+            return ended(EndReason::RecordingFailed, None);
         }
     };
 
@@ -151,7 +122,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
             )
             .await;
             fatal(&mut writer, &r).await;
-            return (finish_log(reason).await, 0, 0);
+            return ended(reason, Some(log));
         }
     };
     let (pid, key) = broker.cancels.register(upstream.cancel.clone());
@@ -160,37 +131,27 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
     hello.extend_from_slice(&backend::ready_for_query(b'I'));
     if send(&mut writer, &hello).await.is_err() {
         broker.cancels.remove(pid, &key);
-        return (finish_log(EndReason::ClientClosed).await, 0, 0);
+        return ended(EndReason::ClientClosed, Some(log));
     }
 
     // the guard
-    let policy = match store.environment_policy(&target.environment).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the environment policy: refusing the session");
-            fatal(
-                &mut writer,
-                &refuse(
-                    "08006",
-                    "Gatehouse cannot read its policy store; try again later",
-                ),
-            )
-            .await;
-            broker.cancels.remove(pid, &key);
-            return (
-                finish_log(EndReason::Error("policy unavailable".into())).await,
-                0,
-                0,
-            );
-        }
-    };
-    let clock = Arc::new(ActivityClock::new(opened));
-    let lock = SessionGate::new();
     let (out_tx, out_rx) = mpsc::channel::<ClientOut>(64);
     let (ended_tx, mut ended_rx) = watch::channel(false);
-    let guard = Guard::new(
-        policy.policy,
-        clock.clone(),
+    let Enforcement {
+        clock,
+        gate,
+        events,
+        guard,
+    } = start_guard(
+        GuardSetup {
+            store,
+            session,
+            policy: &allowed.policy,
+            opened,
+            end: end.clone(),
+            markers: log.clone(),
+            registration: &registration,
+        },
         PgOperator {
             out: out_tx.clone(),
             ended: ended_tx,
@@ -204,28 +165,19 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
             login: broker.config.front.login.clone(),
             peer,
         },
-        PgObserver {
-            store: store.clone(),
-            operator: operator.to_owned(),
-            session_id: session_id.to_owned(),
-            log: log.clone(),
-            end_reason: end_reason.clone(),
-        },
-        lock.clone(),
-        operator.to_owned(),
     );
-    let _ = guard_tx.send(GuardEvent::ChannelStarted {
+    let _ = events.send(GuardEvent::ChannelStarted {
         channel: (),
         pty: false,
     });
-    let deliver = guard_tx.clone();
-    broker
-        .live
-        .register(session_id, &target.environment, policy.version, move |c| {
-            let _ = deliver.send(c.into());
-        });
-    let tracked = broker.track(guard_tx.clone());
-    let guard_task = tokio::spawn(guard.run(guard_rx).instrument(tracing::Span::current()));
+    let recording_failure = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            if failed_rx.await.is_ok() {
+                let _ = events.send(GuardEvent::Kill(EndReason::RecordingFailed));
+            }
+        })
+    };
     tracing::info!(database, "session started");
 
     // the relay
@@ -240,7 +192,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
                 reader,
                 clock,
                 tracker: tracker.clone(),
-                lock: lock.clone(),
+                lock: gate.clone(),
                 opened,
                 bytes_in: bytes_in.clone(),
             },
@@ -289,11 +241,13 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
     let _ = up_writer.write_all(&[b'X', 0, 0, 0, 4]).await;
     let _ = up_writer.shutdown().await;
     drop(out_tx);
-    broker.untrack(tracked);
-    broker.live.unregister(session_id);
+    drop(registration);
     broker.cancels.remove(pid, &key);
-    drop(guard_tx);
-    let decided = end_reason.lock().ok().and_then(|r| r.clone());
+    // nothing of the guard outlives the session (no directive after its end)
+    guard.abort();
+    recording_failure.abort();
+    drop(events);
+    let decided = end.get();
     let reason = decided.unwrap_or(match &stop {
         Stop::ClientClosed => EndReason::ClientClosed,
         Stop::TargetClosed => EndReason::TargetClosed,
@@ -305,19 +259,20 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
     if let Stop::TargetClosed | Stop::TargetError(_) = stop {
         tracing::info!("target closed the connection");
     }
-    guard_task.abort();
     let now = opened.elapsed();
     if let Ok(mut t) = tracker.lock() {
         for s in t.abandon(now) {
             log.statement(&s);
         }
     }
-    let reason = finish_log(reason).await;
-    (
+    Ended {
         reason,
-        bytes_in.load(Ordering::Relaxed),
-        bytes_out.load(Ordering::Relaxed),
-    )
+        bytes: (
+            bytes_in.load(Ordering::Relaxed),
+            bytes_out.load(Ordering::Relaxed),
+        ),
+        log: Some(log),
+    }
 }
 
 async fn connect_target(

@@ -149,9 +149,19 @@ impl StatementLog {
     ) -> tokio::sync::watch::Receiver<Option<gatehouse_recorder::Checkpoint>> {
         self.handle.checkpoints()
     }
+}
 
-    pub(crate) async fn seal(&self) -> Option<Result<Sealed, RecordError>> {
-        self.handle.seal().await
+impl gatehouse_session::MarkerSink for StatementLog {
+    fn marker(&self, label: &str) {
+        StatementLog::marker(self, label);
+    }
+}
+
+impl gatehouse_session::SessionRecording for StatementLog {
+    fn seal(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Result<Sealed, RecordError>>> + Send {
+        self.handle.seal()
     }
 }
 

@@ -6,9 +6,46 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_core::{EndReason, Protocol};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use crate::{FrontConfig, LiveSessions};
+
+/// Runs one front of the node: starts the node's store watcher, accepts connections until
+/// `shutdown` resolves (each served by `serve`), then ends every live connection of
+/// `protocol` through the node's registry (a guarded session's guard tells its operator
+/// why) and waits for them to be recorded, at most the front's shutdown grace.
+pub async fn serve_front<F, Fut>(
+    listener: &TcpListener,
+    live: &Arc<LiveSessions>,
+    protocol: Protocol,
+    front: &FrontConfig,
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) -> Result<(), std::io::Error>
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    live.ensure_watcher();
+    let tasks = accept_loop(listener, front.max_connections, shutdown, serve).await?;
+    let ending = live.end_all(protocol, &EndReason::Shutdown);
+    tracing::info!(
+        protocol = protocol.as_str(),
+        live = ending,
+        "shutting down: ending live sessions"
+    );
+    if !drain_connections(tasks, front.shutdown_grace).await {
+        tracing::warn!(
+            protocol = protocol.as_str(),
+            left = live.count(protocol),
+            "sessions still open after shutdown grace"
+        );
+    }
+    Ok(())
+}
 
 /// Accepts connections until `shutdown` resolves, serving at most `max` at once, each in its
 /// own task running `serve`. Returns the connection tasks still running (the caller ends

@@ -9,7 +9,7 @@ use gatehouse_core::{Directive, EndReason, EnvPolicy};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::gate::LockState;
+use crate::gate::SessionGate;
 use crate::guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
 
 #[derive(Clone)]
@@ -64,7 +64,7 @@ pub async fn guard_lateness(sessions: usize, first: Duration, spread: Duration) 
             ended.clone(),
             NoReauth,
             ended.clone(),
-            LockState::new(),
+            SessionGate::new(),
             "bench".into(),
         );
         let (tx, rx) = mpsc::unbounded_channel::<GuardEvent<u32>>();

@@ -16,10 +16,10 @@ pub struct SessionGate {
     /// The state, readable without a lock on every keystroke.
     state: AtomicU8,
     tx: watch::Sender<SessionState>,
+    /// Why the session is ending, once the guard ended it (what a front tells an operator
+    /// whose request the closed gate refused).
+    end_message: std::sync::OnceLock<String>,
 }
-
-/// The name the relays knew the gate by, before it guarded more than the lock.
-pub type LockState = SessionGate;
 
 fn encode(s: SessionState) -> u8 {
     match s {
@@ -42,6 +42,7 @@ impl SessionGate {
         Arc::new(SessionGate {
             state: AtomicU8::new(encode(SessionState::Open)),
             tx: watch::channel(SessionState::Open).0,
+            end_message: std::sync::OnceLock::new(),
         })
     }
 
@@ -71,6 +72,18 @@ impl SessionGate {
         }
         self.state.store(encode(state), Ordering::Release);
         self.tx.send_replace(state);
+    }
+
+    /// The guard ends the session: the gate closes for good, with the reason the operator
+    /// is told.
+    pub(crate) fn end_with(&self, message: &str) {
+        let _ = self.end_message.set(message.to_owned());
+        self.set(SessionState::Ending);
+    }
+
+    /// Why the guard ended the session, if it did.
+    pub fn end_message(&self) -> Option<&str> {
+        self.end_message.get().map(String::as_str)
     }
 
     /// Closes the gate for good: the session is ending (a front's own teardown, e.g. the

@@ -293,7 +293,7 @@ where
         // messages are written (a client that stops reading can make that take a while).
         match &d {
             Directive::Lock { .. } => self.lock.set(SessionState::Locked),
-            Directive::End { .. } => self.lock.set(SessionState::Ending),
+            Directive::End { message, .. } => self.lock.end_with(message),
             _ => {}
         }
         self.observer.directive(&d);

@@ -11,17 +11,24 @@ mod checkpoints;
 mod front;
 mod gate;
 mod guard;
+mod lifecycle;
 mod live;
 mod login;
 mod reauth;
 
-pub use accept::{accept_loop, drain_connections};
+pub use accept::{accept_loop, drain_connections, serve_front};
 pub use checkpoints::store_checkpoints;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
-pub use gate::{LockState, SessionGate};
+pub use gate::SessionGate;
 pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
+pub use lifecycle::{
+    Access, Admission, Allowed, EndReasonCell, Enforcement, GuardSetup, Login, MarkerSink,
+    SessionIdentity, SessionObserver, SessionRecording, admit, end_session, recording_failed,
+    recording_opened, start_guard,
+};
 pub use live::{
-    Control, HEARTBEAT_INTERVAL, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label,
+    Control, HEARTBEAT_INTERVAL, LiveSessions, Registration, WATCH_INTERVAL, audit_directive,
+    marker_label,
 };
 pub use login::{FailedLogin, LoginGate};
 pub use reauth::StoreReauth;

@@ -1,14 +1,17 @@
-//! The node's live sessions, as enforcement reaches them from outside: each front registers
-//! a session's guard here, and one watcher per node carries policy changes and kill requests
-//! from the store to the guards within a second. Shared by all fronts of one process, so a
-//! node polls the store once, not once per front. The node's heartbeat claims the sessions
-//! registered here, so a live row that no guard holds shows in the store.
+//! The node's one registry of live connections and sessions, for every front: each
+//! connection is tracked here from the moment it can be spoken to, and its session's guard
+//! once it runs. One watcher per node carries policy changes and kill requests from the
+//! store to the guards within a second; shutdown ends every connection of a front through
+//! the same path (`end_all`). Shared by all fronts of one process, so a node polls the store
+//! once, not once per front. The node's heartbeat claims the sessions registered here, so a
+//! live row that no guard holds shows in the store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use gatehouse_core::{Directive, EndReason, EnvPolicy};
+use gatehouse_core::{Directive, EndReason, EnvPolicy, Protocol};
 use gatehouse_store::{AuditEvent, KillRequest, Store};
 use serde_json::json;
 
@@ -17,7 +20,8 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the node writes its heartbeat and claims its live sessions in the store.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
-/// What the watcher tells a live session's guard.
+/// What the registry tells a live connection: its guard, or, before a guard runs (a
+/// connection still logging in, a refused session), the front itself.
 #[derive(Debug, Clone)]
 pub enum Control {
     Policy(EnvPolicy),
@@ -26,19 +30,69 @@ pub enum Control {
 
 type Deliver = Box<dyn Fn(Control) + Send + Sync>;
 
-struct Entry {
+/// A guarded session's registration.
+struct Guarded {
+    session_id: String,
     environment: String,
     /// Version of the environment policy the guard runs with.
     policy_version: i64,
+}
+
+struct Entry {
+    protocol: Protocol,
+    guarded: Option<Guarded>,
     deliver: Deliver,
 }
 
-/// Guards of this node's live sessions, by session id.
+/// The node's live connections and their sessions' guards.
 pub struct LiveSessions {
     store: Store,
     node: String,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A connection's entry in the registry; dropping it removes the entry.
+pub struct Registration {
+    live: Weak<LiveSessions>,
+    key: u64,
+}
+
+impl Registration {
+    /// The connection's session is guarded from now on: policy changes and kills for
+    /// `session_id` go to `deliver` (which replaces the connection's own).
+    pub fn guard(
+        &self,
+        session_id: &str,
+        environment: &str,
+        policy_version: i64,
+        deliver: impl Fn(Control) + Send + Sync + 'static,
+    ) {
+        let Some(live) = self.live.upgrade() else {
+            return;
+        };
+        if let Ok(mut e) = live.entries.lock()
+            && let Some(entry) = e.get_mut(&self.key)
+        {
+            entry.guarded = Some(Guarded {
+                session_id: session_id.to_owned(),
+                environment: environment.to_owned(),
+                policy_version,
+            });
+            entry.deliver = Box::new(deliver);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.upgrade()
+            && let Ok(mut e) = live.entries.lock()
+        {
+            e.remove(&self.key);
+        }
+    }
 }
 
 impl LiveSessions {
@@ -47,6 +101,7 @@ impl LiveSessions {
             store,
             node,
             entries: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
             watcher: Mutex::new(None),
         })
     }
@@ -66,37 +121,63 @@ impl LiveSessions {
         }
     }
 
-    /// Registers a session's guard; `deliver` hands it policy changes and kills.
-    pub fn register(
-        &self,
-        session_id: &str,
-        environment: &str,
-        policy_version: i64,
+    /// Tracks a live connection of `protocol`; `deliver` is how it is ended before a guard
+    /// runs (at shutdown: `Control::Kill(EndReason::Shutdown)`).
+    pub fn track(
+        self: &Arc<Self>,
+        protocol: Protocol,
         deliver: impl Fn(Control) + Send + Sync + 'static,
-    ) {
+    ) -> Registration {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut e) = self.entries.lock() {
             e.insert(
-                session_id.to_owned(),
+                key,
                 Entry {
-                    environment: environment.to_owned(),
-                    policy_version,
+                    protocol,
+                    guarded: None,
                     deliver: Box::new(deliver),
                 },
             );
         }
+        Registration {
+            live: Arc::downgrade(self),
+            key,
+        }
     }
 
-    pub fn unregister(&self, session_id: &str) {
-        if let Ok(mut e) = self.entries.lock() {
-            e.remove(session_id);
+    /// Ends every live connection of `protocol` with `reason` (through its guard, which
+    /// tells the operator why, or through the front for a connection without one).
+    /// Returns how many there were.
+    pub fn end_all(&self, protocol: Protocol, reason: &EndReason) -> usize {
+        let Ok(entries) = self.entries.lock() else {
+            return 0;
+        };
+        let mine = entries.values().filter(|e| e.protocol == protocol);
+        let mut n = 0;
+        for e in mine {
+            (e.deliver)(Control::Kill(reason.clone()));
+            n += 1;
         }
+        n
+    }
+
+    /// Live connections of `protocol`.
+    pub fn count(&self, protocol: Protocol) -> usize {
+        self.entries
+            .lock()
+            .map(|e| e.values().filter(|e| e.protocol == protocol).count())
+            .unwrap_or(0)
     }
 
     /// Ids of the sessions whose guards run here.
     pub fn session_ids(&self) -> Vec<String> {
         self.entries
             .lock()
-            .map(|e| e.keys().cloned().collect())
+            .map(|e| {
+                e.values()
+                    .filter_map(|e| e.guarded.as_ref().map(|g| g.session_id.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -131,8 +212,12 @@ impl LiveSessions {
         })
     }
 
+    /// Guarded sessions.
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+        self.entries
+            .lock()
+            .map(|e| e.values().filter(|e| e.guarded.is_some()).count())
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,16 +271,25 @@ async fn watch_store(live: Weak<LiveSessions>) {
             .map(|p| (p.environment.as_str(), p))
             .collect();
         for e in entries.values_mut() {
-            if let Some(p) = current.get(e.environment.as_str())
-                && p.version != e.policy_version
+            let Some(g) = e.guarded.as_mut() else {
+                continue;
+            };
+            if let Some(p) = current.get(g.environment.as_str())
+                && p.version != g.policy_version
             {
-                e.policy_version = p.version;
+                g.policy_version = p.version;
                 (e.deliver)(Control::Policy(p.policy.clone()));
             }
         }
-        killed.retain(|id| entries.contains_key(id));
+        let by_session: HashMap<&str, &Entry> = entries
+            .values()
+            .filter_map(|e| e.guarded.as_ref().map(|g| (g.session_id.as_str(), e)))
+            .collect();
+        killed.retain(|id| by_session.contains_key(id.as_str()));
         for (id, request) in kills {
-            let Some(e) = entries.get(&id) else { continue };
+            let Some(e) = by_session.get(id.as_str()) else {
+                continue;
+            };
             if !killed.insert(id) {
                 continue;
             }

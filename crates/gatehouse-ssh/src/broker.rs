@@ -1,14 +1,14 @@
 //! The accept loop and what all connections share: the store, the node name, the
-//! login gate (through the front config) and the registry of live connections (for graceful shutdown).
+//! login gate (through the front config) and the node's live registry, in which every
+//! connection is tracked (kills, policy changes and graceful shutdown go through it).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_core::EndReason;
-use gatehouse_session::{FrontConfig, LiveSessions, accept_loop, drain_connections};
+use gatehouse_core::{EndReason, Protocol};
+use gatehouse_session::{Control, FrontConfig, LiveSessions, serve_front};
 use gatehouse_store::Store;
 use russh::keys::PrivateKey;
 use russh::server;
@@ -49,12 +49,8 @@ pub struct Broker {
     pub(crate) store: Store,
     pub(crate) config: BrokerConfig,
     pub(crate) upstream_config: Arc<russh::client::Config>,
-    /// Live connections, for shutdown: russh's handle (the polite disconnect) and the
-    /// connection's state (dropping a client that does not read).
-    connections: Mutex<HashMap<u64, (server::Handle, Arc<ConnectionState>)>>,
-    /// Guards of live sessions (shared with the node's other fronts).
+    /// The node's live connections and guards (shared with the node's other fronts).
     pub(crate) live: Arc<LiveSessions>,
-    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
@@ -71,9 +67,7 @@ impl Broker {
             store,
             config,
             upstream_config: Arc::new(upstream_config),
-            connections: Mutex::new(HashMap::new()),
             live,
-            next_id: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -98,10 +92,6 @@ impl Broker {
             ..Default::default()
         })
     }
-
-    fn live_count(&self) -> usize {
-        self.connections.lock().map(|l| l.len()).unwrap_or(0)
-    }
 }
 
 /// Serves SSH on `listener` until `shutdown` resolves, then disconnects live sessions (end
@@ -112,10 +102,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SshError> {
     let config = broker.server_config();
-    broker.live.ensure_watcher();
-    let tasks = accept_loop(
+    let front = &broker.config.front;
+    // a guarded session's guard tells the operator and parts (bounded, then the socket is
+    // dropped); any other connection is parted by `parting`
+    serve_front(
         &listener,
-        broker.config.front.max_connections,
+        &broker.live,
+        Protocol::Ssh,
+        front,
         shutdown,
         |socket, peer| {
             let broker = broker.clone();
@@ -124,25 +118,29 @@ pub async fn run(
         },
     )
     .await
-    .map_err(SshError::Accept)?;
-    let live: Vec<(server::Handle, Arc<ConnectionState>)> = broker
-        .connections
-        .lock()
-        .map(|mut l| l.drain().map(|(_, c)| c).collect())
-        .unwrap_or_default();
-    tracing::info!(
-        live = live.len(),
-        "shutting down: disconnecting live sessions"
-    );
-    // All at once, each bounded: a client that stopped reading cannot hold the others up.
-    let mut parting = tokio::task::JoinSet::new();
-    for (handle, state) in live {
-        parting.spawn(async move {
-            let disconnect = handle.disconnect(
-                russh::Disconnect::ByApplication,
-                "gatehouse is shutting down".into(),
-                "en".into(),
-            );
+    .map_err(SshError::Accept)
+}
+
+/// How the registry ends a connection no guard runs for (still logging in, or refused):
+/// the reason is recorded and the client disconnected, or dropped if it does not take the
+/// disconnect within [`SHUTDOWN_PARTING`].
+fn parting(
+    handle: server::Handle,
+    state: Arc<ConnectionState>,
+) -> impl Fn(Control) + Send + Sync + 'static {
+    move |control| {
+        let Control::Kill(reason) = control else {
+            return;
+        };
+        state.set_end_reason(reason.clone());
+        let (handle, state) = (handle.clone(), state.clone());
+        tokio::spawn(async move {
+            let message = match reason {
+                EndReason::Shutdown => "gatehouse is shutting down".to_owned(),
+                other => format!("session ended: {}", other.to_stored()),
+            };
+            let disconnect =
+                handle.disconnect(russh::Disconnect::ByApplication, message, "en".into());
             if !matches!(
                 tokio::time::timeout(SHUTDOWN_PARTING, disconnect).await,
                 Ok(Ok(()))
@@ -151,14 +149,6 @@ pub async fn run(
             }
         });
     }
-    while parting.join_next().await.is_some() {}
-    if !drain_connections(tasks, broker.config.front.shutdown_grace).await {
-        tracing::warn!(
-            left = broker.live_count(),
-            "sessions still open after shutdown grace"
-        );
-    }
-    Ok(())
 }
 
 /// The socket for russh, and another descriptor of it to shut it down with.
@@ -238,11 +228,11 @@ async fn serve_connection(
                 }
             })
         };
-        let key = broker
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut live) = broker.connections.lock() {
-            live.insert(key, (running.handle(), state.clone()));
+        let registration = broker
+            .live
+            .track(Protocol::Ssh, parting(running.handle(), state.clone()));
+        if let Ok(mut r) = state.registration.lock() {
+            *r = Some(registration);
         }
         let severed = state.sever.clone();
         let outcome = tokio::select! {
@@ -255,12 +245,6 @@ async fn serve_connection(
             }
         };
         login_timer.abort();
-        // Removed already by shutdown: that is why it ended.
-        if let Ok(mut live) = broker.connections.lock()
-            && live.remove(&key).is_none()
-        {
-            state.set_end_reason(EndReason::Shutdown);
-        }
         if let Err(e) = outcome {
             tracing::debug!(error = ?e, "ssh connection ended with an error");
         }

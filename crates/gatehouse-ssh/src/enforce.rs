@@ -1,17 +1,13 @@
-//! Enforcement wired to SSH: the guard's `OperatorIo` on a russh server handle and its
-//! observer writing audit events and recording markers.
+//! Enforcement wired to SSH: the guard's `OperatorIo` on a russh server handle (its
+//! observer is the shared `gatehouse_session::SessionObserver`, markers into the recording).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_core::{Directive, EndReason};
-use gatehouse_session::{GuardEvent, GuardObserver, OperatorIo, audit_directive, marker_label};
-use gatehouse_store::Store;
+use gatehouse_core::EndReason;
+use gatehouse_session::OperatorIo;
 use russh::ChannelId;
 use russh::server;
-use tokio::sync::mpsc;
-
-use crate::connection::ConnectionState;
 
 /// How long an ended session's channels get to drain before the disconnect.
 const END_LINGER: Duration = Duration::from_millis(300);
@@ -34,8 +30,6 @@ async fn bounded<T>(what: &str, op: impl std::future::Future<Output = T>) -> boo
     }
     done
 }
-
-pub(crate) type GuardSender = mpsc::UnboundedSender<GuardEvent<ChannelId>>;
 
 pub(crate) struct SshOperator {
     pub(crate) handle: server::Handle,
@@ -79,24 +73,5 @@ impl OperatorIo<ChannelId> for SshOperator {
             tracing::warn!("client not reading: dropping the connection to end the session");
             self.sever.notify_one();
         }
-    }
-}
-
-pub(crate) struct AuditObserver {
-    pub(crate) store: Store,
-    pub(crate) state: Arc<ConnectionState>,
-    pub(crate) session_id: String,
-    pub(crate) operator: String,
-}
-
-impl GuardObserver for AuditObserver {
-    fn directive(&self, d: &Directive) {
-        if let Directive::End { reason, .. } = d {
-            self.state.set_end_reason(reason.clone());
-        }
-        if let Some(rec) = self.state.recorder.get() {
-            rec.marker(marker_label(d));
-        }
-        audit_directive(&self.store, &self.operator, &self.session_id, d);
     }
 }

@@ -6,12 +6,17 @@
 //! forwarding, rate limiting) and records every session in the store. It never shows an
 //! operator the target's credential and never relays a forwarding request policy denies.
 
+mod auth;
 mod broker;
+mod channels;
 mod connection;
 mod deny;
 mod enforce;
+mod forwarding;
 pub mod keys;
+mod recording;
 mod relay;
+mod state;
 mod upstream;
 
 pub use broker::{Broker, BrokerConfig, SshError, run};

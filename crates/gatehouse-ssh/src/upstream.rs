@@ -67,7 +67,7 @@ impl UpstreamError {
             UpstreamError::Misconfigured(_) => {
                 format!("target '{target}' is misconfigured in Gatehouse; ask a Gatehouse admin")
             }
-            UpstreamError::StoreUnavailable(_) => crate::connection::STORE_BUSY.to_owned(),
+            UpstreamError::StoreUnavailable(_) => crate::auth::STORE_BUSY.to_owned(),
         }
     }
 }

@@ -1,7 +1,10 @@
-//! The store's behaviour, run identically on SQLite and on a throwaway PostgreSQL server.
+//! The store's behaviour, one focused scenario per concern, each run on a fresh SQLite
+//! store (a test each) and again on a throwaway PostgreSQL server (`postgres_store`).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, EnvPolicy, IdleAction, Protocol};
@@ -9,7 +12,73 @@ use gatehouse_store::{
     AuditEvent, AuditFilter, KillRequest, MasterKey, NewSession, NewTarget, Store, StoreError,
 };
 
-async fn exercise(store: &Store) {
+type Scenario = for<'a> fn(&'a Store) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Every scenario, by name: `postgres_store` runs them all on PostgreSQL.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("directory", |s| Box::pin(directory(s))),
+    ("targets", |s| Box::pin(targets(s))),
+    ("sessions", |s| Box::pin(sessions(s))),
+    ("policies", |s| Box::pin(policies(s))),
+    ("totp", |s| Box::pin(totp(s))),
+    ("kills_and_locks", |s| Box::pin(kills_and_locks(s))),
+    ("audit_log", |s| Box::pin(audit_log(s))),
+];
+
+async fn sqlite(dir: &tempfile::TempDir) -> (Store, String) {
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    (Store::open(&url, MasterKey::generate()).await.unwrap(), url)
+}
+
+/// Runs one scenario on a fresh SQLite store.
+async fn on_sqlite(scenario: impl AsyncFnOnce(&Store)) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    scenario(&store).await;
+    store.close().await;
+}
+
+/// What most scenarios start from: environments prod and dev, alice (with a password and a
+/// grant to prod) and bob, the ssh target web1 in prod.
+async fn seed(store: &Store) {
+    store.add_environment("prod").await.unwrap();
+    store.add_environment("dev").await.unwrap();
+    let hash = gatehouse_store::passwords::store_password("pw").unwrap();
+    store.add_operator("alice", Some(&hash)).await.unwrap();
+    store.add_operator("bob", None).await.unwrap();
+    store.grant("alice", "prod").await.unwrap();
+    store.add_target(&web1()).await.unwrap();
+}
+
+fn web1() -> NewTarget<'static> {
+    NewTarget {
+        name: "web1",
+        environment: "prod",
+        protocol: Protocol::Ssh,
+        host: "127.0.0.1",
+        port: 22,
+        username: "deploy",
+        credential: b"PRIVATE KEY MATERIAL",
+        host_key: None,
+        trust_on_first_use: true,
+        database: None,
+        tls_mode: None,
+    }
+}
+
+fn new_session(node: &str) -> NewSession<'_> {
+    NewSession {
+        node,
+        operator: "alice",
+        target: "web1",
+        environment: Some("prod"),
+        protocol: Protocol::Ssh,
+        client_addr: "127.0.0.1:5555",
+    }
+}
+
+/// Environments, operators with keys and passwords, grants.
+async fn directory(store: &Store) {
     // environments
     store.add_environment("prod").await.unwrap();
     store.add_environment("dev").await.unwrap();
@@ -66,21 +135,14 @@ async fn exercise(store: &Store) {
     ));
     assert_eq!(store.granted_environments("alice").await.unwrap(), ["prod"]);
     assert!(store.granted_environments("bob").await.unwrap().is_empty());
+}
 
+/// Targets: duplicates and unknown environments refused, PostgreSQL details, sealed
+/// credentials, TOFU pinning only once.
+async fn targets(store: &Store) {
+    store.add_environment("prod").await.unwrap();
     // targets, sealed credentials, TOFU pinning
-    let t = NewTarget {
-        name: "web1",
-        environment: "prod",
-        protocol: Protocol::Ssh,
-        host: "127.0.0.1",
-        port: 22,
-        username: "deploy",
-        credential: b"PRIVATE KEY MATERIAL",
-        host_key: None,
-        trust_on_first_use: true,
-        database: None,
-        tls_mode: None,
-    };
+    let t = web1();
     store.add_target(&t).await.unwrap();
     assert!(matches!(
         store.add_target(&t).await,
@@ -147,16 +209,14 @@ async fn exercise(store: &Store) {
         Some("ssh-ed25519 AAAAfirst")
     );
     assert_eq!(store.list_targets().await.unwrap().len(), 2);
+}
 
+/// The session registry: a second end keeps the first reason; a node's leftovers are closed
+/// as interrupted, another node's are not.
+async fn sessions(store: &Store) {
+    seed(store).await;
     // session registry
-    let new = NewSession {
-        node: "n1",
-        operator: "alice",
-        target: "web1",
-        environment: Some("prod"),
-        protocol: Protocol::Ssh,
-        client_addr: "127.0.0.1:5555",
-    };
+    let new = new_session("n1");
     let s1 = store.start_session(&new).await.unwrap();
     let s2 = store.start_session(&new).await.unwrap();
     let s3 = store
@@ -197,7 +257,11 @@ async fn exercise(store: &Store) {
             ..
         })
     ));
+}
 
+/// Policies: the default, then versions.
+async fn policies(store: &Store) {
+    seed(store).await;
     // policies: default, set, versioned
     let p0 = store.environment_policy("prod").await.unwrap();
     assert_eq!(p0.policy, EnvPolicy::default());
@@ -221,7 +285,11 @@ async fn exercise(store: &Store) {
             ..
         })
     ));
+}
 
+/// TOTP: enrolled, sealed, checked against the current code, single use.
+async fn totp(store: &Store) {
+    seed(store).await;
     // TOTP: enrolled, sealed, checked against the current code
     assert!(!store.has_totp("alice").await.unwrap());
     assert!(!store.verify_totp("alice", "000000").await.unwrap());
@@ -240,7 +308,18 @@ async fn exercise(store: &Store) {
         store.enroll_totp("ghost").await,
         Err(StoreError::NotFound { kind: "user", .. })
     ));
+}
 
+/// Kill requests and operator locks reach the node that owns the session.
+async fn kills_and_locks(store: &Store) {
+    seed(store).await;
+    let new = new_session("n1");
+    let s1 = store.start_session(&new).await.unwrap();
+    store
+        .end_session(&s1, &EndReason::ClientClosed, 0, 0)
+        .await
+        .unwrap();
+    let s3 = store.start_session(&new_session("n2")).await.unwrap();
     // kill requests and operator locks reach the owning node
     let live = store.start_session(&new).await.unwrap();
     store.request_kill(&live, "incident 7").await.unwrap();
@@ -265,7 +344,12 @@ async fn exercise(store: &Store) {
     );
     store.set_operator_locked("alice", false).await.unwrap();
     assert!(!store.operator("alice").await.unwrap().unwrap().locked);
+}
 
+/// The audit log and its filters (by session, by environment).
+async fn audit_log(store: &Store) {
+    seed(store).await;
+    let s1 = store.start_session(&new_session("n1")).await.unwrap();
     // audit log
     store
         .audit(&AuditEvent {
@@ -361,11 +445,45 @@ async fn totp_codes_are_single_use(store: &Store, uri: &str) {
 }
 
 #[tokio::test]
-async fn sqlite_store() {
+async fn directory_on_sqlite() {
+    on_sqlite(directory).await;
+}
+
+#[tokio::test]
+async fn targets_on_sqlite() {
+    on_sqlite(targets).await;
+}
+
+#[tokio::test]
+async fn sessions_on_sqlite() {
+    on_sqlite(sessions).await;
+}
+
+#[tokio::test]
+async fn policies_on_sqlite() {
+    on_sqlite(policies).await;
+}
+
+#[tokio::test]
+async fn totp_on_sqlite() {
+    on_sqlite(totp).await;
+}
+
+#[tokio::test]
+async fn kills_and_locks_on_sqlite() {
+    on_sqlite(kills_and_locks).await;
+}
+
+#[tokio::test]
+async fn audit_log_on_sqlite() {
+    on_sqlite(audit_log).await;
+}
+
+#[tokio::test]
+async fn sqlite_reopens_without_migrating_again_and_credentials_need_their_key() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("g.db").display());
-    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
-    exercise(&store).await;
+    let (store, url) = sqlite(&dir).await;
+    seed(&store).await;
     store.close().await;
     // reopening runs no migration twice and keeps the data
     let store = Store::open(&url, MasterKey::generate()).await.unwrap();
@@ -401,15 +519,20 @@ async fn sqlite_files_are_private() {
     store.close().await;
 }
 
+/// Every scenario again on PostgreSQL: one throwaway server, a fresh database each.
 #[tokio::test]
 async fn postgres_store() {
     let pg = gatehouse_testbed::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
-    pg.create_database("gatehouse_store_test").unwrap();
-    let store = Store::open(&pg.url("gatehouse_store_test"), MasterKey::generate())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
-    exercise(&store).await;
-    store.close().await;
+    for (i, (name, scenario)) in SCENARIOS.iter().enumerate() {
+        let db = format!("gatehouse_store_test_{i}");
+        pg.create_database(&db).unwrap();
+        let store = Store::open(&pg.url(&db), MasterKey::generate())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", pg.log()));
+        eprintln!("scenario {name} on PostgreSQL");
+        scenario(&store).await;
+        store.close().await;
+    }
 }
 
 #[tokio::test]
