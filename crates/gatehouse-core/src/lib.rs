@@ -17,6 +17,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod session;
 pub mod ssh_policy;
+pub mod target;
 pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
@@ -34,4 +35,5 @@ pub use ratelimit::{
 };
 pub use session::{EndReason, Protocol};
 pub use ssh_policy::{ForwardingKind, ForwardingPolicy, env_var_allowed};
+pub use target::{TargetKind, TlsMode};
 pub use target_addr::{PgAddress, SshAddress, SshAddressError};

@@ -352,7 +352,10 @@ async fn session(
             session: &session,
             allowed: &allowed,
             database: database
-                .or(allowed.target.database.as_deref())
+                .or(match &allowed.target.kind {
+                    gatehouse_core::TargetKind::Postgres { database, .. } => database.as_deref(),
+                    gatehouse_core::TargetKind::Ssh { .. } => None,
+                })
                 .unwrap_or("postgres"),
             params: &passthrough,
         },

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::EndReason;
-use gatehouse_core::Protocol;
+use gatehouse_core::{Protocol, TargetKind};
+use gatehouse_pgproto::backend;
 use gatehouse_pgproto::tracker::Tracker;
-use gatehouse_pgproto::{TlsMode, backend};
 use gatehouse_session::{
     Allowed, EndReasonCell, Enforcement, GuardEvent, GuardSetup, SessionIdentity, StoreReauth,
     recording_failed, recording_opened, start_guard,
@@ -293,9 +293,13 @@ async fn connect_target(
                 target.name
             ))
         })?;
-    let mode = TlsMode::parse(target.tls_mode.as_deref().unwrap_or("verify-full"))
-        .map_err(|e| unreachable(format!("target '{}' is misconfigured: {e}", target.name)))?;
-    let tls = crate::tls::client_config(mode, target.host_key.as_deref())
+    let TargetKind::Postgres { tls, ca, .. } = &target.kind else {
+        return Err(unreachable(format!(
+            "target '{}' is not a PostgreSQL target",
+            target.name
+        )));
+    };
+    let tls = crate::tls::client_config(*tls, ca.as_deref())
         .map_err(|e| unreachable(format!("target '{}': {e}", target.name)))?;
     let login = Login {
         target: &target.name,

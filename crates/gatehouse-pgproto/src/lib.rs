@@ -26,34 +26,4 @@ pub use frame::{
 };
 pub use message::{Backend, Frontend, ProtoError, Startup};
 
-/// How Gatehouse secures its connection to a PostgreSQL target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain TCP (loopback or a trusted network only).
-    Disable,
-    /// TLS without certificate checks (protects against passive snooping only).
-    Require,
-    /// TLS with the certificate checked against the target's CA and host name.
-    VerifyFull,
-}
-
-impl TlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Disable => "disable",
-            TlsMode::Require => "require",
-            TlsMode::VerifyFull => "verify-full",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<TlsMode, String> {
-        match s {
-            "disable" => Ok(TlsMode::Disable),
-            "require" => Ok(TlsMode::Require),
-            "verify-full" => Ok(TlsMode::VerifyFull),
-            other => Err(format!(
-                "unknown TLS mode '{other}' (expected verify-full, require or disable)"
-            )),
-        }
-    }
-}
+pub use gatehouse_core::TlsMode;

@@ -14,6 +14,7 @@ mod guard;
 mod lifecycle;
 mod live;
 mod login;
+pub mod passwords;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections, serve_front};

@@ -139,7 +139,7 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
         operator_locked: account.as_ref().is_some_and(|o| o.locked),
         target: record
             .as_ref()
-            .map(|r| (r.environment.as_str(), r.protocol)),
+            .map(|r| (r.environment.as_str(), r.protocol())),
         granted_environments: &grants,
         protocol: login.protocol,
     };

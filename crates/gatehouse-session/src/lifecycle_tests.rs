@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gatehouse_core::{DenyReason, EndReason, Protocol};
+use gatehouse_core::{DenyReason, EndReason, Protocol, TargetKind, TlsMode};
 use gatehouse_store::{Actor, AuditFilter, MasterKey, NewTarget, Store};
 
 use super::*;
@@ -17,20 +17,25 @@ async fn store(dir: &tempfile::TempDir) -> Store {
     store.add_operator("alice", None).await.unwrap();
     store.add_operator("bob", None).await.unwrap();
     store.grant("alice", "prod").await.unwrap();
-    for (name, protocol) in [("web1", Protocol::Ssh), ("db1", Protocol::Postgres)] {
+    let ssh = TargetKind::Ssh {
+        host_key: None,
+        tofu: true,
+    };
+    let pg = TargetKind::Postgres {
+        database: None,
+        tls: TlsMode::VerifyFull,
+        ca: None,
+    };
+    for (name, kind) in [("web1", ssh), ("db1", pg)] {
         store
             .add_target(&NewTarget {
                 name,
                 environment: "prod",
-                protocol,
                 host: "127.0.0.1",
                 port: 22,
                 username: "svc",
                 credential: b"secret",
-                host_key: None,
-                trust_on_first_use: true,
-                database: None,
-                tls_mode: None,
+                kind,
             })
             .await
             .unwrap();

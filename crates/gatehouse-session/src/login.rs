@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{FailureOutcome, LoginLimiter, LoginLimits, LoginRefusal, SourceBucket};
-use gatehouse_store::{AuditEvent, Store, passwords};
+use gatehouse_store::{AuditEvent, Store};
+
+use crate::passwords;
 use serde_json::json;
 use tokio::sync::Semaphore;
 

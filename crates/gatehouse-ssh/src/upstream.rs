@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::EndReason;
+use gatehouse_core::TargetKind;
 use gatehouse_store::{AuditEvent, TargetRecord};
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
@@ -130,12 +131,15 @@ pub(crate) async fn connect(
     operator: &str,
 ) -> Result<Upstream, UpstreamError> {
     let store = broker.store();
-    let pinned = match &target.host_key {
+    let TargetKind::Ssh { host_key, tofu } = &target.kind else {
+        return Err(UpstreamError::Misconfigured("not an SSH target".into()));
+    };
+    let pinned = match host_key {
         Some(line) => Some(
             parse_public_key_line(line, "pinned host key")
                 .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?,
         ),
-        None if target.trust_on_first_use => None,
+        None if *tofu => None,
         None => {
             return Err(UpstreamError::Misconfigured(
                 "no pinned host key and trust-on-first-use is off".into(),
@@ -156,7 +160,7 @@ pub(crate) async fn connect(
     let presented = Arc::new(Mutex::new(None));
     let handler = UpstreamHandler {
         pinned: pinned.clone(),
-        trust_on_first_use: target.trust_on_first_use,
+        trust_on_first_use: *tofu,
         presented: presented.clone(),
     };
     let addr = (target.host.as_str(), target.port);
@@ -257,7 +261,10 @@ async fn pin_first_key(
         .await
         .ok()
         .flatten()
-        .and_then(|t| t.host_key)
+        .and_then(|t| match t.kind {
+            TargetKind::Ssh { host_key, .. } => host_key,
+            TargetKind::Postgres { .. } => None,
+        })
         .and_then(|l| parse_public_key_line(&l, "pinned host key").ok());
     match stored {
         Some(s) if s.key_data() == key.key_data() => Ok(()),

@@ -1,7 +1,7 @@
 //! Targets: where an operator may be brokered to, with the credential Gatehouse uses there
 //! (sealed under the master key) and the target's pinned host key.
 
-use gatehouse_core::Protocol;
+use gatehouse_core::{Protocol, TargetKind, TlsMode};
 use sqlx::Row;
 
 use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
@@ -12,17 +12,11 @@ use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
 pub struct NewTarget<'a> {
     pub name: &'a str,
     pub environment: &'a str,
-    pub protocol: Protocol,
     pub host: &'a str,
     pub port: u16,
     pub username: &'a str,
     pub credential: &'a [u8],
-    pub host_key: Option<&'a str>,
-    pub trust_on_first_use: bool,
-    /// PostgreSQL targets: the database connected to by default.
-    pub database: Option<&'a str>,
-    /// PostgreSQL targets: upstream TLS (`disable`, `require`, `verify-full`).
-    pub tls_mode: Option<&'a str>,
+    pub kind: TargetKind,
 }
 
 /// A stored target, without its credential (see [`Store::target_credential`]).
@@ -30,60 +24,98 @@ pub struct NewTarget<'a> {
 pub struct TargetRecord {
     pub name: String,
     pub environment: String,
-    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub host_key: Option<String>,
-    pub trust_on_first_use: bool,
-    pub database: Option<String>,
-    pub tls_mode: Option<String>,
+    pub kind: TargetKind,
+}
+
+impl TargetRecord {
+    pub fn protocol(&self) -> Protocol {
+        self.kind.protocol()
+    }
+}
+
+/// The kind's columns: host_key, trust_on_first_use, database_name, tls_mode, tls_ca.
+type KindColumns<'a> = (
+    Option<&'a str>,
+    bool,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn kind_columns(kind: &TargetKind) -> KindColumns<'_> {
+    match kind {
+        TargetKind::Ssh { host_key, tofu } => (host_key.as_deref(), *tofu, None, None, None),
+        TargetKind::Postgres { database, tls, ca } => (
+            None,
+            false,
+            database.as_deref(),
+            Some(tls.as_str()),
+            ca.as_deref(),
+        ),
+    }
 }
 
 fn credential_context(target: &str) -> String {
     format!("gatehouse target credential:{target}")
 }
 
-const TARGET_COLUMNS: &str = "name, environment, protocol, host, port, username, host_key, trust_on_first_use, database_name, tls_mode";
+const TARGET_COLUMNS: &str = "name, environment, protocol, host, port, username, host_key, trust_on_first_use, database_name, tls_mode, tls_ca";
 
 fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
     let protocol: String = r.try_get(2)?;
     let port: i64 = r.try_get(4)?;
+    let kind = match protocol.parse().map_err(StoreError::Corrupt)? {
+        Protocol::Ssh => TargetKind::Ssh {
+            host_key: r.try_get(6)?,
+            tofu: r.try_get::<i64, _>(7)? != 0,
+        },
+        Protocol::Postgres => {
+            // rows from before the TLS mode was stored meant the safe default
+            let tls: Option<String> = r.try_get(9)?;
+            TargetKind::Postgres {
+                database: r.try_get(8)?,
+                tls: TlsMode::parse(tls.as_deref().unwrap_or("verify-full"))
+                    .map_err(StoreError::Corrupt)?,
+                ca: r.try_get(10)?,
+            }
+        }
+    };
     Ok(TargetRecord {
         name: r.try_get(0)?,
         environment: r.try_get(1)?,
-        protocol: protocol.parse().map_err(StoreError::Corrupt)?,
         host: r.try_get(3)?,
         port: u16::try_from(port).map_err(|_| StoreError::Corrupt(format!("port {port}")))?,
         username: r.try_get(5)?,
-        host_key: r.try_get(6)?,
-        trust_on_first_use: r.try_get::<i64, _>(7)? != 0,
-        database: r.try_get(8)?,
-        tls_mode: r.try_get(9)?,
+        kind,
     })
 }
 
 impl Store {
     pub async fn add_target(&self, t: &NewTarget<'_>) -> Result<()> {
+        let (host_key, tofu, database, tls, ca) = kind_columns(&t.kind);
         let sealed = self
             .master_key
             .seal(&credential_context(t.name), t.credential);
         sqlx::query(
-            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode, tls_ca)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(t.name)
         .bind(t.environment)
-        .bind(t.protocol.as_str())
+        .bind(t.kind.protocol().as_str())
         .bind(t.host)
         .bind(i64::from(t.port))
         .bind(t.username)
         .bind(sealed)
-        .bind(t.host_key)
-        .bind(i64::from(t.trust_on_first_use))
+        .bind(host_key)
+        .bind(i64::from(tofu))
         .bind(now_millis())
-        .bind(t.database)
-        .bind(t.tls_mode)
+        .bind(database)
+        .bind(tls)
+        .bind(ca)
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "target", t.name, Some(("environment", t.environment))))?;
@@ -125,7 +157,7 @@ impl Store {
     /// must compare against the stored one.
     pub async fn pin_host_key(&self, name: &str, host_key: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE targets SET host_key = $1 WHERE name = $2 AND host_key IS NULL AND trust_on_first_use = 1",
+            "UPDATE targets SET host_key = $1 WHERE name = $2 AND protocol = 'ssh' AND host_key IS NULL AND trust_on_first_use = 1",
         )
         .bind(host_key)
         .bind(name)

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use gatehouse_core::{EndReason, EnvPolicy, IdleAction, Protocol};
+use gatehouse_core::{EndReason, EnvPolicy, IdleAction, Protocol, TargetKind, TlsMode};
+use gatehouse_store::passwords::StoredPassword;
 use gatehouse_store::{
     AuditEvent, AuditFilter, KillRequest, MasterKey, NewSession, NewTarget, Store, StoreError,
 };
@@ -43,26 +44,33 @@ async fn on_sqlite(scenario: impl AsyncFnOnce(&Store)) {
 async fn seed(store: &Store) {
     store.add_environment("prod").await.unwrap();
     store.add_environment("dev").await.unwrap();
-    let hash = gatehouse_store::passwords::store_password("pw").unwrap();
+    let hash = stored_password();
     store.add_operator("alice", Some(&hash)).await.unwrap();
     store.add_operator("bob", None).await.unwrap();
     store.grant("alice", "prod").await.unwrap();
     store.add_target(&web1()).await.unwrap();
 }
 
+/// What the store is given for a password (hashing is not the store's job).
+fn stored_password() -> StoredPassword {
+    StoredPassword {
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        scram: "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy".into(),
+    }
+}
+
 fn web1() -> NewTarget<'static> {
     NewTarget {
         name: "web1",
         environment: "prod",
-        protocol: Protocol::Ssh,
         host: "127.0.0.1",
         port: 22,
         username: "deploy",
         credential: b"PRIVATE KEY MATERIAL",
-        host_key: None,
-        trust_on_first_use: true,
-        database: None,
-        tls_mode: None,
+        kind: TargetKind::Ssh {
+            host_key: None,
+            tofu: true,
+        },
     }
 }
 
@@ -92,7 +100,7 @@ async fn directory(store: &Store) {
     assert_eq!(store.list_environments().await.unwrap(), ["dev", "prod"]);
 
     // operators, keys, passwords
-    let hash = gatehouse_store::passwords::store_password("pw").unwrap();
+    let hash = stored_password();
     store.add_operator("alice", Some(&hash)).await.unwrap();
     store.add_operator("bob", None).await.unwrap();
     assert!(matches!(
@@ -102,7 +110,6 @@ async fn directory(store: &Store) {
     let alice = store.operator("alice").await.unwrap().unwrap();
     assert_eq!(alice.password_hash.as_deref(), Some(hash.hash.as_str()));
     assert_eq!(alice.scram_verifier.as_deref(), Some(hash.scram.as_str()));
-    assert!(hash.scram.starts_with("SCRAM-SHA-256$4096:"));
     assert!(!alice.locked);
     assert!(store.operator("nobody").await.unwrap().is_none());
     store
@@ -164,24 +171,45 @@ async fn targets(store: &Store) {
     store
         .add_target(&NewTarget {
             name: "orders",
-            protocol: Protocol::Postgres,
-            database: Some("orders"),
-            tls_mode: Some("verify-full"),
+            kind: TargetKind::Postgres {
+                database: Some("orders".into()),
+                tls: TlsMode::VerifyFull,
+                ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            },
             ..t.clone()
         })
         .await
         .unwrap();
     let pg = store.target("orders").await.unwrap().unwrap();
-    assert_eq!(pg.database.as_deref(), Some("orders"));
-    assert_eq!(pg.tls_mode.as_deref(), Some("verify-full"));
+    assert_eq!(pg.protocol(), Protocol::Postgres);
+    assert_eq!(
+        pg.kind,
+        TargetKind::Postgres {
+            database: Some("orders".into()),
+            tls: TlsMode::VerifyFull,
+            ca: Some("-----BEGIN CERTIFICATE-----".into()),
+        }
+    );
+    // a PostgreSQL target has no host key to pin
+    assert!(
+        !store
+            .pin_host_key("orders", "ssh-ed25519 AAAA")
+            .await
+            .unwrap()
+    );
     assert!(!store.redacts_params("prod").await.unwrap());
     store.set_redact_params("prod", true).await.unwrap();
     assert!(store.redacts_params("prod").await.unwrap());
     assert!(store.set_redact_params("nowhere", true).await.is_err());
     let rec = store.target("web1").await.unwrap().unwrap();
     assert_eq!(rec.port, 22);
-    assert_eq!(rec.protocol, Protocol::Ssh);
-    assert!(rec.host_key.is_none());
+    assert_eq!(
+        rec.kind,
+        TargetKind::Ssh {
+            host_key: None,
+            tofu: true
+        }
+    );
     assert_eq!(
         store.target_credential("web1").await.unwrap(),
         b"PRIVATE KEY MATERIAL"
@@ -199,14 +227,11 @@ async fn targets(store: &Store) {
             .unwrap()
     );
     assert_eq!(
-        store
-            .target("web1")
-            .await
-            .unwrap()
-            .unwrap()
-            .host_key
-            .as_deref(),
-        Some("ssh-ed25519 AAAAfirst")
+        store.target("web1").await.unwrap().unwrap().kind,
+        TargetKind::Ssh {
+            host_key: Some("ssh-ed25519 AAAAfirst".into()),
+            tofu: true
+        }
     );
     assert_eq!(store.list_targets().await.unwrap().len(), 2);
 }

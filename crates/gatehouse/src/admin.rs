@@ -8,9 +8,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::time::Duration;
 
-use gatehouse_core::{EnvPolicy, IdleAction, Protocol, SshAddress, format_duration, validate_name};
+use gatehouse_core::{
+    EnvPolicy, IdleAction, SshAddress, TargetKind, format_duration, validate_name,
+};
+use gatehouse_session::passwords;
 use gatehouse_ssh::keys;
-use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, NewTarget, Store, passwords};
+use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, NewTarget, Store};
 use russh::keys::ssh_key::LineEnding;
 use serde_json::json;
 
@@ -403,11 +406,21 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                 let v: Vec<_> = targets
                     .iter()
                     .map(|t| {
-                        json!({"name": t.name, "environment": t.environment,
-                               "protocol": t.protocol.as_str(), "host": t.host, "port": t.port,
-                               "username": t.username, "host_key": t.host_key,
-                               "trust_on_first_use": t.trust_on_first_use,
-                               "database": t.database, "tls": t.tls_mode})
+                        let mut v = json!({"name": t.name, "environment": t.environment,
+                               "protocol": t.protocol().as_str(), "host": t.host, "port": t.port,
+                               "username": t.username});
+                        match &t.kind {
+                            TargetKind::Ssh { host_key, tofu } => {
+                                v["host_key"] = json!(host_key);
+                                v["trust_on_first_use"] = json!(tofu);
+                            }
+                            TargetKind::Postgres { database, tls, ca } => {
+                                v["database"] = json!(database);
+                                v["tls"] = json!(tls.as_str());
+                                v["tls_ca"] = json!(ca.is_some());
+                            }
+                        }
+                        v
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -418,23 +431,20 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                         vec![
                             t.name.clone(),
                             t.environment.clone(),
-                            t.protocol.to_string(),
-                            format!(
-                                "{}@{}:{}{}",
-                                t.username,
-                                t.host,
-                                t.port,
-                                t.database
-                                    .as_ref()
-                                    .map(|d| format!("/{d}"))
-                                    .unwrap_or_default()
-                            ),
-                            match t.protocol {
-                                Protocol::Postgres => {
-                                    format!("tls {}", t.tls_mode.as_deref().unwrap_or("?"))
+                            t.protocol().to_string(),
+                            format!("{}@{}:{}", t.username, t.host, t.port)
+                                + &match &t.kind {
+                                    TargetKind::Postgres {
+                                        database: Some(d), ..
+                                    } => format!("/{d}"),
+                                    _ => String::new(),
+                                },
+                            match &t.kind {
+                                TargetKind::Postgres { tls, .. } => {
+                                    format!("tls {}", tls.as_str())
                                 }
-                                Protocol::Ssh => {
-                                    host_key_summary(t.host_key.as_deref(), t.trust_on_first_use)
+                                TargetKind::Ssh { host_key, tofu } => {
+                                    host_key_summary(host_key.as_deref(), *tofu)
                                 }
                             },
                         ]
@@ -500,15 +510,14 @@ async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
         .add_target(&NewTarget {
             name: &args.name,
             environment: &args.env,
-            protocol: Protocol::Ssh,
             host: &addr.host,
             port: addr.port,
             username: &addr.user,
             credential: identity_text.as_bytes(),
-            host_key: host_key_line.as_deref(),
-            trust_on_first_use: args.trust_on_first_use,
-            database: None,
-            tls_mode: None,
+            kind: TargetKind::Ssh {
+                host_key: host_key_line.clone(),
+                tofu: args.trust_on_first_use,
+            },
         })
         .await?;
     let key_summary = host_key_summary(host_key_line.as_deref(), args.trust_on_first_use);

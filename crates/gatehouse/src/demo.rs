@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::Args;
 use std::time::Duration;
 
-use gatehouse_core::{EnvPolicy, IdleAction, Protocol};
+use gatehouse_core::{EnvPolicy, IdleAction, TargetKind, TlsMode};
+use gatehouse_session::passwords::store_password;
 use gatehouse_ssh::keys;
-use gatehouse_store::passwords::store_password;
 use gatehouse_store::{NewTarget, StoreError};
 use gatehouse_testbed::{PgOptions, Postgres};
 use russh::keys::ssh_key::LineEnding;
@@ -171,31 +171,30 @@ pub async fn demo(args: DemoArgs, cwd: &Path) -> anyhow::Result<()> {
         .add_target(&NewTarget {
             name: TARGET,
             environment: ENV,
-            protocol: Protocol::Ssh,
             host: "127.0.0.1",
             port: sshd.port(),
             username: sshd.user(),
             credential: identity_text.as_bytes(),
-            host_key: Some(sshd.host_public_key()),
-            database: None,
-            tls_mode: None,
-            trust_on_first_use: false,
+            kind: TargetKind::Ssh {
+                host_key: Some(sshd.host_public_key().to_owned()),
+                tofu: false,
+            },
         })
         .await?;
     store
         .add_target(&NewTarget {
             name: DB_TARGET,
             environment: ENV,
-            protocol: Protocol::Postgres,
             host: "127.0.0.1",
             port: postgres.port(),
             username: DB_ROLE,
             credential: db_password.as_bytes(),
-            host_key: None,
-            database: Some(DB_NAME),
-            // loopback to a server of the demo's own, which has no certificate
-            tls_mode: Some("disable"),
-            trust_on_first_use: false,
+            kind: TargetKind::Postgres {
+                database: Some(DB_NAME.to_owned()),
+                // loopback to a server of the demo's own, which has no certificate
+                tls: TlsMode::Disable,
+                ca: None,
+            },
         })
         .await?;
     store.close().await;

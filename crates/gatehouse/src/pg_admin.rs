@@ -3,8 +3,8 @@
 //! for verify-full, the CA its certificate must chain to.
 
 use anyhow::{Context, bail};
-use gatehouse_core::{PgAddress, Protocol};
-use gatehouse_pgproto::TlsMode;
+use gatehouse_core::PgAddress;
+use gatehouse_core::{TargetKind, TlsMode};
 use gatehouse_store::{NewTarget, Store};
 use serde_json::json;
 
@@ -48,15 +48,15 @@ pub async fn add_postgres_target(store: &Store, args: TargetAddArgs) -> anyhow::
         .add_target(&NewTarget {
             name: &args.name,
             environment: &args.env,
-            protocol: Protocol::Postgres,
             host: &addr.host,
             port: addr.port,
             username: &addr.user,
             credential: password.as_bytes(),
-            host_key: ca.as_deref(),
-            trust_on_first_use: false,
-            database: Some(&addr.database),
-            tls_mode: Some(tls.as_str()),
+            kind: TargetKind::Postgres {
+                database: Some(addr.database.clone()),
+                tls,
+                ca: ca.clone(),
+            },
         })
         .await?;
     admin_audit(
