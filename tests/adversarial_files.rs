@@ -8,9 +8,9 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gatehouse_e2e::{World, stderr, stdout, tool};
+use gatehouse_e2e::{World, stderr, stdout, tool, wait_until};
 
 /// The markers of a recording, in order.
 fn markers(path: &str) -> Vec<String> {
@@ -44,20 +44,19 @@ fn sftp_batch(w: &World, batch: &str) -> Output {
 /// The `file_transfer` audit rows, once at least `count` of them are there (the broker
 /// writes them after the markers, off the session's path).
 fn transfer_rows(w: &World, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows: Vec<String> = w
-            .gatehouse
+    let rows = || -> Vec<String> {
+        w.gatehouse
             .audit()
             .iter()
             .filter(|e| e["kind"] == "file_transfer")
             .map(|e| e["detail"]["transfer"].as_str().unwrap().to_owned())
-            .collect();
-        if rows.len() >= count || Instant::now() > deadline {
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        || Some(rows()).filter(|r| r.len() >= count),
+        || format!("fewer than {count} transfer rows: {:?}", rows()),
+    )
 }
 
 fn mode(p: &Path) -> u32 {

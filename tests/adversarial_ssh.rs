@@ -352,19 +352,12 @@ fn dropbear_sees_every_exit_status() {
         );
     }
     // every session closed in the registry, each because the target closed it
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let reasons = loop {
-        let reasons: Vec<String> = w
-            .gatehouse
-            .sessions()
-            .iter()
-            .map(|s| s["end_reason"].to_string())
-            .collect();
-        if !reasons.iter().any(|r| r == "null") || Instant::now() > deadline {
-            break reasons;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let reasons: Vec<String> = w
+        .gatehouse
+        .wait_all_closed()
+        .iter()
+        .map(|s| s["end_reason"].to_string())
+        .collect();
     assert_eq!(reasons.len(), 50);
     assert!(
         reasons.iter().all(|r| r == "\"target_closed\""),

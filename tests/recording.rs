@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, asciinema_cat, stderr, stdout, tool};
+use gatehouse_e2e::{Gatehouse, World, asciinema_cat, stderr, stdout, tool, wait_until};
 
 /// Lines of a recording after its header, parsed.
 fn events(path: &str) -> Vec<serde_json::Value> {
@@ -40,7 +40,9 @@ fn an_interactive_session_is_recorded_and_plays_in_asciinema() {
     tmux.type_line("echo marker-$((1000+337))");
     tmux.wait_for("marker-1337");
     tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // the new size reached the target's pty (through Gatehouse, which recorded it)
+    tmux.type_line("stty size");
+    tmux.wait_for("40 120");
     tmux.type_line("echo after-resize");
     tmux.wait_for("\nafter-resize");
     tmux.type_line("exit");
@@ -196,23 +198,17 @@ fn a_killed_broker_leaves_a_parseable_truncated_recording() {
         .spawn()
         .unwrap();
     // wait until output reached the recording
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let path = loop {
-        let s = w.gatehouse.sessions();
-        if let Some(p) = s
-            .first()
-            .and_then(|s| s["recording_path"].as_str())
-            .map(str::to_owned)
-            && std::fs::read_to_string(&p).is_ok_and(|t| t.contains("tick-50"))
-        {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "recording never showed the output"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let path = wait_until(
+        Duration::from_secs(10),
+        || {
+            let s = w.gatehouse.sessions();
+            let p = s.first()?["recording_path"].as_str()?.to_owned();
+            std::fs::read_to_string(&p)
+                .is_ok_and(|t| t.contains("tick-50"))
+                .then_some(p)
+        },
+        || "recording never showed the output".into(),
+    );
     w.gatehouse.kill_hard();
     let _ = ssh.kill();
     let _ = ssh.wait();
@@ -309,8 +305,7 @@ fn scp_and_sftp_sessions_record_a_transfer_log_not_the_bytes() {
         &back.display().to_string(),
     );
     assert_eq!(std::fs::read(&back).unwrap(), data);
-    std::thread::sleep(Duration::from_millis(300));
-    let sessions = w.gatehouse.sessions();
+    let sessions = w.gatehouse.wait_all_closed();
     let down = &sessions[0];
     assert_ne!(down["id"], up["id"]);
 

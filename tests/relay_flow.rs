@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{World, stdout};
+use gatehouse_e2e::{World, stdout, wait_until};
 
 fn python_with(module: &str, package: &str) -> PathBuf {
     let py = PathBuf::from("/usr/bin/python3");
@@ -204,18 +204,14 @@ fn a_kill_ends_a_session_whose_peers_both_stopped_reading() {
     let start = Instant::now();
     w.gatehouse
         .cli_ok(&["sessions", "kill", &id, "--reason", "stuck transfer"]);
-    let ended = loop {
-        let s = session(&w, &id);
-        if !s["end_reason"].is_null() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "session still live 2 s after the kill; log:\n{}",
-            w.gatehouse.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ended = wait_until(
+        Duration::from_secs(2).saturating_sub(start.elapsed()),
+        || Some(session(&w, &id)).filter(|s| !s["end_reason"].is_null()),
+        || {
+            let log = w.gatehouse.log();
+            format!("session still live 2 s after the kill; log:\n{log}")
+        },
+    );
     assert_eq!(ended["end_reason"], "admin_kill: stuck transfer", "{ended}");
     // The operator's connection is gone too, not only the row.
     client.wait_line(&w, "CLOSED", Duration::from_secs(2));

@@ -5,9 +5,9 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gatehouse_e2e::{Tmux, World, keygen, stderr, stdout, tool};
+use gatehouse_e2e::{Tmux, World, keygen, stderr, stdout, tool, wait_until};
 
 #[test]
 fn exec_prints_output_and_returns_the_remote_exit_code() {
@@ -154,8 +154,14 @@ fn interactive_pty_session_sees_term_size_and_resizes() {
         "pane {pane}; screen:\n{screen}"
     );
     tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let pane2 = tmux.run(&["display-message", "-p", "#{pane_height} #{pane_width}"]);
+    let pane2 = wait_until(
+        Duration::from_secs(5),
+        || {
+            let now = tmux.run(&["display-message", "-p", "#{pane_height} #{pane_width}"]);
+            (now.trim() != pane.trim()).then_some(now)
+        },
+        || "the pane never resized".into(),
+    );
     assert_ne!(pane.trim(), pane2.trim());
     tmux.type_line("echo resized=$(stty size)");
     tmux.wait_for(&format!("resized={}", pane2.trim()));
@@ -288,17 +294,14 @@ fn forwarding_is_refused_with_a_reason() {
         .spawn()
         .unwrap();
     // connect through the forwarded port: Gatehouse must refuse the channel
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = wait_until(
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(("127.0.0.1", listen)).ok(),
+        || "ssh -L never listened".into(),
+    );
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", listen)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.read_to_end(&mut got);
-            break;
-        }
-        assert!(Instant::now() < deadline, "ssh -L never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _ = s.read_to_end(&mut got);
     assert!(
         got.is_empty(),
         "forwarded connection reached the target: {got:?}"
@@ -342,11 +345,11 @@ fn forwarding_is_refused_with_a_reason() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent_sock.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || agent_sock.exists().then_some(()),
+        || "ssh-agent did not start".into(),
+    );
     let out = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)
@@ -463,8 +466,7 @@ fn refusals_are_clear_and_registered() {
     assert_eq!(ghost.status.code(), Some(255));
 
     // every brokered attempt is in the registry with the rule that ended it
-    std::thread::sleep(Duration::from_millis(300));
-    let sessions = g.sessions();
+    let sessions = g.wait_all_closed();
     let reason = |target: &str| -> Vec<String> {
         sessions
             .iter()

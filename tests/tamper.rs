@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gatehouse_e2e::{Gatehouse, World, stderr, stdout, tool};
+use gatehouse_e2e::{Gatehouse, World, stderr, stdout, tool, wait_until};
 
 /// Runs `sql` on the broker's SQLite store and returns its output.
 fn sqlite(g: &Gatehouse, sql: &str) -> String {
@@ -85,27 +85,25 @@ fn a_killed_brokers_recording_is_verified_to_its_last_checkpoint() {
         .spawn()
         .unwrap();
     // within 10 s of the last output the store has a checkpoint covering all of it
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let (checkpoint, path) = loop {
-        let row = sqlite(
-            &w.gatehouse,
-            "SELECT recording_checkpoint_events, recording_path FROM sessions WHERE recording_checkpoint_events IS NOT NULL",
-        );
-        if let Some((n, path)) = row.split_once('|')
-            && let Ok(n) = n.parse::<usize>()
-            && let Ok(text) = std::fs::read_to_string(path)
-            && text.contains("tick-40")
-            && text.lines().count() == n + 1
-        {
-            break (n, path.to_owned());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint of the output in the store ({row:?})\n{}",
-            w.gatehouse.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let query = "SELECT recording_checkpoint_events, recording_path FROM sessions WHERE recording_checkpoint_events IS NOT NULL";
+    let (checkpoint, path) = wait_until(
+        Duration::from_secs(25),
+        || {
+            let row = sqlite(&w.gatehouse, query);
+            let (n, path) = row.split_once('|')?;
+            let n = n.parse::<usize>().ok()?;
+            let text = std::fs::read_to_string(path).ok()?;
+            (text.contains("tick-40") && text.lines().count() == n + 1)
+                .then(|| (n, path.to_owned()))
+        },
+        || {
+            let row = sqlite(&w.gatehouse, query);
+            format!(
+                "no checkpoint of the output in the store ({row:?})\n{}",
+                w.gatehouse.log()
+            )
+        },
+    );
     assert!(
         checkpoint > 9,
         "too few events for the cut below: {checkpoint}"

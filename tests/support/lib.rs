@@ -12,6 +12,24 @@ use std::time::{Duration, Instant};
 pub use gatehouse_testbed::{Sshd, require_program};
 
 pub mod pg;
+
+/// Polls `probe` every 50 ms until it gives `Some`, and returns that; after `limit`, fails
+/// the test with `failure()` (which may describe the last state). The one way e2e tests
+/// wait: on a condition, never for a fixed time.
+pub fn wait_until<T>(
+    limit: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    failure: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 use tempfile::TempDir;
 
 /// The `gatehouse` binary built next to this test executable (`cargo build` builds it;
@@ -261,39 +279,51 @@ impl Gatehouse {
 
     /// Waits until the newest session is live and returns its id.
     pub fn wait_live(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.sessions().first()
-                && s["end_reason"].is_null()
-            {
-                return s["id"].as_str().expect("session id").to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no live session:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || {
+                let sessions = self.sessions();
+                let s = sessions.first()?;
+                s["end_reason"]
+                    .is_null()
+                    .then(|| s["id"].as_str().expect("session id").to_owned())
+            },
+            || format!("no live session:\n{}", self.log()),
+        )
     }
 
     /// Waits until the newest session is closed and returns it.
     pub fn wait_session_closed(&self) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let sessions = self.sessions();
-            if let Some(s) = sessions.first()
-                && !s["end_reason"].is_null()
-            {
-                return s.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "session never closed: {sessions:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || {
+                let sessions = self.sessions();
+                let s = sessions.first()?;
+                (!s["end_reason"].is_null()).then(|| s.clone())
+            },
+            || {
+                format!(
+                    "session never closed: {:?}\n{}",
+                    self.sessions(),
+                    self.log()
+                )
+            },
+        )
+    }
+
+    /// Waits until no session in the registry is live, and returns them all.
+    pub fn wait_all_closed(&self) -> Vec<serde_json::Value> {
+        wait_until(
+            Duration::from_secs(10),
+            || {
+                let sessions = self.sessions();
+                sessions
+                    .iter()
+                    .all(|s| !s["end_reason"].is_null())
+                    .then_some(sessions)
+            },
+            || format!("sessions still live: {:?}\n{}", self.sessions(), self.log()),
+        )
     }
 
     pub fn audit(&self) -> Vec<serde_json::Value> {
@@ -304,18 +334,11 @@ impl Gatehouse {
     /// Waits (at most 5 s) for an audit event of `kind`: some are written off the
     /// connection's path, so they may land just after the session closed.
     pub fn wait_audit(&self, kind: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(e) = self.audit().into_iter().find(|e| e["kind"] == kind) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no '{kind}' audit event:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            || self.audit().into_iter().find(|e| e["kind"] == kind),
+            || format!("no '{kind}' audit event:\n{}", self.log()),
+        )
     }
 
     /// The `ssh` command line (for a shell, e.g. inside tmux) to this broker as `login`.

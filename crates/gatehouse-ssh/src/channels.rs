@@ -96,12 +96,13 @@ impl Connection {
         let verdict = relay.admit(OperatorAction::Start);
         if verdict != Admission::Forward {
             self.refused_action(OperatorAction::Start, verdict);
-            // an ending session says why (its disconnect may come after the client gave up)
-            let ending = self.enforcement.as_ref().and_then(|e| e.gate.end_message());
-            return match ending {
-                Some(message) => refuse_on_channel(session, channel, message),
-                None => session.channel_failure(channel),
-            };
+            // The guard is ending the session: its disconnect (within `POLITE_END`, or the
+            // socket is dropped) is the answer, and it carries the reason. A failure
+            // reply now would let the client exit first, never learning why.
+            if self.enforcement.as_ref().and_then(|e| e.gate.end_message()).is_some() {
+                return Ok(());
+            }
+            return session.channel_failure(channel);
         }
         let (what, mode) = match &request {
             Request::Shell => ("shell".to_owned(), RecordingMode::Terminal),
