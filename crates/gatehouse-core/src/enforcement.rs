@@ -199,6 +199,9 @@ impl Enforcer {
             EndReason::RecordingFailed => {
                 "recording failed; the session cannot continue unrecorded".into()
             }
+            EndReason::Interrupted => {
+                "this broker node was declared lost and its sessions were closed".into()
+            }
             _ => "terminated by admin".into(),
         };
         Directive::End { reason, message }

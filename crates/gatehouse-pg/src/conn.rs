@@ -376,6 +376,7 @@ async fn admit(
     let session_id = store
         .start_session(&NewSession {
             node: &broker.config.front.node,
+            node_id: &broker.config.front.node_id,
             operator,
             target: target_name,
             environment: allowed.as_ref().map(|r| r.environment.as_str()),

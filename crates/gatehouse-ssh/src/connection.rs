@@ -615,6 +615,7 @@ impl Connection {
         let session_id = store
             .start_session(&NewSession {
                 node: &self.broker.config.front.node,
+                node_id: &self.broker.config.front.node_id,
                 operator,
                 target: target_name,
                 environment: environment.as_deref(),

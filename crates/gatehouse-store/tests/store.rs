@@ -151,6 +151,7 @@ async fn exercise(store: &Store) {
     // session registry
     let new = NewSession {
         node: "n1",
+        node_id: "n1",
         operator: "alice",
         target: "web1",
         environment: Some("prod"),
@@ -162,6 +163,7 @@ async fn exercise(store: &Store) {
     let s3 = store
         .start_session(&NewSession {
             node: "n2",
+            node_id: "n2",
             ..new.clone()
         })
         .await

@@ -11,7 +11,8 @@ use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
 use crate::admin::open_store;
-use crate::config::{Config, DetectiveConfig};
+use crate::config::{Config, DetectiveConfig, FleetConfig};
+use gatehouse_store::NodeInfo;
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -37,7 +38,10 @@ pub struct Prepared {
     pub postgres: Option<(Arc<PgBroker>, TcpListener)>,
     /// The node's live sessions (for its heartbeat).
     pub live: Arc<LiveSessions>,
+    /// What the node says about itself in its heartbeat.
+    pub node: NodeInfo,
     pub detective: DetectiveConfig,
+    pub fleet: FleetConfig,
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -50,14 +54,15 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());
+    let node_id = crate::fleet::load_or_create_node_id(&config.host_key)?;
     gatehouse_recorder::file::create_private_dir(&config.recordings_root).with_context(|| {
         format!(
             "cannot create recordings root {}",
             config.recordings_root.display()
         )
     })?;
-    let interrupted = store.close_interrupted_sessions(&config.node).await?;
-    store.interrupt_recordings(&config.node).await?;
+    let interrupted = store.close_interrupted_sessions(&node_id).await?;
+    store.interrupt_recordings(&node_id).await?;
     if !interrupted.is_empty() {
         tracing::warn!(count = interrupted.len(), sessions = ?interrupted, "sessions left open by a previous run closed as interrupted");
     }
@@ -68,9 +73,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // one login gate for the node: both fronts get clones of `front`
     front.login = gatehouse_session::LoginGate::new(config.login_limits);
     front.login_grace = config.ssh_login_grace;
+    front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
-    let live = LiveSessions::new(store.clone(), config.node.clone());
+    let live = LiveSessions::new(store.clone(), node_id.clone());
     let postgres = match &config.postgres {
         None => None,
         Some(pg) => {
@@ -90,13 +96,26 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         }
     };
     let broker = Broker::with_live(store, broker_config, live.clone());
+    let mut listen = format!("ssh {}", listener.local_addr()?);
+    if let Some((_, l)) = &postgres {
+        listen.push_str(&format!(", postgres {}", l.local_addr()?));
+    }
+    let node = NodeInfo {
+        id: node_id,
+        name: config.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: gatehouse_store::now_millis(),
+        listen,
+    };
     Ok(Prepared {
         broker,
         listener,
         host_key_line,
         postgres,
         live,
+        node,
         detective: config.detective.clone(),
+        fleet: config.fleet,
     })
 }
 
@@ -106,11 +125,19 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         listener,
         postgres,
         live,
+        node,
         detective,
+        fleet,
         ..
     } = prepared;
     let store = broker.store().clone();
-    let heartbeat = live.spawn_heartbeat(gatehouse_store::now_millis());
+    let heartbeat = live.spawn_heartbeat(node.clone());
+    let takeover = tokio::spawn(crate::fleet::watch_lost_nodes(
+        store.clone(),
+        node.id.clone(),
+        fleet.node_timeout,
+        gatehouse_session::HEARTBEAT_INTERVAL,
+    ));
     let detective_task = detective
         .enabled
         .then(|| tokio::spawn(crate::detective::watch(store.clone(), detective)));
@@ -134,6 +161,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         }
     }
     heartbeat.abort();
+    takeover.abort();
     if let Some(t) = detective_task {
         t.abort();
     }
@@ -156,7 +184,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("gatehouse: postgres listening on {}", l.local_addr()?);
     }
     println!("gatehouse: ssh listening on {addr}");
-    tracing::info!(%addr, host_key = %prepared.host_key_line, node = %config.node, "gatehouse serving");
+    tracing::info!(%addr, host_key = %prepared.host_key_line, node = %config.node, node_id = %prepared.node.id, "gatehouse serving");
     run(prepared).await
 }
 
