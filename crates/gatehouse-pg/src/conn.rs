@@ -322,6 +322,7 @@ async fn session(
     }
     audit(broker, "session_end", Some(&operator), Some(&session_id), peer,
         json!({"target": target_name, "reason": reason.to_stored(), "bytes_in": bytes_in, "bytes_out": bytes_out})).await;
+    gatehouse_session::metrics::session_ended("postgres", &reason);
     tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
 }
 

@@ -13,6 +13,7 @@ mod gate;
 mod guard;
 mod live;
 mod login;
+pub mod metrics;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections};

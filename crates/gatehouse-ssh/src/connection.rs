@@ -260,6 +260,7 @@ impl ConnectionState {
                 }),
             })
             .await;
+        gatehouse_session::metrics::session_ended("ssh", &reason);
         tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
     }
 }

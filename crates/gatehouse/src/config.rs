@@ -33,6 +33,15 @@ struct RawConfig {
     detective: RawDetective,
     #[serde(default)]
     fleet: RawFleet,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Where `/metrics` and `/healthz` are served (off when absent).
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -158,6 +167,8 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     pub node: String,
     pub fleet: FleetConfig,
+    /// `[metrics] listen`: the Prometheus and health endpoint, off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `[ssh] login_failure_*`, `login_lockout` and `login_account_*` (both fronts).
     pub login_limits: LoginLimits,
     /// `[ssh] login_grace`.
@@ -370,6 +381,7 @@ impl Config {
             secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
             node,
             fleet,
+            metrics_listen: raw.metrics.listen,
             login_limits,
             ssh_login_grace,
         })

@@ -68,6 +68,7 @@ pub async fn watch_lost_nodes(store: Store, me: String, timeout: Duration, every
 
 async fn take_over(store: &Store, me: &str, cutoff: i64, timeout_ms: i64) -> anyhow::Result<()> {
     let (closed, lost) = store.take_over_lost_nodes(me, cutoff).await?;
+    gatehouse_session::metrics::lost_node_sessions_closed(closed.len());
     for (id, name) in &lost {
         tracing::error!(node_id = %id, node = %name, timeout_ms, "node lost: no heartbeat within the node timeout; its sessions are closed as interrupted");
         let _ = store

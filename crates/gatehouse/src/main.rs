@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod detective;
 mod fleet;
+mod metrics;
 mod nodes;
 mod pg_admin;
 mod recordings;

@@ -42,6 +42,8 @@ pub struct Prepared {
     pub node: NodeInfo,
     pub detective: DetectiveConfig,
     pub fleet: FleetConfig,
+    /// `[metrics] listen`, bound.
+    pub metrics: Option<(TcpListener, Arc<crate::metrics::MetricsServer>)>,
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -95,6 +97,21 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             ))
         }
     };
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let server = crate::metrics::MetricsServer {
+                store: store.clone(),
+                live: live.clone(),
+                node_name: config.node.clone(),
+                recordings_root: config.recordings_root.clone(),
+            };
+            Some((l, Arc::new(server)))
+        }
+    };
     let broker = Broker::with_live(store, broker_config, live.clone());
     let mut listen = format!("ssh {}", listener.local_addr()?);
     if let Some((_, l)) = &postgres {
@@ -116,6 +133,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         node,
         detective: config.detective.clone(),
         fleet: config.fleet,
+        metrics,
     })
 }
 
@@ -128,8 +146,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         node,
         detective,
         fleet,
+        metrics,
         ..
     } = prepared;
+    let metrics_task = metrics.map(|(l, server)| tokio::spawn(crate::metrics::run(l, server)));
     let store = broker.store().clone();
     let heartbeat = live.spawn_heartbeat(node.clone());
     let takeover = tokio::spawn(crate::fleet::watch_lost_nodes(
@@ -162,6 +182,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     }
     heartbeat.abort();
     takeover.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(t) = detective_task {
         t.abort();
     }
@@ -180,6 +203,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = prepared.listener.local_addr()?;
     // One machine-readable line on stdout: scripts and tests read the bound port from it.
     // the ssh line last: readers may stop at it
+    if let Some((l, _)) = &prepared.metrics {
+        println!("gatehouse: metrics listening on {}", l.local_addr()?);
+    }
     if let Some((_, l)) = &prepared.postgres {
         println!("gatehouse: postgres listening on {}", l.local_addr()?);
     }
