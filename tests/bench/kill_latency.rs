@@ -77,6 +77,9 @@ fn main() {
         to_row.push(row.unwrap_or_default());
         to_exit.push(exit);
     }
+    if std::env::var_os("KILL_BENCH_VERBOSE").is_some() {
+        println!("row: {to_row:?}");
+    }
     to_row.sort();
     to_exit.sort();
     println!(

@@ -152,6 +152,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let metrics_task = metrics.map(|(l, server)| tokio::spawn(crate::metrics::run(l, server)));
     let store = broker.store().clone();
     let heartbeat = live.spawn_heartbeat(node.clone());
+    // listening for the store's changes from the start, not from the first session: a kill
+    // right after the first login must not wait for the poll
+    live.ensure_watcher();
     let takeover = tokio::spawn(crate::fleet::watch_lost_nodes(
         store.clone(),
         node.id.clone(),
