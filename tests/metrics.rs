@@ -1,5 +1,5 @@
 //! `[metrics] listen`: a Prometheus scrape during a session shows it live, after the kill
-//! the end-reason counter has it; `/healthz` answers 200 while the store and the recordings
+//! the end-reason counter has it, a failed login is counted; `/healthz` answers 200 while the store and the recordings
 //! root work, and 503 naming the recordings root once it is unusable.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -86,6 +86,12 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         !text.contains("scrape me"),
         "the admin's text is no label: {text}"
     );
+
+    // a login with a key nobody registered is counted
+    let (stranger, _) = gatehouse_e2e::keygen(w.keys.path(), "stranger");
+    let out = g.ssh("alice+web1", &stranger).arg("true").output().unwrap();
+    assert!(!out.status.success());
+    scrape_until(port, "gatehouse_failed_logins_total{method=\"publickey\"}");
 
     // the recordings root becomes unusable: healthz says so
     let root = g.dir().join("recordings");

@@ -1,5 +1,6 @@
 //! The node's Prometheus metrics (`prometheus-client`): what the fronts count as sessions
-//! end, and what is read at scrape time (live sessions). One registry per process — a
+//! end and logins fail, what the fleet and the detective report, and what is read at scrape
+//! time (live sessions). One registry per process — a
 //! process is one node — so the fronts count without a handle threaded through every call;
 //! `serve` exposes it on `[metrics] listen` (off by default).
 
@@ -24,11 +25,30 @@ struct NodeLabels {
     node: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    /// `source` (an address or IPv6 /64) or `account`.
+    scope: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
 struct Metrics {
     registry: Registry,
     session_ends: Family<EndLabels, Counter>,
     live_sessions: Family<NodeLabels, Gauge>,
     sessions_taken_over: Counter,
+    failed_logins: Family<MethodLabels, Counter>,
+    login_lockouts: Family<ScopeLabels, Counter>,
+    detective_findings: Family<RuleLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -51,11 +71,32 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Sessions of lost nodes this node closed as interrupted",
         sessions_taken_over.clone(),
     );
+    let failed_logins = Family::<MethodLabels, Counter>::default();
+    registry.register(
+        "failed_logins",
+        "Failed logins (both fronts and the lock prompt), by method",
+        failed_logins.clone(),
+    );
+    let login_lockouts = Family::<ScopeLabels, Counter>::default();
+    registry.register(
+        "login_lockouts",
+        "Sources or accounts locked out by the failed-login limits",
+        login_lockouts.clone(),
+    );
+    let detective_findings = Family::<RuleLabels, Counter>::default();
+    registry.register(
+        "detective_findings",
+        "New findings of the detective control reported by this process, by rule",
+        detective_findings.clone(),
+    );
     Metrics {
         registry,
         session_ends,
         live_sessions,
         sessions_taken_over,
+        failed_logins,
+        login_lockouts,
+        detective_findings,
     }
 });
 
@@ -66,6 +107,36 @@ pub fn session_ended(protocol: &str, reason: &EndReason) {
         .get_or_create(&EndLabels {
             protocol: protocol.to_owned(),
             reason: reason.as_code().to_owned(),
+        })
+        .inc();
+}
+
+/// A login failed with `method`; `source`/`account`: this failure locked them out.
+pub fn login_failed(method: &str, source: bool, account: bool) {
+    METRICS
+        .failed_logins
+        .get_or_create(&MethodLabels {
+            method: method.to_owned(),
+        })
+        .inc();
+    for (scope, locked) in [("source", source), ("account", account)] {
+        if locked {
+            METRICS
+                .login_lockouts
+                .get_or_create(&ScopeLabels {
+                    scope: scope.to_owned(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// The detective control reported a new finding of `rule`.
+pub fn detective_finding(rule: &str) {
+    METRICS
+        .detective_findings
+        .get_or_create(&RuleLabels {
+            rule: rule.to_owned(),
         })
         .inc();
 }

@@ -226,6 +226,7 @@ async fn report<'a>(
             continue;
         }
         let detail = finding_json(f);
+        gatehouse_session::metrics::detective_finding(f.rule.as_str());
         tracing::error!(
             target: "gatehouse::detective",
             rule = f.rule.as_str(),
