@@ -11,6 +11,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/gatehouse /usr/local/bin/gatehouse
 COPY deploy/gatehouse.toml /etc/gatehouse/gatehouse.toml
 COPY deploy/compose-entrypoint.sh /usr/local/bin/compose-entrypoint.sh
+COPY deploy/gatehouse-fleet.toml /etc/gatehouse/gatehouse-fleet.toml
+COPY deploy/fleet-entrypoint.sh /usr/local/bin/fleet-entrypoint.sh
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.toml
 EXPOSE 2222
 ENTRYPOINT ["/usr/local/bin/compose-entrypoint.sh"]

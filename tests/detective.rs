@@ -30,15 +30,22 @@ fn store(g: &Gatehouse) -> (tokio::runtime::Runtime, Store) {
     (rt, store)
 }
 
+/// The broker's node: its name and the id it keeps beside its host key.
+fn node_of(g: &Gatehouse) -> (&'static str, String) {
+    let id = std::fs::read_to_string(g.dir().join("gatehouse_node_id")).unwrap();
+    ("n1", id.trim().to_owned())
+}
+
 /// A session row as a front writes it at login, with no guard behind it.
 fn insert_session(
     rt: &tokio::runtime::Runtime,
     store: &Store,
-    node: &str,
+    (node, node_id): (&str, &str),
     operator: &str,
 ) -> String {
     rt.block_on(store.start_session(&NewSession {
         node,
+        node_id,
         operator,
         target: "web1",
         environment: Some("prod"),
@@ -216,6 +223,8 @@ fn every_injected_violation_is_found_with_its_evidence() {
         "2s",
     ]);
     let (rt, store) = store(g);
+    let (name, id) = node_of(g);
+    let n1 = (name, id.as_str());
 
     // a real session whose recording is then edited to show input after its end
     let out = w.ssh_exec("alice+web1", "echo evidence");
@@ -228,16 +237,17 @@ fn every_injected_violation_is_found_with_its_evidence() {
     std::fs::write(&cast, text).unwrap();
 
     // live rows no guard holds; one with a kill request nobody carries out
-    let orphan = insert_session(&rt, &store, "n1", "alice");
-    let killed = insert_session(&rt, &store, "n1", "alice");
+    let orphan = insert_session(&rt, &store, n1, "alice");
+    let killed = insert_session(&rt, &store, n1, "alice");
     rt.block_on(store.request_kill(&killed, "incident 7"))
         .unwrap();
     // a live session on a node that never heartbeated
-    let elsewhere = insert_session(&rt, &store, "n2", "alice");
+    let elsewhere = insert_session(&rt, &store, ("n2", "n2"), "alice");
     // a live session in an environment with a 2 s maximum and a 1 s idle limit
     let short = rt
         .block_on(store.start_session(&NewSession {
             node: "n1",
+            node_id: n1.1,
             operator: "alice",
             target: "web1",
             environment: Some("short"),
@@ -251,14 +261,14 @@ fn every_injected_violation_is_found_with_its_evidence() {
         Some("bob-secret-1"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let bob_live = insert_session(&rt, &store, "n1", "bob");
+    let bob_live = insert_session(&rt, &store, n1, "bob");
     g.cli_ok(&["user", "lock", "bob"]);
     std::thread::sleep(Duration::from_millis(20));
-    let bob_later = insert_session(&rt, &store, "n1", "bob");
+    let bob_later = insert_session(&rt, &store, n1, "bob");
     // an operator that does not exist
-    let ghost = insert_session(&rt, &store, "n1", "ghost");
+    let ghost = insert_session(&rt, &store, n1, "ghost");
     // bytes relayed, no recording
-    let unrecorded = insert_session(&rt, &store, "n1", "alice");
+    let unrecorded = insert_session(&rt, &store, n1, "alice");
     rt.block_on(store.end_session(
         &unrecorded,
         &gatehouse_core::EndReason::ClientClosed,
@@ -414,7 +424,9 @@ fn with_action_end_a_live_violating_session_is_ended_through_the_kill_path() {
     }))
     .unwrap();
     // and a row no guard holds, which only the registry can close
-    let orphan = insert_session(&rt, &store, "n1", "alice");
+    let (name, id) = node_of(g);
+    let n1 = (name, id.as_str());
+    let orphan = insert_session(&rt, &store, n1, "alice");
     let out = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use gatehouse_testbed::{Sshd, require_program};
 
+pub mod fleet;
 pub mod pg;
 
 /// Polls `probe` every 50 ms until it gives `Some`, and returns that; after `limit`, fails
@@ -402,6 +403,11 @@ impl Gatehouse {
         );
     }
 
+    /// The broker's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the broker with SIGKILL (no chance to clean up).
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
@@ -476,6 +482,11 @@ impl World {
 
     /// A world whose broker runs the binary at `bin` (see [`Gatehouse::start_binary`]).
     pub fn with_binary(bin: PathBuf, extra_config: &str) -> World {
+        Self::around(Gatehouse::start_binary(bin, extra_config))
+    }
+
+    /// The world's target, operator and grant, set up through a running `gatehouse`'s CLI.
+    pub fn around(gatehouse: Gatehouse) -> World {
         let keys = tempfile::Builder::new()
             .prefix("gatehouse-keys-")
             .tempdir()
@@ -483,7 +494,6 @@ impl World {
         let (target_identity, target_public) = keygen(keys.path(), "target_identity");
         let (alice_key, _) = keygen(keys.path(), "alice");
         let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
-        let gatehouse = Gatehouse::start_binary(bin, extra_config);
         gatehouse.cli_ok(&["env", "add", "prod"]);
         gatehouse.cli_ok(&[
             "target",

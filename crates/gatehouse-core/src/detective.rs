@@ -164,8 +164,7 @@ struct Ctx<'a> {
 /// rule.
 pub fn evaluate(facts: &Facts, tol: &Tolerances, now: i64) -> Vec<Finding> {
     let cx = Ctx { facts, tol, now };
-    let nodes: HashMap<&str, &NodeFact> =
-        facts.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let nodes: HashMap<&str, &NodeFact> = facts.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     let mut out = Vec::new();
     for s in &facts.sessions {
         let mut add = |rule: Rule, message: String, evidence: Vec<(&'static str, Evidence)>| {
@@ -184,7 +183,7 @@ pub fn evaluate(facts: &Facts, tol: &Tolerances, now: i64) -> Vec<Finding> {
         match s.ended_at {
             None => {
                 live_rules(&cx, s, &mut add);
-                owner_rules(&cx, s, nodes.get(s.node.as_str()).copied(), &mut add);
+                owner_rules(&cx, s, nodes.get(s.node_id.as_str()).copied(), &mut add);
             }
             Some(end) => ended_rules(&cx, s, end, &mut add),
         }

@@ -69,7 +69,10 @@ impl PolicyHistory {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionFacts {
     pub id: String,
+    /// Display name of the node that holds it.
     pub node: String,
+    /// Id of that node (what its heartbeat is keyed by).
+    pub node_id: String,
     pub operator: String,
     /// None when access was denied (no environment, never reached a target).
     pub environment: Option<String>,
@@ -95,6 +98,8 @@ pub struct KillFact {
 /// A broker node's heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFact {
+    /// The node's unique id (several nodes may share a name).
+    pub id: String,
     pub name: String,
     pub started_at: i64,
     pub heartbeat_at: i64,

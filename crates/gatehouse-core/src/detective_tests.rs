@@ -45,6 +45,7 @@ fn session(
     SessionFacts {
         id: id.into(),
         node: "n1".into(),
+        node_id: "id-n1".into(),
         operator: "alice".into(),
         environment: Some("prod".into()),
         started_at,
@@ -69,6 +70,7 @@ fn facts(now: i64, p: EnvPolicy, sessions: Vec<SessionFacts>) -> Facts {
     Facts {
         sessions,
         nodes: vec![NodeFact {
+            id: "id-n1".into(),
             name: "n1".into(),
             started_at: T0 - 60 * MIN,
             heartbeat_at: now - 1000,

@@ -200,6 +200,9 @@ impl Enforcer {
                 "recording failed; the session cannot continue unrecorded".into()
             }
             EndReason::Shutdown => "gatehouse is shutting down".into(),
+            EndReason::Interrupted => {
+                "this broker node was declared lost and its sessions were closed".into()
+            }
             _ => "terminated by admin".into(),
         };
         Directive::End { reason, message }

@@ -293,6 +293,7 @@ async fn session(
         &Login {
             protocol: Protocol::Postgres,
             node: &broker.config.front.node,
+            node_id: &broker.config.front.node_id,
             peer,
             operator: &operator,
             target: Some(target_name),

@@ -10,8 +10,11 @@ use crate::LoginGate;
 
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
-    /// Name of this broker node in the session registry.
+    /// Display name of this broker node in the session registry.
     pub node: String,
+    /// This node's unique id (sessions are owned by it; defaults to the name until the
+    /// binary sets the id it keeps beside the host key).
+    pub node_id: String,
     /// Where session recordings and statement logs are written.
     pub recordings_root: PathBuf,
     /// Connections served at once; further ones wait in the listen backlog.
@@ -33,6 +36,7 @@ pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(60);
 impl FrontConfig {
     pub fn new(node: String, recordings_root: PathBuf) -> Self {
         FrontConfig {
+            node_id: node.clone(),
             node,
             recordings_root,
             max_connections: 10_000,

@@ -14,6 +14,7 @@ mod guard;
 mod lifecycle;
 mod live;
 mod login;
+pub mod metrics;
 pub mod passwords;
 mod reauth;
 

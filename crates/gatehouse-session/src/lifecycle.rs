@@ -43,7 +43,9 @@ impl EndReasonCell {
 /// A successful login, as the front saw it.
 pub struct Login<'a> {
     pub protocol: Protocol,
+    /// The node's display name and id.
     pub node: &'a str,
+    pub node_id: &'a str,
     pub peer: SocketAddr,
     pub operator: &'a str,
     /// The target the operator asked for; `None` when the login named none (SSH `alice@…`).
@@ -176,6 +178,7 @@ async fn register(
     let id = store
         .start_session(&NewSession {
             node: login.node,
+            node_id: login.node_id,
             operator: login.operator,
             target,
             environment: environment.as_deref(),
@@ -355,6 +358,7 @@ pub async fn end_session(
             }),
         })
         .await;
+    crate::metrics::session_ended(session.protocol.as_str(), reason);
     tracing::info!(reason = %reason, bytes_in, bytes_out, "session ended");
 }
 

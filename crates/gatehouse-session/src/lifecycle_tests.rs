@@ -47,6 +47,7 @@ fn login<'a>(operator: &'a str, target: Option<&'a str>, protocol: Protocol) -> 
     Login {
         protocol,
         node: "node-a",
+        node_id: "node-a-id",
         peer: "192.0.2.7:40000".parse().unwrap(),
         operator,
         target,

@@ -4,7 +4,9 @@
 //! store to the guards within a second; shutdown ends every connection of a front through
 //! the same path (`end_all`). Shared by all fronts of one process, so a node polls the store
 //! once, not once per front. The node's heartbeat claims the sessions registered here, so a
-//! live row that no guard holds shows in the store.
+//! live row that no guard holds shows in the store. On PostgreSQL the watcher also wakes on
+//! the store's change notifications (`Store::change_feed`), so a change reaches guards in
+//! milliseconds; the poll stays as the fallback.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use gatehouse_core::{Directive, EndReason, EnvPolicy, Protocol};
-use gatehouse_store::{AuditEvent, KillRequest, Store};
+use gatehouse_store::{AuditEvent, KillRequest, NodeInfo, Store};
 use serde_json::json;
 
 /// How often the node looks for policy changes and kill requests in the store.
@@ -47,6 +49,7 @@ struct Entry {
 /// The node's live connections and their sessions' guards.
 pub struct LiveSessions {
     store: Store,
+    /// The node's id (kills and claims go by it).
     node: String,
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
@@ -182,26 +185,25 @@ impl LiveSessions {
     }
 
     /// Writes the node's heartbeat every [`HEARTBEAT_INTERVAL`] until the task is aborted,
-    /// claiming the sessions whose guards run here. `started_at`: when the node started
-    /// (Unix ms). A store that is down is logged once and retried.
-    pub fn spawn_heartbeat(self: &Arc<Self>, started_at: i64) -> tokio::task::JoinHandle<()> {
+    /// claiming the sessions whose guards run here. A guard whose row another node closed
+    /// meanwhile (it declared this node lost) is told to end: nothing is closed twice and
+    /// nothing closed comes back. A store that is down is logged once and retried.
+    pub fn spawn_heartbeat(self: &Arc<Self>, node: NodeInfo) -> tokio::task::JoinHandle<()> {
         let live = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut failing = false;
+            let mut told: HashSet<String> = HashSet::new();
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(live) = live.upgrade() else { return };
                 let ids = live.session_ids();
-                let beat = live.store.node_heartbeat(
-                    &live.node,
-                    started_at,
-                    env!("CARGO_PKG_VERSION"),
-                    &ids,
-                );
-                match beat.await {
-                    Ok(()) => failing = false,
+                match live.store.node_heartbeat(&node, &ids).await {
+                    Ok(closed) => {
+                        failing = false;
+                        live.end_closed(&closed, &mut told);
+                    }
                     Err(e) if !failing => {
                         failing = true;
                         tracing::error!(error = %e, "cannot write the node heartbeat");
@@ -210,6 +212,26 @@ impl LiveSessions {
                 }
             }
         })
+    }
+
+    /// Ends the guards of sessions whose rows are closed already (each told once).
+    fn end_closed(&self, closed: &[String], told: &mut HashSet<String>) {
+        let Ok(entries) = self.entries.lock() else {
+            return;
+        };
+        let guarded: HashMap<&str, &Entry> = entries
+            .values()
+            .filter_map(|e| e.guarded.as_ref().map(|g| (g.session_id.as_str(), e)))
+            .collect();
+        told.retain(|id| guarded.contains_key(id.as_str()));
+        for id in closed {
+            if let Some(e) = guarded.get(id.as_str())
+                && told.insert(id.clone())
+            {
+                tracing::warn!(session_id = %id, "session closed by another node (this node was declared lost); ending it");
+                (e.deliver)(Control::Kill(EndReason::Interrupted));
+            }
+        }
     }
 
     /// Guarded sessions.
@@ -242,8 +264,16 @@ async fn watch_store(live: Weak<LiveSessions>) {
     let mut store_down = false;
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // on PostgreSQL a change wakes the watcher at once; the tick stays as the fallback
+    let feed = match live.upgrade() {
+        Some(l) => l.store.change_feed(),
+        None => return,
+    };
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = feed.changed() => {}
+        }
         let Some(live) = live.upgrade() else { return };
         let store = live.store.clone();
         let (policies, kills) = match tokio::try_join!(

@@ -121,6 +121,7 @@ impl LoginGate {
     /// its `auth_failure` audit row.
     pub async fn failed(&self, store: &Store, f: FailedLogin<'_>) -> FailureOutcome {
         let out = self.record_failure(f.peer.ip(), f.operator.filter(|_| f.guessed_secret));
+        crate::metrics::login_failed(f.method, out.source_locked_out, out.account_locked_out);
         tracing::warn!(
             source = %f.peer,
             user = %f.user.escape_debug(),

@@ -186,6 +186,7 @@ impl Connection {
             &Login {
                 protocol: Protocol::Ssh,
                 node: &self.broker.config.front.node,
+                node_id: &self.broker.config.front.node_id,
                 peer: self.state.peer,
                 operator,
                 target,

@@ -99,7 +99,12 @@ impl Connection {
             // The guard is ending the session: its disconnect (within `POLITE_END`, or the
             // socket is dropped) is the answer, and it carries the reason. A failure
             // reply now would let the client exit first, never learning why.
-            if self.enforcement.as_ref().and_then(|e| e.gate.end_message()).is_some() {
+            if self
+                .enforcement
+                .as_ref()
+                .and_then(|e| e.gate.end_message())
+                .is_some()
+            {
                 return Ok(());
             }
             return session.channel_failure(channel);

@@ -11,6 +11,7 @@ mod audit;
 mod detective;
 mod directory;
 mod nodes;
+mod notify;
 pub mod passwords;
 mod policies;
 mod recordings;
@@ -31,6 +32,8 @@ use thiserror::Error;
 pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
 pub use detective::{CheckedSession, DetectiveLock};
 pub use directory::{GrantRecord, OperatorRecord};
+pub use nodes::{LostSession, NodeInfo, NodeRecord};
+pub use notify::{CHANNEL as CHANGE_CHANNEL, ChangeFeed};
 pub use policies::{Actor, KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};
 pub use secrets::{MasterKey, SecretError};
@@ -183,6 +186,8 @@ pub struct StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where the store is (the change listener opens its own connection).
+    url: Arc<str>,
     master_key: MasterKey,
     timeouts: Timeouts,
     /// Audit events that could not be written (see [`Store::audit`]).
@@ -292,6 +297,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            url: Arc::from(connect_url.as_str()),
             master_key,
             timeouts,
             audit_failures: Arc::new(AtomicU64::new(0)),
@@ -304,6 +310,12 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Whether the store answers a query now (for `/healthz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 

@@ -1,51 +1,92 @@
-//! Broker nodes' heartbeats: each serving node writes its row every few seconds and stamps
-//! the live sessions its guards hold, so that a node that is gone, and a live session no
-//! guard holds, show in the store (the detective control reads both).
+//! Broker nodes' heartbeats: each serving node writes its row (keyed by the id it keeps
+//! beside its host key) every few seconds and stamps the live sessions its guards hold, so
+//! that a node that is gone, and a live session no guard holds, show in the store (the
+//! detective control reads both). A live node closes the sessions of a node silent past the
+//! node timeout (`take_over_lost_nodes`).
 
+use gatehouse_core::EndReason;
 use gatehouse_core::detective::NodeFact;
 use sqlx::Row;
 
-use crate::{Result, Store, now_millis};
+use crate::{Result, Store, first_column, now_millis};
 
-/// Session ids stamped per statement (bounded statement size, any number of sessions).
+/// Session ids per statement (bounded statement size, any number of sessions).
 const STAMP_CHUNK: usize = 500;
 
+/// What a node says about itself in each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Generated once, kept beside the host key: unique in a fleet.
+    pub id: String,
+    /// Display name (`[node] name`); several nodes may share one.
+    pub name: String,
+    pub version: String,
+    /// When the node started (Unix ms).
+    pub started_at: i64,
+    /// Where it listens, e.g. `ssh 10.0.0.5:2222, postgres 10.0.0.5:6432`.
+    pub listen: String,
+}
+
+/// A node's row, for `gatehouse nodes list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub stopped_at: Option<i64>,
+    pub live_sessions: i64,
+    pub listen: String,
+    /// When another node declared it lost and closed its sessions.
+    pub lost_at: Option<i64>,
+}
+
+/// A session closed because its node went silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostSession {
+    pub session_id: String,
+    pub operator: String,
+    pub node_id: String,
+    pub node: String,
+}
+
 impl Store {
-    /// Records that `node` (started at `started_at`, running `version`) is alive and holds
-    /// the live sessions `held`.
-    pub async fn node_heartbeat(
-        &self,
-        node: &str,
-        started_at: i64,
-        version: &str,
-        held: &[String],
-    ) -> Result<()> {
+    /// Records that `node` is alive and holds the live sessions `held`. Returns those of
+    /// `held` whose rows are closed already (another node declared this one lost and took
+    /// them over): their guards must end.
+    pub async fn node_heartbeat(&self, node: &NodeInfo, held: &[String]) -> Result<Vec<String>> {
         let now = now_millis();
         let live = i64::try_from(held.len()).unwrap_or(i64::MAX);
         let done = sqlx::query(
-            "UPDATE nodes SET started_at = $1, heartbeat_at = $2, stopped_at = NULL,
-                 live_sessions = $3, version = $4 WHERE name = $5",
+            "UPDATE nodes SET name = $1, started_at = $2, heartbeat_at = $3, stopped_at = NULL,
+                 live_sessions = $4, version = $5, listen = $6, lost_at = NULL WHERE id = $7",
         )
-        .bind(started_at)
+        .bind(&node.name)
+        .bind(node.started_at)
         .bind(now)
         .bind(live)
-        .bind(version)
-        .bind(node)
+        .bind(&node.version)
+        .bind(&node.listen)
+        .bind(&node.id)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
             sqlx::query(
-                "INSERT INTO nodes (name, started_at, heartbeat_at, live_sessions, version)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO nodes (id, name, started_at, heartbeat_at, live_sessions, version, listen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(node)
-            .bind(started_at)
+            .bind(&node.id)
+            .bind(&node.name)
+            .bind(node.started_at)
             .bind(now)
             .bind(live)
-            .bind(version)
+            .bind(&node.version)
+            .bind(&node.listen)
             .execute(&self.pool)
             .await?;
         }
+        let mut closed = Vec::new();
         for chunk in held.chunks(STAMP_CHUNK) {
             let placeholders = (0..chunk.len())
                 .map(|i| format!("${}", i + 3))
@@ -53,40 +94,146 @@ impl Store {
                 .join(", ");
             let sql = format!(
                 "UPDATE sessions SET owner_seen_at = $1
-                 WHERE node = $2 AND ended_at IS NULL AND id IN ({placeholders})"
+                 WHERE node_id = $2 AND ended_at IS NULL AND id IN ({placeholders})"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(node);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(&node.id);
             for id in chunk {
                 q = q.bind(id);
             }
             q.execute(&self.pool).await?;
+            let placeholders = (0..chunk.len())
+                .map(|i| format!("${}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT id FROM sessions WHERE ended_at IS NOT NULL AND id IN ({placeholders})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            closed.extend(first_column(&q.fetch_all(&self.pool).await?)?);
         }
-        Ok(())
+        Ok(closed)
     }
 
-    /// Records that `node` stopped serving (graceful shutdown).
-    pub async fn node_stopped(&self, node: &str) -> Result<()> {
-        sqlx::query("UPDATE nodes SET stopped_at = $1, live_sessions = 0 WHERE name = $2")
+    /// Records that the node with id `node_id` stopped serving (graceful shutdown).
+    pub async fn node_stopped(&self, node_id: &str) -> Result<()> {
+        sqlx::query("UPDATE nodes SET stopped_at = $1, live_sessions = 0 WHERE id = $2")
             .bind(now_millis())
-            .bind(node)
+            .bind(node_id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn list_nodes(&self) -> Result<Vec<NodeFact>> {
+    /// Closes as `interrupted` the live sessions of every node other than `me` whose last
+    /// heartbeat is older than `cutoff` (Unix ms) (a row whose node never sent a heartbeat is
+    /// left to the detective control, which reports it); then marks those nodes' unfinished recordings interrupted
+    /// (verified to their last authentic checkpoint). Each row is closed by one statement
+    /// that re-checks the node is still silent, so several live nodes may run this at once
+    /// and a node that just came back keeps its sessions. Returns the sessions closed here,
+    /// and the nodes newly declared lost (id, name).
+    pub async fn take_over_lost_nodes(
+        &self,
+        me: &str,
+        cutoff: i64,
+    ) -> Result<(Vec<LostSession>, Vec<(String, String)>)> {
         let rows = sqlx::query(
-            "SELECT name, started_at, heartbeat_at, stopped_at FROM nodes ORDER BY name",
+            "SELECT s.id, s.operator, s.node_id, s.node FROM sessions s
+             JOIN nodes n ON n.id = s.node_id
+             WHERE s.ended_at IS NULL AND s.node_id <> $1 AND n.heartbeat_at < $2",
+        )
+        .bind(me)
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut closed = Vec::new();
+        for r in &rows {
+            let s = LostSession {
+                session_id: r.try_get(0)?,
+                operator: r.try_get(1)?,
+                node_id: r.try_get(2)?,
+                node: r.try_get(3)?,
+            };
+            let done = sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = $2
+                 WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
+                     (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
+            )
+            .bind(now_millis())
+            .bind(EndReason::Interrupted.to_stored())
+            .bind(&s.session_id)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                closed.push(s);
+            }
+        }
+        let mut nodes: Vec<(String, String)> = closed
+            .iter()
+            .map(|s| (s.node_id.clone(), s.node.clone()))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let mut newly_lost = Vec::new();
+        for (id, name) in nodes {
+            self.interrupt_recordings(&id).await?;
+            let done = sqlx::query(
+                "UPDATE nodes SET lost_at = $1 WHERE id = $2 AND lost_at IS NULL AND heartbeat_at < $3",
+            )
+            .bind(now_millis())
+            .bind(&id)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                newly_lost.push((id, name));
+            }
+        }
+        Ok((closed, newly_lost))
+    }
+
+    /// Every node's heartbeat, for the detective control.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeFact>> {
+        Ok(self
+            .node_records()
+            .await?
+            .into_iter()
+            .map(|n| NodeFact {
+                id: n.id,
+                name: n.name,
+                started_at: n.started_at,
+                heartbeat_at: n.heartbeat_at,
+                stopped: n.stopped_at.is_some(),
+            })
+            .collect())
+    }
+
+    /// Every node's row, by name then id.
+    pub async fn node_records(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, version, started_at, heartbeat_at, stopped_at, live_sessions,
+                 listen, lost_at
+             FROM nodes ORDER BY name, id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(NodeFact {
-                    name: r.try_get(0)?,
-                    started_at: r.try_get(1)?,
-                    heartbeat_at: r.try_get(2)?,
-                    stopped: r.try_get::<Option<i64>, _>(3)?.is_some(),
+                Ok(NodeRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                    started_at: r.try_get(3)?,
+                    heartbeat_at: r.try_get(4)?,
+                    stopped_at: r.try_get(5)?,
+                    live_sessions: r.try_get(6)?,
+                    listen: r.try_get(7)?,
+                    lost_at: r.try_get(8)?,
                 })
             })
             .collect()

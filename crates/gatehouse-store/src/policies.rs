@@ -8,6 +8,7 @@ use gatehouse_core::detective::PolicyVersion;
 use gatehouse_core::{EnvPolicy, IdleAction};
 use sqlx::Row;
 
+use crate::notify::Change;
 use crate::{AuditEvent, Result, Store, StoreError, expect_row, first_column, now_millis};
 
 fn ms(d: Option<Duration>) -> Option<i64> {
@@ -104,6 +105,7 @@ impl Store {
         .await?;
         expect_row(done, "environment", environment)?;
         record_policy_version(&mut tx, environment, now_millis()).await?;
+        self.notify_change(&mut tx, Change::Policy).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -133,6 +135,7 @@ impl Store {
 
     /// Asks the broker that owns a live session to end it.
     pub async fn request_kill(&self, session_id: &str, reason: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
         let done = sqlx::query(
             "UPDATE sessions SET kill_requested_at = $1, kill_reason = $2
              WHERE id = $3 AND ended_at IS NULL",
@@ -140,9 +143,10 @@ impl Store {
         .bind(now_millis())
         .bind(KillRequest::Admin(reason.to_owned()).to_stored())
         .bind(session_id)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
-        expect_row(done, "live session", session_id)
+        expect_row(done, "live session", session_id)?;
+        self.notify_change(&mut conn, Change::Kill).await
     }
 
     /// Locks (or unlocks) an operator. Locking also asks for every live session of the
@@ -155,6 +159,8 @@ impl Store {
             .await?;
         expect_row(done, "user", operator)?;
         if !locked {
+            let mut conn = self.pool.acquire().await?;
+            self.notify_change(&mut conn, Change::UserLock).await?;
             return Ok(Vec::new());
         }
         let rows = sqlx::query("SELECT id FROM sessions WHERE operator = $1 AND ended_at IS NULL")
@@ -171,6 +177,8 @@ impl Store {
         .bind(operator)
         .execute(&self.pool)
         .await?;
+        let mut conn = self.pool.acquire().await?;
+        self.notify_change(&mut conn, Change::UserLock).await?;
         Ok(ids)
     }
 
@@ -208,13 +216,13 @@ impl Store {
         Ok(ended)
     }
 
-    /// Live sessions of `node` that an admin asked to end.
-    pub async fn pending_kills(&self, node: &str) -> Result<Vec<(String, KillRequest)>> {
+    /// Live sessions of the node with id `node_id` that an admin asked to end.
+    pub async fn pending_kills(&self, node_id: &str) -> Result<Vec<(String, KillRequest)>> {
         let rows = sqlx::query(
             "SELECT id, kill_reason FROM sessions
-             WHERE node = $1 AND ended_at IS NULL AND kill_requested_at IS NOT NULL",
+             WHERE node_id = $1 AND ended_at IS NULL AND kill_requested_at IS NOT NULL",
         )
-        .bind(node)
+        .bind(node_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -317,6 +317,21 @@ impl Store {
         counted: Option<(i64, String)>,
     ) -> Result<()> {
         let raw = self.raw_recording(session_id).await?;
+        // An end state is final: a node that comes back after another node closed its
+        // sessions as interrupted must not seal (resurrect) or fail their recordings.
+        let ending = matches!(
+            to,
+            RecordingState::Sealed | RecordingState::Failed | RecordingState::Interrupted
+        );
+        if ending && raw.state != RecordingState::Recording.as_str() {
+            tracing::warn!(
+                session_id,
+                state = %raw.state,
+                to = to.as_str(),
+                "recording already ended; its state stays"
+            );
+            return Ok(());
+        }
         let (events, digest) = match counted {
             Some((e, d)) => (Some(e), Some(d)),
             None => (raw.events, raw.digest.clone()),
@@ -377,15 +392,16 @@ impl Store {
             .await
     }
 
-    /// Marks this node's recordings still being written as interrupted (after a crash),
-    /// each verified up to its last authentic checkpoint.
-    pub async fn interrupt_recordings(&self, node: &str) -> Result<u64> {
+    /// Marks the recordings of the node with id `node_id` still being written as
+    /// interrupted (after a crash, or once another node took over its sessions), each
+    /// verified up to its last authentic checkpoint.
+    pub async fn interrupt_recordings(&self, node_id: &str) -> Result<u64> {
         let sql = format!(
             "SELECT {COLUMNS} FROM sessions
-             WHERE node = $1 AND recording_state = 'recording' AND ended_at IS NOT NULL"
+             WHERE node_id = $1 AND recording_state = 'recording' AND ended_at IS NOT NULL"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(node)
+            .bind(node_id)
             .fetch_all(&self.pool)
             .await?;
         let mut done = 0;

@@ -13,6 +13,7 @@ async fn session(store: &Store) -> String {
     store
         .start_session(&NewSession {
             node: "n1",
+            node_id: "n1",
             operator: "alice",
             target: "web1",
             environment: None,

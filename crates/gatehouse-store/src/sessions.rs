@@ -8,7 +8,10 @@ use crate::{Result, Store, first_column, now_millis};
 
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
+    /// Display name of the node that holds the session.
     pub node: &'a str,
+    /// Id of that node (unique; what kills, claims and takeovers go by).
+    pub node_id: &'a str,
     pub operator: &'a str,
     pub target: &'a str,
     pub environment: Option<&'a str>,
@@ -32,6 +35,8 @@ pub struct SessionRecord {
     pub bytes_out: i64,
     pub recording_path: Option<String>,
     pub recording_state: Option<String>,
+    /// Id of the node whose guard holds (held) the session.
+    pub node_id: Option<String>,
 }
 
 impl SessionRecord {
@@ -40,7 +45,7 @@ impl SessionRecord {
     }
 }
 
-pub(crate) const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state";
+pub(crate) const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state, node_id";
 
 pub(crate) fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
     Ok(SessionRecord {
@@ -58,6 +63,7 @@ pub(crate) fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
         bytes_out: r.try_get(11)?,
         recording_path: r.try_get(12)?,
         recording_state: r.try_get(13)?,
+        node_id: r.try_get(14)?,
     })
 }
 
@@ -66,8 +72,8 @@ impl Store {
     pub async fn start_session(&self, s: &NewSession<'_>) -> Result<String> {
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO sessions (id, node, operator, target, environment, protocol, client_addr, started_at, bytes_in, bytes_out)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0)",
+            "INSERT INTO sessions (id, node, operator, target, environment, protocol, client_addr, started_at, bytes_in, bytes_out, node_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9)",
         )
         .bind(&id)
         .bind(s.node)
@@ -77,6 +83,7 @@ impl Store {
         .bind(s.protocol.as_str())
         .bind(s.client_addr)
         .bind(now_millis())
+        .bind(s.node_id)
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -104,11 +111,11 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every session this node left open (it died while they were live) as
-    /// `interrupted`. Returns their ids.
-    pub async fn close_interrupted_sessions(&self, node: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM sessions WHERE node = $1 AND ended_at IS NULL")
-            .bind(node)
+    /// Closes every session the node with id `node_id` left open (it died while they were
+    /// live) as `interrupted`. Returns their ids.
+    pub async fn close_interrupted_sessions(&self, node_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM sessions WHERE node_id = $1 AND ended_at IS NULL")
+            .bind(node_id)
             .fetch_all(&self.pool)
             .await?;
         let ids = first_column(&rows)?;

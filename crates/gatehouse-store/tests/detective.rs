@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, EnvPolicy, Protocol};
-use gatehouse_store::{AuditEvent, MasterKey, NewSession, Store};
+use gatehouse_store::{AuditEvent, MasterKey, NewSession, NodeInfo, Store};
 
 async fn exercise(store: &Store) {
     store.add_environment("prod").await.unwrap();
@@ -37,6 +37,7 @@ async fn exercise(store: &Store) {
     store.add_operator("alice", None).await.unwrap();
     let new = |node| NewSession {
         node,
+        node_id: node,
         operator: "alice",
         target: "web1",
         environment: Some("prod"),
@@ -50,14 +51,28 @@ async fn exercise(store: &Store) {
         .end_session(&ended, &EndReason::ClientClosed, 1, 2)
         .await
         .unwrap();
-    store
-        .node_heartbeat("n1", 1000, "0.1.0", &[held.clone(), ended.clone()])
-        .await
-        .unwrap();
-    store
-        .node_heartbeat("n1", 1000, "0.1.0", std::slice::from_ref(&held))
-        .await
-        .unwrap();
+    let n1 = NodeInfo {
+        id: "n1".into(),
+        name: "n1".into(),
+        version: "0.1.0".into(),
+        started_at: 1000,
+        listen: "ssh 127.0.0.1:22".into(),
+    };
+    // the heartbeat reports the held sessions whose rows are closed
+    assert_eq!(
+        store
+            .node_heartbeat(&n1, &[held.clone(), ended.clone()])
+            .await
+            .unwrap(),
+        vec![ended.clone()]
+    );
+    assert!(
+        store
+            .node_heartbeat(&n1, std::slice::from_ref(&held))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let nodes = store.list_nodes().await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(

@@ -77,6 +77,7 @@ fn web1() -> NewTarget<'static> {
 fn new_session(node: &str) -> NewSession<'_> {
     NewSession {
         node,
+        node_id: node,
         operator: "alice",
         target: "web1",
         environment: Some("prod"),
@@ -244,13 +245,7 @@ async fn sessions(store: &Store) {
     let new = new_session("n1");
     let s1 = store.start_session(&new).await.unwrap();
     let s2 = store.start_session(&new).await.unwrap();
-    let s3 = store
-        .start_session(&NewSession {
-            node: "n2",
-            ..new.clone()
-        })
-        .await
-        .unwrap();
+    let s3 = store.start_session(&new_session("n2")).await.unwrap();
     store
         .end_session(&s1, &EndReason::ClientClosed, 10, 2000)
         .await

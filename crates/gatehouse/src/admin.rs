@@ -699,6 +699,7 @@ pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<(
                         s.operator,
                         s.target,
                         s.environment.unwrap_or_else(|| "-".into()),
+                        s.node,
                         s.client_addr,
                         table::time(s.started_at),
                         humantime::format_duration(dur).to_string(),
@@ -712,8 +713,8 @@ pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<(
                 "{}",
                 table::render(
                     &[
-                        "id", "operator", "target", "env", "client", "started", "duration", "end",
-                        "in", "out"
+                        "id", "operator", "target", "env", "node", "client", "started", "duration",
+                        "end", "in", "out"
                     ],
                     &rows
                 )

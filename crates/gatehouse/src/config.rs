@@ -31,6 +31,25 @@ struct RawConfig {
     node: RawNode,
     #[serde(default)]
     detective: RawDetective,
+    #[serde(default)]
+    fleet: RawFleet,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Where `/metrics` and `/healthz` are served (off when absent).
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    /// A node whose heartbeat is older than this is lost: another node closes its sessions
+    /// as interrupted, and the detective reports sessions left live on it.
+    node_timeout: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -102,7 +121,8 @@ struct RawDetective {
     interval: Option<toml::Spanned<String>>,
     /// `alert` (default) or `end`: also end live violating sessions.
     action: Option<toml::Spanned<String>>,
-    /// A node whose heartbeat is older than this is gone.
+    /// Same as `[fleet] node_timeout` (kept for configs written before it; both may be
+    /// given only with the same value).
     node_timeout: Option<toml::Spanned<String>>,
 }
 
@@ -112,6 +132,14 @@ pub struct DetectiveConfig {
     pub enabled: bool,
     pub interval: Duration,
     pub action: DetectiveAction,
+    /// The fleet's node timeout (`[fleet] node_timeout`): one value for both.
+    pub node_timeout: Duration,
+}
+
+/// `[fleet]`: several nodes on one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// A node silent this long is lost; a live node closes its sessions.
     pub node_timeout: Duration,
 }
 
@@ -138,6 +166,9 @@ pub struct Config {
     pub recordings_root: PathBuf,
     pub secret_key_file: PathBuf,
     pub node: String,
+    pub fleet: FleetConfig,
+    /// `[metrics] listen`: the Prometheus and health endpoint, off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `[ssh] login_failure_*`, `login_lockout` and `login_account_*` (both fronts).
     pub login_limits: LoginLimits,
     /// `[ssh] login_grace`.
@@ -281,10 +312,20 @@ impl Config {
         };
         let ssh_login_grace = duration(raw.ssh.login_grace, DEFAULT_LOGIN_GRACE)?;
         let pg_login_grace = duration(raw.postgres.login_grace.clone(), DEFAULT_LOGIN_GRACE)?;
+        let node_timeout = match (raw.fleet.node_timeout, raw.detective.node_timeout) {
+            (Some(f), Some(d)) if f.get_ref() != d.get_ref() => {
+                return Err(at(
+                    d.span(),
+                    "detective.node_timeout differs from fleet.node_timeout: give fleet.node_timeout only".into(),
+                ));
+            }
+            (f, d) => duration(f.or(d), DEFAULT_NODE_TIMEOUT)?,
+        };
+        let fleet = FleetConfig { node_timeout };
         let detective = DetectiveConfig {
             enabled: raw.detective.enabled.unwrap_or(true),
             interval: duration(raw.detective.interval, DEFAULT_DETECTIVE_INTERVAL)?,
-            node_timeout: duration(raw.detective.node_timeout, DEFAULT_NODE_TIMEOUT)?,
+            node_timeout,
             action: match raw.detective.action {
                 None => DetectiveAction::Alert,
                 Some(a) => match a.get_ref().as_str() {
@@ -339,6 +380,8 @@ impl Config {
             recordings_root: abs(raw.recordings.root, "recordings"),
             secret_key_file: abs(raw.secrets.key_file, "gatehouse_secret.key"),
             node,
+            fleet,
+            metrics_listen: raw.metrics.listen,
             login_limits,
             ssh_login_grace,
         })
@@ -518,6 +561,13 @@ name = "bastion-1"
         assert_eq!(d.interval, Duration::from_secs(1));
         assert_eq!(d.action, DetectiveAction::End);
         assert_eq!(d.node_timeout, Duration::from_secs(30));
+        let c = parse("[fleet]\nnode_timeout = \"3s\"\n").unwrap();
+        assert_eq!(c.fleet.node_timeout, Duration::from_secs(3));
+        assert_eq!(c.detective.node_timeout, Duration::from_secs(3));
+        assert_eq!(parse("").unwrap().fleet.node_timeout, DEFAULT_NODE_TIMEOUT);
+        let e = parse("[fleet]\nnode_timeout = \"3s\"\n[detective]\nnode_timeout = \"4s\"\n")
+            .unwrap_err();
+        assert!(e.reason.contains("differs from fleet.node_timeout"), "{e}");
         let e = parse("[detective]\naction = \"kill\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 10));
         assert_eq!(

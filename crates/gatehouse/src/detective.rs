@@ -173,7 +173,7 @@ async fn end_live(store: &Store, facts: &Facts, new: &[&Finding]) {
             .find(|r| matches!(r, Rule::NoGuard | Rule::NodeGone))
         {
             let result = match store.end_session(id, &EndReason::Interrupted, 0, 0).await {
-                Ok(()) => store.interrupt_recordings(&s.node).await.map(drop),
+                Ok(()) => store.interrupt_recordings(&s.node_id).await.map(drop),
                 Err(e) => Err(e),
             };
             let detail = json!({"reason": "interrupted", "rule": rule.as_str()});
@@ -226,6 +226,7 @@ async fn report<'a>(
             continue;
         }
         let detail = finding_json(f);
+        gatehouse_session::metrics::detective_finding(f.rule.as_str());
         tracing::error!(
             target: "gatehouse::detective",
             rule = f.rule.as_str(),
@@ -397,6 +398,7 @@ fn session_facts(
     let r = s.record;
     let facts = SessionFacts {
         id: r.id,
+        node_id: r.node_id.unwrap_or_else(|| r.node.clone()),
         node: r.node,
         operator: r.operator,
         environment: r.environment,

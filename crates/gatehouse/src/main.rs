@@ -5,6 +5,9 @@ mod admin;
 mod config;
 mod demo;
 mod detective;
+mod fleet;
+mod metrics;
+mod nodes;
 mod pg_admin;
 mod recordings;
 mod review;
@@ -50,6 +53,9 @@ enum Command {
     /// Inspect the session registry.
     #[command(subcommand)]
     Sessions(admin::SessionsCommand),
+    /// The broker nodes sharing this store.
+    #[command(subcommand)]
+    Nodes(nodes::NodesCommand),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
@@ -113,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant { user, env } => admin::grant(&config, &user, &env).await,
         Command::Sessions(c) => admin::sessions(&config, c).await,
         Command::Audit(c) => admin::audit(&config, c).await,
+        Command::Nodes(c) => nodes::nodes(&config, c).await,
         Command::Recordings(c) => recordings::recordings(&config, c).await,
         Command::Review(a) => review::review(&config, a).await,
         Command::Play(a) => review::play(&config, a).await,

@@ -11,7 +11,8 @@ use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
 use crate::admin::open_store;
-use crate::config::{Config, DetectiveConfig};
+use crate::config::{Config, DetectiveConfig, FleetConfig};
+use gatehouse_store::NodeInfo;
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -37,7 +38,12 @@ pub struct Prepared {
     pub postgres: Option<(Arc<PgBroker>, TcpListener)>,
     /// The node's live sessions (for its heartbeat).
     pub live: Arc<LiveSessions>,
+    /// What the node says about itself in its heartbeat.
+    pub node: NodeInfo,
     pub detective: DetectiveConfig,
+    pub fleet: FleetConfig,
+    /// `[metrics] listen`, bound.
+    pub metrics: Option<(TcpListener, Arc<crate::metrics::MetricsServer>)>,
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -50,14 +56,15 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());
+    let node_id = crate::fleet::load_or_create_node_id(&config.host_key)?;
     gatehouse_recorder::file::create_private_dir(&config.recordings_root).with_context(|| {
         format!(
             "cannot create recordings root {}",
             config.recordings_root.display()
         )
     })?;
-    let interrupted = store.close_interrupted_sessions(&config.node).await?;
-    store.interrupt_recordings(&config.node).await?;
+    let interrupted = store.close_interrupted_sessions(&node_id).await?;
+    store.interrupt_recordings(&node_id).await?;
     if !interrupted.is_empty() {
         tracing::warn!(count = interrupted.len(), sessions = ?interrupted, "sessions left open by a previous run closed as interrupted");
     }
@@ -68,9 +75,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // one login gate for the node: both fronts get clones of `front`
     front.login = gatehouse_session::LoginGate::new(config.login_limits);
     front.login_grace = config.ssh_login_grace;
+    front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
-    let live = LiveSessions::new(store.clone(), config.node.clone());
+    let live = LiveSessions::new(store.clone(), node_id.clone());
     let postgres = match &config.postgres {
         None => None,
         Some(pg) => {
@@ -89,14 +97,43 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             ))
         }
     };
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let server = crate::metrics::MetricsServer {
+                store: store.clone(),
+                live: live.clone(),
+                node_name: config.node.clone(),
+                recordings_root: config.recordings_root.clone(),
+            };
+            Some((l, Arc::new(server)))
+        }
+    };
     let broker = Broker::with_live(store, broker_config, live.clone());
+    let mut listen = format!("ssh {}", listener.local_addr()?);
+    if let Some((_, l)) = &postgres {
+        listen.push_str(&format!(", postgres {}", l.local_addr()?));
+    }
+    let node = NodeInfo {
+        id: node_id,
+        name: config.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: gatehouse_store::now_millis(),
+        listen,
+    };
     Ok(Prepared {
         broker,
         listener,
         host_key_line,
         postgres,
         live,
+        node,
         detective: config.detective.clone(),
+        fleet: config.fleet,
+        metrics,
     })
 }
 
@@ -106,11 +143,24 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         listener,
         postgres,
         live,
+        node,
         detective,
+        fleet,
+        metrics,
         ..
     } = prepared;
+    let metrics_task = metrics.map(|(l, server)| tokio::spawn(crate::metrics::run(l, server)));
     let store = broker.store().clone();
-    let heartbeat = live.spawn_heartbeat(gatehouse_store::now_millis());
+    let heartbeat = live.spawn_heartbeat(node.clone());
+    // listening for the store's changes from the start, not from the first session: a kill
+    // right after the first login must not wait for the poll
+    live.ensure_watcher();
+    let takeover = tokio::spawn(crate::fleet::watch_lost_nodes(
+        store.clone(),
+        node.id.clone(),
+        fleet.node_timeout,
+        gatehouse_session::HEARTBEAT_INTERVAL,
+    ));
     let detective_task = detective
         .enabled
         .then(|| tokio::spawn(crate::detective::watch(store.clone(), detective)));
@@ -134,6 +184,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         }
     }
     heartbeat.abort();
+    takeover.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(t) = detective_task {
         t.abort();
     }
@@ -152,11 +206,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = prepared.listener.local_addr()?;
     // One machine-readable line on stdout: scripts and tests read the bound port from it.
     // the ssh line last: readers may stop at it
+    if let Some((l, _)) = &prepared.metrics {
+        println!("gatehouse: metrics listening on {}", l.local_addr()?);
+    }
     if let Some((_, l)) = &prepared.postgres {
         println!("gatehouse: postgres listening on {}", l.local_addr()?);
     }
     println!("gatehouse: ssh listening on {addr}");
-    tracing::info!(%addr, host_key = %prepared.host_key_line, node = %config.node, "gatehouse serving");
+    tracing::info!(%addr, host_key = %prepared.host_key_line, node = %config.node, node_id = %prepared.node.id, "gatehouse serving");
     run(prepared).await
 }
 
