@@ -20,7 +20,7 @@ pub mod ssh_policy;
 pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
-pub use calendar::civil_from_days;
+pub use calendar::{TimeStyle, civil_from_days, days_from_civil, format_time};
 pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
 pub use gate::{
     Admission, ChannelStart, OperatorAction, RecordingMode, Refusal, SessionState, admit,

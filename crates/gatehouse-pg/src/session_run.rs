@@ -224,6 +224,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> (End
         .register(session_id, &target.environment, policy.version, move |c| {
             let _ = deliver.send(c.into());
         });
+    broker.live.attach_status(session_id, guard.status());
     let tracked = broker.track(guard_tx.clone());
     let guard_task = tokio::spawn(guard.run(guard_rx).instrument(tracing::Span::current()));
     tracing::info!(database, "session started");

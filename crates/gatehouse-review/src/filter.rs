@@ -1,6 +1,8 @@
 //! List filters, typed as one line: `op:alice env:prod end:idle from:2026-11-01 to:2026-11-30`.
 //! A bare word matches any of id, operator, target, environment and end reason.
 
+pub use gatehouse_core::days_from_civil;
+
 use crate::catalog::SessionEntry;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,28 +90,10 @@ pub fn parse_day(s: &str) -> Result<i64, String> {
     Ok(days_from_civil(y, m, d) * DAY_MS)
 }
 
-/// Unix day number of a date (proleptic Gregorian; Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds (the core's one formatter of record
+/// times).
 pub fn format_time(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let (y, m, d) = gatehouse_recorder::file::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    gatehouse_core::format_time(millis, gatehouse_core::TimeStyle::Plain)
 }
 
 /// `1h02m`, `3m04s`, `12s`, and tenths under ten seconds (`0.2s`, `3.4s`): a session

@@ -1,13 +1,19 @@
 //! What the list shows about a live session beyond its registry row: how long its operator
 //! has been idle, the nearest limit that will end (or lock) it, and whether it is locked.
 //!
-//! Activity is what the enforcement counts as activity and the recording keeps: operator
-//! input (`i` events) for terminal sessions, statements for SQL sessions. Lock state is the
-//! last `locked:`/`unlocked:` marker, and the operator's account lock comes from the store.
-//! Pure: the catalog reads a recording's tail and the policy and hands them in.
+//! From the store first ([`from_guard`]): what the session's guard knows, written by its
+//! node's heartbeat every 2 s (and at once on lock and unlock), reauthentication deadline
+//! included. A row without it (its node predates those columns, or has not beaten yet)
+//! falls back to an estimate from the recording ([`live_info`]): activity is what the
+//! enforcement counts and the recording keeps — operator input (`i` events) for terminal
+//! sessions, statements for SQL sessions —, the lock state the last `locked:`/`unlocked:`
+//! marker; the reauthentication deadline is not known there. The operator's account lock
+//! comes from the store either way. Pure: the catalog hands everything in.
 
 use std::time::Duration;
 
+use gatehouse_core::WarnKind;
+use gatehouse_store::GuardState;
 use serde_json::Value;
 
 /// How much of a live recording's end is read for its activity.
@@ -17,6 +23,7 @@ pub const TAIL_BYTES: u64 = 64 * 1024;
 pub enum Limit {
     Idle,
     Max,
+    Reauth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +87,32 @@ pub fn scan_tail(bytes: &[u8]) -> TailActivity {
     a
 }
 
-/// A live session's state `elapsed` after it started.
+/// A live session's state at `now` (Unix ms) from what its guard reported.
+pub fn from_guard(now: i64, guard: &GuardState, account_locked: bool) -> LiveInfo {
+    let until = |at: i64| Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+    let lock = if account_locked {
+        Lock::Account
+    } else if guard.locked_since.is_some() {
+        Lock::Session
+    } else {
+        Lock::Open
+    };
+    let next_limit = guard.next_limit.map(|(kind, at)| {
+        let limit = match kind {
+            WarnKind::Idle => Limit::Idle,
+            WarnKind::MaxSession => Limit::Max,
+            WarnKind::Reauth => Limit::Reauth,
+        };
+        (limit, until(at))
+    });
+    LiveInfo {
+        idle_for: Duration::from_millis(u64::try_from(now - guard.last_activity_at).unwrap_or(0)),
+        next_limit: next_limit.filter(|_| lock != Lock::Account),
+        lock,
+    }
+}
+
+/// A live session's state `elapsed` after it started, estimated from its recording's tail.
 pub fn live_info(
     elapsed: Duration,
     tail: &TailActivity,
@@ -153,5 +185,31 @@ mod tests {
         // no input seen: idle since the first event read
         let i = live_info(5 * S, &TailActivity::default(), None, None, false);
         assert_eq!(i.idle_for, 5 * S);
+    }
+
+    #[test]
+    fn the_guards_report_names_the_reauth_deadline_and_the_lock() {
+        let g = GuardState {
+            last_activity_at: 10_000,
+            locked_since: None,
+            next_limit: Some((WarnKind::Reauth, 130_000)),
+        };
+        let i = from_guard(70_000, &g, false);
+        assert_eq!(i.idle_for, 60 * S);
+        assert_eq!(i.next_limit, Some((Limit::Reauth, 60 * S)));
+        assert_eq!(i.lock, Lock::Open);
+        let locked = GuardState {
+            locked_since: Some(65_000),
+            next_limit: Some((WarnKind::MaxSession, 60_000)),
+            ..g
+        };
+        let i = from_guard(70_000, &locked, false);
+        // a deadline just passed shows as zero, not as a negative time
+        assert_eq!(
+            (i.lock, i.next_limit),
+            (Lock::Session, Some((Limit::Max, Duration::ZERO)))
+        );
+        let i = from_guard(70_000, &g, true);
+        assert_eq!((i.lock, i.next_limit), (Lock::Account, None));
     }
 }

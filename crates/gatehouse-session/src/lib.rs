@@ -19,7 +19,9 @@ pub use accept::{accept_loop, drain_connections};
 pub use checkpoints::store_checkpoints;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::{LockState, SessionGate};
-pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
+pub use guard::{
+    ActivityClock, Guard, GuardEvent, GuardObserver, GuardStatus, OperatorIo, Reauthenticator,
+};
 pub use live::{
     Control, HEARTBEAT_INTERVAL, LiveSessions, WATCH_INTERVAL, audit_directive, marker_label,
 };

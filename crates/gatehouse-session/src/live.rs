@@ -2,15 +2,20 @@
 //! a session's guard here, and one watcher per node carries policy changes and kill requests
 //! from the store to the guards within a second. Shared by all fronts of one process, so a
 //! node polls the store once, not once per front. The node's heartbeat claims the sessions
-//! registered here, so a live row that no guard holds shows in the store.
+//! registered here, so a live row that no guard holds shows in the store, and writes what
+//! their guards know (last activity, lock, next limit) for reviewers: every 2 s, and at once
+//! when a session locks or unlocks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use gatehouse_core::{Directive, EndReason, EnvPolicy};
-use gatehouse_store::{AuditEvent, KillRequest, Store};
+use gatehouse_store::{AuditEvent, GuardState, KillRequest, Store};
 use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::GuardStatus;
 
 /// How often the node looks for policy changes and kill requests in the store.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -31,6 +36,8 @@ struct Entry {
     /// Version of the environment policy the guard runs with.
     policy_version: i64,
     deliver: Deliver,
+    /// What the guard knows, for the heartbeat (see [`LiveSessions::attach_status`]).
+    status: Option<Arc<GuardStatus>>,
 }
 
 /// Guards of this node's live sessions, by session id.
@@ -39,6 +46,8 @@ pub struct LiveSessions {
     node: String,
     entries: Mutex<HashMap<String, Entry>>,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Lock and unlock transitions of the guards: the heartbeat writes at once.
+    transitions: Arc<Notify>,
 }
 
 impl LiveSessions {
@@ -48,6 +57,7 @@ impl LiveSessions {
             node,
             entries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
+            transitions: Arc::new(Notify::new()),
         })
     }
 
@@ -81,9 +91,33 @@ impl LiveSessions {
                     environment: environment.to_owned(),
                     policy_version,
                     deliver: Box::new(deliver),
+                    status: None,
                 },
             );
         }
+    }
+
+    /// Lets the heartbeat write what a registered session's guard knows.
+    pub fn attach_status(&self, session_id: &str, status: Arc<GuardStatus>) {
+        status.notify_transitions(self.transitions.clone());
+        if let Ok(mut e) = self.entries.lock()
+            && let Some(entry) = e.get_mut(session_id)
+        {
+            entry.status = Some(status);
+        }
+    }
+
+    /// What the guards of the sessions registered here know, `wall_now` (Unix ms) being now.
+    pub fn guard_states(&self, wall_now: i64) -> Vec<(String, GuardState)> {
+        let Ok(e) = self.entries.lock() else {
+            return Vec::new();
+        };
+        e.iter()
+            .filter_map(|(id, entry)| {
+                let state = entry.status.as_ref()?.read(wall_now)?;
+                Some((id.clone(), state))
+            })
+            .collect()
     }
 
     pub fn unregister(&self, session_id: &str) {
@@ -101,23 +135,30 @@ impl LiveSessions {
     }
 
     /// Writes the node's heartbeat every [`HEARTBEAT_INTERVAL`] until the task is aborted,
-    /// claiming the sessions whose guards run here. `started_at`: when the node started
-    /// (Unix ms). A store that is down is logged once and retried.
+    /// claiming the sessions whose guards run here and writing what their guards know (also
+    /// at once when one locks or unlocks). `started_at`: when the node started (Unix ms). A
+    /// store that is down is logged once and retried.
     pub fn spawn_heartbeat(self: &Arc<Self>, started_at: i64) -> tokio::task::JoinHandle<()> {
         let live = Arc::downgrade(self);
+        let transitions = self.transitions.clone();
         tokio::spawn(async move {
             let mut failing = false;
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = transitions.notified() => {}
+                }
                 let Some(live) = live.upgrade() else { return };
                 let ids = live.session_ids();
+                let guards = live.guard_states(gatehouse_store::now_millis());
                 let beat = live.store.node_heartbeat(
                     &live.node,
                     started_at,
                     env!("CARGO_PKG_VERSION"),
                     &ids,
+                    &guards,
                 );
                 match beat.await {
                     Ok(()) => failing = false,

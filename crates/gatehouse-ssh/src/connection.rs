@@ -393,6 +393,7 @@ impl Connection {
             gate.clone(),
             operator,
         );
+        let status = guard.status();
         tokio::spawn(tracing::Instrument::instrument(
             guard.run(rx),
             self.state.span.clone(),
@@ -403,6 +404,7 @@ impl Connection {
             .register(&session_id, &policy.environment, policy.version, move |c| {
                 let _ = deliver.send(c.into());
             });
+        self.broker.live.attach_status(&session_id, status);
         self.enforcement = Some(Enforcement {
             clock,
             gate,

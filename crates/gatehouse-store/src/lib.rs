@@ -34,7 +34,7 @@ pub use directory::{GrantRecord, OperatorRecord};
 pub use policies::{Actor, KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};
 pub use secrets::{MasterKey, SecretError};
-pub use sessions::{NewSession, SessionRecord};
+pub use sessions::{GuardState, NewSession, SessionRecord};
 pub use targets::{NewTarget, TargetRecord};
 
 #[derive(Debug, Error)]

@@ -5,20 +5,22 @@
 use gatehouse_core::detective::NodeFact;
 use sqlx::Row;
 
-use crate::{Result, Store, now_millis};
+use crate::{GuardState, Result, Store, now_millis};
 
 /// Session ids stamped per statement (bounded statement size, any number of sessions).
 const STAMP_CHUNK: usize = 500;
 
 impl Store {
     /// Records that `node` (started at `started_at`, running `version`) is alive and holds
-    /// the live sessions `held`.
+    /// the live sessions `held`, and what their guards know (`guards`, by session id: the
+    /// review list's idle, next limit and lock columns), all in one batch.
     pub async fn node_heartbeat(
         &self,
         node: &str,
         started_at: i64,
         version: &str,
         held: &[String],
+        guards: &[(String, GuardState)],
     ) -> Result<()> {
         let now = now_millis();
         let live = i64::try_from(held.len()).unwrap_or(i64::MAX);
@@ -60,6 +62,27 @@ impl Store {
                 q = q.bind(id);
             }
             q.execute(&self.pool).await?;
+        }
+        if !guards.is_empty() {
+            // one transaction: one commit for the whole batch
+            let mut tx = self.pool.begin().await?;
+            for (id, g) in guards {
+                sqlx::query(
+                    "UPDATE sessions SET last_activity_at = $1, locked = $2, locked_since = $3,
+                         next_limit = $4, next_limit_at = $5
+                     WHERE id = $6 AND node = $7 AND ended_at IS NULL",
+                )
+                .bind(g.last_activity_at)
+                .bind(i64::from(g.locked_since.is_some()))
+                .bind(g.locked_since)
+                .bind(g.next_limit.map(|(k, _)| k.as_str()))
+                .bind(g.next_limit.map(|(_, at)| at))
+                .bind(id)
+                .bind(node)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
         }
         Ok(())
     }

@@ -51,11 +51,11 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     store
-        .node_heartbeat("n1", 1000, "0.1.0", &[held.clone(), ended.clone()])
+        .node_heartbeat("n1", 1000, "0.1.0", &[held.clone(), ended.clone()], &[])
         .await
         .unwrap();
     store
-        .node_heartbeat("n1", 1000, "0.1.0", std::slice::from_ref(&held))
+        .node_heartbeat("n1", 1000, "0.1.0", std::slice::from_ref(&held), &[])
         .await
         .unwrap();
     let nodes = store.list_nodes().await.unwrap();

@@ -72,7 +72,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if live_columns {
         widths.extend([
             Constraint::Length(6),
-            Constraint::Length(11),
+            // `reauth 59m59s`
+            Constraint::Length(13),
             Constraint::Length(7),
         ]);
         header.extend(["IDLE", "NEXT LIMIT", "LOCK"]);
@@ -117,6 +118,7 @@ fn live_cells(i: &LiveInfo) -> [String; 3] {
     let next = match i.next_limit {
         Some((Limit::Idle, d)) => format!("idle {}", format_duration(d)),
         Some((Limit::Max, d)) => format!("max {}", format_duration(d)),
+        Some((Limit::Reauth, d)) => format!("reauth {}", format_duration(d)),
         None => "-".into(),
     };
     let lock = match i.lock {
