@@ -27,7 +27,7 @@ pub use gate::{
 };
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};
-pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};
+pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration, format_elapsed};
 pub use ratelimit::{
     FailedLoginLimiter, FailureOutcome, LimiterConfig, LoginLimiter, LoginLimits, LoginRefusal,
     SourceBucket,

@@ -96,18 +96,6 @@ pub fn format_time(millis: i64) -> String {
     gatehouse_core::format_time(millis, gatehouse_core::TimeStyle::Plain)
 }
 
-/// `1h02m`, `3m04s`, `12s`, and tenths under ten seconds (`0.2s`, `3.4s`): a session
-/// shorter than a second is not `0s`.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..10 => format!("{s}.{}s", d.subsec_millis() / 100),
-        10..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
 /// `mm:ss.d` (or `h:mm:ss`) of a position in a recording.
 pub fn format_position(d: std::time::Duration) -> String {
     let s = d.as_secs();
@@ -170,12 +158,6 @@ mod tests {
     #[test]
     fn durations_and_positions() {
         use std::time::Duration;
-        assert_eq!(format_duration(Duration::from_secs(12)), "12s");
-        assert_eq!(format_duration(Duration::from_millis(250)), "0.2s");
-        assert_eq!(format_duration(Duration::ZERO), "0.0s");
-        assert_eq!(format_duration(Duration::from_millis(9_990)), "9.9s");
-        assert_eq!(format_duration(Duration::from_secs(184)), "3m04s");
-        assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
         assert_eq!(format_position(Duration::from_millis(65_400)), "01:05.4");
         assert_eq!(format_position(Duration::from_secs(3725)), "1:02:05");
     }
