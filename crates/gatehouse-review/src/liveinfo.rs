@@ -13,8 +13,9 @@
 use std::time::Duration;
 
 use gatehouse_core::WarnKind;
+use gatehouse_recorder::sql_log::SqlLogLine;
+use gatehouse_recorder::{Code, EventLine};
 use gatehouse_store::GuardState;
-use serde_json::Value;
 
 /// How much of a live recording's end is read for its activity.
 pub const TAIL_BYTES: u64 = 64 * 1024;
@@ -53,34 +54,31 @@ pub struct TailActivity {
     pub locked: Option<bool>,
 }
 
-/// Scans complete lines of a terminal recording or a statement log.
+/// Scans complete lines of a terminal recording or a statement log (with the recorder's
+/// line types, as the writer wrote them).
 pub fn scan_tail(bytes: &[u8]) -> TailActivity {
     let mut a = TailActivity::default();
+    let seconds = |t: f64| Duration::from_secs_f64(t.min(1e12));
     for line in bytes.split(|b| *b == b'\n') {
-        let Ok(v) = serde_json::from_slice::<Value>(line) else {
-            continue;
+        let (at, activity, marker) = if let Some(e) = EventLine::parse(line) {
+            let code = e.code();
+            let marker = (code == Some(Code::Marker)).then(|| e.data().to_owned());
+            (e.at(), code == Some(Code::Input), marker)
+        } else {
+            match SqlLogLine::parse(line) {
+                Some(SqlLogLine::Statement(s)) => (seconds(s.t), true, None),
+                Some(SqlLogLine::Marker(m)) => (seconds(m.t), false, Some(m.label)),
+                Some(SqlLogLine::Other { t, .. }) => (seconds(t), false, None),
+                None => continue,
+            }
         };
-        let (t, kind, data) = match &v {
-            Value::Array(e) => (e.first(), e.get(1), e.get(2)),
-            Value::Object(o) => (o.get("t"), o.get("type"), o.get("label")),
-            _ => continue,
-        };
-        let Some(t) = t
-            .and_then(Value::as_f64)
-            .filter(|t| t.is_finite() && *t >= 0.0)
-        else {
-            continue;
-        };
-        let at = Duration::from_secs_f64(t.min(1e12));
         a.first_event.get_or_insert(at);
-        match (kind.and_then(Value::as_str), data.and_then(Value::as_str)) {
-            (Some("i" | "statement"), _) => a.last_activity = Some(at),
-            (Some("m" | "marker"), Some(label)) if label.starts_with("locked:") => {
-                a.locked = Some(true);
-            }
-            (Some("m" | "marker"), Some(label)) if label.starts_with("unlocked:") => {
-                a.locked = Some(false);
-            }
+        if activity {
+            a.last_activity = Some(at);
+        }
+        match marker.as_deref() {
+            Some(label) if label.starts_with("locked:") => a.locked = Some(true),
+            Some(label) if label.starts_with("unlocked:") => a.locked = Some(false),
             _ => {}
         }
     }
