@@ -584,3 +584,71 @@ fn a_controlmaster_session_keeps_each_channels_terminal_mode() {
     assert!(cat.status.success(), "{}", stderr(&cat));
     assert!(stdout(&cat).contains("back-42"), "{}", stdout(&cat));
 }
+
+/// The idle time on the list's detail line (`idle 3.4s ·`, `idle 12s ·`, `idle 1m05s ·`),
+/// in tenths of a second.
+fn shown_idle(screen: &str) -> Option<u64> {
+    let at = screen.find("  idle ")? + "  idle ".len();
+    let text = screen[at..].split_whitespace().next()?;
+    let (mins, rest) = match text.split_once('m') {
+        Some((m, s)) => (m.parse::<u64>().ok()?, s),
+        None => (0, text),
+    };
+    let secs: f64 = rest.strip_suffix('s')?.parse().ok()?;
+    Some(mins * 600 + (secs * 10.0) as u64)
+}
+
+#[test]
+fn live_columns_come_from_the_guard_idle_grows_reauth_is_named_and_the_lock_shows() {
+    let w = World::new();
+    w.add_password("lock-pw-15");
+    w.gatehouse.set_policy(&[
+        "--idle-timeout",
+        "10m",
+        "--idle-action",
+        "lock",
+        "--lock-grace",
+        "60s",
+        "--reauth-after",
+        "5m",
+    ]);
+    let operator = w.interactive("alice+web1");
+    w.gatehouse.wait_live();
+    let dir = tempfile::tempdir().unwrap();
+    let ui = review_in_tmux(&w, dir.path(), "--read-only");
+    ui.wait_for("1 of 1 sessions");
+    // the reauthentication deadline is the nearest: only the guard knows it (the
+    // recording and the policy alone would say idle)
+    let screen = wait_within(&ui, "next: reauth 4m", Duration::from_secs(6));
+    assert!(screen.contains("lock: -"), "{screen}");
+    // the idle time grows from one refresh to the next
+    let first = shown_idle(&ui.screen()).expect("an idle time on the detail line");
+    let started = std::time::Instant::now();
+    let grown = loop {
+        let screen = ui.screen();
+        let now = shown_idle(&screen).expect("an idle time on the detail line");
+        if now >= first + 20 {
+            break now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "idle time stuck at {first}: {screen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(grown > first);
+
+    // a shorter idle limit: the session is past it, so it locks (with a final notice);
+    // the list shows the lock within the heartbeat's nudge and one refresh, and while
+    // locked the next limit is the end of the lock grace
+    w.gatehouse.set_policy(&["--idle-timeout", "3s"]);
+    operator.wait_for("[gatehouse] password for alice: ");
+    let screen = wait_within(&ui, "lock: session", Duration::from_secs(5));
+    assert!(screen.contains("next: reauth 5"), "{screen}");
+    // unlocked again (under a long idle limit, which reaches the guard within 0.5 s, well
+    // before the short one could lock again): the list follows
+    w.gatehouse.set_policy(&["--idle-timeout", "10m"]);
+    operator.type_line("lock-pw-15");
+    operator.wait_for("unlocked; resuming");
+    wait_within(&ui, "lock: -", Duration::from_secs(5));
+}

@@ -33,6 +33,13 @@ impl WarnKind {
             WarnKind::Reauth => "reauth",
         }
     }
+
+    /// The kind named by [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<WarnKind> {
+        [WarnKind::Idle, WarnKind::MaxSession, WarnKind::Reauth]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +133,33 @@ impl Enforcer {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Since when the session is locked at the prompt, if it is.
+    pub fn locked_since(&self) -> Option<Duration> {
+        self.lock.map(|l| l.since)
+    }
+
+    /// The last activity the enforcer counted (the open, or the last unlock, at least).
+    pub fn last_activity(&self) -> Duration {
+        self.last_activity
+    }
+
+    /// The nearest limit and when it falls: idle, maximum length or reauthentication (while
+    /// locked, the end of the lock grace counts as the reauthentication deadline). Warnings
+    /// are not limits. `None` when no limit applies or the session ended.
+    pub fn next_limit(&self) -> Option<(WarnKind, Duration)> {
+        if self.ended {
+            return None;
+        }
+        let grace = self
+            .lock
+            .map(|l| (WarnKind::Reauth, l.since + self.policy.lock_grace));
+        [WarnKind::MaxSession, WarnKind::Idle, WarnKind::Reauth]
+            .into_iter()
+            .filter_map(|k| self.deadline(k).map(|d| (k, d)))
+            .chain(grace)
+            .min_by_key(|(_, d)| *d)
     }
 
     /// Whether the session can be locked and unlocked in-band (a terminal, and a password

@@ -379,3 +379,30 @@ fn shutdown_is_not_told_as_an_admin_kill() {
     assert_eq!(reason, EndReason::Shutdown);
     assert_eq!(message, "gatehouse is shutting down");
 }
+
+#[test]
+fn the_next_limit_is_the_nearest_deadline_of_any_kind() {
+    let mut p = policy(Some(10 * M), Some(60 * M), &[]);
+    p.reauth_after = Some(5 * M);
+    p.idle_action = IdleAction::Lock;
+    p.lock_grace = 30 * S;
+    let mut e = Enforcer::new(p);
+    e.set_lock_capable(true);
+    assert_eq!(e.next_limit(), Some((WarnKind::Reauth, 5 * M)));
+    assert_eq!(e.locked_since(), None);
+    let mut clock = Duration::ZERO;
+    let events = run_until(&mut e, &mut clock, 5 * M);
+    assert_eq!(kinds(&events), [(5 * M, "lock reauth".into())]);
+    // locked: the lock grace is the reauthentication deadline
+    assert_eq!(e.locked_since(), Some(5 * M));
+    assert_eq!(e.next_limit(), Some((WarnKind::Reauth, 5 * M + 30 * S)));
+    assert_eq!(e.unlock_attempt(true, 5 * M + S), Some(Directive::Unlocked));
+    assert_eq!(e.last_activity(), 5 * M + S);
+    assert_eq!(e.next_limit(), Some((WarnKind::Reauth, 10 * M + S)));
+    assert!(e.activity(9 * M));
+    assert_eq!(e.next_limit(), Some((WarnKind::Reauth, 10 * M + S)));
+    e.set_policy(policy(Some(10 * M), Some(60 * M), &[]), 9 * M);
+    assert_eq!(e.next_limit(), Some((WarnKind::Idle, 19 * M)));
+    assert_eq!(WarnKind::parse("max_session"), Some(WarnKind::MaxSession));
+    assert_eq!(WarnKind::parse("lunch"), None);
+}

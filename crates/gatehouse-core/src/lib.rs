@@ -21,14 +21,14 @@ pub mod target;
 pub mod target_addr;
 
 pub use access::{AccessDecision, AccessFacts, DenyReason, decide_access};
-pub use calendar::civil_from_days;
+pub use calendar::{TimeStyle, civil_from_days, days_from_civil, format_time};
 pub use enforcement::{Directive, Enforcer, LockReason, WarnKind};
 pub use gate::{
     Admission, ChannelStart, OperatorAction, RecordingMode, Refusal, SessionState, admit,
 };
 pub use login::{LoginName, LoginNameError};
 pub use names::{NameError, validate_name};
-pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration};
+pub use policy::{EnvPolicy, IdleAction, PolicyError, format_duration, format_elapsed};
 pub use ratelimit::{
     FailedLoginLimiter, FailureOutcome, LimiterConfig, LoginLimiter, LoginLimits, LoginRefusal,
     SourceBucket,

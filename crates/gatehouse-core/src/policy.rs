@@ -141,11 +141,35 @@ pub fn format_countdown(d: Duration) -> String {
     format_duration(Duration::from_secs(secs.max(1) as u64))
 }
 
+/// An elapsed time at a glance (session lengths, idle times, time left), the one display
+/// format of the review TUI and the CLI's tables: `1h02m`, `3m04s`, `12s`, and tenths under
+/// ten seconds (`0.2s`, `3.4s`) so that a session shorter than a second is not `0s`. Policy
+/// values are shown exactly instead ([`format_duration`]).
+pub fn format_elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..10 => format!("{s}.{}s", d.subsec_millis() / 100),
+        10..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn elapsed_times_at_a_glance() {
+        assert_eq!(format_elapsed(12 * S), "12s");
+        assert_eq!(format_elapsed(Duration::from_millis(250)), "0.2s");
+        assert_eq!(format_elapsed(Duration::ZERO), "0.0s");
+        assert_eq!(format_elapsed(Duration::from_millis(9_990)), "9.9s");
+        assert_eq!(format_elapsed(184 * S), "3m04s");
+        assert_eq!(format_elapsed(3720 * S), "1h02m");
+    }
     const M: Duration = Duration::from_secs(60);
 
     #[test]

@@ -3,26 +3,27 @@
 //! recordings, so it has the same flushing, fail-closed and hash-chain guarantees and is
 //! checked by the same `gatehouse recordings verify`.
 //!
-//! Line 0 is a header object (`gatehouse_sql_log: 1`, session, operator, target, …, and
-//! the `startup_params` passed through to the target, such as `options` and
-//! `application_name`); each further line is a `statement` or a `marker` (enforcement
-//! events, and messages refused rather than relayed) with `t`, seconds since the session
-//! opened. A statement line has `rows` (DataRows returned); an extended-protocol one also
-//! `executions` (Executes of its portal: more than 1 when read in pieces, e.g. a JDBC fetch
-//! size) and `suspended` (true when the portal was left unfinished; `tag` is then null).
+//! The line types are the recorder's (`gatehouse_recorder::sql_log`, where the format is
+//! described), shared with the readers: a header, then statements and markers. An
+//! extended-protocol statement has `executions` (Executes of its portal: more than 1 when
+//! read in pieces, e.g. a JDBC fetch size) and `suspended` (true when the portal was left
+//! unfinished; `tag` is then null).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use gatehouse_pgproto::tracker::{Protocol, Statement};
+use gatehouse_recorder::SQL_LOG_EXTENSION;
 use gatehouse_recorder::file::{RecordingFile, relative_path_with};
+use gatehouse_recorder::sql_log::{
+    MarkerLine, MarkerType, Refusal, SQL_LOG_VERSION, SqlError, SqlLogHeader, StatementLine,
+    StatementType, seconds,
+};
 use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::relay::Refused;
-
-pub(crate) const EXTENSION: &str = "sql.jsonl";
 
 pub(crate) struct LogHeader<'a> {
     pub(crate) session: &'a str,
@@ -53,39 +54,39 @@ pub(crate) struct StatementLog {
     redact: bool,
 }
 
-fn seconds(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1e6
-}
-
 /// One statement as a log line.
 pub(crate) fn statement_line(s: &Statement, redact: bool) -> String {
-    let mut v = json!({
-        "t": seconds(s.at),
-        "type": "statement",
-        "protocol": s.protocol.as_str(),
-        "text": s.text,
-        "duration_ms": (s.duration.as_micros() as f64) / 1e3,
-        "tag": (!s.tags.is_empty()).then(|| s.tags.join("; ")),
-        "error": s.error.as_ref().map(|(code, message)| json!({"sqlstate": code, "message": message})),
-    });
-    v["rows"] = Value::from(s.rows);
-    if s.protocol == Protocol::Extended {
-        v["executions"] = Value::from(s.executions);
-        v["suspended"] = Value::from(s.suspended);
-    }
-    if let Some(name) = &s.name {
-        v["statement"] = Value::from(name.as_str());
-    }
-    match &s.params {
-        Some(p) if redact => {
-            v["params"] = Value::Null;
-            v["param_count"] = Value::from(p.len());
-            v["redacted"] = Value::from(true);
-        }
-        Some(p) => v["params"] = json!(p),
-        None => v["params"] = Value::Null,
-    }
-    v.to_string()
+    let extended = s.protocol == Protocol::Extended;
+    let (params, param_count, redacted) = match &s.params {
+        Some(p) if redact => (None, Some(p.len() as u64), true),
+        Some(p) => (Some(p.clone()), None, false),
+        None => (None, None, false),
+    };
+    let line = StatementLine {
+        duration_ms: Some((s.duration.as_micros() as f64) / 1e3),
+        error: s.error.as_ref().map(|(code, message)| SqlError {
+            message: message.clone(),
+            sqlstate: code.clone(),
+        }),
+        executions: extended.then_some(u64::from(s.executions)),
+        param_count,
+        params,
+        protocol: s.protocol.as_str().into(),
+        redacted,
+        rows: s.rows,
+        name: s.name.clone(),
+        suspended: extended.then_some(s.suspended),
+        t: seconds(s.at),
+        tag: (!s.tags.is_empty()).then(|| s.tags.join("; ")),
+        text: s.text.clone(),
+        kind: StatementType::Statement,
+    };
+    to_line(&line)
+}
+
+/// A log line (the line types are plain data: serializing cannot fail).
+fn to_line(line: &impl serde::Serialize) -> String {
+    serde_json::to_string(line).unwrap_or_default()
 }
 
 impl StatementLog {
@@ -97,19 +98,23 @@ impl StatementLog {
         h: &LogHeader<'_>,
         on_failure: impl FnOnce(String) + Send + 'static,
     ) -> Result<(StatementLog, PathBuf), RecordError> {
-        let path = root.join(relative_path_with(h.session, started, EXTENSION));
-        let header = json!({
-            "gatehouse_sql_log": 1,
-            "session": h.session,
-            "operator": h.operator,
-            "target": h.target,
-            "environment": h.environment,
-            "database": h.database,
-            "timestamp": started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "redact_params": h.redact_params,
-            "startup_params": params_json(h.startup_params),
-        });
-        let file = RecordingFile::create_at(path.clone(), &header.to_string())?;
+        let path = root.join(relative_path_with(h.session, started, SQL_LOG_EXTENSION));
+        let timestamp = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let header = SqlLogHeader {
+            database: Some(h.database.into()),
+            environment: Some(h.environment.into()),
+            gatehouse_sql_log: SQL_LOG_VERSION,
+            operator: h.operator.into(),
+            redact_params: h.redact_params,
+            session: h.session.into(),
+            startup_params: h.startup_params.iter().cloned().collect(),
+            target: h.target.into(),
+            timestamp: Some(i64::try_from(timestamp).unwrap_or(i64::MAX)),
+        };
+        let file = RecordingFile::create_at(path.clone(), &to_line(&header))?;
         let handle = spawn_recorder(file, opened, on_failure);
         Ok((
             StatementLog {
@@ -126,21 +131,28 @@ impl StatementLog {
     }
 
     pub(crate) fn marker(&self, label: &str) {
-        let t = seconds(self.opened.elapsed());
-        self.handle
-            .line(json!({"t": t, "type": "marker", "label": label}).to_string());
+        self.handle.line(to_line(&MarkerLine {
+            label: label.into(),
+            refused: None,
+            t: seconds(self.opened.elapsed()),
+            kind: MarkerType::Marker,
+        }));
     }
 
     /// A message that was not relayed, as a marker naming its direction, type byte and
     /// declared length (also as fields, for tools).
     pub(crate) fn refused(&self, from: &str, r: &Refused) {
-        let t = seconds(self.opened.elapsed());
-        let label = format!("refused from the {from}: {r}");
-        self.handle.line(
-            json!({"t": t, "type": "marker", "label": label,
-                "refused": {"from": from, "message_type": r.tag.to_string(), "length": r.len, "sqlstate": r.sqlstate}})
-            .to_string(),
-        );
+        self.handle.line(to_line(&MarkerLine {
+            label: format!("refused from the {from}: {r}"),
+            refused: Some(Refusal {
+                from: from.into(),
+                length: r.len,
+                message_type: r.tag.to_string(),
+                sqlstate: r.sqlstate.into(),
+            }),
+            t: seconds(self.opened.elapsed()),
+            kind: MarkerType::Marker,
+        }));
     }
 
     /// The log's checkpoints, for the store (`gatehouse_session::store_checkpoints`).
@@ -168,6 +180,88 @@ impl gatehouse_session::SessionRecording for StatementLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// The writer before the line types moved to the recorder (`json!` maps): the bytes
+    /// are chained, so the typed writer must give the same ones.
+    fn legacy_statement_line(s: &Statement, redact: bool) -> String {
+        let mut v = json!({
+            "t": seconds(s.at),
+            "type": "statement",
+            "protocol": s.protocol.as_str(),
+            "text": s.text,
+            "duration_ms": (s.duration.as_micros() as f64) / 1e3,
+            "tag": (!s.tags.is_empty()).then(|| s.tags.join("; ")),
+            "error": s.error.as_ref().map(|(code, message)| json!({"sqlstate": code, "message": message})),
+        });
+        v["rows"] = Value::from(s.rows);
+        if s.protocol == Protocol::Extended {
+            v["executions"] = Value::from(s.executions);
+            v["suspended"] = Value::from(s.suspended);
+        }
+        if let Some(name) = &s.name {
+            v["statement"] = Value::from(name.as_str());
+        }
+        match &s.params {
+            Some(p) if redact => {
+                v["params"] = Value::Null;
+                v["param_count"] = Value::from(p.len());
+                v["redacted"] = Value::from(true);
+            }
+            Some(p) => v["params"] = json!(p),
+            None => v["params"] = Value::Null,
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_what_the_json_writer_wrote() {
+        let base = Statement {
+            at: Duration::from_micros(7_000_001),
+            protocol: Protocol::Simple,
+            name: None,
+            text: "select 'é\u{1b}\"x\"'\n".into(),
+            params: None,
+            duration: Duration::from_micros(1_500_123),
+            tags: vec!["SELECT 1".into(), "UPDATE 2".into()],
+            executions: 1,
+            rows: 3,
+            suspended: false,
+            error: Some(("42P01".into(), "relation \"x\" does not exist".into())),
+        };
+        let extended = Statement {
+            protocol: Protocol::Extended,
+            name: Some("s1".into()),
+            params: Some(vec![Some("42".into()), None, Some("\u{0}".into())]),
+            tags: vec![],
+            executions: 201,
+            suspended: true,
+            error: None,
+            at: Duration::ZERO,
+            ..base.clone()
+        };
+        for s in [&base, &extended] {
+            for redact in [false, true] {
+                assert_eq!(statement_line(s, redact), legacy_statement_line(s, redact));
+            }
+        }
+        let marker = to_line(&MarkerLine {
+            label: "warning: x".into(),
+            refused: Some(Refusal {
+                from: "client".into(),
+                length: 70_000_000,
+                message_type: "Q".into(),
+                sqlstate: "54000".into(),
+            }),
+            t: 2.5,
+            kind: MarkerType::Marker,
+        });
+        let legacy = json!({"t": 2.5, "type": "marker", "label": "warning: x",
+            "refused": {"from": "client", "message_type": "Q", "length": 70_000_000i64, "sqlstate": "54000"}})
+        .to_string();
+        assert_eq!(marker, legacy);
+    }
 
     #[test]
     fn statement_lines() {

@@ -79,7 +79,7 @@ pub use gatehouse_core::civil_from_days;
 
 /// `YYYY/MM/DD/<id>.cast` for a session started at `started`.
 pub fn relative_path(session_id: &str, started: SystemTime) -> PathBuf {
-    relative_path_with(session_id, started, "cast")
+    relative_path_with(session_id, started, crate::kind::CAST_EXTENSION)
 }
 
 /// `YYYY/MM/DD/<id>.<extension>` for a session started at `started`.
@@ -94,7 +94,7 @@ pub fn relative_path_with(session_id: &str, started: SystemTime, extension: &str
 
 pub fn chain_path(cast: &Path) -> PathBuf {
     let mut p = cast.as_os_str().to_owned();
-    p.push(".chain");
+    p.push(crate::kind::CHAIN_SUFFIX);
     PathBuf::from(p)
 }
 

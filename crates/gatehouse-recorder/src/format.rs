@@ -4,10 +4,14 @@
 //! Hand-written on purpose: the `asciicast` crate models only `i`/`o` events and has no
 //! streaming writer, and Gatehouse needs `r` (resize) and `m` (marker) events written one
 //! at a time. The format is one JSON header line, then one `[seconds, code, data]` array
-//! per line; serde_json does the escaping.
+//! per line; serde_json does the escaping. The writer and the readers (review, detective)
+//! share the model here: [`CastHeader`], [`Code`], [`event_line`] / [`EventLine`].
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The terminal size a recording (and its player) uses for a pty of `cols`×`rows`: a
@@ -29,7 +33,48 @@ pub const PTY_KEY: &str = "GATEHOUSE_PTY";
 pub const MODE_PTY: &str = "pty";
 pub const MODE_NO_PTY: &str = "no-pty";
 
-/// The first line of a recording.
+/// The asciicast v2 header line, as written and read: the fields Gatehouse uses (readers
+/// ignore the others, e.g. asciinema's `theme`). Fields in alphabetical order: the chain
+/// covers the line's bytes, and the recorder wrote it as a `serde_json` map (sorted keys)
+/// before this type existed; serde writes a struct's fields in declaration order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CastHeader {
+    /// String entries only (asciinema may write `null` for an unset variable).
+    #[serde(default, deserialize_with = "string_entries")]
+    pub env: BTreeMap<String, String>,
+    pub height: u32,
+    /// Unix seconds when the session started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub version: u32,
+    pub width: u32,
+}
+
+impl CastHeader {
+    pub fn parse(line: &[u8]) -> Result<CastHeader, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+
+    pub fn to_line(&self) -> String {
+        // a struct of strings and integers always serializes
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn string_entries<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) => Some((k, s)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// What the recorder knows at the start of a session, turned into its [`CastHeader`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     pub width: u32,
@@ -44,24 +89,27 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn to_line(&self) -> String {
-        let mut env = serde_json::Map::new();
+    pub fn to_cast_header(&self) -> CastHeader {
+        let mut env = BTreeMap::new();
         if let Some(term) = &self.term {
-            env.insert("TERM".into(), term.clone().into());
+            env.insert("TERM".into(), term.clone());
         }
         env.insert("SHELL".into(), "/bin/sh".into());
         for (k, v) in &self.env {
-            env.insert(k.clone(), v.clone().into());
+            env.insert(k.clone(), v.clone());
         }
-        serde_json::json!({
-            "version": 2,
-            "width": self.width,
-            "height": self.height,
-            "timestamp": self.timestamp,
-            "title": self.title,
-            "env": env,
-        })
-        .to_string()
+        CastHeader {
+            env,
+            height: self.height,
+            timestamp: Some(i64::try_from(self.timestamp).unwrap_or(i64::MAX)),
+            title: Some(self.title.clone()),
+            version: 2,
+            width: self.width,
+        }
+    }
+
+    pub fn to_line(&self) -> String {
+        self.to_cast_header().to_line()
     }
 }
 
@@ -90,9 +138,53 @@ impl Code {
             Code::TerminalMode => "t",
         }
     }
+
+    /// The code named `s`; `None` for codes readers ignore.
+    pub fn parse(s: &str) -> Option<Code> {
+        [
+            Code::Output,
+            Code::Input,
+            Code::Resize,
+            Code::Marker,
+            Code::TerminalMode,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
 }
 
-/// One event line: `[1.234567, "o", "text"]`.
+/// One event line as read: `[seconds, code, data]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventLine<'a>(
+    pub f64,
+    #[serde(borrow)] pub Cow<'a, str>,
+    #[serde(borrow)] pub Cow<'a, str>,
+);
+
+impl<'a> EventLine<'a> {
+    /// A line of three elements, its time finite and not negative; `None` otherwise.
+    pub fn parse(line: &'a [u8]) -> Option<EventLine<'a>> {
+        let e: EventLine<'a> = serde_json::from_slice(line).ok()?;
+        (e.0.is_finite() && e.0 >= 0.0).then_some(e)
+    }
+
+    /// Time since the session opened (absurd times clamped).
+    pub fn at(&self) -> Duration {
+        Duration::from_secs_f64(self.0.min(1e12))
+    }
+
+    /// `None`: a code readers ignore.
+    pub fn code(&self) -> Option<Code> {
+        Code::parse(&self.1)
+    }
+
+    pub fn data(&self) -> &str {
+        &self.2
+    }
+}
+
+/// One event line: `[1.234567, "o", "text"]`. Written by hand, not through serde: times
+/// always have six decimals, and elements are separated by `", "` as asciinema writes them.
 pub fn event_line(at: Duration, code: Code, data: &str) -> String {
     format!(
         "[{}.{:06}, \"{}\", {}]",
@@ -210,6 +302,23 @@ mod tests {
             env: vec![("GATEHOUSE_ENVIRONMENT".into(), "prod".into())],
         };
         let v: serde_json::Value = serde_json::from_str(&h.to_line()).unwrap();
+        // the bytes the recorder wrote before the header had a type of its own
+        assert_eq!(
+            h.to_line(),
+            r#"{"env":{"GATEHOUSE_ENVIRONMENT":"prod","SHELL":"/bin/sh","TERM":"xterm"},"height":24,"timestamp":1700000000,"title":"alice → web1","version":2,"width":80}"#
+        );
+        assert_eq!(
+            CastHeader::parse(h.to_line().as_bytes()).unwrap(),
+            h.to_cast_header()
+        );
+        let line = event_line(Duration::from_micros(2_500_000), Code::Marker, "a\"b");
+        let e = EventLine::parse(line.as_bytes()).unwrap();
+        assert_eq!(
+            (e.at(), e.code(), e.data()),
+            (Duration::from_millis(2500), Some(Code::Marker), "a\"b")
+        );
+        assert_eq!(EventLine::parse(br#"[-1, "o", "x"]"#), None);
+        assert_eq!(EventLine::parse(br#"[1, "x", "y"]"#).unwrap().code(), None);
         assert_eq!(v["version"], 2);
         assert_eq!(v["width"], 80);
         assert_eq!(v["env"]["TERM"], "xterm");

@@ -9,15 +9,24 @@
 //! complete event. Writing is fail-closed: a recorder that cannot write reports it, and
 //! the session is ended rather than continued unrecorded.
 //!
-//! `format` is pure (bytes in, bytes out); `file` and `task` do the I/O.
+//! The recorder owns the recording formats, for writers and readers alike: `format` (the
+//! asciicast header and events), `sql_log` (the PostgreSQL statement log's lines), `kind`
+//! (file names), and `status` (the verdict on a stored recording, feature `store`).
+//! `format`, `sql_log` and `kind` are pure (bytes in, bytes out); `file` and `task` do the
+//! I/O.
 
 pub mod file;
 pub mod format;
+pub mod kind;
 pub mod sftp;
+pub mod sql_log;
+#[cfg(feature = "store")]
+pub mod status;
 pub mod task;
 pub mod verify;
 
 pub use file::{RecordError, Sealed};
-pub use format::{Chain, Header, PTY_KEY, effective_size};
+pub use format::{CastHeader, Chain, Code, EventLine, Header, PTY_KEY, effective_size};
+pub use kind::{CAST_EXTENSION, RecordingKind, SQL_LOG_EXTENSION};
 pub use task::{CHECKPOINT_INTERVAL, Checkpoint, RecorderHandle, spawn_recorder};
 pub use verify::{Expected, Verdict, verify, verify_to_checkpoint};

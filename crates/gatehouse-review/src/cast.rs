@@ -2,28 +2,16 @@
 //!
 //! A parser over bytes, never a file handle: the caller reads the file. It tolerates what a
 //! crash leaves behind (a last line cut short) and what a reader must ignore (unknown event
-//! codes), and never panics on hostile input. Hand-written for the same reason as the
-//! recorder's writer: the `asciicast` crate rejects `r` and `m` events.
+//! codes), and never panics on hostile input. The header and event lines are the
+//! recorder's model ([`CastHeader`], [`EventLine`], [`Code`]), shared with the writer.
 
 use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
-use gatehouse_recorder::PTY_KEY;
+pub use gatehouse_recorder::CastHeader;
 use gatehouse_recorder::format::{MODE_NO_PTY, MODE_PTY};
-use serde::Deserialize;
-
-/// What a recording's first line says.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CastHeader {
-    pub width: u16,
-    pub height: u16,
-    /// Unix seconds when the session started.
-    pub timestamp: Option<i64>,
-    pub title: Option<String>,
-    /// `env` entries, e.g. `TERM` and Gatehouse's `GATEHOUSE_*` metadata.
-    pub env: Vec<(String, String)>,
-}
+use gatehouse_recorder::{Code, EventLine, PTY_KEY};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -45,8 +33,9 @@ pub struct Event {
 
 /// A whole recording in memory: events point into one text buffer (a 100 MiB recording is
 /// one allocation, not millions).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Cast {
+    /// `width` and `height` as the player uses them (see [`Cast::parse`]).
     pub header: CastHeader,
     pub events: Vec<Event>,
     text: String,
@@ -66,17 +55,6 @@ pub enum CastError {
     Header(String),
 }
 
-#[derive(Deserialize)]
-struct RawHeader {
-    version: u32,
-    width: u16,
-    height: u16,
-    timestamp: Option<i64>,
-    title: Option<String>,
-    #[serde(default)]
-    env: serde_json::Map<String, serde_json::Value>,
-}
-
 impl Cast {
     /// Parses a recording. Only a bad header is an error.
     pub fn parse(bytes: &[u8]) -> Result<Cast, CastError> {
@@ -85,31 +63,25 @@ impl Cast {
             .next()
             .filter(|l| !l.is_empty())
             .ok_or(CastError::Empty)?;
-        let raw: RawHeader =
-            serde_json::from_slice(header_line).map_err(|e| CastError::Header(e.to_string()))?;
-        if raw.version != 2 {
-            return Err(CastError::Header(format!("version {}", raw.version)));
+        let mut header =
+            CastHeader::parse(header_line).map_err(|e| CastError::Header(e.to_string()))?;
+        if header.version != 2 {
+            return Err(CastError::Header(format!("version {}", header.version)));
         }
         // Recordings made before the recorder wrote the effective size say 0×0 for
-        // `ssh -tt` with stdin not a terminal: the same fallback as the recorder's.
-        let (width, height) =
-            gatehouse_recorder::effective_size(raw.width.into(), raw.height.into());
-        let header = CastHeader {
-            width: u16::try_from(width).unwrap_or(80),
-            height: u16::try_from(height).unwrap_or(24),
-            timestamp: raw.timestamp,
-            title: raw.title,
-            env: raw
-                .env
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-                .collect(),
-        };
+        // `ssh -tt` with stdin not a terminal: the same fallback as the recorder's. The
+        // player's screen is at most 65535 wide or high.
+        let (width, height) = gatehouse_recorder::effective_size(header.width, header.height);
+        header.width = width.min(u32::from(u16::MAX));
+        header.height = height.min(u32::from(u16::MAX));
         let pty = first_channel_had_pty(&header);
         let mut cast = Cast {
             header,
+            events: Vec::new(),
+            text: String::new(),
+            truncated: false,
+            skipped: 0,
             pty,
-            ..Cast::default()
         };
         let ends_with_newline = bytes.last() == Some(&b'\n');
         let mut rest: Vec<&[u8]> = lines.collect();
@@ -142,36 +114,34 @@ impl Cast {
     }
 
     fn push_line(&mut self, line: &[u8]) -> bool {
-        let Ok((t, code, data)) = serde_json::from_slice::<(f64, &str, Cow<'_, str>)>(line) else {
+        let Some(line) = EventLine::parse(line) else {
             return false;
         };
-        if !t.is_finite() || t < 0.0 {
-            return false;
-        }
-        let at = Duration::from_secs_f64(t.min(1e12));
-        let kind = match code {
-            "o" => EventKind::Output,
-            "i" => EventKind::Input,
-            "m" => EventKind::Marker,
-            "r" => match parse_size(&data) {
+        let at = line.at();
+        let data = line.data();
+        let kind = match line.code() {
+            Some(Code::Output) => EventKind::Output,
+            Some(Code::Input) => EventKind::Input,
+            Some(Code::Marker) => EventKind::Marker,
+            Some(Code::Resize) => match parse_size(data) {
                 Some((cols, rows)) => EventKind::Resize { cols, rows },
                 None => return false,
             },
-            "t" => {
+            Some(Code::TerminalMode) => {
                 // Gatehouse's terminal mode of the output that follows
-                match &*data {
+                match data {
                     MODE_PTY => self.pty = true,
                     MODE_NO_PTY => self.pty = false,
                     _ => return false,
                 }
                 return true;
             }
-            _ => return true, // readers ignore unknown codes
+            None => return true, // readers ignore unknown codes
         };
         // times never go backwards in what the recorder writes; keep it so for seeking
         let at = self.events.last().map_or(at, |e| e.at.max(at));
         let start = self.text.len();
-        self.text.push_str(&data);
+        self.text.push_str(data);
         self.events.push(Event {
             at,
             kind,
@@ -179,6 +149,12 @@ impl Cast {
             pty: self.pty || kind != EventKind::Output,
         });
         true
+    }
+
+    /// The screen size the player starts with (columns, rows).
+    pub fn size(&self) -> (u16, u16) {
+        let dim = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        (dim(self.header.width), dim(self.header.height))
     }
 
     pub fn data(&self, e: &Event) -> &str {
@@ -220,11 +196,7 @@ impl Cast {
     }
 
     pub fn env(&self, key: &str) -> Option<&str> {
-        self.header
-            .env
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.header.env.get(key).map(String::as_str)
     }
 }
 
@@ -234,12 +206,7 @@ impl Cast {
 /// request, so a missing `TERM` means no pty. Recordings from elsewhere are taken as they
 /// are (pty). Older recordings carry no per-channel mode: the first channel's applies to all.
 fn first_channel_had_pty(h: &CastHeader) -> bool {
-    let env = |key: &str| {
-        h.env
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let env = |key: &str| h.env.get(key).map(String::as_str);
     match env(PTY_KEY) {
         Some(v) => v != "no",
         None => env("GATEHOUSE_FIRST_CHANNEL").is_none() || env("TERM").is_some(),

@@ -120,7 +120,7 @@ pub fn export(rec: &Recording, format: Format, out: &mut dyn Write) -> anyhow::R
                 "height": h.height,
                 "timestamp": h.timestamp,
                 "title": h.title,
-                "env": h.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "env": h.env,
                 "truncated": cast.truncated,
                 "events": events,
             });

@@ -1,6 +1,8 @@
 //! List filters, typed as one line: `op:alice env:prod end:idle from:2026-11-01 to:2026-11-30`.
 //! A bare word matches any of id, operator, target, environment and end reason.
 
+pub use gatehouse_core::days_from_civil;
+
 use crate::catalog::SessionEntry;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,40 +90,10 @@ pub fn parse_day(s: &str) -> Result<i64, String> {
     Ok(days_from_civil(y, m, d) * DAY_MS)
 }
 
-/// Unix day number of a date (proleptic Gregorian; Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds (the core's one formatter of record
+/// times).
 pub fn format_time(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let (y, m, d) = gatehouse_recorder::file::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// `1h02m`, `3m04s`, `12s`, and tenths under ten seconds (`0.2s`, `3.4s`): a session
-/// shorter than a second is not `0s`.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..10 => format!("{s}.{}s", d.subsec_millis() / 100),
-        10..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
+    gatehouse_core::format_time(millis, gatehouse_core::TimeStyle::Plain)
 }
 
 /// `mm:ss.d` (or `h:mm:ss`) of a position in a recording.
@@ -186,12 +158,6 @@ mod tests {
     #[test]
     fn durations_and_positions() {
         use std::time::Duration;
-        assert_eq!(format_duration(Duration::from_secs(12)), "12s");
-        assert_eq!(format_duration(Duration::from_millis(250)), "0.2s");
-        assert_eq!(format_duration(Duration::ZERO), "0.0s");
-        assert_eq!(format_duration(Duration::from_millis(9_990)), "9.9s");
-        assert_eq!(format_duration(Duration::from_secs(184)), "3m04s");
-        assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
         assert_eq!(format_position(Duration::from_millis(65_400)), "01:05.4");
         assert_eq!(format_position(Duration::from_secs(3725)), "1:02:05");
     }

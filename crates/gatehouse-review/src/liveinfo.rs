@@ -1,14 +1,21 @@
 //! What the list shows about a live session beyond its registry row: how long its operator
 //! has been idle, the nearest limit that will end (or lock) it, and whether it is locked.
 //!
-//! Activity is what the enforcement counts as activity and the recording keeps: operator
-//! input (`i` events) for terminal sessions, statements for SQL sessions. Lock state is the
-//! last `locked:`/`unlocked:` marker, and the operator's account lock comes from the store.
-//! Pure: the catalog reads a recording's tail and the policy and hands them in.
+//! From the store first ([`from_guard`]): what the session's guard knows, written by its
+//! node's heartbeat every 2 s (and at once on lock and unlock), reauthentication deadline
+//! included. A row without it (its node predates those columns, or has not beaten yet)
+//! falls back to an estimate from the recording ([`live_info`]): activity is what the
+//! enforcement counts and the recording keeps — operator input (`i` events) for terminal
+//! sessions, statements for SQL sessions —, the lock state the last `locked:`/`unlocked:`
+//! marker; the reauthentication deadline is not known there. The operator's account lock
+//! comes from the store either way. Pure: the catalog hands everything in.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use gatehouse_core::WarnKind;
+use gatehouse_recorder::sql_log::SqlLogLine;
+use gatehouse_recorder::{Code, EventLine};
+use gatehouse_store::GuardState;
 
 /// How much of a live recording's end is read for its activity.
 pub const TAIL_BYTES: u64 = 64 * 1024;
@@ -17,6 +24,7 @@ pub const TAIL_BYTES: u64 = 64 * 1024;
 pub enum Limit {
     Idle,
     Max,
+    Reauth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,41 +54,63 @@ pub struct TailActivity {
     pub locked: Option<bool>,
 }
 
-/// Scans complete lines of a terminal recording or a statement log.
+/// Scans complete lines of a terminal recording or a statement log (with the recorder's
+/// line types, as the writer wrote them).
 pub fn scan_tail(bytes: &[u8]) -> TailActivity {
     let mut a = TailActivity::default();
+    let seconds = |t: f64| Duration::from_secs_f64(t.min(1e12));
     for line in bytes.split(|b| *b == b'\n') {
-        let Ok(v) = serde_json::from_slice::<Value>(line) else {
-            continue;
+        let (at, activity, marker) = if let Some(e) = EventLine::parse(line) {
+            let code = e.code();
+            let marker = (code == Some(Code::Marker)).then(|| e.data().to_owned());
+            (e.at(), code == Some(Code::Input), marker)
+        } else {
+            match SqlLogLine::parse(line) {
+                Some(SqlLogLine::Statement(s)) => (seconds(s.t), true, None),
+                Some(SqlLogLine::Marker(m)) => (seconds(m.t), false, Some(m.label)),
+                Some(SqlLogLine::Other { t, .. }) => (seconds(t), false, None),
+                None => continue,
+            }
         };
-        let (t, kind, data) = match &v {
-            Value::Array(e) => (e.first(), e.get(1), e.get(2)),
-            Value::Object(o) => (o.get("t"), o.get("type"), o.get("label")),
-            _ => continue,
-        };
-        let Some(t) = t
-            .and_then(Value::as_f64)
-            .filter(|t| t.is_finite() && *t >= 0.0)
-        else {
-            continue;
-        };
-        let at = Duration::from_secs_f64(t.min(1e12));
         a.first_event.get_or_insert(at);
-        match (kind.and_then(Value::as_str), data.and_then(Value::as_str)) {
-            (Some("i" | "statement"), _) => a.last_activity = Some(at),
-            (Some("m" | "marker"), Some(label)) if label.starts_with("locked:") => {
-                a.locked = Some(true);
-            }
-            (Some("m" | "marker"), Some(label)) if label.starts_with("unlocked:") => {
-                a.locked = Some(false);
-            }
+        if activity {
+            a.last_activity = Some(at);
+        }
+        match marker.as_deref() {
+            Some(label) if label.starts_with("locked:") => a.locked = Some(true),
+            Some(label) if label.starts_with("unlocked:") => a.locked = Some(false),
             _ => {}
         }
     }
     a
 }
 
-/// A live session's state `elapsed` after it started.
+/// A live session's state at `now` (Unix ms) from what its guard reported.
+pub fn from_guard(now: i64, guard: &GuardState, account_locked: bool) -> LiveInfo {
+    let until = |at: i64| Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+    let lock = if account_locked {
+        Lock::Account
+    } else if guard.locked_since.is_some() {
+        Lock::Session
+    } else {
+        Lock::Open
+    };
+    let next_limit = guard.next_limit.map(|(kind, at)| {
+        let limit = match kind {
+            WarnKind::Idle => Limit::Idle,
+            WarnKind::MaxSession => Limit::Max,
+            WarnKind::Reauth => Limit::Reauth,
+        };
+        (limit, until(at))
+    });
+    LiveInfo {
+        idle_for: Duration::from_millis(u64::try_from(now - guard.last_activity_at).unwrap_or(0)),
+        next_limit: next_limit.filter(|_| lock != Lock::Account),
+        lock,
+    }
+}
+
+/// A live session's state `elapsed` after it started, estimated from its recording's tail.
 pub fn live_info(
     elapsed: Duration,
     tail: &TailActivity,
@@ -153,5 +183,31 @@ mod tests {
         // no input seen: idle since the first event read
         let i = live_info(5 * S, &TailActivity::default(), None, None, false);
         assert_eq!(i.idle_for, 5 * S);
+    }
+
+    #[test]
+    fn the_guards_report_names_the_reauth_deadline_and_the_lock() {
+        let g = GuardState {
+            last_activity_at: 10_000,
+            locked_since: None,
+            next_limit: Some((WarnKind::Reauth, 130_000)),
+        };
+        let i = from_guard(70_000, &g, false);
+        assert_eq!(i.idle_for, 60 * S);
+        assert_eq!(i.next_limit, Some((Limit::Reauth, 60 * S)));
+        assert_eq!(i.lock, Lock::Open);
+        let locked = GuardState {
+            locked_since: Some(65_000),
+            next_limit: Some((WarnKind::MaxSession, 60_000)),
+            ..g
+        };
+        let i = from_guard(70_000, &locked, false);
+        // a deadline just passed shows as zero, not as a negative time
+        assert_eq!(
+            (i.lock, i.next_limit),
+            (Lock::Session, Some((Limit::Max, Duration::ZERO)))
+        );
+        let i = from_guard(70_000, &g, true);
+        assert_eq!((i.lock, i.next_limit), (Lock::Account, None));
     }
 }

@@ -85,9 +85,10 @@ fn ends_in_ground(data: &[u8], before: bool) -> bool {
 impl Player {
     /// Loads a recording and walks it once to take the snapshots.
     pub fn new(cast: Arc<Cast>) -> Player {
-        let walk = new_parser(cast.header.width, cast.header.height);
+        let (cols, rows) = cast.size();
+        let walk = new_parser(cols, rows);
         let mut player = Player {
-            parser: new_parser(cast.header.width, cast.header.height),
+            parser: new_parser(cols, rows),
             snapshots: vec![Snapshot {
                 applied: 0,
                 screen: walk.screen().clone(),

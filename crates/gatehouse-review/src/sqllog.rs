@@ -1,31 +1,12 @@
 //! Reading a PostgreSQL session's statement log (`<session>.sql.jsonl`, written by the
-//! PostgreSQL front): a JSON header line, then one JSON object per statement or marker.
-//! Same tolerance as the asciicast reader: a last line cut short and unknown line types are
-//! not errors.
+//! PostgreSQL front): a JSON header line, then one JSON object per statement or marker,
+//! read with the recorder's line types (the writer's own). Same tolerance as the asciicast
+//! reader: a last line cut short and unknown line types are not errors.
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SqlHeader {
-    pub gatehouse_sql_log: u32,
-    pub session: String,
-    pub operator: String,
-    pub target: String,
-    pub environment: Option<String>,
-    pub database: Option<String>,
-    /// Unix seconds.
-    pub timestamp: Option<i64>,
-    #[serde(default)]
-    pub redact_params: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SqlError {
-    pub sqlstate: String,
-    pub message: String,
-}
+use gatehouse_recorder::sql_log::{SQL_LOG_VERSION, SqlLogLine, StatementLine};
+pub use gatehouse_recorder::sql_log::{SqlError, SqlLogHeader as SqlHeader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -68,48 +49,14 @@ pub struct SqlLog {
     pub skipped: usize,
 }
 
-#[derive(Deserialize)]
-struct RawLine {
-    t: f64,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    protocol: Option<String>,
-    #[serde(default)]
-    statement: Option<String>,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    params: Option<Vec<Option<String>>>,
-    #[serde(default)]
-    param_count: Option<u32>,
-    #[serde(default)]
-    redacted: bool,
-    #[serde(default)]
-    duration_ms: Option<f64>,
-    #[serde(default)]
-    tag: Option<String>,
-    #[serde(default)]
-    error: Option<SqlError>,
-    #[serde(default)]
-    label: Option<String>,
-    /// A portal read in pieces (PostgreSQL front: JDBC fetch size): shown with the tag.
-    #[serde(default)]
-    executions: Option<u64>,
-    #[serde(default)]
-    rows: Option<u64>,
-    #[serde(default)]
-    suspended: bool,
-}
-
 /// The tag as shown: a portal left suspended says so, one read in pieces says how.
-fn shown_tag(raw: &RawLine) -> Option<String> {
-    let rows = raw.rows.unwrap_or(0);
-    let tag = match &raw.tag {
-        None if raw.suspended => Some(format!("suspended after {rows} rows")),
+fn shown_tag(line: &StatementLine) -> Option<String> {
+    let rows = line.rows;
+    let tag = match &line.tag {
+        None if line.suspended == Some(true) => Some(format!("suspended after {rows} rows")),
         t => t.clone(),
     };
-    match raw.executions {
+    match line.executions {
         Some(n) if n > 1 => Some(format!(
             "{} ({n} executions, {rows} rows)",
             tag.unwrap_or_default()
@@ -133,32 +80,28 @@ enum Line {
 }
 
 fn parse_line(line: &[u8]) -> Line {
-    let Ok(raw) = serde_json::from_slice::<RawLine>(line) else {
-        return Line::Bad;
-    };
-    if !raw.t.is_finite() || raw.t < 0.0 {
-        return Line::Bad;
-    }
-    let at = Duration::from_secs_f64(raw.t.min(1e12));
-    let tag = shown_tag(&raw);
-    match raw.kind.as_str() {
-        "statement" => Line::Entry(Box::new(SqlEntry::Statement(Statement {
-            at,
-            protocol: raw.protocol.unwrap_or_else(|| "simple".into()),
-            name: raw.statement.filter(|s| !s.is_empty()),
-            text: raw.text.unwrap_or_default(),
-            params: raw.params,
-            param_count: raw.param_count,
-            redacted: raw.redacted,
-            duration_ms: raw.duration_ms,
-            tag,
-            error: raw.error,
-        }))),
-        "marker" => Line::Entry(Box::new(SqlEntry::Marker {
-            at,
-            label: raw.label.unwrap_or_default(),
+    match SqlLogLine::parse(line) {
+        None => Line::Bad,
+        Some(SqlLogLine::Statement(l)) => {
+            let tag = shown_tag(&l);
+            Line::Entry(Box::new(SqlEntry::Statement(Statement {
+                at: Duration::from_secs_f64(l.t.min(1e12)),
+                protocol: l.protocol,
+                name: l.name.filter(|s| !s.is_empty()),
+                text: l.text,
+                params: l.params,
+                param_count: l.param_count.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                redacted: l.redacted,
+                duration_ms: l.duration_ms,
+                tag,
+                error: l.error,
+            })))
+        }
+        Some(SqlLogLine::Marker(m)) => Line::Entry(Box::new(SqlEntry::Marker {
+            at: Duration::from_secs_f64(m.t.min(1e12)),
+            label: m.label,
         })),
-        _ => Line::Ignored,
+        Some(SqlLogLine::Other { .. }) => Line::Ignored,
     }
 }
 
@@ -171,7 +114,7 @@ impl SqlLog {
             .ok_or(SqlLogError::Empty)?;
         let header: SqlHeader =
             serde_json::from_slice(first).map_err(|e| SqlLogError::Header(e.to_string()))?;
-        if header.gatehouse_sql_log != 1 {
+        if header.gatehouse_sql_log != SQL_LOG_VERSION {
             return Err(SqlLogError::Header(format!(
                 "version {}",
                 header.gatehouse_sql_log

@@ -244,11 +244,29 @@ fn live_sessions_show_idle_time_next_limit_and_lock() {
             },
         ),
     );
+    // the guard's reauthentication deadline (from the store) when it is the nearest
+    sessions.insert(
+        0,
+        live(
+            "0190-reauth",
+            "gina",
+            39,
+            LiveInfo {
+                idle_for: Duration::from_secs(12),
+                next_limit: Some((Limit::Reauth, Duration::from_secs(250))),
+                lock: Lock::Open,
+            },
+        ),
+    );
     let mut a = App::new(Box::new(sessions), SearchIndex::new(None), T0 + 40 * 60_000);
-    insta::assert_snapshot!("list_live_columns", render(&a, 120, 10).backend());
+    insta::assert_snapshot!("list_live_columns", render(&a, 120, 11).backend());
     // narrow: the selected live session's state is on the detail line
     press(&mut a, "j");
-    insta::assert_snapshot!("list_live_detail", render(&a, 80, 10).backend());
+    press(&mut a, "j");
+    insta::assert_snapshot!("list_live_detail", render(&a, 80, 11).backend());
+    press(&mut a, "k");
+    press(&mut a, "k");
+    insta::assert_snapshot!("list_live_detail_reauth", render(&a, 80, 11).backend());
 }
 
 #[test]

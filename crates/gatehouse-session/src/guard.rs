@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_core::{Directive, EndReason, Enforcer, EnvPolicy, SessionState};
-use tokio::sync::mpsc;
+use gatehouse_store::GuardState;
+use tokio::sync::{Notify, mpsc};
 
 use crate::gate::SessionGate;
 use tokio::time::Instant;
@@ -53,6 +54,72 @@ impl ActivityClock {
 
     fn now(&self) -> Duration {
         self.opened.elapsed()
+    }
+}
+
+/// What a guard knows, readable without asking it (the node's heartbeat writes it to the
+/// store for reviewers): a copy of its enforcer, taken after every step the guard makes,
+/// read together with the activity clock (activity reaches the enforcer lazily).
+#[derive(Debug)]
+pub struct GuardStatus {
+    clock: Arc<ActivityClock>,
+    enforcer: Mutex<Enforcer>,
+    /// Told when the session locks or unlocks, so that the heartbeat writes the new state
+    /// at once instead of at its next tick.
+    transitions: OnceLock<Arc<Notify>>,
+}
+
+impl GuardStatus {
+    pub(crate) fn new(clock: Arc<ActivityClock>, enforcer: Enforcer) -> GuardStatus {
+        GuardStatus {
+            clock,
+            enforcer: Mutex::new(enforcer),
+            transitions: OnceLock::new(),
+        }
+    }
+
+    /// Where to tell lock and unlock transitions (the node's heartbeat; set once).
+    pub fn notify_transitions(&self, to: Arc<Notify>) {
+        let _ = self.transitions.set(to);
+    }
+
+    fn publish(&self, enforcer: &Enforcer) {
+        let Ok(mut copy) = self.enforcer.lock() else {
+            return;
+        };
+        let moved = copy.is_locked() != enforcer.is_locked();
+        copy.clone_from(enforcer);
+        drop(copy);
+        if moved && let Some(n) = self.transitions.get() {
+            n.notify_one();
+        }
+    }
+
+    /// The state now, `wall_now` being the wall clock now (Unix ms).
+    pub fn read(&self, wall_now: i64) -> Option<GuardState> {
+        let mut e = self.enforcer.lock().ok()?.clone();
+        if e.is_ended() {
+            return None;
+        }
+        let now = self.clock.now();
+        if let Some(at) = self.clock.last()
+            && at > e.last_activity()
+        {
+            e.activity(at);
+        }
+        let wall = |t: Duration| {
+            let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if t >= now {
+                wall_now.saturating_add(ms(t - now))
+            } else {
+                wall_now.saturating_sub(ms(now - t))
+            }
+        };
+        Some(GuardState {
+            last_activity_at: wall(e.last_activity()),
+            locked_since: e.locked_since().map(wall),
+            next_limit: e.next_limit().map(|(kind, at)| (kind, wall(at))),
+        })
     }
 }
 
@@ -119,6 +186,7 @@ pub struct Guard<C, O, R, B> {
     pub observer: B,
     pub lock: Arc<SessionGate>,
     pub operator: String,
+    status: Arc<GuardStatus>,
     channels: BTreeMap<C, bool>,
     synced_activity: Option<Duration>,
     answer: Vec<u8>,
@@ -142,8 +210,10 @@ where
         lock: Arc<SessionGate>,
         operator: String,
     ) -> Self {
+        let enforcer = Enforcer::new(policy);
         Guard {
-            enforcer: Enforcer::new(policy),
+            status: Arc::new(GuardStatus::new(clock.clone(), enforcer.clone())),
+            enforcer,
             clock,
             io,
             reauth,
@@ -157,10 +227,16 @@ where
         }
     }
 
+    /// What the guard knows, readable from outside while it runs.
+    pub fn status(&self) -> Arc<GuardStatus> {
+        self.status.clone()
+    }
+
     /// Runs until the session ends (by a directive, or because `events` closed).
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<GuardEvent<C>>) {
         let opened = self.clock.opened;
         loop {
+            self.status.publish(&self.enforcer);
             if self.enforcer.is_ended() {
                 return;
             }

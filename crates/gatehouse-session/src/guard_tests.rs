@@ -75,6 +75,7 @@ impl Reauthenticator for Password {
 
 struct Harness {
     rec: Recorder,
+    status: Arc<GuardStatus>,
     clock: Arc<ActivityClock>,
     lock: Arc<SessionGate>,
     tx: mpsc::UnboundedSender<GuardEvent<u32>>,
@@ -105,9 +106,11 @@ fn start_with_code(
         "alice".into(),
     );
     let (tx, rx) = mpsc::unbounded_channel();
+    let status = guard.status();
     let task = tokio::spawn(guard.run(rx));
     Harness {
         rec,
+        status,
         clock,
         lock,
         tx,
@@ -398,4 +401,41 @@ async fn max_session_ends_an_active_session_and_reauth_locks_it() {
         .unwrap();
     settle().await;
     assert!(!h.lock.is_locked());
+}
+
+#[tokio::test(start_paused = true)]
+async fn its_status_reads_activity_the_lock_and_the_next_limit_without_asking_it() {
+    use gatehouse_core::WarnKind;
+    let mut p = idle_policy(10 * S, &[]);
+    p.idle_action = IdleAction::Lock;
+    p.reauth_after = Some(M);
+    p.lock_grace = 30 * S;
+    let h = start(p, Some("pw"));
+    let transitions = Arc::new(Notify::new());
+    h.status.notify_transitions(transitions.clone());
+    h.tx.send(GuardEvent::ChannelStarted {
+        channel: 0,
+        pty: true,
+    })
+    .unwrap();
+    settle().await;
+    // the wall clock reads `wall` whenever the status is read
+    let wall = 1_000_000;
+    advance(4 * S).await;
+    h.clock.touch(); // the guard has not seen this keystroke yet; the status has
+    advance(S).await;
+    let s = h.status.read(wall).unwrap();
+    assert_eq!(s.last_activity_at, wall - 1_000);
+    assert_eq!(s.locked_since, None);
+    assert_eq!(s.next_limit, Some((WarnKind::Idle, wall + 9_000)));
+    // idle 10 s after the keystroke: locked at 14 s, and the heartbeat is told at once
+    advance(9 * S).await;
+    assert!(h.lock.is_locked());
+    let s = h.status.read(wall).unwrap();
+    assert_eq!(s.locked_since, Some(wall));
+    // locked: the reauthentication deadline is the end of the lock grace
+    assert_eq!(s.next_limit, Some((WarnKind::Reauth, wall + 30_000)));
+    tokio::time::timeout(Duration::ZERO, transitions.notified())
+        .await
+        .expect("the lock was told");
 }

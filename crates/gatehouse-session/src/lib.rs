@@ -22,7 +22,9 @@ pub use accept::{accept_loop, drain_connections, serve_front};
 pub use checkpoints::store_checkpoints;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::SessionGate;
-pub use guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
+pub use guard::{
+    ActivityClock, Guard, GuardEvent, GuardObserver, GuardStatus, OperatorIo, Reauthenticator,
+};
 pub use lifecycle::{
     Access, Admission, Allowed, EndReasonCell, Enforcement, GuardSetup, Login, MarkerSink,
     SessionIdentity, SessionObserver, SessionRecording, admit, end_session, recording_failed,

@@ -435,6 +435,7 @@ where
         gate.clone(),
         session.operator.clone(),
     );
+    let status = guard.status();
     let task = tokio::spawn(tracing::Instrument::instrument(
         guard.run(rx),
         tracing::Span::current(),
@@ -444,6 +445,7 @@ where
         &session.id,
         &setup.policy.environment,
         setup.policy.version,
+        status,
         move |c| {
             let _ = deliver.send(c.into());
         },

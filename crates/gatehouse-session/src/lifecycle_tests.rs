@@ -315,7 +315,11 @@ async fn the_registry_routes_kills_and_shutdown_and_forgets_what_is_dropped() {
     );
     let pre_auth = live.track(Protocol::Ssh, count(&ssh_front));
     let guarded = live.track(Protocol::Ssh, count(&ssh_front));
-    guarded.guard("s1", "prod", 1, count(&ssh_guard));
+    let status = Arc::new(crate::GuardStatus::new(
+        Arc::new(crate::ActivityClock::new(tokio::time::Instant::now())),
+        gatehouse_core::Enforcer::new(gatehouse_core::EnvPolicy::default()),
+    ));
+    guarded.guard("s1", "prod", 1, status, count(&ssh_guard));
     let sql = live.track(Protocol::Postgres, count(&pg));
     assert_eq!(live.session_ids(), ["s1"]);
     assert_eq!((live.count(Protocol::Ssh), live.len()), (2, 1));

@@ -4,7 +4,9 @@
 //! store to the guards within a second; shutdown ends every connection of a front through
 //! the same path (`end_all`). Shared by all fronts of one process, so a node polls the store
 //! once, not once per front. The node's heartbeat claims the sessions registered here, so a
-//! live row that no guard holds shows in the store. On PostgreSQL the watcher also wakes on
+//! live row that no guard holds shows in the store, and writes what their guards know (last
+//! activity, lock, next limit) for reviewers: every 2 s, and at once when a session locks
+//! or unlocks. On PostgreSQL the watcher also wakes on
 //! the store's change notifications (`Store::change_feed`), so a change reaches guards in
 //! milliseconds; the poll stays as the fallback.
 
@@ -14,8 +16,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use gatehouse_core::{Directive, EndReason, EnvPolicy, Protocol};
-use gatehouse_store::{AuditEvent, KillRequest, NodeInfo, Store};
+use gatehouse_store::{AuditEvent, GuardState, KillRequest, NodeInfo, Store};
 use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::GuardStatus;
 
 /// How often the node looks for policy changes and kill requests in the store.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -38,6 +43,8 @@ struct Guarded {
     environment: String,
     /// Version of the environment policy the guard runs with.
     policy_version: i64,
+    /// What the guard knows, for the heartbeat.
+    status: Arc<GuardStatus>,
 }
 
 struct Entry {
@@ -54,6 +61,8 @@ pub struct LiveSessions {
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Lock and unlock transitions of the guards: the heartbeat writes at once.
+    transitions: Arc<Notify>,
 }
 
 /// A connection's entry in the registry; dropping it removes the entry.
@@ -64,17 +73,20 @@ pub struct Registration {
 
 impl Registration {
     /// The connection's session is guarded from now on: policy changes and kills for
-    /// `session_id` go to `deliver` (which replaces the connection's own).
+    /// `session_id` go to `deliver` (which replaces the connection's own), and the node's
+    /// heartbeat writes what the guard knows (`status`).
     pub fn guard(
         &self,
         session_id: &str,
         environment: &str,
         policy_version: i64,
+        status: Arc<GuardStatus>,
         deliver: impl Fn(Control) + Send + Sync + 'static,
     ) {
         let Some(live) = self.live.upgrade() else {
             return;
         };
+        status.notify_transitions(live.transitions.clone());
         if let Ok(mut e) = live.entries.lock()
             && let Some(entry) = e.get_mut(&self.key)
         {
@@ -82,6 +94,7 @@ impl Registration {
                 session_id: session_id.to_owned(),
                 environment: environment.to_owned(),
                 policy_version,
+                status,
             });
             entry.deliver = Box::new(deliver);
         }
@@ -106,6 +119,7 @@ impl LiveSessions {
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             watcher: Mutex::new(None),
+            transitions: Arc::new(Notify::new()),
         })
     }
 
@@ -172,6 +186,19 @@ impl LiveSessions {
             .unwrap_or(0)
     }
 
+    /// What the guards of the sessions registered here know, `wall_now` (Unix ms) being now.
+    pub fn guard_states(&self, wall_now: i64) -> Vec<(String, GuardState)> {
+        let Ok(e) = self.entries.lock() else {
+            return Vec::new();
+        };
+        e.values()
+            .filter_map(|e| {
+                let g = e.guarded.as_ref()?;
+                Some((g.session_id.clone(), g.status.read(wall_now)?))
+            })
+            .collect()
+    }
+
     /// Ids of the sessions whose guards run here.
     pub fn session_ids(&self) -> Vec<String> {
         self.entries
@@ -185,21 +212,27 @@ impl LiveSessions {
     }
 
     /// Writes the node's heartbeat every [`HEARTBEAT_INTERVAL`] until the task is aborted,
-    /// claiming the sessions whose guards run here. A guard whose row another node closed
+    /// claiming the sessions whose guards run here and writing what their guards know (also
+    /// at once when one locks or unlocks). A guard whose row another node closed
     /// meanwhile (it declared this node lost) is told to end: nothing is closed twice and
     /// nothing closed comes back. A store that is down is logged once and retried.
     pub fn spawn_heartbeat(self: &Arc<Self>, node: NodeInfo) -> tokio::task::JoinHandle<()> {
         let live = Arc::downgrade(self);
+        let transitions = self.transitions.clone();
         tokio::spawn(async move {
             let mut failing = false;
             let mut told: HashSet<String> = HashSet::new();
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = transitions.notified() => {}
+                }
                 let Some(live) = live.upgrade() else { return };
                 let ids = live.session_ids();
-                match live.store.node_heartbeat(&node, &ids).await {
+                let guards = live.guard_states(gatehouse_store::now_millis());
+                match live.store.node_heartbeat(&node, &ids, &guards).await {
                     Ok(closed) => {
                         failing = false;
                         live.end_closed(&closed, &mut told);

@@ -37,7 +37,7 @@ pub use notify::{CHANNEL as CHANGE_CHANNEL, ChangeFeed};
 pub use policies::{Actor, KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};
 pub use secrets::{MasterKey, SecretError};
-pub use sessions::{NewSession, SessionRecord};
+pub use sessions::{GuardState, NewSession, SessionRecord};
 pub use targets::{NewTarget, TargetRecord};
 
 #[derive(Debug, Error)]

@@ -8,7 +8,7 @@ use gatehouse_core::EndReason;
 use gatehouse_core::detective::NodeFact;
 use sqlx::Row;
 
-use crate::{Result, Store, first_column, now_millis};
+use crate::{GuardState, Result, Store, first_column, now_millis};
 
 /// Session ids per statement (bounded statement size, any number of sessions).
 const STAMP_CHUNK: usize = 500;
@@ -52,10 +52,16 @@ pub struct LostSession {
 }
 
 impl Store {
-    /// Records that `node` is alive and holds the live sessions `held`. Returns those of
-    /// `held` whose rows are closed already (another node declared this one lost and took
-    /// them over): their guards must end.
-    pub async fn node_heartbeat(&self, node: &NodeInfo, held: &[String]) -> Result<Vec<String>> {
+    /// Records that `node` is alive and holds the live sessions `held`, and what their
+    /// guards know (`guards`, by session id: the review list's idle, next limit and lock
+    /// columns). Returns those of `held` whose rows are closed already (another node
+    /// declared this one lost and took them over): their guards must end.
+    pub async fn node_heartbeat(
+        &self,
+        node: &NodeInfo,
+        held: &[String],
+        guards: &[(String, GuardState)],
+    ) -> Result<Vec<String>> {
         let now = now_millis();
         let live = i64::try_from(held.len()).unwrap_or(i64::MAX);
         let done = sqlx::query(
@@ -115,6 +121,27 @@ impl Store {
                 q = q.bind(id);
             }
             closed.extend(first_column(&q.fetch_all(&self.pool).await?)?);
+        }
+        if !guards.is_empty() {
+            // one transaction: one commit for the whole batch
+            let mut tx = self.pool.begin().await?;
+            for (id, g) in guards {
+                sqlx::query(
+                    "UPDATE sessions SET last_activity_at = $1, locked = $2, locked_since = $3,
+                         next_limit = $4, next_limit_at = $5
+                     WHERE id = $6 AND node_id = $7 AND ended_at IS NULL",
+                )
+                .bind(g.last_activity_at)
+                .bind(i64::from(g.locked_since.is_some()))
+                .bind(g.locked_since)
+                .bind(g.next_limit.map(|(k, _)| k.as_str()))
+                .bind(g.next_limit.map(|(_, at)| at))
+                .bind(id)
+                .bind(&node.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
         }
         Ok(closed)
     }

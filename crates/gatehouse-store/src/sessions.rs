@@ -1,7 +1,7 @@
 //! The session registry: one row per brokered session, written at start and closed with
 //! its end reason and byte counts.
 
-use gatehouse_core::{EndReason, Protocol};
+use gatehouse_core::{EndReason, Protocol, WarnKind};
 use sqlx::Row;
 
 use crate::{Result, Store, first_column, now_millis};
@@ -37,6 +37,22 @@ pub struct SessionRecord {
     pub recording_state: Option<String>,
     /// Id of the node whose guard holds (held) the session.
     pub node_id: Option<String>,
+    /// What the session's guard last reported through its node's heartbeat (`None`: no
+    /// report, e.g. an ended session's node never ran one, or a node older than the
+    /// columns). Kept out of `sessions --json`, which lists records, not live state.
+    #[serde(skip)]
+    pub guard: Option<GuardState>,
+}
+
+/// A live session's enforcement state as its guard knows it, wall-clock (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardState {
+    /// The operator's last activity (the open, if none yet).
+    pub last_activity_at: i64,
+    /// Since when the session is locked at the prompt; `None`: not locked.
+    pub locked_since: Option<i64>,
+    /// The nearest enforcement deadline and its limit.
+    pub next_limit: Option<(WarnKind, i64)>,
 }
 
 impl SessionRecord {
@@ -45,7 +61,7 @@ impl SessionRecord {
     }
 }
 
-pub(crate) const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state, node_id";
+pub(crate) const SESSION_COLUMNS: &str = "id, node, operator, target, environment, protocol, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, recording_path, recording_state, node_id, last_activity_at, locked, locked_since, next_limit, next_limit_at";
 
 pub(crate) fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
     Ok(SessionRecord {
@@ -64,7 +80,29 @@ pub(crate) fn session_from_row(r: &sqlx::any::AnyRow) -> Result<SessionRecord> {
         recording_path: r.try_get(12)?,
         recording_state: r.try_get(13)?,
         node_id: r.try_get(14)?,
+        guard: guard_from_row(r, 15)?,
     })
+}
+
+/// The guard columns starting at `at`; `None` when no guard reported.
+fn guard_from_row(r: &sqlx::any::AnyRow, at: usize) -> Result<Option<GuardState>> {
+    let last_activity_at: Option<i64> = r.try_get(at)?;
+    let locked: Option<i64> = r.try_get(at + 1)?;
+    let (Some(last_activity_at), Some(locked)) = (last_activity_at, locked) else {
+        return Ok(None);
+    };
+    let locked_since: Option<i64> = r.try_get(at + 2)?;
+    let kind: Option<String> = r.try_get(at + 3)?;
+    let next_at: Option<i64> = r.try_get(at + 4)?;
+    Ok(Some(GuardState {
+        last_activity_at,
+        locked_since: if locked != 0 {
+            Some(locked_since.unwrap_or(last_activity_at))
+        } else {
+            None
+        },
+        next_limit: kind.as_deref().and_then(WarnKind::parse).zip(next_at),
+    }))
 }
 
 impl Store {

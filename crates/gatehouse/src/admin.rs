@@ -702,7 +702,7 @@ pub async fn sessions(config: &Config, cmd: SessionsCommand) -> anyhow::Result<(
                         s.node,
                         s.client_addr,
                         table::time(s.started_at),
-                        humantime::format_duration(dur).to_string(),
+                        gatehouse_core::format_elapsed(dur),
                         s.end_reason.unwrap_or_else(|| "live".into()),
                         s.bytes_in.to_string(),
                         s.bytes_out.to_string(),

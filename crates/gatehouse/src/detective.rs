@@ -18,10 +18,10 @@ use gatehouse_core::detective::{
     Evidence, Facts, Finding, Mark, PolicyHistory, Recorded, RecordingFact, Rule, SessionFacts,
     Timeline, Tolerances, evaluate,
 };
+use gatehouse_recorder::RecordingKind;
+use gatehouse_recorder::status::{RecordingStatus, recording_status};
 use gatehouse_review::cast::{Cast, EventKind};
-use gatehouse_review::catalog::RecordingKind;
 use gatehouse_review::sqllog::{SqlEntry, SqlLog};
-use gatehouse_review::{RecordingStatus, recording_status};
 use gatehouse_store::{AuditEvent, CheckedSession, RecordingState, Store, now_millis};
 use serde_json::{Map, Value, json};
 

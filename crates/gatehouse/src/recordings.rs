@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Subcommand;
-use gatehouse_recorder::{Verdict, verify};
-use gatehouse_review::recording_status;
+use gatehouse_recorder::status::recording_status;
+use gatehouse_recorder::{RecordingKind, Verdict, verify};
 use gatehouse_store::{AuditEvent, RecordingRecord, RecordingState, Store, StoreError};
 use serde_json::json;
 
@@ -88,23 +88,13 @@ pub async fn recordings(config: &Config, cmd: RecordingsCommand) -> anyhow::Resu
     }
 }
 
-/// Recording file extensions: terminal recordings and SQL statement logs.
-const EXTENSIONS: [&str; 2] = [".cast", ".sql.jsonl"];
-
 /// A session id, or a recording path whose file name is `<session id>.cast` (or
 /// `<session id>.sql.jsonl`).
 async fn lookup(store: &Store, what: &str) -> anyhow::Result<Option<RecordingRecord>> {
-    let is_file = EXTENSIONS.iter().any(|e| what.ends_with(e));
-    let id = Path::new(what)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| {
-            EXTENSIONS
-                .iter()
-                .find_map(|e| n.strip_suffix(e))
-                .unwrap_or(n)
-        })
-        .unwrap_or(what);
+    let name = Path::new(what).file_name().and_then(|n| n.to_str());
+    let file = name.and_then(RecordingKind::split_file_name);
+    let is_file = file.is_some();
+    let id = file.map(|(_, id)| id).or(name).unwrap_or(what);
     match store.recording(id).await {
         Ok(r) => Ok(Some(r)),
         Err(StoreError::NotFound { .. }) if is_file => Ok(None),
@@ -112,7 +102,7 @@ async fn lookup(store: &Store, what: &str) -> anyhow::Result<Option<RecordingRec
     }
 }
 
-/// The verdict line, shared with the review list (`gatehouse_review::recording_status`).
+/// The verdict line, shared with the review list (`gatehouse_recorder::status`).
 fn check(r: &RecordingRecord) -> String {
     recording_status(r).to_string()
 }

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use gatehouse_recorder::status::recording_status;
 use gatehouse_review::export::{self, Format, Recording};
-use gatehouse_review::{App, SearchIndex, StoreActions, StoreCatalog, recording_status};
+use gatehouse_review::{App, SearchIndex, StoreActions, StoreCatalog};
 use gatehouse_store::{Store, StoreError};
 
 use crate::admin::open_store;

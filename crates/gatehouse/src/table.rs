@@ -26,10 +26,10 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Unix milliseconds as RFC 3339 UTC, to the second.
+/// Unix milliseconds as RFC 3339 UTC, to the second (the core's one formatter of record
+/// times).
 pub fn time(millis: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    gatehouse_core::format_time(millis.max(0), gatehouse_core::TimeStyle::Rfc3339)
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use crate::app::App;
 use crate::catalog::{RecordingStatus, SessionEntry};
-use crate::filter::{format_duration, format_time};
+use crate::filter::format_time;
 use crate::liveinfo::{Limit, LiveInfo, Lock};
+use gatehouse_core::format_elapsed;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [title, table_area, detail] = Layout::vertical([
@@ -72,7 +73,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if live_columns {
         widths.extend([
             Constraint::Length(6),
-            Constraint::Length(11),
+            // `reauth 59m59s`
+            Constraint::Length(13),
             Constraint::Length(7),
         ]);
         header.extend(["IDLE", "NEXT LIMIT", "LOCK"]);
@@ -115,8 +117,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
 /// IDLE, NEXT LIMIT and LOCK of a live session.
 fn live_cells(i: &LiveInfo) -> [String; 3] {
     let next = match i.next_limit {
-        Some((Limit::Idle, d)) => format!("idle {}", format_duration(d)),
-        Some((Limit::Max, d)) => format!("max {}", format_duration(d)),
+        Some((Limit::Idle, d)) => format!("idle {}", format_elapsed(d)),
+        Some((Limit::Max, d)) => format!("max {}", format_elapsed(d)),
+        Some((Limit::Reauth, d)) => format!("reauth {}", format_elapsed(d)),
         None => "-".into(),
     };
     let lock = match i.lock {
@@ -124,7 +127,7 @@ fn live_cells(i: &LiveInfo) -> [String; 3] {
         Lock::Session => "session",
         Lock::Account => "account",
     };
-    [format_duration(i.idle_for), next, lock.into()]
+    [format_elapsed(i.idle_for), next, lock.into()]
 }
 
 fn session_row(s: &SessionEntry, now_millis: i64, wide: bool, live_columns: bool) -> Row<'static> {
@@ -157,7 +160,7 @@ fn session_row(s: &SessionEntry, now_millis: i64, wide: bool, live_columns: bool
         Cell::from(s.target.clone()),
         Cell::from(s.environment.clone().unwrap_or_else(|| "-".into())),
         Cell::from(s.protocol.clone()),
-        Cell::from(format_duration(s.duration(now_millis))),
+        Cell::from(format_elapsed(s.duration(now_millis))),
         end,
         Cell::from(recording).style(recording_style),
     ];
