@@ -10,7 +10,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, stderr, stdout};
+use gatehouse_e2e::{Gatehouse, World, stderr, stdout, wait_until};
 use gatehouse_store::{AuditEvent, NewSession, Store};
 use serde_json::{Value, json};
 
@@ -396,9 +396,15 @@ fn a_broker_killed_mid_session_leaves_a_session_on_a_gone_node() {
     let (ok, findings) = check(&w.gatehouse);
     assert!(ok, "while the broker runs: {findings:#?}");
     w.gatehouse.kill_hard();
-    std::thread::sleep(Duration::from_secs(3));
-    let (ok, findings) = check(&w.gatehouse);
-    assert!(!ok);
+    // found once the node has been silent past its timeout
+    let findings = wait_until(
+        Duration::from_secs(10),
+        || {
+            let (ok, findings) = check(&w.gatehouse);
+            (!ok).then_some(findings)
+        },
+        || "the dead node was never reported".into(),
+    );
     let f = find(&findings, "node_gone", &id);
     assert!(f["message"].as_str().unwrap().contains("silent for"), "{f}");
     assert_eq!(findings.len(), 1, "{findings:#?}");
@@ -436,18 +442,17 @@ fn with_action_end_a_live_violating_session_is_ended_through_the_kill_path() {
         .unwrap();
     assert!(!stdout(&out).contains("not-ended"), "{}", stdout(&out));
     // the registry's end is written just after the disconnect
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let real = loop {
-        let real = g
-            .sessions()
-            .into_iter()
-            .find(|s| s["id"] != orphan.as_str())
-            .unwrap();
-        if !real["end_reason"].is_null() || Instant::now() > deadline {
-            break real;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let real = wait_until(
+        Duration::from_secs(5),
+        || {
+            let real = g
+                .sessions()
+                .into_iter()
+                .find(|s| s["id"] != orphan.as_str())?;
+            (!real["end_reason"].is_null()).then_some(real)
+        },
+        || "the real session never closed".into(),
+    );
     assert_eq!(
         real["end_reason"], "admin_kill: detective: locked_operator_login",
         "{real}"
@@ -460,18 +465,16 @@ fn with_action_end_a_live_violating_session_is_ended_through_the_kill_path() {
         "{v:#?}"
     );
     // the orphan is closed as interrupted once its grace is over
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = g
-            .sessions()
-            .into_iter()
-            .find(|s| s["id"] == orphan.as_str())
-            .unwrap();
-        if !s["end_reason"].is_null() {
-            assert_eq!(s["end_reason"], "interrupted");
-            break;
-        }
-        assert!(Instant::now() < deadline, "orphan never closed: {s}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let s = wait_until(
+        Duration::from_secs(20),
+        || {
+            let s = g
+                .sessions()
+                .into_iter()
+                .find(|s| s["id"] == orphan.as_str())?;
+            (!s["end_reason"].is_null()).then_some(s)
+        },
+        || "orphan never closed".into(),
+    );
+    assert_eq!(s["end_reason"], "interrupted", "{s}");
 }

@@ -1,14 +1,11 @@
-//! The accept loop and what all PostgreSQL connections share: the store, the node's live
-//! sessions, the cancel-key map and the TLS configuration.
+//! What all PostgreSQL connections share: the store, the node's live registry, the
+//! cancel-key map and the TLS configuration. The accept loop is `serve.rs`.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use gatehouse_core::Protocol;
-use gatehouse_session::{FrontConfig, LiveSessions, serve_front};
+use gatehouse_session::{FrontConfig, LiveSessions};
 use gatehouse_store::Store;
 use thiserror::Error;
-use tokio::net::TcpListener;
 
 use crate::cancel::CancelMap;
 
@@ -64,26 +61,26 @@ impl PgBroker {
     }
 }
 
-/// Serves PostgreSQL on `listener` until `shutdown` resolves, then ends live sessions (end
-/// reason `shutdown`, FATAL 57P01 to the client) and waits for their logs to be sealed, at
-/// most `shutdown_grace`.
-pub async fn run(
-    listener: TcpListener,
-    broker: Arc<PgBroker>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), PgError> {
-    let front = &broker.config.front;
-    serve_front(
-        &listener,
-        &broker.live,
-        Protocol::Postgres,
-        front,
-        shutdown,
-        |socket, peer| {
-            let broker = broker.clone();
-            async move { crate::conn::serve(broker, socket, peer).await }
-        },
-    )
-    .await
-    .map_err(PgError::Accept)
+impl PgBroker {
+    /// Writes an audit event about a connection from `peer` (the store retries and counts
+    /// a failed write; callers need not handle it).
+    pub(crate) async fn audit(
+        &self,
+        kind: &str,
+        operator: Option<&str>,
+        session: Option<&str>,
+        peer: std::net::SocketAddr,
+        detail: serde_json::Value,
+    ) {
+        let _ = self
+            .store
+            .audit(&gatehouse_store::AuditEvent {
+                kind,
+                operator,
+                session_id: session,
+                source: Some(&peer.to_string()),
+                detail,
+            })
+            .await;
+    }
 }

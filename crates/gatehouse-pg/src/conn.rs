@@ -12,32 +12,15 @@ use gatehouse_core::{DenyReason, EndReason, LoginRefusal, Protocol, validate_nam
 use gatehouse_pgproto::scram::{self, ServerExchange, Verifier};
 use gatehouse_pgproto::{MAX_LOGIN_MESSAGE, MAX_SESSION_MESSAGE, backend};
 use gatehouse_session::{Access, Admission, FailedLogin, Login, end_session};
-use gatehouse_store::AuditEvent;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::broker::PgBroker;
+use crate::client::{ClientReader, ClientWriter, Refusal, fatal, refuse, send};
 use crate::io::{BoxStream, FrameReader, ReadError};
 use crate::session_run::{Admitted, run_session};
 use crate::startup::{self, Negotiated, negotiate};
 use crate::statement_log::{StatementLog, params_json};
-
-pub(crate) type ClientReader = FrameReader<ReadHalf<BoxStream>>;
-pub(crate) type ClientWriter = WriteHalf<BoxStream>;
-
-/// An error for the operator: FATAL with a SQLSTATE and a message that leaks nothing.
-pub(crate) struct Refusal {
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-}
-
-pub(crate) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-    }
-}
 
 pub(crate) async fn serve(broker: Arc<PgBroker>, socket: TcpStream, peer: SocketAddr) {
     let span = tracing::info_span!(
@@ -74,21 +57,6 @@ pub(crate) async fn serve(broker: Arc<PgBroker>, socket: TcpStream, peer: Socket
         }
     }
     .instrument(span)
-    .await;
-}
-
-pub(crate) async fn send(w: &mut ClientWriter, bytes: &[u8]) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
-}
-
-/// Sends the refusal and closes, bounded: a client that does not read cannot hold the
-/// connection open.
-pub(crate) async fn fatal(w: &mut ClientWriter, r: &Refusal) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        let _ = send(w, &backend::error_response("FATAL", r.code, &r.message)).await;
-        let _ = w.shutdown().await;
-    })
     .await;
 }
 
@@ -171,26 +139,6 @@ async fn authenticate(
         }
         None => Ok((false, SCRAM)),
     }
-}
-
-pub(crate) async fn audit(
-    broker: &PgBroker,
-    kind: &str,
-    operator: Option<&str>,
-    session: Option<&str>,
-    peer: SocketAddr,
-    detail: serde_json::Value,
-) {
-    let _ = broker
-        .store
-        .audit(&AuditEvent {
-            kind,
-            operator,
-            session_id: session,
-            source: Some(&peer.to_string()),
-            detail,
-        })
-        .await;
 }
 
 /// Splits `dbname` into target and database: `orders` or `orders/reporting`.

@@ -11,14 +11,17 @@
 
 mod broker;
 mod cancel;
+mod client;
 mod conn;
 mod enforce;
 mod io;
 mod relay;
+mod serve;
 mod session_run;
 mod startup;
 mod statement_log;
 pub mod tls;
 mod upstream;
 
-pub use broker::{PgBroker, PgConfig, PgError, run};
+pub use broker::{PgBroker, PgConfig, PgError};
+pub use serve::run;

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::PgBroker;
-use crate::conn::{ClientReader, ClientWriter, Refusal, audit, fatal, refuse, send};
+use crate::client::{ClientReader, ClientWriter, Refusal, fatal, refuse, send};
 use crate::enforce::PgOperator;
 use crate::relay::{ClientOut, ClientOutput, ClientSide, Stop, client_to_target, target_to_client};
 use crate::statement_log::{LogHeader, StatementLog};
@@ -112,15 +112,15 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     let upstream = match connect_target(broker, target, database, params).await {
         Ok(u) => u,
         Err((reason, r)) => {
-            audit(
-                broker,
-                "target_unreachable",
-                Some(operator),
-                Some(session_id),
-                peer,
-                json!({"target": target.name, "error": r.message}),
-            )
-            .await;
+            broker
+                .audit(
+                    "target_unreachable",
+                    Some(operator),
+                    Some(session_id),
+                    peer,
+                    json!({"target": target.name, "error": r.message}),
+                )
+                .await;
             fatal(&mut writer, &r).await;
             return ended(reason, Some(log));
         }

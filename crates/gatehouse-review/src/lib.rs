@@ -23,6 +23,7 @@ pub mod replay_filter;
 mod run;
 pub mod sqllog;
 pub mod ui;
+mod views;
 
 pub use actions::{Actions, StoreActions};
 pub use app::App;

@@ -16,7 +16,9 @@ mod forwarding;
 pub mod keys;
 mod recording;
 mod relay;
+mod serve;
 mod state;
 mod upstream;
 
-pub use broker::{Broker, BrokerConfig, SshError, run};
+pub use broker::{Broker, BrokerConfig, SshError};
+pub use serve::run;

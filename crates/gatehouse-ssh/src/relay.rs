@@ -55,17 +55,7 @@ mod writer;
 use reader::read_from_target;
 use writer::write_to_target;
 
-/// Operator bytes queued for a connection's targets above which the operator's window
-/// shrinks to [`THROTTLED_WINDOW`] (see the module docs).
-pub(crate) const BACKLOG_HIGH: usize = 4 << 20;
-/// The window granted per adjust while the backlog is over [`BACKLOG_HIGH`]: the operator
-/// may send this much per round trip. It must stay ≥ 2, or russh would never send the next
-/// adjust (it adjusts when the window falls below half the target) and the channel would
-/// stay shut after the backlog drained.
-pub(crate) const THROTTLED_WINDOW: u32 = 2;
-/// Operator bytes queued for a connection's targets above which the operator's session
-/// loop waits for the writers (see the module docs).
-pub(crate) const BACKLOG_HARD: usize = 16 << 20;
+pub(crate) use crate::state::{BACKLOG_HIGH, THROTTLED_WINDOW};
 /// How long an operator waits for the target to answer a channel request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 

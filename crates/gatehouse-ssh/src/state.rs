@@ -12,10 +12,19 @@ use gatehouse_session::{EndReasonCell, MarkerSink, Registration, SessionIdentity
 use gatehouse_store::AuditEvent;
 use serde_json::json;
 
-use crate::auth::record_auth_failure;
-use crate::broker::Broker;
-use crate::relay;
 use crate::upstream::Upstream;
+
+/// Operator bytes queued for a connection's targets above which the operator's window
+/// shrinks to [`THROTTLED_WINDOW`] (see `relay`'s module docs).
+pub(crate) const BACKLOG_HIGH: usize = 4 << 20;
+/// The window granted per adjust while the backlog is over [`BACKLOG_HIGH`]: the operator
+/// may send this much per round trip. It must stay ≥ 2, or russh would never send the next
+/// adjust (it adjusts when the window falls below half the target) and the channel would
+/// stay shut after the backlog drained.
+pub(crate) const THROTTLED_WINDOW: u32 = 2;
+/// Operator bytes queued for a connection's targets above which the operator's session
+/// loop waits for the writers (see `relay`'s module docs).
+pub(crate) const BACKLOG_HARD: usize = 16 << 20;
 
 /// What the connection-closing task needs, shared with relays.
 pub(crate) struct ConnectionState {
@@ -114,7 +123,7 @@ impl ConnectionState {
     pub(crate) fn backlog_done(&self, len: usize) {
         let before = self.to_target_backlog.fetch_sub(len, Ordering::Relaxed);
         // only a handler over the hard limit waits: wake it when the backlog crosses back
-        if before > relay::BACKLOG_HARD && before - len <= relay::BACKLOG_HARD {
+        if before > BACKLOG_HARD && before - len <= BACKLOG_HARD {
             self.backlog_drained.notify_waiters();
         }
     }
@@ -124,7 +133,7 @@ impl ConnectionState {
     pub(crate) async fn backlog_room(&self) {
         loop {
             let drained = self.backlog_drained.notified();
-            if self.to_target_backlog.load(Ordering::Relaxed) <= relay::BACKLOG_HARD
+            if self.to_target_backlog.load(Ordering::Relaxed) <= BACKLOG_HARD
                 || self.relays_stopped()
             {
                 return;
@@ -186,18 +195,19 @@ impl ConnectionState {
         }
     }
 
-    /// Called once the operator connection is gone: closes the target connection and the
-    /// session row.
-    pub(crate) async fn finish(&self, broker: &Broker) {
-        // A client that only offered keys nobody authorized failed to log in: count the
-        // connection once (each offered key is not a guess; an agent may hold many).
-        let key_only_failure = self.inner.lock().ok().and_then(|i| {
+    /// A client that only offered keys nobody authorized failed to log in: the user it
+    /// tried, to be counted once for the connection (each offered key is not a guess; an
+    /// agent may hold many).
+    pub(crate) fn key_only_failure(&self) -> Option<String> {
+        self.inner.lock().ok().and_then(|i| {
             (!i.authenticated && i.keys_rejected > 0 && i.failures_recorded == 0)
                 .then(|| i.last_user.clone().unwrap_or_default())
-        });
-        if let Some(user) = key_only_failure {
-            record_auth_failure(broker, self.peer, &user, "publickey").await;
-        }
+        })
+    }
+
+    /// Called once the operator connection is gone: closes the target connection and the
+    /// session row.
+    pub(crate) async fn finish(&self, store: &gatehouse_store::Store) {
         let (session, upstream) = match self.inner.lock() {
             Ok(mut i) => (i.session.take(), i.upstream.take()),
             Err(_) => return,
@@ -215,7 +225,7 @@ impl ConnectionState {
             self.bytes_out.load(Ordering::Relaxed),
         );
         let recording = self.recorder.get();
-        gatehouse_session::end_session(broker.store(), &session, &reason, bytes, recording).await;
+        gatehouse_session::end_session(store, &session, &reason, bytes, recording).await;
     }
 }
 

@@ -8,7 +8,6 @@ mod detective;
 mod fleet;
 mod metrics;
 mod nodes;
-mod pg_admin;
 mod recordings;
 mod review;
 mod serve;

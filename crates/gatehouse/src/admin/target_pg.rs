@@ -8,7 +8,8 @@ use gatehouse_core::{TargetKind, TlsMode};
 use gatehouse_store::{NewTarget, Store};
 use serde_json::json;
 
-use crate::admin::{TargetAddArgs, admin_audit, read_file, read_password_stdin};
+use super::target::TargetAddArgs;
+use super::{admin_audit, read_file, read_password_stdin};
 
 pub async fn add_postgres_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
     let Some(raw) = &args.postgres else {

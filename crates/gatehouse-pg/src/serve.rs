@@ -1,0 +1,35 @@
+//! The PostgreSQL front's accept loop, shared with the SSH front through
+//! `gatehouse_session::serve_front` (shutdown ends sessions through the node's registry).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use gatehouse_core::Protocol;
+use gatehouse_session::serve_front;
+use tokio::net::TcpListener;
+
+use crate::broker::{PgBroker, PgError};
+
+/// Serves PostgreSQL on `listener` until `shutdown` resolves, then ends live sessions (end
+/// reason `shutdown`, FATAL 57P01 to the client) and waits for their logs to be sealed, at
+/// most `shutdown_grace`.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<PgBroker>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PgError> {
+    let front = &broker.config.front;
+    serve_front(
+        &listener,
+        &broker.live,
+        Protocol::Postgres,
+        front,
+        shutdown,
+        |socket, peer| {
+            let broker = broker.clone();
+            async move { crate::conn::serve(broker, socket, peer).await }
+        },
+    )
+    .await
+    .map_err(PgError::Accept)
+}
