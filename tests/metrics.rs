@@ -1,5 +1,6 @@
 //! `[metrics] listen`: a Prometheus scrape during a session shows it live, after the kill
-//! the end-reason counter has it, a failed login is counted; `/healthz` answers 200 while the store and the recordings
+//! the end-reason counter, the enforcement end and the sealed recording's bytes have it,
+//! heartbeat ages and store round trips are there, a failed login is counted; `/healthz` answers 200 while the store and the recordings
 //! root work, and 503 naming the recordings root once it is unusable.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -86,6 +87,17 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         !text.contains("scrape me"),
         "the admin's text is no label: {text}"
     );
+    // the kill was an enforcement end; the session's recording was sealed and counted; the
+    // node's own heartbeat is seconds old; the store's round trips are timed
+    for want in [
+        "gatehouse_enforcement_actions_total{action=\"end\"} 1\n",
+        "gatehouse_recording_bytes_total{protocol=\"ssh\"} ",
+        "gatehouse_node_heartbeat_age_seconds{node=",
+        "gatehouse_store_seconds_count{operation=\"heartbeat\"} ",
+        "gatehouse_store_seconds_count{operation=\"watch\"} ",
+    ] {
+        scrape_until(port, want);
+    }
 
     // a login with a key nobody registered is counted
     let (stranger, _) = gatehouse_e2e::keygen(w.keys.path(), "stranger");

@@ -127,6 +127,7 @@ impl StatementLog {
     }
 
     pub(crate) fn statement(&self, s: &Statement) {
+        gatehouse_session::metrics::statement_logged();
         self.handle.line(statement_line(s, self.redact));
     }
 

@@ -247,7 +247,12 @@ where
                     Some(e) => self.on_event(e).await,
                     None => return,
                 },
-                () = sleep_until_opt(wake) => self.on_wakeup().await,
+                () = sleep_until_opt(wake) => {
+                    if let Some(due) = wake {
+                        crate::metrics::enforcement_late(Instant::now().saturating_duration_since(due));
+                    }
+                    self.on_wakeup().await
+                }
             }
         }
     }

@@ -295,6 +295,7 @@ pub fn recording_failed(
     error: &RecordError,
 ) -> String {
     tracing::error!(error = %error, "cannot record session: refusing it");
+    crate::metrics::recording_failed(session.protocol.as_str());
     end.set(EndReason::RecordingFailed);
     store.audit_later(&AuditEvent {
         kind: "recording_failed",
@@ -322,11 +323,15 @@ pub async fn end_session(
 ) {
     if let Some(rec) = recording {
         rec.marker(&format!("session end: {}", reason.to_stored()));
+        let protocol = session.protocol.as_str();
         let sealed = match rec.seal().await {
-            Some(Ok(s)) => store
-                .recording_sealed(&session.id, s.size, s.events, &s.digest)
-                .await
-                .map(|()| true),
+            Some(Ok(s)) => {
+                crate::metrics::recording_sealed(protocol, s.size);
+                store
+                    .recording_sealed(&session.id, s.size, s.events, &s.digest)
+                    .await
+                    .map(|()| true)
+            }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "recording could not be sealed");
                 Ok(false)
@@ -334,6 +339,7 @@ pub async fn end_session(
             None => Ok(false),
         };
         if !matches!(sealed, Ok(true)) {
+            crate::metrics::recording_failed(protocol);
             let _ = store.recording_failed(&session.id).await;
         }
     }

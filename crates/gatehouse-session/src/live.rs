@@ -232,7 +232,10 @@ impl LiveSessions {
                 let Some(live) = live.upgrade() else { return };
                 let ids = live.session_ids();
                 let guards = live.guard_states(gatehouse_store::now_millis());
-                match live.store.node_heartbeat(&node, &ids, &guards).await {
+                let started = std::time::Instant::now();
+                let beat = live.store.node_heartbeat(&node, &ids, &guards).await;
+                crate::metrics::store_round_trip("heartbeat", started.elapsed(), beat.is_ok());
+                match beat {
                     Ok(closed) => {
                         failing = false;
                         live.end_closed(&closed, &mut told);
@@ -309,10 +312,10 @@ async fn watch_store(live: Weak<LiveSessions>) {
         }
         let Some(live) = live.upgrade() else { return };
         let store = live.store.clone();
-        let (policies, kills) = match tokio::try_join!(
-            store.list_policies(),
-            store.pending_kills(&live.node)
-        ) {
+        let started = std::time::Instant::now();
+        let read = tokio::try_join!(store.list_policies(), store.pending_kills(&live.node));
+        crate::metrics::store_round_trip("watch", started.elapsed(), read.is_ok());
+        let (policies, kills) = match read {
             Ok(r) => r,
             Err(e) => {
                 if !store_down {
@@ -407,6 +410,13 @@ pub fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Dire
             json!({"reason": reason.to_stored(), "message": message}),
         ),
     };
+    crate::metrics::enforcement_action(match d {
+        Directive::Warn { .. } => "warn",
+        Directive::Lock { .. } => "lock",
+        Directive::Unlocked => "unlock",
+        Directive::UnlockFailed { .. } => "unlock_failed",
+        Directive::End { .. } => "end",
+    });
     tracing::info!(kind, %detail, "enforcement");
     store.audit_later(&AuditEvent {
         kind,

@@ -11,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +42,30 @@ struct RuleLabels {
     rule: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    /// `warn`, `lock`, `unlock`, `unlock_failed`, `end`.
+    action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    /// What the node asked the store: `heartbeat`, `watch`.
+    operation: String,
+}
+
+/// Seconds, from 1 ms to about 16 s: lateness and store round trips.
+fn seconds_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
 struct Metrics {
     registry: Registry,
     session_ends: Family<EndLabels, Counter>,
@@ -49,6 +74,14 @@ struct Metrics {
     failed_logins: Family<MethodLabels, Counter>,
     login_lockouts: Family<ScopeLabels, Counter>,
     detective_findings: Family<RuleLabels, Counter>,
+    enforcement_actions: Family<ActionLabels, Counter>,
+    enforcement_lateness: Histogram,
+    recording_bytes: Family<ProtocolLabels, Counter>,
+    recording_failures: Family<ProtocolLabels, Counter>,
+    statements_logged: Counter,
+    store_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    store_errors: Family<OperationLabels, Counter>,
+    node_heartbeat_age: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -89,8 +122,68 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "New findings of the detective control reported by this process, by rule",
         detective_findings.clone(),
     );
+    let enforcement_actions = Family::<ActionLabels, Counter>::default();
+    registry.register(
+        "enforcement_actions",
+        "What the guards did: warnings, locks, unlocks, failed unlocks, ends",
+        enforcement_actions.clone(),
+    );
+    let enforcement_lateness = seconds_buckets();
+    registry.register(
+        "enforcement_lateness_seconds",
+        "How late a guard woke for a deadline (warning, lock or end) after it was due",
+        enforcement_lateness.clone(),
+    );
+    let recording_bytes = Family::<ProtocolLabels, Counter>::default();
+    registry.register(
+        "recording_bytes",
+        "Bytes of recordings and statement logs sealed on this node",
+        recording_bytes.clone(),
+    );
+    let recording_failures = Family::<ProtocolLabels, Counter>::default();
+    registry.register(
+        "recording_failures",
+        "Recordings that could not be created or sealed (their sessions were refused or ended)",
+        recording_failures.clone(),
+    );
+    let statements_logged = Counter::default();
+    registry.register(
+        "statement_log_lines",
+        "Statements written to PostgreSQL statement logs",
+        statements_logged.clone(),
+    );
+    let store_seconds =
+        Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            seconds_buckets,
+        );
+    registry.register(
+        "store_seconds",
+        "Time of the node's regular store round trips (heartbeat, watcher pass)",
+        store_seconds.clone(),
+    );
+    let store_errors = Family::<OperationLabels, Counter>::default();
+    registry.register(
+        "store_errors",
+        "Failed store round trips of the node's heartbeat and watcher",
+        store_errors.clone(),
+    );
+    let node_heartbeat_age =
+        Family::<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register(
+        "node_heartbeat_age_seconds",
+        "Age of each node's last heartbeat in the store, read at scrape time",
+        node_heartbeat_age.clone(),
+    );
     Metrics {
         registry,
+        enforcement_actions,
+        enforcement_lateness,
+        recording_bytes,
+        recording_failures,
+        statements_logged,
+        store_seconds,
+        store_errors,
+        node_heartbeat_age,
         session_ends,
         live_sessions,
         sessions_taken_over,
@@ -148,6 +241,70 @@ pub fn lost_node_sessions_closed(n: usize) {
         .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
 }
 
+/// The guard carried out a directive (`warn`, `lock`, `unlock`, `unlock_failed`, `end`).
+pub fn enforcement_action(action: &str) {
+    METRICS
+        .enforcement_actions
+        .get_or_create(&ActionLabels {
+            action: action.to_owned(),
+        })
+        .inc();
+}
+
+/// A guard woke `late` after its deadline was due.
+pub fn enforcement_late(late: std::time::Duration) {
+    METRICS.enforcement_lateness.observe(late.as_secs_f64());
+}
+
+/// A recording of `protocol` was sealed at `bytes` bytes.
+pub fn recording_sealed(protocol: &str, bytes: u64) {
+    METRICS
+        .recording_bytes
+        .get_or_create(&ProtocolLabels {
+            protocol: protocol.to_owned(),
+        })
+        .inc_by(bytes);
+}
+
+/// A recording of `protocol` could not be created or sealed.
+pub fn recording_failed(protocol: &str) {
+    METRICS
+        .recording_failures
+        .get_or_create(&ProtocolLabels {
+            protocol: protocol.to_owned(),
+        })
+        .inc();
+}
+
+/// A statement was written to a statement log.
+pub fn statement_logged() {
+    METRICS.statements_logged.inc();
+}
+
+/// The node's `operation` on the store took `took` and succeeded or not.
+pub fn store_round_trip(operation: &str, took: std::time::Duration, ok: bool) {
+    let labels = OperationLabels {
+        operation: operation.to_owned(),
+    };
+    METRICS
+        .store_seconds
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
+    if !ok {
+        METRICS.store_errors.get_or_create(&labels).inc();
+    }
+}
+
+/// Each node's heartbeat age, as read from the store just before a scrape.
+pub fn node_heartbeat_ages(ages: &[(String, f64)]) {
+    for (node, age) in ages {
+        METRICS
+            .node_heartbeat_age
+            .get_or_create(&NodeLabels { node: node.clone() })
+            .set(*age);
+    }
+}
+
 /// The exposition text, with the live-session gauge set to `live` for `node` first.
 pub fn encode(node: &str, live: usize) -> Result<String, std::fmt::Error> {
     METRICS
@@ -179,5 +336,31 @@ mod tests {
             text.contains("gatehouse_live_sessions{node=\"n1\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn lateness_recordings_store_and_heartbeats_are_exposed() {
+        // (one registry per process: other tests in this binary count too, so labels of
+        // their own, or presence only)
+        enforcement_late(std::time::Duration::from_millis(3));
+        enforcement_action("warn");
+        recording_sealed("test-a", 1234);
+        recording_failed("test-b");
+        statement_logged();
+        store_round_trip("test-op", std::time::Duration::from_millis(2), false);
+        node_heartbeat_ages(&[("test-node".into(), 1.5)]);
+        let text = encode("n1", 0).unwrap_or_default();
+        for want in [
+            "gatehouse_enforcement_lateness_seconds_bucket{le=\"0.004\"} ",
+            "gatehouse_enforcement_actions_total{action=\"warn\"} ",
+            "gatehouse_recording_bytes_total{protocol=\"test-a\"} 1234",
+            "gatehouse_recording_failures_total{protocol=\"test-b\"} 1",
+            "gatehouse_statement_log_lines_total ",
+            "gatehouse_store_seconds_count{operation=\"test-op\"} 1",
+            "gatehouse_store_errors_total{operation=\"test-op\"} 1",
+            "gatehouse_node_heartbeat_age_seconds{node=\"test-node\"} 1.5",
+        ] {
+            assert!(text.contains(want), "no {want} in:\n{text}");
+        }
     }
 }

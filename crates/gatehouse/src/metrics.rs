@@ -63,6 +63,19 @@ async fn serve_one(mut stream: TcpStream, server: &MetricsServer) -> std::io::Re
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
+            // heartbeat ages of every running node, as this node sees them in the store (a
+            // store that does not answer leaves the last values and counts as a store error)
+            if let Ok(Ok(nodes)) =
+                tokio::time::timeout(READ_TIMEOUT, server.store.list_nodes()).await
+            {
+                let now = gatehouse_store::now_millis();
+                let ages: Vec<(String, f64)> = nodes
+                    .iter()
+                    .filter(|n| !n.stopped)
+                    .map(|n| (n.id.clone(), (now - n.heartbeat_at).max(0) as f64 / 1000.0))
+                    .collect();
+                gatehouse_session::metrics::node_heartbeat_ages(&ages);
+            }
             match gatehouse_session::metrics::encode(&server.node_name, server.live.len()) {
                 Ok(text) => (
                     "200 OK",
