@@ -175,25 +175,7 @@ async fn register(
     let target = login.target.unwrap_or("");
     let environment = allowed.as_ref().map(|a| a.target.environment.clone());
     let source = login.peer.to_string();
-    let id = store
-        .start_session(&NewSession {
-            node: login.node,
-            node_id: login.node_id,
-            operator: login.operator,
-            target,
-            environment: environment.as_deref(),
-            protocol: login.protocol,
-            client_addr: &source,
-        })
-        .await?;
     let protocol = login.protocol.as_str();
-    let audit = |kind, detail| AuditEvent {
-        kind,
-        operator: Some(login.operator),
-        session_id: Some(&id),
-        source: Some(&source),
-        detail,
-    };
     let mut decision = json!({"target": target, "protocol": protocol});
     let kind = if allowed.is_some() {
         decision["environment"] = json!(environment);
@@ -205,17 +187,23 @@ async fn register(
         decision["reason"] = json!(reason.map_or("no target", DenyReason::as_str));
         "access_denied"
     };
-    let written = async {
-        let method = json!({"method": login.method, "target": target, "protocol": protocol});
-        store.audit(&audit("auth_success", method)).await?;
-        store.audit(&audit(kind, decision)).await
-    };
-    if let Err(e) = written.await {
-        // fail closed: no session goes on without its login on record
-        let why = EndReason::Error(format!("audit unavailable: {e}"));
-        let _ = store.end_session(&id, &why, 0, 0).await;
-        return Err(e);
-    }
+    let method = json!({"method": login.method, "target": target, "protocol": protocol});
+    // one transaction: no session without its login on record (fail closed), and one
+    // commit per login
+    let id = store
+        .start_session_audited(
+            &NewSession {
+                node: login.node,
+                node_id: login.node_id,
+                operator: login.operator,
+                target,
+                environment: environment.as_deref(),
+                protocol: login.protocol,
+                client_addr: &source,
+            },
+            &[("auth_success", method), (kind, decision)],
+        )
+        .await?;
     match &reason {
         Some(r) => tracing::warn!(reason = r.as_str(), "access denied"),
         None if allowed.is_none() => tracing::warn!(reason = "no target", "access denied"),

@@ -108,7 +108,21 @@ fn guard_from_row(r: &sqlx::any::AnyRow, at: usize) -> Result<Option<GuardState>
 impl Store {
     /// Registers a new live session and returns its id (a UUIDv7: sortable by start time).
     pub async fn start_session(&self, s: &NewSession<'_>) -> Result<String> {
+        self.start_session_audited(s, &[]).await
+    }
+
+    /// Registers a session together with its login's audit events (`(kind, detail)`, about
+    /// the session's operator, from its client address) in one transaction: both or neither
+    /// — a login is never on record without its session row, nor the reverse — and one
+    /// commit instead of one per row, which is what a login storm waits on.
+    pub async fn start_session_audited(
+        &self,
+        s: &NewSession<'_>,
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<String> {
         let id = uuid::Uuid::now_v7().to_string();
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id, node, operator, target, environment, protocol, client_addr, started_at, bytes_in, bytes_out, node_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9)",
@@ -120,10 +134,35 @@ impl Store {
         .bind(s.environment)
         .bind(s.protocol.as_str())
         .bind(s.client_addr)
-        .bind(now_millis())
+        .bind(now)
         .bind(s.node_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for (kind, detail) in events {
+            sqlx::query(
+                "INSERT INTO audit_events (at, kind, operator, session_id, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(now)
+            .bind(*kind)
+            .bind(s.operator)
+            .bind(&id)
+            .bind(s.client_addr)
+            .bind(detail.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        for (kind, detail) in events {
+            tracing::info!(
+                target: "gatehouse::audit",
+                kind,
+                operator = s.operator,
+                session_id = id.as_str(),
+                source = s.client_addr,
+                detail = %detail,
+                "audit event"
+            );
+        }
         Ok(id)
     }
 

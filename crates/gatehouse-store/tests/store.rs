@@ -270,6 +270,34 @@ async fn sessions(store: &Store) {
     assert!(store.session(&s3).await.unwrap().ended_at.is_none());
     let listed = store.list_sessions(10).await.unwrap();
     assert_eq!(listed.len(), 3);
+    // a session and its login's audit events, written together
+    let s4 = store
+        .start_session_audited(
+            &new,
+            &[
+                ("auth_success", serde_json::json!({"method": "publickey"})),
+                ("session_start", serde_json::json!({"target": "web1"})),
+            ],
+        )
+        .await
+        .unwrap();
+    let events = store
+        .list_audit(&AuditFilter {
+            session_id: Some(&s4),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["auth_success", "session_start"]);
+    assert!(
+        events.iter().all(|e| e.operator.as_deref() == Some("alice")
+            && e.source.as_deref() == Some("127.0.0.1:5555"))
+    );
+    store
+        .end_session(&s4, &EndReason::ClientClosed, 0, 0)
+        .await
+        .unwrap();
     assert!(matches!(
         store.session("missing").await,
         Err(StoreError::NotFound {
