@@ -105,8 +105,10 @@ fn a_node_killed_mid_session_has_its_sessions_closed_by_another_node() {
     f.node_b.kill_hard();
     let t = Instant::now();
     let a = f.a();
+    // one takeover pass closes the row, then marks the node's recordings: wait for both
     let row = wait_until(NODE_TIMEOUT * 3, "node B's session closed", || {
-        Some(session(a, &id)).filter(|s| !s["end_reason"].is_null())
+        Some(session(a, &id))
+            .filter(|s| !s["end_reason"].is_null() && s["recording_state"] != "recording")
     });
     // silent for the timeout, then found within a heartbeat or two
     assert!(
@@ -152,8 +154,10 @@ fn a_node_declared_lost_that_comes_back_ends_its_guards_and_reopens_nothing() {
     let (a, b) = (f.a(), f.b());
     let (mut child, id) = f.session_on(b);
     signal(b.pid(), "-STOP");
+    // one takeover pass closes the row, then marks the node's recordings: wait for both
     let row = wait_until(NODE_TIMEOUT * 3, "node B's session closed", || {
-        Some(session(a, &id)).filter(|s| !s["end_reason"].is_null())
+        Some(session(a, &id))
+            .filter(|s| !s["end_reason"].is_null() && s["recording_state"] != "recording")
     });
     assert_eq!(row["end_reason"], "interrupted");
     assert!(still_running(&mut child));

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -116,16 +116,9 @@ pub fn session(g: &Gatehouse, id: &str) -> Value {
         .unwrap_or_else(|| panic!("no session {id}"))
 }
 
-/// Polls `f` every 50 ms until it gives a value; fails after `within`.
-pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// [`crate::wait_until`] with the failure named by `what`.
+pub fn wait_until<T>(within: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    crate::wait_until(within, f, || format!("timed out waiting for {what}"))
 }
 
 /// Waits (at most `within`) for the ssh client to exit; returns its stderr.

@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::channels::{ChannelKind, PtyRequest};
 use crate::enforce::SshOperator;
 use crate::relay::{self, WindowSize};
-pub(crate) use crate::state::ConnectionState;
+use crate::state::ConnectionState;
 use crate::upstream::Upstream;
 
 /// Where the authenticated operator's session may go.

@@ -46,7 +46,7 @@ use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig, 
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::connection::ConnectionState;
+use crate::state::ConnectionState;
 use gatehouse_session::SessionGate;
 
 mod reader;

@@ -15,7 +15,8 @@ use tracing::Instrument;
 
 use crate::auth::record_auth_failure;
 use crate::broker::{Broker, SshError};
-use crate::connection::{Connection, ConnectionState};
+use crate::connection::Connection;
+use crate::state::ConnectionState;
 
 /// How long a connection gets at shutdown to take the disconnect before it is dropped.
 const SHUTDOWN_PARTING: Duration = Duration::from_millis(500);
