@@ -178,6 +178,17 @@ fn a_node_declared_lost_that_comes_back_ends_its_guards_and_reopens_nothing() {
     assert_eq!(after["end_reason"], row["end_reason"]);
     assert_eq!(after["ended_at"], row["ended_at"]);
     assert_eq!(after["recording_state"], "interrupted", "{after}");
+    // audited once, by the takeover: B's guard ending the connection is its enforcement
+    // end, not a second end of the session
+    let audit: Vec<Value> =
+        serde_json::from_str(&a.cli_ok(&["audit", "list", "--json", "--session", &id])).unwrap();
+    let kinds: Vec<&str> = audit.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "session_closed").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"session_end"), "{kinds:?}");
     // and B serves again
     let (mut child, id) = f.session_on(b);
     assert_eq!(session(a, &id)["node_id"], b_id.as_str());

@@ -35,8 +35,12 @@ pub struct Tolerances {
     /// How long after a policy change a live session may still run under the old one (the
     /// watcher's poll plus the final warning of a shortened limit).
     pub policy_change: Duration,
-    /// A node whose last heartbeat is older than this is gone.
+    /// A node whose last heartbeat is older than this is gone (and its sessions are the
+    /// other nodes' to take over).
     pub node_timeout: Duration,
+    /// How long after a node is gone its live sessions may wait for another node's
+    /// takeover (a pass every 2 s) before they are a finding.
+    pub takeover: Duration,
     /// How long a new live session may go unclaimed by any running guard.
     pub owner_grace: Duration,
 }
@@ -48,6 +52,7 @@ impl Default for Tolerances {
             kill: Duration::from_secs(2),
             policy_change: Duration::from_secs(2),
             node_timeout: Duration::from_secs(15),
+            takeover: Duration::from_secs(3),
             owner_grace: Duration::from_secs(10),
         }
     }
@@ -359,14 +364,28 @@ fn live_rules(cx: &Ctx<'_>, s: &SessionFacts, add: &mut Add<'_>) {
 }
 
 fn owner_rules(cx: &Ctx<'_>, s: &SessionFacts, node: Option<&NodeFact>, add: &mut Add<'_>) {
-    let alive = node.filter(|n| !n.stopped && cx.now - n.heartbeat_at <= ms(cx.tol.node_timeout));
+    let silent = node.map(|n| cx.now - n.heartbeat_at);
+    let gone_since = silent.map(|s| s - ms(cx.tol.node_timeout));
+    if let (Some(n), Some(g)) = (node, gone_since)
+        && !n.stopped
+        && g > 0
+        && g <= ms(cx.tol.takeover)
+    {
+        // gone, but the other nodes' takeover has not had its turn yet
+        return;
+    }
+    let alive = node.filter(|n| !n.stopped && gone_since.is_some_and(|g| g <= 0));
     let Some(n) = alive else {
         let last = node.map_or(0, |n| n.heartbeat_at);
         add(
             Rule::NodeGone,
             match node {
                 Some(n) if n.stopped => format!("live on node '{}', which stopped", s.node),
-                Some(_) => format!("live on node '{}', silent for {} ms", s.node, cx.now - last),
+                Some(_) => format!(
+                    "live on node '{}', silent for {} ms, and no node took its sessions over",
+                    s.node,
+                    cx.now - last
+                ),
                 None => format!("live on node '{}', which never sent a heartbeat", s.node),
             },
             vec![

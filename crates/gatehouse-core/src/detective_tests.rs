@@ -297,8 +297,14 @@ fn live_sessions_need_a_heartbeating_node_and_a_guard_that_claims_them() {
     let found = check_as_is(&f, now);
     assert_eq!(rules(&found), vec![("s2", Rule::NoGuard)]);
 
-    // the node stops heartbeating: every live session on it is on a gone node
+    // the node stops heartbeating: past its timeout its sessions are the other nodes' to
+    // take over, which they get a few seconds for
     f.nodes[0].heartbeat_at = now - 16_000;
+    assert!(check_as_is(&f, now).is_empty());
+    f.nodes[0].heartbeat_at = now - 18_000;
+    assert!(check_as_is(&f, now).is_empty());
+    // not taken over: every live session on it is on a gone node
+    f.nodes[0].heartbeat_at = now - 18_001;
     let found = check_as_is(&f, now);
     assert_eq!(
         rules(&found),
@@ -310,7 +316,7 @@ fn live_sessions_need_a_heartbeating_node_and_a_guard_that_claims_them() {
     );
     assert_eq!(
         ev(&found[0], "last_heartbeat"),
-        &Evidence::Int(now - 16_000)
+        &Evidence::Int(now - 18_001)
     );
     f.nodes.clear();
     assert!(

@@ -331,11 +331,18 @@ pub async fn end_session(
             let _ = store.recording_failed(&session.id).await;
         }
     }
-    if let Err(e) = store
+    match store
         .end_session(&session.id, reason, bytes_in, bytes_out)
         .await
     {
-        tracing::error!(error = %e, "cannot close session in the registry");
+        Ok(true) => {}
+        Ok(false) => {
+            // another node closed the row (it declared this node lost) and audited that:
+            // the connection that ended here is not a second end of the session
+            tracing::warn!(reason = %reason, bytes_in, bytes_out, "session ended here after another node closed it as interrupted");
+            return;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot close session in the registry"),
     }
     let _ = store
         .audit(&AuditEvent {

@@ -255,6 +255,47 @@ async fn the_end_closes_the_row_seals_or_fails_the_recording_and_audits() {
 }
 
 #[tokio::test]
+async fn a_session_another_node_took_over_is_not_ended_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let a = admit(&store, &login("alice", Some("web1"), Protocol::Ssh))
+        .await
+        .unwrap();
+    let s = a.session.unwrap();
+    store.recording_started(&s.id, "r.cast").await.unwrap();
+    // what a takeover leaves: the row closed as interrupted, the recording marked so
+    assert!(
+        store
+            .end_session(&s.id, &EndReason::Interrupted, 0, 0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.interrupt_recordings("node-a-id").await.unwrap(), 1);
+    // this node comes back and its guard ends the connection
+    let rec = FakeRecording {
+        markers: Default::default(),
+        seals: true,
+    };
+    end_session(
+        &store,
+        &s,
+        &EndReason::AdminKill("late".into()),
+        (5, 7),
+        Some(&rec),
+    )
+    .await;
+    let row = store.session(&s.id).await.unwrap();
+    assert_eq!(row.end_reason(), Some(EndReason::Interrupted));
+    assert_eq!((row.bytes_in, row.bytes_out), (0, 0));
+    assert_eq!(row.recording_state.as_deref(), Some("interrupted"));
+    let audits = audits(&store, &s.id).await;
+    assert!(
+        !audits.iter().any(|(k, _)| k == "session_end"),
+        "a second end was audited: {audits:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_recording_failure_ends_the_session_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;

@@ -306,10 +306,10 @@ async fn watch_store(live: Weak<LiveSessions>) {
         None => return,
     };
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = feed.changed() => {}
-        }
+        let notified = tokio::select! {
+            _ = tick.tick() => None,
+            sent = feed.changed() => sent,
+        };
         let Some(live) = live.upgrade() else { return };
         let store = live.store.clone();
         let started = std::time::Instant::now();
@@ -364,6 +364,9 @@ async fn watch_store(live: Weak<LiveSessions>) {
                 KillRequest::OperatorLocked => EndReason::OperatorLocked,
             };
             (e.deliver)(Control::Kill(reason));
+        }
+        if let Some(sent) = notified {
+            crate::metrics::notify_applied(sent, gatehouse_store::now_millis());
         }
     }
 }

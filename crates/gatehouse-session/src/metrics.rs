@@ -82,6 +82,7 @@ struct Metrics {
     store_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
     store_errors: Family<OperationLabels, Counter>,
     node_heartbeat_age: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    notify_lag: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -174,8 +175,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Age of each node's last heartbeat in the store, read at scrape time",
         node_heartbeat_age.clone(),
     );
+    let notify_lag = seconds_buckets();
+    registry.register(
+        "notify_lag_seconds",
+        "From a change's notification sent (policy, kill, user lock; any node) to this node's watcher having handed it to the guards",
+        notify_lag.clone(),
+    );
     Metrics {
         registry,
+        notify_lag,
         enforcement_actions,
         enforcement_lateness,
         recording_bytes,
@@ -293,6 +301,13 @@ pub fn store_round_trip(operation: &str, took: std::time::Duration, ok: bool) {
     if !ok {
         METRICS.store_errors.get_or_create(&labels).inc();
     }
+}
+
+/// A change notified by a node (or the CLI) at `sent` (Unix ms) was applied here at
+/// `applied` (clocks of two machines: NTP assumed, as for heartbeat ages).
+pub fn notify_applied(sent: i64, applied: i64) {
+    let lag = applied.saturating_sub(sent).max(0) as f64 / 1000.0;
+    METRICS.notify_lag.observe(lag);
 }
 
 /// Each node's heartbeat age, as read from the store just before a scrape.

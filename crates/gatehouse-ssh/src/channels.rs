@@ -264,6 +264,7 @@ impl Connection {
             },
         };
         self.channels.insert(id, kind);
+        self.state.open_channels.send_replace(self.channels.len());
         reply.accept().await;
         Ok(())
     }
@@ -361,7 +362,9 @@ impl Connection {
     pub(crate) fn close(&mut self, channel: ChannelId) {
         self.pty_channels.remove(&channel);
         self.tell_guard(GuardEvent::ChannelClosed { channel });
-        if let Some(ChannelKind::Relay(relay)) = self.channels.remove(&channel) {
+        let removed = self.channels.remove(&channel);
+        self.state.open_channels.send_replace(self.channels.len());
+        if let Some(ChannelKind::Relay(relay)) = removed {
             self.state.set_end_reason(EndReason::ClientClosed);
             relay.forward(ToTarget::Close);
         }

@@ -92,6 +92,7 @@ impl Connection {
             SshOperator {
                 handle: session.handle(),
                 sever: self.state.sever.clone(),
+                open_channels: self.state.open_channels.subscribe(),
             },
             StoreReauth {
                 store: store.clone(),

@@ -9,7 +9,8 @@ use gatehouse_session::OperatorIo;
 use russh::ChannelId;
 use russh::server;
 
-/// How long an ended session's channels get to drain before the disconnect.
+/// Longest an ended session waits for the client to close the channels Gatehouse closed
+/// (so that it prints the end line) before the disconnect.
 const END_LINGER: Duration = Duration::from_millis(300);
 
 /// How long an ended session gets to part politely (end notice, channel close, disconnect)
@@ -35,6 +36,8 @@ pub(crate) struct SshOperator {
     pub(crate) handle: server::Handle,
     /// Drops the connection when the polite disconnect cannot get through.
     pub(crate) sever: Arc<tokio::sync::Notify>,
+    /// The connection's open session channels (see `ConnectionState::open_channels`).
+    pub(crate) open_channels: tokio::sync::watch::Receiver<usize>,
 }
 
 impl OperatorIo<ChannelId> for SshOperator {
@@ -56,13 +59,16 @@ impl OperatorIo<ChannelId> for SshOperator {
                 self.notice(channel, pty, &message).await;
             }
             // OpenSSH exits at a disconnect without writing output it still buffers, which
-            // would lose the end line: close the channels first and give the client a
-            // moment to print and close its side.
+            // would lose the end line: close the channels first and let the client print
+            // and close its side (at most END_LINGER: a client may never answer).
             for &(channel, _) in &channels {
                 bounded("eof", self.handle.eof(channel)).await;
                 bounded("close", self.handle.close(channel)).await;
             }
-            tokio::time::sleep(END_LINGER).await;
+            if !channels.is_empty() {
+                let mut open = self.open_channels.clone();
+                let _ = tokio::time::timeout(END_LINGER, open.wait_for(|n| *n == 0)).await;
+            }
             self.handle
                 .disconnect(russh::Disconnect::ByApplication, message, "en".into())
                 .await

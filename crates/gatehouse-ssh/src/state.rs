@@ -42,6 +42,9 @@ pub(crate) struct ConnectionState {
     /// Signalled when an ended session could not be disconnected politely (the client
     /// stopped reading and the SSH session is stuck behind it): the socket is dropped.
     pub(crate) sever: Arc<tokio::sync::Notify>,
+    /// How many of the operator's session channels are open (the client has not closed
+    /// them): an ended session disconnects as soon as the client closed them all.
+    pub(crate) open_channels: tokio::sync::watch::Sender<usize>,
     /// Operator payload bytes queued for the target and not yet written (all channels):
     /// what the operator's window is throttled on (see `relay`'s module docs).
     pub(crate) to_target_backlog: AtomicUsize,
@@ -82,6 +85,7 @@ impl ConnectionState {
             bytes_out: AtomicU64::new(0),
             recorder: OnceLock::new(),
             sever: Arc::new(tokio::sync::Notify::new()),
+            open_channels: tokio::sync::watch::Sender::new(0),
             to_target_backlog: AtomicUsize::new(0),
             backlog_drained: tokio::sync::Notify::new(),
             relay_tasks: Mutex::new(Some(Vec::new())),

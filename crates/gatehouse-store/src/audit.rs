@@ -77,15 +77,7 @@ impl Store {
     /// error (most of them: the session must go on or end regardless) may therefore ignore
     /// it with `let _ =` — the event is never dropped silently.
     pub async fn audit(&self, e: &AuditEvent<'_>) -> Result<()> {
-        tracing::info!(
-            target: "gatehouse::audit",
-            kind = e.kind,
-            operator = e.operator,
-            session_id = e.session_id,
-            source = e.source,
-            detail = %e.detail,
-            "audit event"
-        );
+        log_audit(e);
         let deadline = tokio::time::Instant::now() + self.timeouts.audit;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
@@ -125,18 +117,8 @@ impl Store {
     }
 
     async fn insert_audit(&self, e: &AuditEvent<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, operator, session_id, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(now_millis())
-        .bind(e.kind)
-        .bind(e.operator)
-        .bind(e.session_id)
-        .bind(e.source)
-        .bind(e.detail.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_audit_on(&mut conn, now_millis(), e).await
     }
 
     /// Oldest first, within the filter.
@@ -182,4 +164,39 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Inserts `e` (at `at`, Unix ms) on `conn`: inside the caller's transaction when it has
+/// one, so that the event is written together with what it tells of, or not at all.
+pub(crate) async fn insert_audit_on(
+    conn: &mut sqlx::AnyConnection,
+    at: i64,
+    e: &AuditEvent<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, kind, operator, session_id, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(at)
+    .bind(e.kind)
+    .bind(e.operator)
+    .bind(e.session_id)
+    .bind(e.source)
+    .bind(e.detail.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The audit event's log line (target `gatehouse::audit`): written when the event is
+/// (for a transaction, once it committed).
+pub(crate) fn log_audit(e: &AuditEvent<'_>) {
+    tracing::info!(
+        target: "gatehouse::audit",
+        kind = e.kind,
+        operator = e.operator,
+        session_id = e.session_id,
+        source = e.source,
+        detail = %e.detail,
+        "audit event"
+    );
 }

@@ -8,7 +8,8 @@ use gatehouse_core::EndReason;
 use gatehouse_core::detective::NodeFact;
 use sqlx::Row;
 
-use crate::{GuardState, Result, Store, first_column, now_millis};
+use crate::audit::{insert_audit_on, log_audit};
+use crate::{AuditEvent, GuardState, Result, Store, first_column, now_millis};
 
 /// Session ids per statement (bounded statement size, any number of sessions).
 const STAMP_CHUNK: usize = 500;
@@ -158,16 +159,21 @@ impl Store {
 
     /// Closes as `interrupted` the live sessions of every node other than `me` whose last
     /// heartbeat is older than `cutoff` (Unix ms) (a row whose node never sent a heartbeat is
-    /// left to the detective control, which reports it); then marks those nodes' unfinished recordings interrupted
-    /// (verified to their last authentic checkpoint). Each row is closed by one statement
-    /// that re-checks the node is still silent, so several live nodes may run this at once
-    /// and a node that just came back keeps its sessions. Returns the sessions closed here,
-    /// and the nodes newly declared lost (id, name).
+    /// left to the detective control, which reports it). Each session is taken over in one
+    /// transaction: its row closed, its recording marked interrupted (verified to its last
+    /// authentic checkpoint) and a `session_closed` audit event — all or nothing, so a
+    /// node that dies half-way leaves nothing half done for the next pass. The close
+    /// re-checks that the node is still silent, so several live nodes may run this at once
+    /// and a node that just came back keeps its sessions. A node is marked lost (with a
+    /// `node_lost` audit event, in the same transaction) once. `me` is named in the audit
+    /// events. Returns the sessions closed here, and the nodes newly declared lost (id,
+    /// name).
     pub async fn take_over_lost_nodes(
         &self,
         me: &str,
         cutoff: i64,
     ) -> Result<(Vec<LostSession>, Vec<(String, String)>)> {
+        let timeout_ms = now_millis().saturating_sub(cutoff);
         let rows = sqlx::query(
             "SELECT s.id, s.operator, s.node_id, s.node FROM sessions s
              JOIN nodes n ON n.id = s.node_id
@@ -185,18 +191,7 @@ impl Store {
                 node_id: r.try_get(2)?,
                 node: r.try_get(3)?,
             };
-            let done = sqlx::query(
-                "UPDATE sessions SET ended_at = $1, end_reason = $2
-                 WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
-                     (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
-            )
-            .bind(now_millis())
-            .bind(EndReason::Interrupted.to_stored())
-            .bind(&s.session_id)
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 1 {
+            if self.take_over_session(&s, me, cutoff).await? {
                 closed.push(s);
             }
         }
@@ -208,20 +203,62 @@ impl Store {
         nodes.dedup();
         let mut newly_lost = Vec::new();
         for (id, name) in nodes {
-            self.interrupt_recordings(&id).await?;
+            let detail = serde_json::json!({"node_id": id, "node": name, "timeout_ms": timeout_ms, "by": me});
+            let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE nodes SET lost_at = $1 WHERE id = $2 AND lost_at IS NULL AND heartbeat_at < $3",
             )
             .bind(now_millis())
             .bind(&id)
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
+                let e = fleet_audit("node_lost", None, None, detail);
+                insert_audit_on(&mut tx, now_millis(), &e).await?;
+                tx.commit().await?;
+                log_audit(&e);
                 newly_lost.push((id, name));
             }
         }
         Ok((closed, newly_lost))
+    }
+
+    /// One lost session's takeover (see [`Store::take_over_lost_nodes`]); whether it was
+    /// closed here.
+    async fn take_over_session(&self, s: &LostSession, me: &str, cutoff: i64) -> Result<bool> {
+        let recording = self.interrupted_recording(&s.session_id).await?;
+        let detail = serde_json::json!({"reason": "interrupted", "node_lost": s.node_id, "node": s.node, "by": me});
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2
+             WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
+                 (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
+        )
+        .bind(now_millis())
+        .bind(EndReason::Interrupted.to_stored())
+        .bind(&s.session_id)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(t) = recording {
+            // written only if the recording is still live (its node may have sealed it
+            // between the read and now: then the sealed state stays)
+            t.apply(&mut tx).await?;
+        }
+        let e = fleet_audit(
+            "session_closed",
+            Some(&s.operator),
+            Some(&s.session_id),
+            detail,
+        );
+        insert_audit_on(&mut tx, now_millis(), &e).await?;
+        tx.commit().await?;
+        log_audit(&e);
+        Ok(true)
     }
 
     /// Every node's heartbeat, for the detective control.
@@ -264,5 +301,20 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+fn fleet_audit<'a>(
+    kind: &'a str,
+    operator: Option<&'a str>,
+    session_id: Option<&'a str>,
+    detail: serde_json::Value,
+) -> AuditEvent<'a> {
+    AuditEvent {
+        kind,
+        operator,
+        session_id,
+        source: Some("fleet"),
+        detail,
     }
 }

@@ -5,8 +5,12 @@
 //! notifications) that wakes its watcher at once. A notification only says "look now": the
 //! watcher reads the store as its poll does, so a lost notification costs one poll interval,
 //! never a decision. On SQLite (one node) nothing is sent and the feed never fires.
+//!
+//! The payload is `kind@sent`, `sent` the sender's Unix ms: the receiver reports how long
+//! a change took to be applied (the `notify_lag_seconds` metric).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -41,14 +45,18 @@ impl Change {
 /// listening when dropped.
 pub struct ChangeFeed {
     woken: Arc<Notify>,
+    /// When the newest notification not yet returned by `changed` was sent (Unix ms; 0:
+    /// none, or the wake-up was a reconnection).
+    sent: Arc<AtomicI64>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ChangeFeed {
-    /// Returns at the next notification (at once if one came since the last call). Never
-    /// returns on SQLite.
-    pub async fn changed(&self) {
+    /// Returns at the next notification (at once if one came since the last call), with
+    /// when the newest one was sent (Unix ms) if it said. Never returns on SQLite.
+    pub async fn changed(&self) -> Option<i64> {
         self.woken.notified().await;
+        Some(self.sent.swap(0, Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// Whether notifications can arrive at all (PostgreSQL store).
@@ -76,7 +84,7 @@ impl Store {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
-                .bind(change.as_str())
+                .bind(format!("{}@{}", change.as_str(), crate::now_millis()))
                 .execute(conn)
                 .await?;
         }
@@ -88,16 +96,22 @@ impl Store {
     /// reconnection, since notifications sent meanwhile are lost.
     pub fn change_feed(&self) -> ChangeFeed {
         let woken = Arc::new(Notify::new());
+        let sent = Arc::new(AtomicI64::new(0));
         let task = (self.backend == Backend::Postgres).then(|| {
             let url = self.url.clone();
-            let woken = woken.clone();
-            tokio::spawn(async move { listen(&url, &woken).await })
+            let (woken, sent) = (woken.clone(), sent.clone());
+            tokio::spawn(async move { listen(&url, &woken, &sent).await })
         });
-        ChangeFeed { woken, task }
+        ChangeFeed { woken, sent, task }
     }
 }
 
-async fn listen(url: &str, woken: &Notify) {
+/// When a notification's payload says it was sent (`kind@unix_ms`).
+fn sent_at(payload: &str) -> Option<i64> {
+    payload.rsplit_once('@')?.1.parse().ok()
+}
+
+async fn listen(url: &str, woken: &Notify, sent: &AtomicI64) {
     let mut failing = false;
     loop {
         let listener = async {
@@ -123,7 +137,12 @@ async fn listen(url: &str, woken: &Notify) {
         woken.notify_one();
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => woken.notify_one(),
+                Ok(Some(n)) => {
+                    if let Some(t) = sent_at(n.payload()) {
+                        sent.fetch_max(t, Ordering::Relaxed);
+                    }
+                    woken.notify_one();
+                }
                 Ok(None) => {
                     // the connection dropped; try_recv reconnects on the next call
                     woken.notify_one();
@@ -137,5 +156,17 @@ async fn listen(url: &str, woken: &Notify) {
             }
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_says_when_it_was_sent() {
+        assert_eq!(sent_at("kill@1764700000123"), Some(1_764_700_000_123));
+        assert_eq!(sent_at("policy"), None);
+        assert_eq!(sent_at("user_lock@soon"), None);
     }
 }

@@ -112,6 +112,40 @@ fn same_mac(expected: &str, given: &str) -> bool {
 }
 
 /// A row as stored, before it is checked.
+/// A recording's state change, ready to write (see [`Transition::apply`]).
+pub(crate) struct Transition {
+    session_id: String,
+    /// The state it was read in: the write happens only if the row is still in it.
+    from: String,
+    to: RecordingState,
+    size: Option<i64>,
+    events: Option<i64>,
+    digest: Option<String>,
+    mac: Option<String>,
+}
+
+impl Transition {
+    /// Writes the change on `conn` (inside the caller's transaction, if it has one), if the
+    /// row is still in the state it was read in. Returns whether it was written.
+    pub(crate) async fn apply(&self, conn: &mut sqlx::AnyConnection) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET recording_state = $1, recording_size = COALESCE($2, recording_size),
+                 recording_events = $3, recording_digest = $4, recording_mac = $5, recording_legacy = 0
+             WHERE id = $6 AND recording_state = $7",
+        )
+        .bind(self.to.as_str())
+        .bind(self.size)
+        .bind(self.events)
+        .bind(self.digest.as_deref())
+        .bind(self.mac.as_deref())
+        .bind(&self.session_id)
+        .bind(&self.from)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
 struct RawRecording {
     session_id: String,
     path: String,
@@ -317,6 +351,23 @@ impl Store {
         counted: Option<(i64, String)>,
     ) -> Result<()> {
         let raw = self.raw_recording(session_id).await?;
+        if let Some(t) = self.prepare_transition(&raw, to, size, counted) {
+            let mut conn = self.pool.acquire().await?;
+            t.apply(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The change of `raw`'s recording to `to`, its new MAC computed; `None` when there is
+    /// nothing to do (an end state is final).
+    fn prepare_transition(
+        &self,
+        raw: &RawRecording,
+        to: RecordingState,
+        size: Option<i64>,
+        counted: Option<(i64, String)>,
+    ) -> Option<Transition> {
+        let session_id = raw.session_id.as_str();
         // An end state is final: a node that comes back after another node closed its
         // sessions as interrupted must not seal (resurrect) or fail their recordings.
         let ending = matches!(
@@ -330,13 +381,13 @@ impl Store {
                 to = to.as_str(),
                 "recording already ended; its state stays"
             );
-            return Ok(());
+            return None;
         }
         let (events, digest) = match counted {
             Some((e, d)) => (Some(e), Some(d)),
             None => (raw.events, raw.digest.clone()),
         };
-        let mac = if self.row_authentic(&raw) {
+        let mac = if self.row_authentic(raw) {
             Some(self.row_mac(
                 session_id,
                 to.as_str(),
@@ -352,21 +403,47 @@ impl Store {
             );
             raw.mac.clone()
         };
-        sqlx::query(
-            "UPDATE sessions SET recording_state = $1, recording_size = COALESCE($2, recording_size),
-                 recording_events = $3, recording_digest = $4, recording_mac = $5, recording_legacy = 0
-             WHERE id = $6 AND recording_state = $7",
-        )
-        .bind(to.as_str())
-        .bind(size)
-        .bind(events)
-        .bind(digest)
-        .bind(mac)
-        .bind(session_id)
-        .bind(raw.state)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Some(Transition {
+            session_id: raw.session_id.clone(),
+            from: raw.state.clone(),
+            to,
+            size,
+            events,
+            digest,
+            mac,
+        })
+    }
+
+    /// The change of a live recording to `interrupted`, counted up to its last authentic
+    /// checkpoint (a checkpoint that does not authenticate is ignored and logged).
+    fn prepare_interrupted(&self, raw: &RawRecording) -> Option<Transition> {
+        let checkpoint = raw.checkpoint.clone().filter(|c| {
+            let ok = self.checkpoint_authentic(&raw.session_id, c, raw.checkpoint_mac.as_deref());
+            if !ok {
+                tracing::error!(session_id = %raw.session_id, "recording checkpoint does not authenticate; ignored");
+            }
+            ok
+        });
+        let counted = checkpoint.map(|c| (c.events, c.digest));
+        self.prepare_transition(raw, RecordingState::Interrupted, None, counted)
+    }
+
+    /// The change of a session's live recording to `interrupted`, from its row as it is
+    /// now; `None` when the session has no recording or it has ended already.
+    pub(crate) async fn interrupted_recording(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Transition>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM sessions WHERE id = $1 AND recording_state IS NOT NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(self.prepare_interrupted(&raw_from_row(&row)?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn recording_sealed(
@@ -405,19 +482,11 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let mut done = 0;
+        let mut conn = self.pool.acquire().await?;
         for row in &rows {
-            let raw = raw_from_row(row)?;
-            let checkpoint = raw.checkpoint.clone().filter(|c| {
-                let ok = self.checkpoint_authentic(&raw.session_id, c, raw.checkpoint_mac.as_deref());
-                if !ok {
-                    tracing::error!(session_id = %raw.session_id, "recording checkpoint does not authenticate; ignored");
-                }
-                ok
-            });
-            let counted = checkpoint.map(|c| (c.events, c.digest));
-            self.transition(&raw.session_id, RecordingState::Interrupted, None, counted)
-                .await?;
-            done += 1;
+            if let Some(t) = self.prepare_interrupted(&raw_from_row(row)?) {
+                done += t.apply(&mut conn).await?;
+            }
         }
         Ok(done)
     }

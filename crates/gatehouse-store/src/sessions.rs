@@ -4,7 +4,8 @@
 use gatehouse_core::{EndReason, Protocol, WarnKind};
 use sqlx::Row;
 
-use crate::{Result, Store, first_column, now_millis};
+use crate::audit::{insert_audit_on, log_audit};
+use crate::{AuditEvent, Result, Store, first_column, now_millis};
 
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -138,43 +139,35 @@ impl Store {
         .bind(s.node_id)
         .execute(&mut *tx)
         .await?;
-        for (kind, detail) in events {
-            sqlx::query(
-                "INSERT INTO audit_events (at, kind, operator, session_id, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(now)
-            .bind(*kind)
-            .bind(s.operator)
-            .bind(&id)
-            .bind(s.client_addr)
-            .bind(detail.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let audits: Vec<AuditEvent<'_>> = events
+            .iter()
+            .map(|(kind, detail)| AuditEvent {
+                kind,
+                operator: Some(s.operator),
+                session_id: Some(&id),
+                source: Some(s.client_addr),
+                detail: detail.clone(),
+            })
+            .collect();
+        for e in &audits {
+            insert_audit_on(&mut tx, now, e).await?;
         }
         tx.commit().await?;
-        for (kind, detail) in events {
-            tracing::info!(
-                target: "gatehouse::audit",
-                kind,
-                operator = s.operator,
-                session_id = id.as_str(),
-                source = s.client_addr,
-                detail = %detail,
-                "audit event"
-            );
-        }
+        audits.iter().for_each(log_audit);
         Ok(id)
     }
 
-    /// Closes a live session. A session already closed keeps its first end reason.
+    /// Closes a live session. A session already closed keeps its first end reason; returns
+    /// whether it was closed here (false: closed already, e.g. by another node that
+    /// declared this one lost).
     pub async fn end_session(
         &self,
         id: &str,
         reason: &EndReason,
         bytes_in: u64,
         bytes_out: u64,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<bool> {
+        let done = sqlx::query(
             "UPDATE sessions SET ended_at = $1, end_reason = $2, bytes_in = $3, bytes_out = $4
              WHERE id = $5 AND ended_at IS NULL",
         )
@@ -185,7 +178,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Closes every session the node with id `node_id` left open (it died while they were

@@ -87,6 +87,15 @@ async fn exercise(store: &Store) {
     let rec = store.recording(&on_b).await.unwrap();
     assert_eq!(rec.state, RecordingState::Interrupted);
     assert!(rec.authentic, "{rec:?}");
+    // audited with the takeover (same transaction), naming who took over
+    let closed_audits = fleet_audits(store, "session_closed").await;
+    assert_eq!(closed_audits.len(), 1, "{closed_audits:?}");
+    assert_eq!(closed_audits[0].session_id.as_deref(), Some(on_b.as_str()));
+    assert_eq!(closed_audits[0].detail["by"], "node-a");
+    assert_eq!(closed_audits[0].detail["node_lost"], "node-b");
+    let lost_audits = fleet_audits(store, "node_lost").await;
+    assert_eq!(lost_audits.len(), 1, "{lost_audits:?}");
+    assert_eq!(lost_audits[0].detail["node_id"], "node-b");
     // A never takes over itself; a second pass (another node) finds nothing left
     assert!(store.session(&on_a).await.unwrap().ended_at.is_none());
     let (closed, lost) = store.take_over_lost_nodes("node-c", cutoff).await.unwrap();
@@ -104,10 +113,13 @@ async fn exercise(store: &Store) {
         vec![on_b.clone()]
     );
     store.recording_sealed(&on_b, 10, 5, "d5").await.unwrap();
-    store
-        .end_session(&on_b, &EndReason::ClientClosed, 1, 1)
-        .await
-        .unwrap();
+    assert!(
+        !store
+            .end_session(&on_b, &EndReason::ClientClosed, 1, 1)
+            .await
+            .unwrap(),
+        "a session taken over was closed a second time"
+    );
     let rec = store.recording(&on_b).await.unwrap();
     assert_eq!(rec.state, RecordingState::Interrupted);
     let row = store.session(&on_b).await.unwrap();
@@ -131,6 +143,35 @@ async fn exercise(store: &Store) {
         .unwrap();
     let (closed, _) = store.take_over_lost_nodes(&a.id, cutoff).await.unwrap();
     assert!(closed.iter().all(|s| s.session_id != on_b2), "{closed:?}");
+    // nothing of B's was taken over or declared lost twice
+    let closed_b: Vec<_> = fleet_audits(store, "session_closed")
+        .await
+        .into_iter()
+        .filter(|e| e.detail["node_lost"] == "node-b")
+        .collect();
+    assert_eq!(closed_b.len(), 1, "{closed_b:?}");
+    let lost_b = fleet_audits(store, "node_lost").await;
+    assert_eq!(
+        lost_b
+            .iter()
+            .filter(|e| e.detail["node_id"] == "node-b")
+            .count(),
+        1,
+        "{lost_b:?}"
+    );
+}
+
+async fn fleet_audits(store: &Store, kind: &str) -> Vec<gatehouse_store::AuditRecord> {
+    store
+        .list_audit(&gatehouse_store::AuditFilter {
+            kind: Some(kind),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.source.as_deref() == Some("fleet"))
+        .collect()
 }
 
 #[tokio::test]

@@ -246,15 +246,19 @@ async fn sessions(store: &Store) {
     let s1 = store.start_session(&new).await.unwrap();
     let s2 = store.start_session(&new).await.unwrap();
     let s3 = store.start_session(&new_session("n2")).await.unwrap();
-    store
-        .end_session(&s1, &EndReason::ClientClosed, 10, 2000)
-        .await
-        .unwrap();
-    // a second end keeps the first reason
-    store
-        .end_session(&s1, &EndReason::Error("late".into()), 0, 0)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .end_session(&s1, &EndReason::ClientClosed, 10, 2000)
+            .await
+            .unwrap()
+    );
+    // a second end keeps the first reason, and says it did not close the row
+    assert!(
+        !store
+            .end_session(&s1, &EndReason::Error("late".into()), 0, 0)
+            .await
+            .unwrap()
+    );
     let r1 = store.session(&s1).await.unwrap();
     assert_eq!(r1.end_reason(), Some(EndReason::ClientClosed));
     assert_eq!((r1.bytes_in, r1.bytes_out), (10, 2000));

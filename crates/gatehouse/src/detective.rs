@@ -173,7 +173,7 @@ async fn end_live(store: &Store, facts: &Facts, new: &[&Finding]) {
             .find(|r| matches!(r, Rule::NoGuard | Rule::NodeGone))
         {
             let result = match store.end_session(id, &EndReason::Interrupted, 0, 0).await {
-                Ok(()) => store.interrupt_recordings(&s.node_id).await.map(drop),
+                Ok(_) => store.interrupt_recordings(&s.node_id).await.map(drop),
                 Err(e) => Err(e),
             };
             let detail = json!({"reason": "interrupted", "rule": rule.as_str()});

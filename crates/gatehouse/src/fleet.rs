@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use gatehouse_store::{AuditEvent, Store};
-use serde_json::json;
+use gatehouse_store::Store;
 
 /// File beside the host key holding the node's id.
 pub const NODE_ID_FILE: &str = "gatehouse_node_id";
@@ -67,31 +66,14 @@ pub async fn watch_lost_nodes(store: Store, me: String, timeout: Duration, every
 }
 
 async fn take_over(store: &Store, me: &str, cutoff: i64, timeout_ms: i64) -> anyhow::Result<()> {
+    // the store writes the audit events with each takeover, in its transaction
     let (closed, lost) = store.take_over_lost_nodes(me, cutoff).await?;
     gatehouse_session::metrics::lost_node_sessions_closed(closed.len());
     for (id, name) in &lost {
         tracing::error!(node_id = %id, node = %name, timeout_ms, "node lost: no heartbeat within the node timeout; its sessions are closed as interrupted");
-        let _ = store
-            .audit(&AuditEvent {
-                kind: "node_lost",
-                operator: None,
-                session_id: None,
-                source: Some("fleet"),
-                detail: json!({"node_id": id, "node": name, "timeout_ms": timeout_ms, "by": me}),
-            })
-            .await;
     }
     for s in &closed {
         tracing::warn!(session_id = %s.session_id, node_id = %s.node_id, node = %s.node, "session of a lost node closed as interrupted");
-        let _ = store
-            .audit(&AuditEvent {
-                kind: "session_closed",
-                operator: Some(&s.operator),
-                session_id: Some(&s.session_id),
-                source: Some("fleet"),
-                detail: json!({"reason": "interrupted", "node_lost": s.node_id, "node": s.node, "by": me}),
-            })
-            .await;
     }
     Ok(())
 }
