@@ -65,7 +65,10 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         .unwrap();
     let mut ready = [0u8; 6];
     child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    scrape_until(port, "gatehouse_live_sessions{node=\"m1\"} 1\n");
+    scrape_until(
+        port,
+        "gatehouse_live_sessions{node=\"m1\",protocol=\"ssh\",environment=\"prod\"} 1\n",
+    );
 
     let id = g.wait_live();
     g.cli_ok(&["sessions", "kill", &id, "--reason", "scrape me"]);
@@ -80,7 +83,9 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         "gatehouse_session_ends_total{protocol=\"ssh\",reason=\"admin_kill\"} 1\n",
     );
     assert!(
-        text.contains("gatehouse_live_sessions{node=\"m1\"} 0\n"),
+        text.contains(
+            "gatehouse_live_sessions{node=\"m1\",protocol=\"ssh\",environment=\"prod\"} 0\n"
+        ),
         "{text}"
     );
     assert!(

@@ -270,6 +270,25 @@ impl LiveSessions {
         }
     }
 
+    /// Guarded sessions by protocol and environment (for the live-session gauge).
+    pub fn census(&self) -> Vec<(Protocol, String, usize)> {
+        let mut counts: HashMap<(Protocol, &str), usize> = HashMap::new();
+        let Ok(entries) = self.entries.lock() else {
+            return Vec::new();
+        };
+        for e in entries.values() {
+            if let Some(g) = &e.guarded {
+                *counts
+                    .entry((e.protocol, g.environment.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((p, env), n)| (p, env.to_owned(), n))
+            .collect()
+    }
+
     /// Guarded sessions.
     pub fn len(&self) -> usize {
         self.entries

@@ -27,6 +27,13 @@ struct NodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LiveLabels {
+    node: String,
+    protocol: String,
+    environment: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     method: String,
 }
@@ -69,7 +76,9 @@ fn seconds_buckets() -> Histogram {
 struct Metrics {
     registry: Registry,
     session_ends: Family<EndLabels, Counter>,
-    live_sessions: Family<NodeLabels, Gauge>,
+    live_sessions: Family<LiveLabels, Gauge>,
+    /// Every label set the live gauge ever had: one that has no session now reads 0.
+    live_seen: std::sync::Mutex<std::collections::HashSet<LiveLabels>>,
     sessions_taken_over: Counter,
     failed_logins: Family<MethodLabels, Counter>,
     login_lockouts: Family<ScopeLabels, Counter>,
@@ -93,10 +102,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Sessions ended on this node, by protocol and end reason",
         session_ends.clone(),
     );
-    let live_sessions = Family::<NodeLabels, Gauge>::default();
+    let live_sessions = Family::<LiveLabels, Gauge>::default();
     registry.register(
         "live_sessions",
-        "Live sessions whose guards run on this node",
+        "Live sessions whose guards run on this node, by protocol and environment",
         live_sessions.clone(),
     );
     let sessions_taken_over = Counter::default();
@@ -194,6 +203,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         node_heartbeat_age,
         session_ends,
         live_sessions,
+        live_seen: Default::default(),
         sessions_taken_over,
         failed_logins,
         login_lockouts,
@@ -321,13 +331,27 @@ pub fn node_heartbeat_ages(ages: &[(String, f64)]) {
 }
 
 /// The exposition text, with the live-session gauge set to `live` for `node` first.
-pub fn encode(node: &str, live: usize) -> Result<String, std::fmt::Error> {
-    METRICS
-        .live_sessions
-        .get_or_create(&NodeLabels {
-            node: node.to_owned(),
-        })
-        .set(i64::try_from(live).unwrap_or(i64::MAX));
+pub fn encode(
+    node: &str,
+    live: &[(gatehouse_core::Protocol, String, usize)],
+) -> Result<String, std::fmt::Error> {
+    if let Ok(mut seen) = METRICS.live_seen.lock() {
+        for labels in seen.iter() {
+            METRICS.live_sessions.get_or_create(labels).set(0);
+        }
+        for (protocol, environment, n) in live {
+            let labels = LiveLabels {
+                node: node.to_owned(),
+                protocol: protocol.as_str().to_owned(),
+                environment: environment.clone(),
+            };
+            METRICS
+                .live_sessions
+                .get_or_create(&labels)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            seen.insert(labels);
+        }
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)?;
     Ok(out)
@@ -341,16 +365,29 @@ mod tests {
     fn ends_are_counted_by_protocol_and_reason_code() {
         session_ended("ssh", &EndReason::AdminKill("secret reason".into()));
         session_ended("ssh", &EndReason::AdminKill(String::new()));
-        let text = encode("n1", 3).unwrap_or_default();
+        use gatehouse_core::Protocol;
+        let text = encode(
+            "n1",
+            &[
+                (Protocol::Ssh, "prod".into(), 3),
+                (Protocol::Postgres, "prod".into(), 1),
+            ],
+        )
+        .unwrap_or_default();
         assert!(
             text.contains("gatehouse_session_ends_total{protocol=\"ssh\",reason=\"admin_kill\"} 2"),
             "{text}"
         );
         assert!(!text.contains("secret reason"), "{text}");
-        assert!(
-            text.contains("gatehouse_live_sessions{node=\"n1\"} 3"),
-            "{text}"
-        );
+        let live = |p: &str| {
+            format!("gatehouse_live_sessions{{node=\"n1\",protocol=\"{p}\",environment=\"prod\"}} ")
+        };
+        assert!(text.contains(&format!("{}3\n", live("ssh"))), "{text}");
+        assert!(text.contains(&format!("{}1\n", live("postgres"))), "{text}");
+        // a protocol/environment whose sessions all ended reads 0, not its last value
+        let text = encode("n1", &[(Protocol::Ssh, "prod".into(), 2)]).unwrap_or_default();
+        assert!(text.contains(&format!("{}2\n", live("ssh"))), "{text}");
+        assert!(text.contains(&format!("{}0\n", live("postgres"))), "{text}");
     }
 
     #[test]
@@ -364,7 +401,8 @@ mod tests {
         statement_logged();
         store_round_trip("test-op", std::time::Duration::from_millis(2), false);
         node_heartbeat_ages(&[("test-node".into(), 1.5)]);
-        let text = encode("n1", 0).unwrap_or_default();
+        notify_applied(1_000, 1_250);
+        let text = encode("n2", &[]).unwrap_or_default();
         for want in [
             "gatehouse_enforcement_lateness_seconds_bucket{le=\"0.004\"} ",
             "gatehouse_enforcement_actions_total{action=\"warn\"} ",
@@ -374,6 +412,7 @@ mod tests {
             "gatehouse_store_seconds_count{operation=\"test-op\"} 1",
             "gatehouse_store_errors_total{operation=\"test-op\"} 1",
             "gatehouse_node_heartbeat_age_seconds{node=\"test-node\"} 1.5",
+            "gatehouse_notify_lag_seconds_bucket{le=\"0.256\"} 1",
         ] {
             assert!(text.contains(want), "no {want} in:\n{text}");
         }

@@ -76,7 +76,7 @@ async fn serve_one(mut stream: TcpStream, server: &MetricsServer) -> std::io::Re
                     .collect();
                 gatehouse_session::metrics::node_heartbeat_ages(&ages);
             }
-            match gatehouse_session::metrics::encode(&server.node_name, server.live.len()) {
+            match gatehouse_session::metrics::encode(&server.node_name, &server.live.census()) {
                 Ok(text) => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
