@@ -5,7 +5,7 @@
 //! query protocol, prepared statements (extended protocol, parameters logged), and `-C`
 //! (a new connection per transaction: what logging in through each path costs). The
 //! paths are measured in turns, round after round, and the best round of each is kept.
-//! Run with `./bench/run`.
+//! Run with `./bench/run`; `PG_BENCH_MODE=-C` (part of a mode's name) runs one mode.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -158,7 +158,9 @@ fn main() {
 
     let mut through_gatehouse = 0;
     let mut report = Vec::new();
-    for mode in &MODES {
+    // PG_BENCH_MODE=prepared (a part of a mode's name) runs that mode only, e.g. to profile it
+    let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
+    for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
         let mut best = [0.0f64; 3];
         for _ in 0..mode.rounds {
             for (i, path) in paths.iter().enumerate() {

@@ -42,6 +42,8 @@ pub struct PgBroker {
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
     /// Salt secret for the mock SCRAM exchange of unknown operators.
     pub(crate) mock_secret: [u8; 32],
+    /// SCRAM salted passwords of the targets' credentials (see `scram_client`).
+    pub(crate) salted: gatehouse_pgproto::scram_client::SaltedPasswords,
 }
 
 impl PgBroker {
@@ -53,6 +55,7 @@ impl PgBroker {
             config,
             live,
             cancels: CancelMap::default(),
+            salted: Default::default(),
         })
     }
 

@@ -310,6 +310,7 @@ async fn connect_target(
         database,
         tls,
         params,
+        salted: &broker.salted,
     };
     // a target that accepts the connection and never answers must not hold the session
     // (no guard runs yet)

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use gatehouse_pgproto::MAX_SESSION_MESSAGE;
 use gatehouse_pgproto::message::{Auth, Backend, ErrorFields, SSL_REQUEST};
+use gatehouse_pgproto::scram::MECHANISM as SCRAM_SHA_256;
+use gatehouse_pgproto::scram_client::{ClientExchange, SaltedPasswords};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +66,8 @@ pub(crate) struct Login<'a> {
     pub(crate) tls: Option<Arc<ClientConfig>>,
     /// Startup parameters passed through from the operator (application_name, options…).
     pub(crate) params: &'a [(String, String)],
+    /// The node's salted passwords for SCRAM (derived once per target password and salt).
+    pub(crate) salted: &'a SaltedPasswords,
 }
 
 pub(crate) struct Upstream {
@@ -125,7 +128,7 @@ pub(crate) async fn connect(login: Login<'_>) -> Result<Upstream, UpstreamError>
     let startup = message(|b| frontend::startup_message(params.iter().copied(), b))?;
     write.write_all(&startup).await.map_err(io)?;
 
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ClientExchange> = None;
     let mut greeting = Vec::new();
     let mut key = None;
     loop {
@@ -150,9 +153,10 @@ pub(crate) async fn connect(login: Login<'_>) -> Result<Upstream, UpstreamError>
                 if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
                     return Err(UpstreamError::Unsupported(mechanisms.join(", ")));
                 }
-                let s = ScramSha256::new(login.password, ChannelBinding::unsupported());
-                let first =
-                    message(|b| frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), b))?;
+                let (s, first) = ClientExchange::start(login.password);
+                let first = message(|b| {
+                    frontend::sasl_initial_response(SCRAM_SHA_256, first.as_bytes(), b)
+                })?;
                 scram = Some(s);
                 Some(first)
             }
@@ -160,17 +164,18 @@ pub(crate) async fn connect(login: Login<'_>) -> Result<Upstream, UpstreamError>
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| UpstreamError::Protocol("SASL continue without SASL".into()))?;
-                s.update(data)
+                let reply = s
+                    .server_first(data, login.salted)
                     .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
-                Some(message(|b| frontend::sasl_response(s.message(), b))?)
+                Some(message(|b| frontend::sasl_response(reply.as_bytes(), b))?)
             }
             Backend::Authentication(Auth::SaslFinal(data)) => {
                 // checks the server's signature: a server that does not know the password
                 // cannot impersonate the target
                 scram
-                    .as_mut()
+                    .as_ref()
                     .ok_or_else(|| UpstreamError::Protocol("SASL final without SASL".into()))?
-                    .finish(data)
+                    .server_final(data)
                     .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
                 None
             }

@@ -1,7 +1,7 @@
 //! The PostgreSQL wire protocol (v3), as much of it as a transparent broker needs, with no
 //! I/O: split a byte stream into messages ([`frame`]), read startup packets and the messages
 //! Gatehouse inspects ([`message`]), write the backend messages Gatehouse itself sends
-//! ([`backend`]), run the SCRAM-SHA-256 server side ([`scram`]), follow statements and
+//! ([`backend`]), run SCRAM-SHA-256 on both sides ([`scram`], [`scram_client`]), follow statements and
 //! their results for the audit log ([`tracker`]) and show binary parameter values as text
 //! ([`binary`]).
 //!
@@ -10,7 +10,8 @@
 //! zero-copy framer and borrowed views rather than a decode/encode round trip; and
 //! `postgres-protocol` is client-side only. Every parser here takes a byte slice, returns
 //! "need more bytes" as a value, never panics on hostile input, and has a fuzz target in
-//! `fuzz/`. The upstream (client-side) SCRAM and md5 use `postgres-protocol`.
+//! `fuzz/`. The upstream (client-side) SCRAM is [`scram_client`] (it keeps salted passwords:
+//! see there); md5 uses `postgres-protocol`.
 
 pub mod backend;
 pub mod binary;
@@ -18,6 +19,7 @@ mod executions;
 pub mod frame;
 pub mod message;
 pub mod scram;
+pub mod scram_client;
 pub mod tracker;
 
 pub use frame::{
