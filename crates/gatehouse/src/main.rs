@@ -2,6 +2,8 @@
 //! store in `gatehouse-store`, the rules in `gatehouse-core`.
 
 mod admin;
+#[cfg(feature = "bench-lateness")]
+mod bench_lateness;
 mod config;
 mod demo;
 mod detective;

@@ -161,6 +161,8 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         fleet.node_timeout,
         gatehouse_session::HEARTBEAT_INTERVAL,
     ));
+    #[cfg(feature = "bench-lateness")]
+    let _lateness = crate::bench_lateness::spawn();
     let detective_task = detective
         .enabled
         .then(|| tokio::spawn(crate::detective::watch(store.clone(), detective)));
