@@ -191,23 +191,23 @@ fn main() {
     let digest_line = format!("0 {}\n", chain.hex());
     let mut syncing = Duration::MAX;
     let writing = best_of(dir.path(), || {
-        // what `RecordingFile` does with the lines: the cast's lines gathered until 64 KiB
-        // and written (the sidecar's through a 64 KiB buffer, first), then the seal's sync
+        // what `RecordingFile` does with the lines: the cast's gathered up to 64 KiB and
+        // written (after the sidecar's, through a 64 KiB buffer), then the seal's sync
         // (timed apart: raw writes do not sync)
         let start = Instant::now();
         let create = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let mut cast = create("w.cast");
         let mut sidecar = std::io::BufWriter::with_capacity(64 * 1024, create("w.cast.chain"));
-        let mut pending = Vec::with_capacity(128 * 1024);
+        let mut pending = Vec::with_capacity(64 * 1024);
         for line in &lines {
-            sidecar.write_all(digest_line.as_bytes()).unwrap();
-            pending.extend_from_slice(line.as_bytes());
-            pending.push(b'\n');
-            if pending.len() >= 64 * 1024 {
+            if !pending.is_empty() && pending.len() + line.len() + 1 > 64 * 1024 {
                 sidecar.flush().unwrap();
                 cast.write_all(&pending).unwrap();
                 pending.clear();
             }
+            sidecar.write_all(digest_line.as_bytes()).unwrap();
+            pending.extend_from_slice(line.as_bytes());
+            pending.push(b'\n');
         }
         sidecar.flush().unwrap();
         cast.write_all(&pending).unwrap();

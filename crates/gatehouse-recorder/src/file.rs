@@ -19,8 +19,7 @@ use thiserror::Error;
 
 use crate::format::{Chain, Code, Header, push_event_line};
 
-/// Bytes buffered before a write at the latest (a write holds this and the line that
-/// reached it).
+/// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
@@ -137,7 +136,7 @@ impl RecordingFile {
         let mut rec = RecordingFile {
             path,
             cast,
-            pending: Vec::with_capacity(2 * BUFFER),
+            pending: Vec::with_capacity(BUFFER),
             chain_out: BufWriter::with_capacity(BUFFER, chain_file),
             digest_line: String::new(),
             chain,
@@ -162,6 +161,7 @@ impl RecordingFile {
 
     /// Appends one event line.
     pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
+        self.make_room(line.len())?;
         let start = self.pending.len();
         self.pending.extend_from_slice(line.as_bytes());
         self.event_added(start)
@@ -174,9 +174,21 @@ impl RecordingFile {
         code: Code,
         data: &str,
     ) -> Result<(), RecordError> {
+        // what escaping adds to terminal text is a few bytes in a hundred
+        self.make_room(data.len() + data.len() / 4 + 64)?;
         let start = self.pending.len();
         push_event_line(&mut self.pending, at, code, data);
         self.event_added(start)
+    }
+
+    /// Writes what is buffered if a line of about `len` bytes would not fit in the buffer
+    /// after it: the buffer stays at [`BUFFER`] bytes (one per recorded session), unless a
+    /// single line is longer.
+    fn make_room(&mut self, len: usize) -> Result<(), RecordError> {
+        if !self.pending.is_empty() && self.pending.len() + len + 1 > BUFFER {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// The event line at `pending[start..]` is complete: chains it.
@@ -186,7 +198,7 @@ impl RecordingFile {
     }
 
     /// The line at `pending[start..]`, line `index` of the chain, is complete: ends it and
-    /// queues its digest; writes both once 64 KiB are buffered.
+    /// queues its digest; writes both once the buffer is full.
     fn line_added(&mut self, start: usize, index: u64) -> Result<(), RecordError> {
         self.pending.push(b'\n');
         self.size += (self.pending.len() - start) as u64;
