@@ -8,15 +8,16 @@
 //! included: files are created 0600 and the directories Gatehouse creates 0700, whatever
 //! the process umask (which can only narrow them further).
 
+use std::fmt::Write as _;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use crate::format::{Chain, Header};
+use crate::format::{Chain, Code, Header, push_event_line};
 
 /// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
@@ -48,8 +49,13 @@ pub struct Sealed {
 
 pub struct RecordingFile {
     path: PathBuf,
-    cast: BufWriter<File>,
+    cast: File,
+    /// Cast lines not yet written: the lines are made here, hashed where they lie and
+    /// written from here (no line is copied between its encoding and the write).
+    pending: Vec<u8>,
     chain_out: BufWriter<File>,
+    /// The sidecar line being made (kept to reuse its allocation).
+    digest_line: String,
     chain: Chain,
     size: u64,
 }
@@ -129,12 +135,15 @@ impl RecordingFile {
         let chain = Chain::new(header_line);
         let mut rec = RecordingFile {
             path,
-            cast: BufWriter::with_capacity(BUFFER, cast),
+            cast,
+            pending: Vec::with_capacity(BUFFER),
             chain_out: BufWriter::with_capacity(BUFFER, chain_file),
+            digest_line: String::new(),
             chain,
             size: 0,
         };
-        rec.write_line(header_line, 0)?;
+        rec.pending.extend_from_slice(header_line.as_bytes());
+        rec.line_added(0, 0)?;
         rec.flush()?;
         Ok(rec)
     }
@@ -150,28 +159,61 @@ impl RecordingFile {
         }
     }
 
-    fn write_line(&mut self, line: &str, index: u64) -> Result<(), RecordError> {
-        // never let the cast file reach the disk ahead of its digests
-        if self.cast.buffer().len() + line.len() + 1 > self.cast.capacity() {
+    /// Appends one event line.
+    pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
+        self.make_room(line.len())?;
+        let start = self.pending.len();
+        self.pending.extend_from_slice(line.as_bytes());
+        self.event_added(start)
+    }
+
+    /// Appends the [`event_line`](crate::format::event_line) of `data`, made in place.
+    pub fn append_event(
+        &mut self,
+        at: Duration,
+        code: Code,
+        data: &str,
+    ) -> Result<(), RecordError> {
+        // what escaping adds to terminal text is a few bytes in a hundred
+        self.make_room(data.len() + data.len() / 4 + 64)?;
+        let start = self.pending.len();
+        push_event_line(&mut self.pending, at, code, data);
+        self.event_added(start)
+    }
+
+    /// Writes what is buffered if a line of about `len` bytes would not fit in the buffer
+    /// after it: the buffer stays at [`BUFFER`] bytes (one per recorded session), unless a
+    /// single line is longer.
+    fn make_room(&mut self, len: usize) -> Result<(), RecordError> {
+        if !self.pending.is_empty() && self.pending.len() + len + 1 > BUFFER {
             self.flush()?;
         }
-        let digest_line = format!("{index} {}\n", self.chain.hex());
-        self.chain_out
-            .write_all(digest_line.as_bytes())
-            .map_err(|e| self.write_err(e))?;
-        self.cast
-            .write_all(line.as_bytes())
-            .and_then(|()| self.cast.write_all(b"\n"))
-            .map_err(|e| self.write_err(e))?;
-        self.size += line.len() as u64 + 1;
         Ok(())
     }
 
-    /// Appends one event line.
-    pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
-        self.chain.push(line);
-        let index = self.chain.events();
-        self.write_line(line, index)
+    /// The event line at `pending[start..]` is complete: chains it.
+    fn event_added(&mut self, start: usize) -> Result<(), RecordError> {
+        self.chain.push_bytes(&self.pending[start..]);
+        self.line_added(start, self.chain.events())
+    }
+
+    /// The line at `pending[start..]`, line `index` of the chain, is complete: ends it and
+    /// queues its digest; writes both once the buffer is full.
+    fn line_added(&mut self, start: usize, index: u64) -> Result<(), RecordError> {
+        self.pending.push(b'\n');
+        self.size += (self.pending.len() - start) as u64;
+        self.digest_line.clear();
+        // writing to a String cannot fail
+        let _ = write!(self.digest_line, "{index} ");
+        self.chain.push_hex(&mut self.digest_line);
+        self.digest_line.push('\n');
+        self.chain_out
+            .write_all(self.digest_line.as_bytes())
+            .map_err(|e| self.write_err(e))?;
+        if self.pending.len() >= BUFFER {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Events appended so far and the chain digest after the last of them. After a
@@ -183,13 +225,18 @@ impl RecordingFile {
 
     /// Bytes written since the last flush.
     pub fn buffered(&self) -> usize {
-        self.cast.buffer().len()
+        self.pending.len()
     }
 
-    /// Hands buffered events to the OS: the sidecar first, then the cast file.
+    /// Hands buffered events to the OS: the sidecar first (the cast file never reaches the
+    /// disk ahead of its digests), then the cast file.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.chain_out.flush().map_err(|e| self.write_err(e))?;
-        self.cast.flush().map_err(|e| self.write_err(e))
+        self.cast
+            .write_all(&self.pending)
+            .map_err(|e| self.write_err(e))?;
+        self.pending.clear();
+        Ok(())
     }
 
     /// Flushes, syncs to disk and returns what the store keeps.
@@ -198,7 +245,7 @@ impl RecordingFile {
         self.chain_out
             .get_ref()
             .sync_all()
-            .and_then(|()| self.cast.get_ref().sync_all())
+            .and_then(|()| self.cast.sync_all())
             .map_err(|e| self.write_err(e))?;
         Ok(Sealed {
             path: self.path.clone(),

@@ -4,8 +4,8 @@
 //! Hand-written on purpose: the `asciicast` crate models only `i`/`o` events and has no
 //! streaming writer, and Gatehouse needs `r` (resize) and `m` (marker) events written one
 //! at a time. The format is one JSON header line, then one `[seconds, code, data]` array
-//! per line; serde_json does the escaping. The writer and the readers (review, detective)
-//! share the model here: [`CastHeader`], [`Code`], [`event_line`] / [`EventLine`].
+//! per line; the data's escaping is serde_json's, done faster (same bytes) by `json`. The
+//! writer and the readers (review, detective) share the model here: [`CastHeader`], [`Code`], [`event_line`] / [`EventLine`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -186,52 +186,86 @@ impl<'a> EventLine<'a> {
 /// One event line: `[1.234567, "o", "text"]`. Written by hand, not through serde: times
 /// always have six decimals, and elements are separated by `", "` as asciinema writes them.
 pub fn event_line(at: Duration, code: Code, data: &str) -> String {
-    format!(
-        "[{}.{:06}, \"{}\", {}]",
+    let mut line = Vec::new();
+    push_event_line(&mut line, at, code, data);
+    // UTF-8: `data` is, and so is all that is added to it
+    String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends the [`event_line`] (no line end) to `out`: a writer keeps one buffer for all its
+/// events instead of a `String` each. What it appends is UTF-8.
+pub fn push_event_line(out: &mut Vec<u8>, at: Duration, code: Code, data: &str) {
+    use std::io::Write as _;
+    // writing to a Vec cannot fail
+    let _ = write!(
+        out,
+        "[{}.{:06}, \"{}\", ",
         at.as_secs(),
         at.subsec_micros(),
-        code.as_str(),
-        serde_json::Value::String(data.to_owned())
-    )
+        code.as_str()
+    );
+    crate::json::push_str(out, data);
+    out.push(b']');
 }
 
 /// Turns a byte stream into text without splitting a UTF-8 character across events: an
-/// incomplete character at the end waits for the next chunk; invalid bytes become U+FFFD.
+/// incomplete character at the end waits for the next chunk; invalid bytes become U+FFFD
+/// (one per invalid sequence, as `String::from_utf8_lossy`).
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Assembler {
+    /// The start of a character the last chunk ended in (at most 3 bytes).
     pending: Vec<u8>,
 }
 
 impl Utf8Assembler {
     pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        let mut rest: &[u8] = &self.pending;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    out.push_str(s);
-                    rest = &[];
-                    break;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push('\u{FFFD}');
-                            rest = &after[n..];
-                        }
-                        None => {
-                            rest = after; // incomplete: keep for the next chunk
-                            break;
-                        }
-                    }
-                }
+        let mut out = String::with_capacity(bytes.len() + self.pending.len());
+        self.push_into(bytes, &mut out);
+        out
+    }
+
+    /// Appends the text of `bytes` to `out` (for a buffer kept across chunks). Decodes
+    /// `bytes` where they lie: only a held-back character is copied aside.
+    pub fn push_into(&mut self, bytes: &[u8], out: &mut String) {
+        let mut rest = bytes;
+        // finish the held-back character a byte at a time: it ends within 3 bytes, or is
+        // invalid
+        while !self.pending.is_empty() {
+            let Some((&first, after)) = rest.split_first() else {
+                return;
+            };
+            self.pending.push(first);
+            rest = after;
+            let decoded = decode_lossy(&self.pending, out);
+            self.pending.drain(..decoded);
+        }
+        let decoded = decode_lossy(rest, out);
+        self.pending.extend_from_slice(&rest[decoded..]);
+    }
+}
+
+/// Appends the text of `bytes` to `out`, U+FFFD for each invalid sequence; returns how many
+/// bytes it decoded: all but an incomplete character at the end. (`from_utf8` rather than
+/// `utf8_chunks`: it checks plain ASCII a word at a time, `utf8_chunks` a byte at a time.)
+fn decode_lossy(bytes: &[u8], out: &mut String) -> usize {
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                out.push_str(text);
+                return bytes.len();
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                // valid up to there: checked again, which cannot fail
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let Some(invalid) = e.error_len() else {
+                    return bytes.len() - after.len();
+                };
+                out.push('\u{FFFD}');
+                rest = &after[invalid..];
             }
         }
-        self.pending = rest.to_vec();
-        out
     }
 }
 
@@ -255,9 +289,15 @@ impl Chain {
     }
 
     pub fn push(&mut self, line: &str) {
+        self.push_bytes(line.as_bytes());
+    }
+
+    /// [`Chain::push`] of a line known to be UTF-8 (or checked later: the verifier hashes
+    /// what it reads).
+    pub fn push_bytes(&mut self, line: &[u8]) {
         let mut h = Sha256::new();
         h.update(self.digest);
-        h.update(line.as_bytes());
+        h.update(line);
         self.digest = h.finalize().into();
         self.events += 1;
     }
@@ -269,10 +309,25 @@ impl Chain {
     pub fn hex(&self) -> String {
         hex(&self.digest)
     }
+
+    /// Appends [`Chain::hex`] to `out`.
+    pub fn push_hex(&self, out: &mut String) {
+        push_hex(out, &self.digest);
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 pub mod file;
 pub mod format;
+mod json;
 pub mod kind;
 pub mod sftp;
 pub mod sql_log;

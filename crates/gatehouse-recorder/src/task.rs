@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::file::{RecordError, RecordingFile, Sealed};
-use crate::format::{Code, MODE_NO_PTY, MODE_PTY, Utf8Assembler, event_line};
+use crate::format::{Code, MODE_NO_PTY, MODE_PTY, Utf8Assembler};
 
 /// True only in a benchmark build (feature `bench-unrecorded`): output and input events
 /// are dropped at the source, so the relay does no recording work. The header, markers
@@ -195,6 +195,8 @@ async fn run(
     let mut channel_pty = std::collections::HashMap::<u32, bool>::new();
     let mut mode: Option<bool> = None;
     let mut input = Utf8Assembler::default();
+    // the text of the event at hand, kept across events for their allocations
+    let (mut output_text, mut input_text) = (String::new(), String::new());
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fail = |file: &mut Option<RecordingFile>, e: RecordError| {
@@ -241,24 +243,26 @@ async fn run(
             fail(&mut file, e);
         }
         let Some(event) = event else { break };
-        let line = match event {
+        // the event's line: its time, code and data (made in the file's buffer)
+        let label: String;
+        let event = match event {
             RecEvent::Output(at, channel, bytes) => {
-                let text = output.push(&bytes);
+                output_text.clear();
+                output.push_into(&bytes, &mut output_text);
                 let pty = channel.and_then(|c| channel_pty.get(&c).copied());
                 if let Some(pty) = pty
                     && mode != Some(pty)
-                    && !text.is_empty()
+                    && !output_text.is_empty()
                 {
                     mode = Some(pty);
                     let label = if pty { MODE_PTY } else { MODE_NO_PTY };
-                    let line = event_line(at - opened, Code::TerminalMode, label);
                     if let Some(f) = file.as_mut()
-                        && let Err(e) = f.append(&line)
+                        && let Err(e) = f.append_event(at - opened, Code::TerminalMode, label)
                     {
                         fail(&mut file, e);
                     }
                 }
-                (!text.is_empty()).then(|| event_line(at - opened, Code::Output, &text))
+                (!output_text.is_empty()).then_some((at, Code::Output, output_text.as_str()))
             }
             RecEvent::Channel(channel, pty) => {
                 channel_pty.insert(channel, pty);
@@ -266,15 +270,18 @@ async fn run(
                 None
             }
             RecEvent::Input(at, bytes) => {
-                let text = input.push(&bytes);
-                (!text.is_empty()).then(|| event_line(at - opened, Code::Input, &text))
+                input_text.clear();
+                input.push_into(&bytes, &mut input_text);
+                (!input_text.is_empty()).then_some((at, Code::Input, input_text.as_str()))
             }
-            RecEvent::Resize(at, cols, rows) => Some(event_line(
-                at - opened,
-                Code::Resize,
-                &format!("{cols}x{rows}"),
-            )),
-            RecEvent::Marker(at, label) => Some(event_line(at - opened, Code::Marker, &label)),
+            RecEvent::Resize(at, cols, rows) => {
+                label = format!("{cols}x{rows}");
+                Some((at, Code::Resize, label.as_str()))
+            }
+            RecEvent::Marker(at, marker) => {
+                label = marker;
+                Some((at, Code::Marker, label.as_str()))
+            }
             RecEvent::Lines => None,
             RecEvent::Seal(reply) => {
                 let sealed = match file.take() {
@@ -288,8 +295,8 @@ async fn run(
                 break;
             }
         };
-        if let (Some(f), Some(line)) = (file.as_mut(), line)
-            && let Err(e) = f.append(&line)
+        if let (Some(f), Some((at, code, data))) = (file.as_mut(), event)
+            && let Err(e) = f.append_event(at - opened, code, data)
         {
             fail(&mut file, e);
         }
