@@ -285,7 +285,17 @@ async fn run(
             RecEvent::Lines => None,
             RecEvent::Seal(reply) => {
                 let sealed = match file.take() {
-                    Some(f) => f.seal(),
+                    // the seal syncs two files to disk (milliseconds, more on a busy disk):
+                    // off the runtime's workers, where it would delay every timer, the
+                    // guards' included
+                    Some(f) => tokio::task::spawn_blocking(move || f.seal())
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(RecordError::Write {
+                                path: "(seal)".into(),
+                                source: std::io::Error::other(e.to_string()),
+                            })
+                        }),
                     None => Err(RecordError::Write {
                         path: "(failed earlier)".into(),
                         source: std::io::Error::other("recording already failed"),
