@@ -34,17 +34,24 @@ pub(crate) struct FrameReader<R> {
     max: usize,
     /// During login: when the peer must be done (reads fail with `LoginGrace` after it).
     deadline: Option<Instant>,
+    /// Room made for the next read: starts small (an idle session holds a few KiB, not
+    /// 64 — memory per live session), doubles while reads fill it, up to [`READ_CHUNK`].
+    chunk: usize,
 }
 
+/// Largest read: a busy relay reads (and forwards) up to this much at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// First read's room.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(inner: R, max: usize) -> Self {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::with_capacity(FIRST_CHUNK),
             max,
             deadline: None,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -63,6 +70,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads more bytes, at least `want` of room made; false at the end of the stream.
     async fn fill(&mut self, want: usize) -> Result<bool, ReadError> {
         self.buf.reserve(want);
+        let room = self.buf.capacity() - self.buf.len();
         let read = self.inner.read_buf(&mut self.buf);
         let n = match self.deadline {
             Some(at) => tokio::time::timeout_at(at, read)
@@ -70,6 +78,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .map_err(|_| ReadError::LoginGrace)??,
             None => read.await?,
         };
+        if n >= room {
+            // the read filled all the room there was: more is coming, read more at once
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        }
         Ok(n > 0)
     }
 
@@ -90,8 +102,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             // a long message announces its length (checked against the cap above): make
             // room for all of it at once
-            let want = declared_len_within(&self.buf, self.max)?.map_or(READ_CHUNK, |total| {
-                total.saturating_sub(self.buf.len()).max(READ_CHUNK)
+            let chunk = self.chunk;
+            let want = declared_len_within(&self.buf, self.max)?.map_or(chunk, |total| {
+                total.saturating_sub(self.buf.len()).max(chunk)
             });
             if !self.fill(want).await? {
                 return self.closed();
@@ -108,7 +121,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let body = m.split_off(5);
                 return Ok(Some((tag, body)));
             }
-            if !self.fill(READ_CHUNK).await? {
+            if !self.fill(self.chunk).await? {
                 return self.closed().map(|_| None);
             }
         }
@@ -143,6 +156,39 @@ mod tests {
             "{e}"
         );
         assert!(reader.buf.capacity() < 2 * READ_CHUNK);
+    }
+
+    /// An idle session's reader holds a few KiB; a busy one reads up to 64 KiB at once.
+    #[tokio::test]
+    async fn the_read_room_starts_small_and_grows_with_the_traffic() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        // one small message: the room stays small
+        peer.write_all(&[b'Q', 0, 0, 0, 9, b's', b'e', b'l', b'1', 0])
+            .await
+            .unwrap();
+        let b = reader.next_batch().await.unwrap().unwrap();
+        assert_eq!(b.len(), 10);
+        assert!(
+            reader.buf.capacity() <= FIRST_CHUNK,
+            "{}",
+            reader.buf.capacity()
+        );
+        // a flood of 1 KiB messages: reads fill their room, which doubles up to the cap
+        let mut msg = vec![b'd', 0, 0, 4, 4];
+        msg.resize(1029, b'x');
+        for _ in 0..512 {
+            peer.write_all(&msg).await.unwrap();
+        }
+        let mut got = 0;
+        let mut largest = 0;
+        while got < 512 * msg.len() {
+            let b = reader.next_batch().await.unwrap().unwrap();
+            largest = largest.max(b.len());
+            got += b.len();
+        }
+        assert_eq!(reader.chunk, READ_CHUNK);
+        assert!(largest > 32 * 1024, "largest batch {largest}");
     }
 
     #[tokio::test(start_paused = true)]

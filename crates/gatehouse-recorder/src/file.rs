@@ -21,6 +21,13 @@ use crate::format::{Chain, Code, Header, push_event_line};
 
 /// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
+/// What a recording's buffer starts with: it grows to [`BUFFER`] only for a session that
+/// outputs that much between two flushes, so an idle session (most of them) holds a few
+/// KiB, not 64 (memory per live session, issue 14 §4).
+const INITIAL_BUFFER: usize = 4 * 1024;
+/// The sidecar's buffer: one digest line (~70 bytes) per event; written to the OS when full
+/// (the sidecar may run ahead of the cast file, never behind it).
+const CHAIN_BUFFER: usize = 8 * 1024;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -136,8 +143,8 @@ impl RecordingFile {
         let mut rec = RecordingFile {
             path,
             cast,
-            pending: Vec::with_capacity(BUFFER),
-            chain_out: BufWriter::with_capacity(BUFFER, chain_file),
+            pending: Vec::with_capacity(INITIAL_BUFFER),
+            chain_out: BufWriter::with_capacity(CHAIN_BUFFER, chain_file),
             digest_line: String::new(),
             chain,
             size: 0,

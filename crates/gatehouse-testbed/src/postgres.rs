@@ -31,6 +31,8 @@ pub struct PgOptions {
     pub md5: bool,
     /// TLS with this certificate and key (PEM).
     pub tls: Option<(String, String)>,
+    /// `max_connections`, when more than PostgreSQL's default 100 are needed.
+    pub max_connections: Option<u32>,
 }
 
 impl Postgres {
@@ -103,6 +105,9 @@ impl Postgres {
         let mut extra: Vec<String> = Vec::new();
         if options.md5 {
             extra.extend(["-c".into(), "password_encryption=md5".into()]);
+        }
+        if let Some(n) = options.max_connections {
+            extra.extend(["-c".into(), format!("max_connections={n}")]);
         }
         if let Some((cert, key)) = &options.tls {
             write_owned(data.join("server.crt"), cert, 0o644)?;

@@ -1,0 +1,144 @@
+//! Memory per live session: the broker's resident set (VmRSS) with `SESSIONS` live SSH
+//! sessions (OpenSSH clients running `sleep` on the target through Gatehouse, recorded),
+//! then with as many live PostgreSQL sessions (tokio-postgres clients, each logged in and
+//! one query done), minus the RSS before, divided by the count. The targets: SSH
+//! ≤ 64 KiB, PostgreSQL ≤ 32 KiB per session. Run with `./bench/run`;
+//! `SESSIONS` overrides the count (default 2,000; the target sshd and PostgreSQL are
+//! configured for it, and each SSH session costs the machine an ssh client and an sshd
+//! session of a few MiB, so size it to the machine).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use gatehouse_e2e::World;
+use gatehouse_e2e::pg::PgWorld;
+
+/// Opened this many at a time (a login storm is another bench).
+const WAVE: usize = 50;
+
+/// (resident, of which locked in memory) in KiB: russh keeps keys and packet buffers in
+/// mlocked pages (`CryptoVec`), which shows in the second figure.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let field = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Locked:"))
+}
+
+fn report(what: &str, before: (u64, u64), after: (u64, u64), count: usize, target: u32) {
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / count as f64;
+    println!(
+        "  {what:<15} RSS {} KiB -> {} KiB: {:.1} KiB per session (target {target}); of which locked {:.1} KiB",
+        before.0,
+        after.0,
+        per(after.0, before.0),
+        per(after.1, before.1)
+    );
+}
+
+fn ssh_sessions(w: &World, count: usize) -> Vec<Child> {
+    let mut live = Vec::with_capacity(count);
+    while live.len() < count {
+        let wave: Vec<Child> = (0..WAVE.min(count - live.len()))
+            .map(|_| {
+                w.gatehouse
+                    .ssh("alice+web1", &w.alice_key)
+                    .arg("echo ready; exec sleep 600")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in wave {
+            let mut line = String::new();
+            BufReader::new(c.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "ready", "session {} did not start", live.len());
+            live.push(c);
+        }
+    }
+    live
+}
+
+fn main() {
+    let count: usize = std::env::var("SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    println!("memory per live session, {count} sessions of each kind");
+
+    let w = World::new();
+    let pid = w.gatehouse.pid();
+    // warm up (allocator arenas, pools, the first recordings), then measure
+    for mut c in ssh_sessions(&w, WAVE) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let before = rss_kib(pid);
+    let mut live = ssh_sessions(&w, count);
+    std::thread::sleep(Duration::from_secs(6)); // a checkpoint and a flush tick have passed
+    let after = rss_kib(pid);
+    report("ssh (recorded)", before, after, count, 64);
+    for c in &mut live {
+        let _ = c.kill();
+    }
+    for c in &mut live {
+        let _ = c.wait();
+    }
+    drop(w);
+
+    let w = PgWorld::with(
+        &gatehouse_testbed::PgOptions {
+            password_auth: true,
+            max_connections: Some(u32::try_from(count).unwrap() + 20),
+            ..Default::default()
+        },
+        "disable",
+        "",
+    );
+    let pid = w.gatehouse.pid();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = w.tokio_config();
+    let connect = |n: usize| {
+        let config = config.clone();
+        rt.block_on(async move {
+            let mut clients = Vec::with_capacity(n);
+            for chunk in (0..n).collect::<Vec<_>>().chunks(WAVE) {
+                let wave = chunk.iter().map(|_| {
+                    let config = config.clone();
+                    async move {
+                        let (client, conn) =
+                            tokio_postgres::connect(&config, tokio_postgres::NoTls)
+                                .await
+                                .unwrap();
+                        tokio::spawn(conn);
+                        client.simple_query("SELECT 1").await.unwrap();
+                        client
+                    }
+                });
+                clients.extend(futures_util::future::join_all(wave).await);
+            }
+            clients
+        })
+    };
+    drop(connect(WAVE));
+    std::thread::sleep(Duration::from_secs(3));
+    let before = rss_kib(pid);
+    let clients = connect(count);
+    std::thread::sleep(Duration::from_secs(6));
+    let after = rss_kib(pid);
+    report("postgres", before, after, count, 32);
+    drop(clients);
+}
