@@ -89,6 +89,53 @@ impl SaltedPasswords {
     }
 }
 
+/// A server-first message, checked: the nonce extends ours, the salt is base64 of at most
+/// 1 KiB, the iteration count is within [`MAX_ITERATIONS`].
+#[derive(Debug)]
+pub struct ServerFirst<'a> {
+    pub text: &'a str,
+    pub nonce: &'a str,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+}
+
+/// Reads a server-first message sent in answer to `client_nonce` (no I/O, no key
+/// derivation: what the fuzz target exercises).
+pub fn parse_server_first<'a>(
+    data: &'a [u8],
+    client_nonce: &str,
+) -> Result<ServerFirst<'a>, ScramError> {
+    let text = std::str::from_utf8(data)
+        .map_err(|_| ScramError::Malformed("server-first is not UTF-8"))?;
+    let (mut nonce, mut salt, mut iterations) = (None, None, None);
+    for attr in text.split(',') {
+        match attr.split_at_checked(2) {
+            Some(("r=", v)) => nonce = Some(v),
+            Some(("s=", v)) => salt = Some(v),
+            Some(("i=", v)) => iterations = Some(v),
+            Some(("m=", _)) => return Err(ScramError::Malformed("mandatory extension")),
+            _ => {}
+        }
+    }
+    let nonce = nonce
+        .filter(|n| n.len() > client_nonce.len() && n.starts_with(client_nonce))
+        .ok_or(ScramError::Malformed("server nonce"))?;
+    let salt = salt
+        .and_then(|s| B64.decode(s).ok())
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SALT)
+        .ok_or(ScramError::Malformed("salt"))?;
+    let iterations = iterations
+        .and_then(|i| i.parse::<u32>().ok())
+        .filter(|i| (1..=MAX_ITERATIONS).contains(i))
+        .ok_or(ScramError::Malformed("iteration count"))?;
+    Ok(ServerFirst {
+        text,
+        nonce,
+        salt,
+        iterations,
+    })
+}
+
 /// One login's exchange, client side: [`ClientExchange::start`] gives the client-first
 /// message, [`ClientExchange::server_first`] the client-final one, and
 /// [`ClientExchange::server_final`] checks the server's signature (a server that does not
@@ -129,29 +176,12 @@ impl ClientExchange {
         data: &[u8],
         cache: &SaltedPasswords,
     ) -> Result<String, ScramError> {
-        let text = std::str::from_utf8(data)
-            .map_err(|_| ScramError::Malformed("server-first is not UTF-8"))?;
-        let (mut nonce, mut salt, mut iterations) = (None, None, None);
-        for attr in text.split(',') {
-            match attr.split_at_checked(2) {
-                Some(("r=", v)) => nonce = Some(v),
-                Some(("s=", v)) => salt = Some(v),
-                Some(("i=", v)) => iterations = Some(v),
-                Some(("m=", _)) => return Err(ScramError::Malformed("mandatory extension")),
-                _ => {}
-            }
-        }
-        let nonce = nonce
-            .filter(|n| n.len() > self.nonce.len() && n.starts_with(self.nonce.as_str()))
-            .ok_or(ScramError::Malformed("server nonce"))?;
-        let salt = salt
-            .and_then(|s| B64.decode(s).ok())
-            .filter(|s| !s.is_empty() && s.len() <= MAX_SALT)
-            .ok_or(ScramError::Malformed("salt"))?;
-        let iterations = iterations
-            .and_then(|i| i.parse::<u32>().ok())
-            .filter(|i| (1..=MAX_ITERATIONS).contains(i))
-            .ok_or(ScramError::Malformed("iteration count"))?;
+        let ServerFirst {
+            text,
+            nonce,
+            salt,
+            iterations,
+        } = parse_server_first(data, &self.nonce)?;
         let salted = cache.get(&self.password, &salt, iterations);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
