@@ -57,9 +57,24 @@ pub struct Player {
     pub following: bool,
 }
 
+/// Largest screen the player emulates. A recording states its own size (header, resize
+/// events) and a hostile one says 65535×65535: billions of cells, in the emulator and again
+/// in every snapshot. Wider or taller screens are cut to this (far past any real terminal's
+/// use; what falls outside is not shown).
+pub const MAX_COLS: u16 = 512;
+pub const MAX_ROWS: u16 = 256;
+
+/// `(rows, cols)` for the emulator: at least 1, at most [`MAX_ROWS`]×[`MAX_COLS`].
+fn screen_size(cols: u16, rows: u16) -> (std::num::NonZeroU16, std::num::NonZeroU16) {
+    let fit = |n: u16, max: u16| {
+        std::num::NonZeroU16::new(n.min(max)).unwrap_or(std::num::NonZeroU16::MIN)
+    };
+    (fit(rows, MAX_ROWS), fit(cols, MAX_COLS))
+}
+
 fn new_parser(cols: u16, rows: u16) -> vt100::Parser {
-    let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
-    vt100::Parser::new(nz(rows), nz(cols), 0)
+    let (rows, cols) = screen_size(cols, rows);
+    vt100::Parser::new(rows, cols, 0)
 }
 
 /// Whether output ending with `data` leaves the emulator between escape sequences, given
@@ -313,8 +328,8 @@ fn apply(parser: &mut vt100::Parser, kind: EventKind, data: &str) {
     match kind {
         EventKind::Output => parser.process(data.as_bytes()),
         EventKind::Resize { cols, rows } => {
-            let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
-            parser.set_size(nz(rows), nz(cols));
+            let (rows, cols) = screen_size(cols, rows);
+            parser.set_size(rows, cols);
         }
         EventKind::Input | EventKind::Marker => {}
     }
@@ -404,6 +419,25 @@ mod tests {
         assert_eq!((rows.get(), cols.get()), (5, 30));
         let input: Vec<_> = p.input_until_now().map(|(_, k)| k).collect();
         assert_eq!(input, vec!["ls\r"]);
+    }
+
+    #[test]
+    fn a_recording_claiming_a_huge_screen_is_played_on_a_capped_one() {
+        let text = concat!(
+            r#"{"version": 2, "width": 65535, "height": 65535}"#,
+            "\n",
+            r#"[0.5, "o", "hello"]"#,
+            "\n",
+            r#"[1.0, "r", "65535x65535"]"#,
+            "\n",
+        );
+        let mut p = Player::new(Arc::new(Cast::parse(text.as_bytes()).unwrap()));
+        let (rows, cols) = p.screen().size();
+        assert_eq!((rows.get(), cols.get()), (MAX_ROWS, MAX_COLS));
+        p.seek(Duration::from_millis(1200));
+        assert!(p.screen().contents().starts_with("hello"));
+        let (rows, cols) = p.screen().size();
+        assert_eq!((rows.get(), cols.get()), (MAX_ROWS, MAX_COLS));
     }
 
     #[test]
