@@ -28,7 +28,7 @@ pub enum ScramError {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length: new_from_slice cannot fail here
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     m.update(data);
@@ -45,12 +45,37 @@ pub struct Verifier {
     server_key: [u8; 32],
 }
 
-fn normalize(password: &str) -> Vec<u8> {
-    // SASLprep as libpq applies it; a password it rejects is used as raw bytes, as
-    // PostgreSQL does.
-    match stringprep::saslprep(password) {
-        Ok(p) => p.as_bytes().to_vec(),
-        Err(_) => password.as_bytes().to_vec(),
+/// The password as SCRAM hashes it: SASLprep'd as libpq applies it when it is UTF-8 that
+/// SASLprep accepts, else the raw bytes (as PostgreSQL and libpq do). Both sides.
+pub(crate) fn normalize(password: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(password).map(stringprep::saslprep) {
+        Ok(Ok(p)) => p.as_bytes().to_vec(),
+        _ => password.to_vec(),
+    }
+}
+
+/// SaltedPassword: PBKDF2-HMAC-SHA-256 of the normalized password (the costly step).
+pub(crate) fn salted_password(normalized: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(normalized, salt, iterations, &mut salted);
+    salted
+}
+
+/// The keys RFC 5802 derives from a salted password.
+pub(crate) struct Keys {
+    pub(crate) client: [u8; 32],
+    pub(crate) stored: [u8; 32],
+    pub(crate) server: [u8; 32],
+}
+
+impl Keys {
+    pub(crate) fn from_salted(salted: &[u8; 32]) -> Keys {
+        let client = hmac(salted, b"Client Key");
+        Keys {
+            client,
+            stored: Sha256::digest(client).into(),
+            server: hmac(salted, b"Server Key"),
+        }
     }
 }
 
@@ -62,14 +87,13 @@ impl Verifier {
     }
 
     pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Verifier {
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(&normalize(password), salt, iterations, &mut salted);
-        let client_key = hmac(&salted, b"Client Key");
+        let salted = salted_password(&normalize(password.as_bytes()), salt, iterations);
+        let keys = Keys::from_salted(&salted);
         Verifier {
             iterations,
             salt: salt.to_vec(),
-            stored_key: Sha256::digest(client_key).into(),
-            server_key: hmac(&salted, b"Server Key"),
+            stored_key: keys.stored,
+            server_key: keys.server,
         }
     }
 

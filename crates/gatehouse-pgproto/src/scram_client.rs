@@ -15,11 +15,10 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::scram::ScramError;
+use crate::scram::{Keys, ScramError, hmac, normalize, salted_password};
 
 /// A target asking for more iterations than this is refused: it would make each login
 /// (the first, and each after a cache eviction) burn seconds of CPU on the broker.
@@ -28,22 +27,6 @@ pub const MAX_ITERATIONS: u32 = 1_000_000;
 const MAX_SALT: usize = 1024;
 /// Entries kept before the cache starts over.
 const CACHE_CAPACITY: usize = 4096;
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length: new_from_slice cannot fail here
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    m.update(data);
-    m.finalize().into_bytes().into()
-}
-
-/// The password as SCRAM hashes it: SASLprep'd when it is UTF-8 that SASLprep accepts,
-/// else the raw bytes (what libpq and `postgres-protocol` do).
-fn normalize(password: &[u8]) -> Vec<u8> {
-    match std::str::from_utf8(password).map(stringprep::saslprep) {
-        Ok(Ok(p)) => p.as_bytes().to_vec(),
-        _ => password.to_vec(),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
@@ -68,8 +51,7 @@ impl SaltedPasswords {
         if let Some(salted) = self.entries.lock().ok().and_then(|e| e.get(&key).copied()) {
             return salted;
         }
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(normalized, salt, iterations, &mut salted);
+        let salted = salted_password(normalized, salt, iterations);
         if let Ok(mut e) = self.entries.lock() {
             if e.len() >= CACHE_CAPACITY {
                 e.clear();
@@ -185,16 +167,15 @@ impl ClientExchange {
         let salted = cache.get(&self.password, &salt, iterations);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
-        let client_key = hmac(&salted, b"Client Key");
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-        let signature = hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
+        let keys = Keys::from_salted(&salted);
+        let signature = hmac(&keys.stored, auth_message.as_bytes());
+        let proof: Vec<u8> = keys
+            .client
             .iter()
             .zip(signature)
             .map(|(k, s)| k ^ s)
             .collect();
-        let server_key = hmac(&salted, b"Server Key");
-        self.expected = Some(hmac(&server_key, auth_message.as_bytes()));
+        self.expected = Some(hmac(&keys.server, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
 

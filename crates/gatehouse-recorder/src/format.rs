@@ -5,7 +5,8 @@
 //! streaming writer, and Gatehouse needs `r` (resize) and `m` (marker) events written one
 //! at a time. The format is one JSON header line, then one `[seconds, code, data]` array
 //! per line; the data's escaping is serde_json's, done faster (same bytes) by `json`. The
-//! writer and the readers (review, detective) share the model here: [`CastHeader`], [`Code`], [`event_line`] / [`EventLine`].
+//! writer and the readers (review, detective) share the model here: [`CastHeader`],
+//! [`Code`], [`event_line`] / [`EventLine`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

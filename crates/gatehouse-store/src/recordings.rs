@@ -111,7 +111,6 @@ fn same_mac(expected: &str, given: &str) -> bool {
             == 0
 }
 
-/// A row as stored, before it is checked.
 /// A recording's state change, ready to write (see [`Transition::apply`]).
 pub(crate) struct Transition {
     session_id: String,
@@ -146,6 +145,7 @@ impl Transition {
     }
 }
 
+/// A row as stored, before it is checked.
 struct RawRecording {
     session_id: String,
     path: String,
@@ -434,15 +434,10 @@ impl Store {
         &self,
         session_id: &str,
     ) -> Result<Option<Transition>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM sessions WHERE id = $1 AND recording_state IS NOT NULL");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(self.prepare_interrupted(&raw_from_row(&row)?)),
-            None => Ok(None),
+        match self.raw_recording(session_id).await {
+            Ok(raw) => Ok(self.prepare_interrupted(&raw)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
