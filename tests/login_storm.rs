@@ -48,3 +48,79 @@ fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The start queue is bounded in time: with one start slot held by a session whose target
+/// accepts TCP and never answers, the next login waits `start_wait` and is refused with a
+/// message saying the broker is busy — its command never runs — and once the slot is free
+/// again logins go through.
+#[test]
+fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
+    let w = World::with_config("[node]\nmax_starting_sessions = 1\nstart_wait = \"1s\"\n");
+    // a target that accepts connections and never says a word
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    w.gatehouse.cli_ok(&[
+        "target",
+        "add",
+        "mute",
+        "--env",
+        "prod",
+        "--ssh",
+        &format!("nobody@127.0.0.1:{silent_port}"),
+        "--identity",
+        &w.target_identity.display().to_string(),
+        "--host-key",
+        w.sshd.host_public_key(),
+    ]);
+    let holder = w
+        .gatehouse
+        .ssh("alice+mute", &w.alice_key)
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    // the holder is in its target login (the slot held) once its session row exists
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !w.gatehouse.cli_ok(&["sessions", "list"]).contains("mute") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holder never admitted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ran = w.keys.path().join("ran-while-busy");
+    let out = w.ssh_exec("alice+web1", &format!("touch {}", ran.display()));
+    let err = stderr(&out);
+    assert!(
+        err.contains("too busy to open the session now") && err.contains("nothing was run"),
+        "the queued login is told why: {err}"
+    );
+    assert!(
+        !ran.exists(),
+        "a refused session ran its command on the target"
+    );
+    // the holder's target login times out; the slot is free again
+    let held = holder.wait_with_output().expect("holder output");
+    assert!(
+        stderr(&held).contains("cannot reach target 'mute'"),
+        "{}",
+        stderr(&held)
+    );
+    let out = w.ssh_exec("alice+web1", "echo after-$((5*5))");
+    assert!(stdout(&out).contains("after-25"), "{}", stderr(&out));
+    assert!(
+        w.gatehouse
+            .log()
+            .contains("start queue did not move in time"),
+        "the refusal is in the broker's log"
+    );
+}

@@ -236,6 +236,15 @@ async fn session(
     let passthrough = startup::passthrough(&params);
     let mut start_detail = serde_json::Map::new();
     start_detail.insert("startup_params".into(), params_json(&passthrough));
+    // in line with the node's other starting sessions until the target login is done
+    let starting = match broker.config.front.starting.enter().await {
+        Ok(slot) => slot,
+        Err(busy) => {
+            // 53300 too_many_connections: what PostgreSQL itself says when it is full
+            fatal(&mut writer, &refuse("53300", busy.operator_message())).await;
+            return;
+        }
+    };
     let admission = gatehouse_session::admit(
         &broker.store,
         &Login {
@@ -307,6 +316,7 @@ async fn session(
                 })
                 .unwrap_or("postgres"),
             params: &passthrough,
+            starting,
         },
     )
     .await;

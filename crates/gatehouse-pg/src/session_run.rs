@@ -10,8 +10,8 @@ use gatehouse_core::{Protocol, TargetKind};
 use gatehouse_pgproto::backend;
 use gatehouse_pgproto::tracker::Tracker;
 use gatehouse_session::{
-    Allowed, EndReasonCell, Enforcement, GuardEvent, GuardSetup, SessionIdentity, StoreReauth,
-    recording_failed, recording_opened, start_guard,
+    Allowed, EndReasonCell, Enforcement, GuardEvent, GuardSetup, SessionIdentity, StartSlot,
+    StoreReauth, recording_failed, recording_opened, start_guard,
 };
 use gatehouse_store::TargetRecord;
 use serde_json::json;
@@ -36,6 +36,9 @@ pub(crate) struct Admitted<'a> {
     pub(crate) database: &'a str,
     /// Startup parameters passed through to the target.
     pub(crate) params: &'a [(String, String)],
+    /// This session's place among the node's starting sessions, held until the target
+    /// login is done.
+    pub(crate) starting: StartSlot,
 }
 
 /// How a session ended, for the shared end (`gatehouse_session::end_session`).
@@ -56,6 +59,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         allowed,
         database,
         params,
+        starting,
     } = a;
     let (operator, session_id, target) = (&session.operator, &session.id, &allowed.target);
     let peer = session.peer;
@@ -109,7 +113,9 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     };
 
     // Gatehouse's own login to the target
-    let upstream = match connect_target(broker, target, database, params).await {
+    let connected = connect_target(broker, target, database, params).await;
+    drop(starting);
+    let upstream = match connected {
         Ok(u) => u,
         Err((reason, r)) => {
             broker

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gatehouse_core::LoginLimits;
 
-use crate::LoginGate;
+use crate::{LoginGate, StartQueue};
 
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -28,6 +28,9 @@ pub struct FrontConfig {
     /// How long a connection may take to log in (banner or startup, TLS handshake,
     /// authentication) before it is dropped: silent sockets must not hold connection slots.
     pub login_grace: Duration,
+    /// The node's start queue (store registration and target login, so many at once).
+    /// Shared like `login`: both fronts queue in the same line.
+    pub starting: Arc<StartQueue>,
 }
 
 /// Default [`FrontConfig::login_grace`], as OpenSSH's `LoginGraceTime` halved.
@@ -43,6 +46,7 @@ impl FrontConfig {
             login: LoginGate::new(LoginLimits::default()),
             shutdown_grace: Duration::from_secs(5),
             login_grace: DEFAULT_LOGIN_GRACE,
+            starting: StartQueue::new(crate::DEFAULT_MAX_STARTING, crate::DEFAULT_START_WAIT),
         }
     }
 }

@@ -16,6 +16,7 @@ mod live;
 mod login;
 pub mod metrics;
 pub mod passwords;
+mod queue;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections, serve_front};
@@ -35,4 +36,5 @@ pub use live::{
     marker_label,
 };
 pub use login::{FailedLogin, LoginGate};
+pub use queue::{DEFAULT_MAX_STARTING, DEFAULT_START_WAIT, QueueTimeout, StartQueue, StartSlot};
 pub use reauth::StoreReauth;

@@ -92,6 +92,9 @@ struct Metrics {
     store_errors: Family<OperationLabels, Counter>,
     node_heartbeat_age: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     notify_lag: Histogram,
+    start_queue_waiting: Gauge,
+    start_queue_wait: Histogram,
+    start_queue_timeouts: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -190,9 +193,30 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "From a change's notification sent (policy, kill, user lock; any node) to this node's watcher having handed it to the guards",
         notify_lag.clone(),
     );
+    let start_queue_waiting = Gauge::default();
+    registry.register(
+        "start_queue_waiting",
+        "Sessions waiting in the node's start queue for a slot (store registration, target login)",
+        start_queue_waiting.clone(),
+    );
+    let start_queue_wait = seconds_buckets();
+    registry.register(
+        "start_queue_wait_seconds",
+        "How long sessions that had to queue waited for a start slot",
+        start_queue_wait.clone(),
+    );
+    let start_queue_timeouts = Counter::default();
+    registry.register(
+        "start_queue_timeouts",
+        "Sessions refused because the start queue did not move within its longest wait",
+        start_queue_timeouts.clone(),
+    );
     Metrics {
         registry,
         notify_lag,
+        start_queue_waiting,
+        start_queue_wait,
+        start_queue_timeouts,
         enforcement_actions,
         enforcement_lateness,
         recording_bytes,
@@ -292,6 +316,21 @@ pub fn recording_failed(protocol: &str) {
             protocol: protocol.to_owned(),
         })
         .inc();
+}
+
+/// `n` sessions wait in the start queue now.
+pub fn start_queue_waiting(n: usize) {
+    METRICS
+        .start_queue_waiting
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// A session queued for `waited`; `ok`: it got its slot (else it was refused).
+pub fn start_queue_waited(waited: std::time::Duration, ok: bool) {
+    METRICS.start_queue_wait.observe(waited.as_secs_f64());
+    if !ok {
+        METRICS.start_queue_timeouts.inc();
+    }
 }
 
 /// A statement was written to a statement log.

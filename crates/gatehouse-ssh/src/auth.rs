@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use gatehouse_core::{EndReason, LoginName, LoginNameError, Protocol};
-use gatehouse_session::{Access, FailedLogin, Login};
+use gatehouse_session::{Access, FailedLogin, Login, QueueTimeout};
 use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
 
 use crate::broker::Broker;
@@ -152,7 +152,18 @@ impl Connection {
     ) -> Auth {
         (self.broker.config.front.login).succeeded(self.state.peer.ip(), &operator);
         self.state.update(|i| i.authenticated = true);
-        match self.register(&operator, target.as_deref(), method).await {
+        // in line with the node's other starting sessions: a storm is served, not refused
+        let starting = match self.broker.config.front.starting.enter().await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                // let the client in far enough to read why, as for a busy store
+                self.start_queue_refused(&busy);
+                return Auth::Accept;
+            }
+        };
+        let registered = self.register(&operator, target.as_deref(), method).await;
+        drop(starting);
+        match registered {
             Ok(()) => Auth::Accept,
             // Busy or down, not wrong: let the client in far enough to read why (its
             // channels are refused with the message; nothing reaches a target).
@@ -170,6 +181,18 @@ impl Connection {
                 Auth::reject()
             }
         }
+    }
+
+    /// The start queue did not move in time: nothing reaches the target, and every channel
+    /// is refused with the reason. Returns what the operator is told.
+    pub(crate) fn start_queue_refused(&mut self, busy: &QueueTimeout) -> String {
+        self.state.set_end_reason(EndReason::Error(format!(
+            "start queue: no slot within {}s",
+            busy.waited.as_secs()
+        )));
+        let message = busy.operator_message();
+        self.target = Target::Denied(message.clone());
+        message
     }
 
     /// The shared admission, then what only SSH needs: the subsystems the environment

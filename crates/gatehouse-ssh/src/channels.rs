@@ -50,7 +50,15 @@ impl Connection {
             Some(s) => (s.id.clone(), s.operator.clone()),
             None => return Err("not authenticated".into()),
         };
-        match upstream::connect(&self.broker, &target, &session_id, &operator).await {
+        // the target's login waits in the node's start queue (see gatehouse_session::StartQueue);
+        // its own timeout counts from when it starts
+        let starting = match self.broker.config.front.starting.enter().await {
+            Ok(slot) => slot,
+            Err(busy) => return Err(self.start_queue_refused(&busy)),
+        };
+        let connected = upstream::connect(&self.broker, &target, &session_id, &operator).await;
+        drop(starting);
+        match connected {
             Ok(up) => {
                 let up = Arc::new(up);
                 let shared = up.clone();

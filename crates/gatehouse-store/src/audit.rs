@@ -1,7 +1,7 @@
 //! The audit log: one row per security-relevant event (auth success and failure, session
 //! start and end, host-key pinning and mismatches, refused requests, admin actions).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -46,29 +46,6 @@ pub struct AuditFilter<'a> {
 }
 
 impl Store {
-    /// Writes `e` in a task of its own, for callers that must not wait on the store (an
-    /// enforcement end, a refusal on the connection's path). [`Store::audit`] still retries,
-    /// logs and counts a failure, so nothing is dropped silently.
-    pub fn audit_later(&self, e: &AuditEvent<'_>) {
-        let store = self.clone();
-        let kind = e.kind.to_owned();
-        let operator = e.operator.map(str::to_owned);
-        let session_id = e.session_id.map(str::to_owned);
-        let source = e.source.map(str::to_owned);
-        let detail = e.detail.clone();
-        tokio::spawn(async move {
-            let _ = store
-                .audit(&AuditEvent {
-                    kind: &kind,
-                    operator: operator.as_deref(),
-                    session_id: session_id.as_deref(),
-                    source: source.as_deref(),
-                    detail,
-                })
-                .await;
-        });
-    }
-
     /// Writes an audit event. The store handles failure itself, loudly: a failed insert is
     /// retried (up to [`AUDIT_ATTEMPTS`] times, 50/200/800 ms apart), the whole write is
     /// bounded by [`crate::Timeouts::audit`], and an event that still cannot be written is
@@ -78,37 +55,13 @@ impl Store {
     /// it with `let _ =` — the event is never dropped silently.
     pub async fn audit(&self, e: &AuditEvent<'_>) -> Result<()> {
         log_audit(e);
-        let deadline = tokio::time::Instant::now() + self.timeouts.audit;
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        let error = loop {
-            let error = match tokio::time::timeout_at(deadline, self.insert_audit(e)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(err)) => err,
-                Err(_) => StoreError::Timeout(self.timeouts.audit),
-            };
-            let out_of_time = tokio::time::Instant::now() + backoff >= deadline;
-            if attempt >= AUDIT_ATTEMPTS || out_of_time {
-                break error;
-            }
-            tracing::warn!(kind = e.kind, attempt, error = %error, "audit write failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff *= 4;
-            attempt += 1;
-        };
-        let lost = self.audit_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::error!(
-            kind = e.kind,
-            operator = e.operator,
-            session_id = e.session_id,
-            source = e.source,
-            detail = %e.detail,
-            attempts = attempt,
-            error = %error,
-            lost_total = lost,
-            "AUDIT EVENT LOST: the store did not take it; this log line is its only record"
-        );
-        Err(error)
+        let at = now_millis();
+        retrying(self.timeouts.audit, e.kind, || self.insert_audit(at, e))
+            .await
+            .map_err(|(error, attempts)| {
+                lost(&self.audit_failures, at, e, attempts, &error);
+                error
+            })
     }
 
     /// Audit events that could not be written since this store was opened (for metrics).
@@ -116,9 +69,9 @@ impl Store {
         self.audit_failures.load(Ordering::Relaxed)
     }
 
-    async fn insert_audit(&self, e: &AuditEvent<'_>) -> Result<()> {
+    async fn insert_audit(&self, at: i64, e: &AuditEvent<'_>) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        insert_audit_on(&mut conn, now_millis(), e).await
+        insert_audit_on(&mut conn, at, e).await
     }
 
     /// Oldest first, within the filter.
@@ -164,6 +117,61 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Runs the audit write `attempt` until it succeeds: up to [`AUDIT_ATTEMPTS`] times,
+/// 50/200/800 ms apart, all within `limit`. The last error and the attempts made otherwise.
+pub(crate) async fn retrying<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut attempt: F,
+) -> std::result::Result<(), (StoreError, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut backoff = FIRST_BACKOFF;
+    let mut made = 1;
+    loop {
+        let error = match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err,
+            Err(_) => StoreError::Timeout(limit),
+        };
+        let out_of_time = tokio::time::Instant::now() + backoff >= deadline;
+        if made >= AUDIT_ATTEMPTS || out_of_time {
+            return Err((error, made));
+        }
+        tracing::warn!(what, attempt = made, error = %error, "audit write failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff *= 4;
+        made += 1;
+    }
+}
+
+/// An audit event the store did not take: its whole content goes to the log at error level
+/// (its only record now) and it is counted in `failures`.
+pub(crate) fn lost(
+    failures: &AtomicU64,
+    at: i64,
+    e: &AuditEvent<'_>,
+    attempts: u32,
+    error: &dyn std::fmt::Display,
+) {
+    let lost = failures.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::error!(
+        kind = e.kind,
+        at,
+        operator = e.operator,
+        session_id = e.session_id,
+        source = e.source,
+        detail = %e.detail,
+        attempts,
+        error = %error,
+        lost_total = lost,
+        "AUDIT EVENT LOST: the store did not take it; this log line is its only record"
+    );
 }
 
 /// Inserts `e` (at `at`, Unix ms) on `conn`: inside the caller's transaction when it has

@@ -8,6 +8,7 @@
 //! is a plain integer, text or bytes so that both backends decode the same way.
 
 mod audit;
+mod audit_writer;
 mod detective;
 mod directory;
 mod nodes;
@@ -30,6 +31,7 @@ use sqlx::any::AnyPoolOptions;
 use thiserror::Error;
 
 pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
+pub use audit_writer::AUDIT_QUEUE;
 pub use detective::{CheckedSession, DetectiveLock};
 pub use directory::{GrantRecord, OperatorRecord};
 pub use nodes::{LostSession, NodeInfo, NodeRecord};
@@ -192,6 +194,8 @@ pub struct Store {
     timeouts: Timeouts,
     /// Audit events that could not be written (see [`Store::audit`]).
     audit_failures: Arc<AtomicU64>,
+    /// [`Store::audit_later`]'s queue to the node's audit writer.
+    audit_queue: Arc<audit_writer::AuditQueue>,
 }
 
 impl Store {
@@ -301,6 +305,7 @@ impl Store {
             master_key,
             timeouts,
             audit_failures: Arc::new(AtomicU64::new(0)),
+            audit_queue: Arc::default(),
         })
     }
 

@@ -118,3 +118,67 @@ async fn postgres_audit_is_bounded_when_locked_and_when_the_server_is_gone() {
     audit_while_unavailable(&store).await;
     assert_eq!(store.audit_failures(), 2);
 }
+
+/// `audit_later` (enforcement actions, refusals): one writer, batched, in order; a burst
+/// is written in full; a batch the locked store refuses past the deadline is counted lost
+/// event by event (and logged), one the store takes after a short lock is written.
+#[tokio::test]
+async fn sqlite_audit_later_is_batched_in_order_and_counted_when_the_store_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::open_with(&url, MasterKey::generate(), TIMEOUTS)
+        .await
+        .unwrap();
+    const BURST: usize = 3000;
+    for n in 0..BURST {
+        store.audit_later(&AuditEvent {
+            detail: json!({ "n": n }),
+            ..event("burst")
+        });
+    }
+    assert!(store.flush_audits(Duration::from_secs(30)).await);
+    let written = store
+        .list_audit(&AuditFilter {
+            kind: Some("burst"),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order: Vec<u64> = written
+        .iter()
+        .map(|r| r.detail["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (0..BURST as u64).collect::<Vec<_>>(),
+        "all, in order"
+    );
+    assert!(written.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(store.audit_failures(), 0);
+
+    let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store.audit_later(&event("refused_later"));
+    }
+    assert!(store.flush_audits(Duration::from_secs(10)).await);
+    assert_eq!(store.audit_failures(), 3, "each event of the batch counted");
+
+    for _ in 0..2 {
+        store.audit_later(&event("delayed_later"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    assert!(store.flush_audits(Duration::from_secs(10)).await);
+    assert_eq!(
+        store.audit_failures(),
+        3,
+        "a lock released in time loses nothing"
+    );
+    assert_eq!(count(&store, "delayed_later").await, 2);
+    assert_eq!(count(&store, "refused_later").await, 0);
+}

@@ -69,6 +69,9 @@ impl Sshd {
         let authorized = dir.path().join("authorized_keys");
         fs::write(&authorized, authorized_keys.join("\n") + "\n")
             .map_err(TestbedError::io("write authorized_keys"))?;
+        // the target's sessions get a HOME of their own (see `sshd_config`)
+        fs::create_dir_all(dir.path().join("home"))
+            .map_err(TestbedError::io("create sshd home"))?;
         let port = free_port()?;
         let config = dir.path().join("sshd_config");
         let log = dir.path().join("sshd.log");
@@ -132,6 +135,10 @@ impl Drop for Sshd {
     }
 }
 
+/// The target's configuration. `SetEnv HOME`: bash run by sshd sources `~/.bashrc` even for
+/// `ssh host cmd`, so the machine user's startup files (a `pyenv init` there cost 120 ms of
+/// CPU per session and serialised concurrent sessions on its lock) would be measured and
+/// could change what the tests see; the sessions' HOME is an empty directory of the target's.
 fn sshd_config(dir: &Path, port: u16, host_key: &Path, authorized: &Path) -> String {
     format!(
         "Port {port}
@@ -156,6 +163,7 @@ Subsystem gh-echo /bin/cat
 LogLevel VERBOSE
 MaxStartups 2000:30:4000
 MaxSessions 100
+SetEnv HOME={dir}/home
 ",
         host_key = host_key.display(),
         dir = dir.display(),

@@ -110,6 +110,11 @@ struct RawSecrets {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: Option<toml::Spanned<String>>,
+    /// Sessions in their expensive start (store registration, target login) at once; the
+    /// others wait in line (default 16).
+    max_starting_sessions: Option<toml::Spanned<u32>>,
+    /// Longest a session waits in that line before it is refused as "too busy" (default 180s).
+    start_wait: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +178,9 @@ pub struct Config {
     pub login_limits: LoginLimits,
     /// `[ssh] login_grace`.
     pub ssh_login_grace: Duration,
+    /// `[node] max_starting_sessions` and `start_wait`: the node's start queue.
+    pub max_starting_sessions: usize,
+    pub start_wait: Duration,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
     pub detective: DetectiveConfig,
@@ -360,6 +368,12 @@ impl Config {
             allow_cleartext: pg.allow_cleartext.unwrap_or(false),
             login_grace: pg_login_grace,
         });
+        let max_starting_sessions = limit(
+            raw.node.max_starting_sessions,
+            "max_starting_sessions",
+            u32::try_from(gatehouse_session::DEFAULT_MAX_STARTING).unwrap_or(16),
+        )?;
+        let start_wait = duration(raw.node.start_wait, gatehouse_session::DEFAULT_START_WAIT)?;
         let mut store_options = gatehouse_store::StoreOptions::default();
         if let Some(n) = raw.store.max_connections {
             store_options.max_connections = Some(limit(Some(n), "max_connections", 1)?);
@@ -384,6 +398,8 @@ impl Config {
             metrics_listen: raw.metrics.listen,
             login_limits,
             ssh_login_grace,
+            max_starting_sessions: usize::try_from(max_starting_sessions).unwrap_or(usize::MAX),
+            start_wait,
         })
     }
 }

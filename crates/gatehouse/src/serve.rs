@@ -75,6 +75,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // one login gate for the node: both fronts get clones of `front`
     front.login = gatehouse_session::LoginGate::new(config.login_limits);
     front.login_grace = config.ssh_login_grace;
+    // one start queue for the node, likewise
+    front.starting =
+        gatehouse_session::StartQueue::new(config.max_starting_sessions, config.start_wait);
     front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
@@ -192,6 +195,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     }
     if let Some(t) = detective_task {
         t.abort();
+    }
+    // the enforcement and refusal events still in the audit writer's queue
+    if !store.flush_audits(std::time::Duration::from_secs(5)).await {
+        tracing::error!("audit events still queued at shutdown were not all written");
     }
     if let Err(e) = store.node_stopped(live.node()).await {
         tracing::error!(error = %e, "cannot record the node's stop");
