@@ -72,7 +72,8 @@ pub async fn guard_lateness(sessions: usize, first: Duration, spread: Duration) 
             channel: 0,
             pty: true,
         });
-        let task = tokio::spawn(guard.run(rx));
+        // where the node runs its guards (the enforcement thread in `serve`)
+        let task = crate::enforcement_thread::spawn(guard.run(rx));
         runs.push((opened + limit, ended, task, tx));
     }
     let mut lateness = Vec::with_capacity(sessions);

@@ -8,6 +8,7 @@ mod accept;
 #[doc(hidden)]
 pub mod bench;
 mod checkpoints;
+pub mod enforcement_thread;
 mod front;
 mod gate;
 mod guard;

@@ -437,7 +437,8 @@ where
         session.operator.clone(),
     );
     let status = guard.status();
-    let task = tokio::spawn(tracing::Instrument::instrument(
+    // on the node's enforcement thread when it has one (see `enforcement_thread`)
+    let task = crate::enforcement_thread::spawn(tracing::Instrument::instrument(
         guard.run(rx),
         tracing::Span::current(),
     ));

@@ -152,6 +152,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         metrics,
         ..
     } = prepared;
+    // every guard of the node wakes on its own thread, not behind the relays' work
+    gatehouse_session::enforcement_thread::start()
+        .context("cannot start the enforcement thread")?;
     let metrics_task = metrics.map(|(l, server)| tokio::spawn(crate::metrics::run(l, server)));
     let store = broker.store().clone();
     let heartbeat = live.spawn_heartbeat(node.clone());
