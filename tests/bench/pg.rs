@@ -1,7 +1,8 @@
 //! The PostgreSQL front against its baselines: `pgbench -S` (read-only select by key)
 //! transactions per second straight to PostgreSQL, through Gatehouse (SCRAM login, relayed,
 //! every statement in the hash-chained statement log) and through PgBouncer in session
-//! mode, in one run, reported as ratios to the direct baseline. Three modes: the simple
+//! mode, in one run, reported as ratios to the direct baseline; Gatehouse also over TLS
+//! (`sslmode=require`), against itself in plaintext (what TLS costs). Three modes: the simple
 //! query protocol, prepared statements (extended protocol, parameters logged), and `-C`
 //! (a new connection per transaction: what logging in through each path costs). The
 //! paths are measured in turns, round after round, and the best round of each is kept.
@@ -154,6 +155,11 @@ fn main() {
             ),
             password: TARGET_PASSWORD,
         },
+        Route {
+            name: "gatehouse (TLS)",
+            conninfo: w.conninfo("orders", "sslmode=require"),
+            password: OPERATOR_PASSWORD,
+        },
     ];
 
     let mut through_gatehouse = 0;
@@ -161,11 +167,11 @@ fn main() {
     // PG_BENCH_MODE=prepared (a part of a mode's name) runs that mode only, e.g. to profile it
     let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
     for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
-        let mut best = [0.0f64; 3];
+        let mut best = [0.0f64; 4];
         for _ in 0..mode.rounds {
             for (i, path) in paths.iter().enumerate() {
                 let run = pgbench(path, mode);
-                if path.name == "gatehouse" {
+                if path.name.starts_with("gatehouse") {
                     through_gatehouse += run.processed;
                 }
                 best[i] = best[i].max(run.tps);
@@ -210,8 +216,42 @@ fn main() {
             "",
             best[1] / best[2]
         );
+        println!(
+            "    TLS vs plaintext       {:>10} {:.2}x",
+            "",
+            best[3] / best[1]
+        );
+        summary(mode, &best);
     }
     println!(
         "  statements logged by gatehouse: {logged} (transactions through it: {through_gatehouse})"
     );
+}
+
+/// The mode's rows in bench/run's table: Gatehouse against PgBouncer (≥ 1.0×) and against
+/// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %).
+fn summary(mode: &Mode, best: &[f64; 4]) {
+    use gatehouse_testbed::bench_summary::{Row, record};
+    let [direct, gatehouse, bouncer, tls] = *best;
+    let what = format!("`pgbench -S`, {CLIENTS} clients, {}", mode.name);
+    record(&Row {
+        what: &what,
+        gatehouse: format!("{gatehouse:.0} tps"),
+        baseline: format!("PgBouncer (session) {bouncer:.0} tps; direct {direct:.0} tps"),
+        ratio: format!(
+            "{:.2}× PgBouncer, {:.2}× direct",
+            gatehouse / bouncer,
+            gatehouse / direct
+        ),
+        target: "≥ 1.0× PgBouncer, ≥ 0.7× direct",
+        met: Some(gatehouse >= bouncer && gatehouse >= 0.7 * direct),
+    });
+    record(&Row {
+        what: &format!("{what}, over TLS (`sslmode=require`)"),
+        gatehouse: format!("{tls:.0} tps"),
+        baseline: format!("Gatehouse in plaintext {gatehouse:.0} tps"),
+        ratio: format!("{:.2}×", tls / gatehouse),
+        target: "≥ 0.90× (TLS costs ≤ 10 %)",
+        met: Some(tls >= 0.9 * gatehouse),
+    });
 }

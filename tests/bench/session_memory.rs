@@ -42,6 +42,15 @@ fn report(what: &str, before: (u64, u64), after: (u64, u64), count: usize, targe
         per(after.0, before.0),
         per(after.1, before.1)
     );
+    let kib = per(after.0, before.0);
+    gatehouse_testbed::bench_summary::record(&gatehouse_testbed::bench_summary::Row {
+        what: &format!("RSS per live session, {what}, {count} sessions"),
+        gatehouse: format!("{kib:.0} KiB"),
+        baseline: "—".into(),
+        ratio: "—".into(),
+        target: &format!("≤ {target} KiB"),
+        met: Some(kib <= f64::from(target)),
+    });
 }
 
 fn ssh_sessions(w: &World, count: usize) -> Vec<Child> {

@@ -129,6 +129,25 @@ fn report(name: &str, s: &Storm, logins: usize, direct: &Storm) {
         s.rate(),
         s.rate() / direct.rate()
     );
+    if !std::ptr::eq(s, direct) {
+        gatehouse_testbed::bench_summary::record(&gatehouse_testbed::bench_summary::Row {
+            what: &format!("{logins} concurrent `ssh … echo` logins, {name}"),
+            gatehouse: format!(
+                "{}/{logins} ok, {:.1} logins/s, first byte p99 {:.1} s",
+                s.ok,
+                s.rate(),
+                s.pct(0.99).as_secs_f64()
+            ),
+            baseline: format!(
+                "direct sshd {}/{logins} ok, {:.1} logins/s",
+                direct.ok,
+                direct.rate()
+            ),
+            ratio: format!("{:.2}× logins/s", s.rate() / direct.rate()),
+            target: "0 failures",
+            met: Some(s.ok == logins),
+        });
+    }
     let mut distinct: Vec<&String> = s.failures.iter().collect();
     distinct.sort();
     distinct.dedup();

@@ -212,6 +212,34 @@ fn main() {
         recorded_bytes / 1024 / 1024,
         unrecorded_bytes / 1024
     );
+    {
+        use gatehouse_testbed::bench_summary::{Row, record};
+        let what = format!("`cat` of {} MiB over SSH, recorded", SIZE / 1024 / 1024);
+        record(&Row {
+            what: &what,
+            gatehouse: format!("{:.0} MB/s", mbps(gatehouse)),
+            baseline: format!(
+                "direct ssh {:.0} MB/s; `ssh -J` {:.0} MB/s",
+                mbps(direct),
+                mbps(jump)
+            ),
+            ratio: format!(
+                "{:.2}× direct, {:.2}× `ssh -J`",
+                mbps(gatehouse) / mbps(direct),
+                mbps(gatehouse) / mbps(jump)
+            ),
+            target: "≥ 0.85× direct",
+            met: Some(mbps(gatehouse) >= 0.85 * mbps(direct)),
+        });
+        record(&Row {
+            what: &format!("{what}: recording on vs off"),
+            gatehouse: format!("{:.0} MB/s", mbps(gatehouse)),
+            baseline: format!("bench-only unrecorded build {:.0} MB/s", mbps(unrecorded)),
+            ratio: format!("{:.2}×", mbps(gatehouse) / mbps(unrecorded)),
+            target: "≥ 0.95×",
+            met: Some(mbps(gatehouse) >= 0.95 * mbps(unrecorded)),
+        });
+    }
     println!("recorder alone, same bytes");
     println!(
         "  raw file writes                   {:8.1} MB/s  1.00x",

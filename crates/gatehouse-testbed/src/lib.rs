@@ -5,6 +5,7 @@
 //! A missing program is an error naming the Debian package that provides it; nothing is
 //! skipped silently.
 
+pub mod bench_summary;
 mod pgbouncer;
 mod postgres;
 mod process;
