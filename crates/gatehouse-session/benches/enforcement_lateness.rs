@@ -50,7 +50,7 @@ fn main() {
         ratio(gmax, bmax)
     );
     gatehouse_testbed::bench_summary::record(&gatehouse_testbed::bench_summary::Row {
-        what: &format!("guard lateness p99, {SESSIONS} idle guards"),
+        what: "guard lateness p99, 10,000 guards, idle machine",
         gatehouse: format!("{:.1} ms", g99.as_secs_f64() * 1e3),
         baseline: format!("bare tokio timers {:.1} ms", b99.as_secs_f64() * 1e3),
         ratio: format!("{:.2}×", ratio(g99, b99)),
