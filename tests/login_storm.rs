@@ -51,8 +51,8 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// The start queue is bounded in time: with one start slot held by a session whose target
 /// accepts TCP and never answers, the next login waits `start_wait` and is refused with a
-/// message saying the broker is busy — its command never runs — and once the slot is free
-/// again logins go through.
+/// message saying the broker is busy — its command never runs —, a PostgreSQL login too
+/// (one line for the node's fronts), and once the slot is free again logins go through.
 #[test]
 fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
     let w = World::with_config("[node]\nmax_starting_sessions = 1\nstart_wait = \"1s\"\n");
@@ -108,6 +108,26 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
         !ran.exists(),
         "a refused session ran its command on the target"
     );
+    // the PostgreSQL front waits in the same line: refused with 53300 too_many_connections
+    w.add_password("queue-pw-1");
+    let conf = format!(
+        "host=127.0.0.1 port={} user=alice dbname=mute password=queue-pw-1 sslmode=disable",
+        w.gatehouse.pg_port()
+    );
+    let pg = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(tokio_postgres::connect(&conf, tokio_postgres::NoTls))
+        .map(|_| ())
+        .expect_err("a PostgreSQL login while the node's only start slot is held");
+    let db = pg
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {pg}"));
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS,
+        "{db:?}"
+    );
+    assert!(db.message().contains("too busy"), "{}", db.message());
     // the holder's target login times out; the slot is free again
     let held = holder.wait_with_output().expect("holder output");
     assert!(
