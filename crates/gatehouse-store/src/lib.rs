@@ -34,7 +34,7 @@ pub use audit::{AUDIT_ATTEMPTS, AuditEvent, AuditFilter, AuditRecord};
 pub use audit_writer::AUDIT_QUEUE;
 pub use detective::{CheckedSession, DetectiveLock};
 pub use directory::{GrantRecord, OperatorRecord};
-pub use nodes::{LostSession, NodeInfo, NodeRecord};
+pub use nodes::{Closer, LostSession, NodeInfo, NodeRecord};
 pub use notify::{CHANNEL as CHANGE_CHANNEL, ChangeFeed};
 pub use policies::{Actor, KillRequest, StoredPolicy};
 pub use recordings::{RecordingCheckpoint, RecordingRecord, RecordingState};

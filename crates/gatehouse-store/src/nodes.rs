@@ -43,6 +43,21 @@ pub struct NodeRecord {
     pub lost_at: Option<i64>,
 }
 
+/// Who closes a session no guard holds ([`Store::close_unguarded`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Closer<'a> {
+    /// The fleet takeover by node `me`: only while the session's node (`node_id`, `node`)
+    /// has sent no heartbeat since `cutoff` (Unix ms).
+    Takeover {
+        me: &'a str,
+        cutoff: i64,
+        node_id: &'a str,
+        node: &'a str,
+    },
+    /// The detective control (`action = "end"`), for the finding `rule`.
+    Detective { rule: &'a str },
+}
+
 /// A session closed because its node went silent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostSession {
@@ -227,21 +242,65 @@ impl Store {
     /// One lost session's takeover (see [`Store::take_over_lost_nodes`]); whether it was
     /// closed here.
     async fn take_over_session(&self, s: &LostSession, me: &str, cutoff: i64) -> Result<bool> {
-        let recording = self.interrupted_recording(&s.session_id).await?;
-        let detail = serde_json::json!({"reason": "interrupted", "node_lost": s.node_id, "node": s.node, "by": me});
+        let closer = Closer::Takeover {
+            me,
+            cutoff,
+            node_id: &s.node_id,
+            node: &s.node,
+        };
+        self.close_unguarded(&s.session_id, &s.operator, &closer)
+            .await
+    }
+
+    /// Closes as `interrupted` a live session no guard holds, in one transaction: the row
+    /// (for a takeover, only while its node is still silent), its recording marked
+    /// interrupted from its last authentic checkpoint, and a `session_closed` audit event
+    /// naming who closed it — all or nothing. Whether the row was closed here (false: it
+    /// was already closed, or its node came back).
+    pub async fn close_unguarded(
+        &self,
+        session_id: &str,
+        operator: &str,
+        closer: &Closer<'_>,
+    ) -> Result<bool> {
+        let recording = self.interrupted_recording(session_id).await?;
+        let (detail, source, silent_since) = match *closer {
+            Closer::Takeover {
+                me,
+                cutoff,
+                node_id,
+                node,
+            } => (
+                serde_json::json!({"reason": "interrupted", "node_lost": node_id, "node": node, "by": me}),
+                "fleet",
+                Some(cutoff),
+            ),
+            Closer::Detective { rule } => (
+                serde_json::json!({"reason": "interrupted", "rule": rule}),
+                "detective",
+                None,
+            ),
+        };
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE sessions SET ended_at = $1, end_reason = $2
-             WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
-                 (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
-        )
-        .bind(now_millis())
-        .bind(EndReason::Interrupted.to_stored())
-        .bind(&s.session_id)
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        let close = match silent_since {
+            Some(cutoff) => sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = $2
+                 WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
+                     (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
+            )
+            .bind(now_millis())
+            .bind(EndReason::Interrupted.to_stored())
+            .bind(session_id)
+            .bind(cutoff),
+            None => sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = $2
+                 WHERE id = $3 AND ended_at IS NULL",
+            )
+            .bind(now_millis())
+            .bind(EndReason::Interrupted.to_stored())
+            .bind(session_id),
+        };
+        if close.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         if let Some(t) = recording {
@@ -249,12 +308,13 @@ impl Store {
             // between the read and now: then the sealed state stays)
             t.apply(&mut tx).await?;
         }
-        let e = fleet_audit(
-            "session_closed",
-            Some(&s.operator),
-            Some(&s.session_id),
+        let e = AuditEvent {
+            kind: "session_closed",
+            operator: Some(operator),
+            session_id: Some(session_id),
+            source: Some(source),
             detail,
-        );
+        };
         insert_audit_on(&mut tx, now_millis(), &e).await?;
         tx.commit().await?;
         log_audit(&e);

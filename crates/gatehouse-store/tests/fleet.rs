@@ -162,6 +162,11 @@ async fn exercise(store: &Store) {
 }
 
 async fn fleet_audits(store: &Store, kind: &str) -> Vec<gatehouse_store::AuditRecord> {
+    audits_by(store, kind, "fleet").await
+}
+
+/// The audit events of `kind` written by `source`.
+async fn audits_by(store: &Store, kind: &str, source: &str) -> Vec<gatehouse_store::AuditRecord> {
     store
         .list_audit(&gatehouse_store::AuditFilter {
             kind: Some(kind),
@@ -170,7 +175,7 @@ async fn fleet_audits(store: &Store, kind: &str) -> Vec<gatehouse_store::AuditRe
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.source.as_deref() == Some("fleet"))
+        .filter(|e| e.source.as_deref() == Some(source))
         .collect()
 }
 
@@ -229,4 +234,57 @@ async fn postgres_store_and_change_notifications() {
     drop(feed);
     other.close().await;
     store.close().await;
+}
+
+/// The detective's end of a session no guard holds (`action = "end"`, rules no_guard and
+/// node_gone): that session only — row, recording, `session_closed` audit by the detective,
+/// together — and once; the node's other live session and its recording are untouched.
+#[tokio::test]
+async fn the_detective_closes_one_unguarded_session_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+    store.add_environment("prod").await.unwrap();
+    let orphan = session(&store, "node-a").await;
+    let held = session(&store, "node-a").await;
+    for (id, path) in [(&orphan, "/r/o.cast"), (&held, "/r/h.cast")] {
+        store.recording_started(id, path).await.unwrap();
+        store.recording_checkpoint(id, 2, "d2").await.unwrap();
+    }
+    let closer = gatehouse_store::Closer::Detective { rule: "no_guard" };
+    assert!(
+        store
+            .close_unguarded(&orphan, "alice", &closer)
+            .await
+            .unwrap()
+    );
+    let row = store.session(&orphan).await.unwrap();
+    assert_eq!(row.end_reason(), Some(EndReason::Interrupted));
+    let rec = store.recording(&orphan).await.unwrap();
+    assert_eq!(rec.state, RecordingState::Interrupted);
+    assert!(rec.authentic, "{rec:?}");
+    let audits = audits_by(&store, "session_closed", "detective").await;
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert_eq!(
+        (audits[0].session_id.as_deref(), audits[0].source.as_deref()),
+        (Some(orphan.as_str()), Some("detective"))
+    );
+    assert_eq!(audits[0].detail["rule"], "no_guard");
+    // the node's other session is not touched
+    assert!(store.session(&held).await.unwrap().ended_at.is_none());
+    assert_eq!(
+        store.recording(&held).await.unwrap().state,
+        RecordingState::Recording
+    );
+    // a second pass finds the row closed: nothing more is written
+    assert!(
+        !store
+            .close_unguarded(&orphan, "alice", &closer)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        audits_by(&store, "session_closed", "detective").await.len(),
+        1
+    );
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use gatehouse_core::EndReason;
+
 use gatehouse_core::detective::{
     Evidence, Facts, Finding, Mark, PolicyHistory, Recorded, RecordingFact, Rule, SessionFacts,
     Timeline, Tolerances, evaluate,
@@ -22,7 +22,7 @@ use gatehouse_recorder::RecordingKind;
 use gatehouse_recorder::status::{RecordingStatus, recording_status};
 use gatehouse_review::cast::{Cast, EventKind};
 use gatehouse_review::sqllog::{SqlEntry, SqlLog};
-use gatehouse_store::{AuditEvent, CheckedSession, RecordingState, Store, now_millis};
+use gatehouse_store::{AuditEvent, CheckedSession, Closer, RecordingState, Store, now_millis};
 use serde_json::{Map, Value, json};
 
 #[path = "detective_tail.rs"]
@@ -168,42 +168,41 @@ async fn end_live(store: &Store, facts: &Facts, new: &[&Finding]) {
             .filter(|f| f.session_id == id)
             .map(|f| f.rule)
             .collect();
-        let (kind, result, detail) = if let Some(rule) = rules
+        let ended = if let Some(rule) = rules
             .iter()
             .find(|r| matches!(r, Rule::NoGuard | Rule::NodeGone))
         {
-            let result = match store.end_session(id, &EndReason::Interrupted, 0, 0).await {
-                Ok(_) => store.interrupt_recordings(&s.node_id).await.map(drop),
-                Err(e) => Err(e),
+            // no guard to ask: row, recording and `session_closed` audit in one transaction
+            let closer = Closer::Detective {
+                rule: rule.as_str(),
             };
-            let detail = json!({"reason": "interrupted", "rule": rule.as_str()});
-            ("session_closed", result, detail)
+            store
+                .close_unguarded(id, &s.operator, &closer)
+                .await
+                .map(drop)
         } else if s.kill.is_none() {
+            // a guard holds it: ask it through the kill path (audited with the request)
             let reason = format!("detective: {}", rules[0].as_str());
-            let result = store.request_kill(id, &reason).await;
-            (
-                "session_kill_requested",
-                result,
-                json!({"session": id, "reason": reason}),
-            )
+            match store.request_kill(id, &reason).await {
+                Ok(()) => {
+                    let _ = store
+                        .audit(&AuditEvent {
+                            kind: "session_kill_requested",
+                            operator: Some(&s.operator),
+                            session_id: Some(id),
+                            source: Some("detective"),
+                            detail: json!({"session": id, "reason": reason}),
+                        })
+                        .await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         } else {
             continue;
         };
-        match result {
-            Ok(()) => {
-                let _ = store
-                    .audit(&AuditEvent {
-                        kind,
-                        operator: Some(&s.operator),
-                        session_id: Some(id),
-                        source: Some("detective"),
-                        detail,
-                    })
-                    .await;
-            }
-            Err(e) => {
-                tracing::error!(session_id = %id, error = %e, "detective: cannot end the session")
-            }
+        if let Err(e) = ended {
+            tracing::error!(session_id = %id, error = %e, "detective: cannot end the session");
         }
     }
 }
