@@ -1,10 +1,11 @@
 //! Benchmark-only (cargo feature `bench-lateness`; `bench/run` builds it as
 //! `target/release/gatehouse-lateness`): enforcement lateness measured inside a busy broker.
-//! When `GATEHOUSE_BENCH_LATENESS` names a file, `serve` runs, on its own runtime and for as
-//! long as it serves, rounds of 10,000 real guards (idle limits spread over 1–3 s, two
-//! warnings each) together with 10,000 bare tokio timers with the same deadlines — the
-//! baseline measured under the same load at the same time — and appends one JSON line per
-//! round: when it started and ended (Unix ms) and each side's p50/p99/max lateness in ms.
+//! When `GATEHOUSE_BENCH_LATENESS` names a file, `serve` runs, for as long as it serves,
+//! rounds of 10,000 real guards on the node's enforcement thread, where real guards run
+//! (idle limits spread over 1–3 s, two warnings each), together with 10,000 bare tokio
+//! timers with the same deadlines on the broker's main runtime — the baseline measured under
+//! the same load at the same time — and appends one JSON line per round: when it started and
+//! ended (Unix ms) and each side's p50/p99/max lateness in ms.
 //! `tests/bench/lateness_under_load.rs` loads the broker with logins and bulk traffic and
 //! reads the rounds. No normal build has this code.
 
