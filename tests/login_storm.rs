@@ -143,4 +143,32 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
             .contains("start queue did not move in time"),
         "the refusal is in the broker's log"
     );
+    // and on record: one access_denied (busy) per front, with the operator and target
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&w.gatehouse.cli_ok(&[
+        "audit",
+        "list",
+        "--json",
+        "--kind",
+        "access_denied",
+    ]))
+    .expect("audit JSON");
+    let busy: Vec<(String, String, String)> = audit
+        .iter()
+        .filter(|e| e["detail"]["reason"] == "busy")
+        .map(|e| {
+            (
+                e["operator"].as_str().unwrap_or("").to_owned(),
+                e["detail"]["target"].as_str().unwrap_or("").to_owned(),
+                e["detail"]["protocol"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        busy,
+        [
+            ("alice".to_owned(), "web1".to_owned(), "ssh".to_owned()),
+            ("alice".to_owned(), "mute".to_owned(), "postgres".to_owned())
+        ],
+        "{audit:?}"
+    );
 }

@@ -236,29 +236,27 @@ async fn session(
     let passthrough = startup::passthrough(&params);
     let mut start_detail = serde_json::Map::new();
     start_detail.insert("startup_params".into(), params_json(&passthrough));
+    let login = Login {
+        protocol: Protocol::Postgres,
+        node: &broker.config.front.node,
+        node_id: &broker.config.front.node_id,
+        peer,
+        operator: &operator,
+        target: Some(target_name),
+        method,
+        start_detail,
+    };
     // in line with the node's other starting sessions until the target login is done
     let starting = match broker.config.front.starting.enter().await {
         Ok(slot) => slot,
         Err(busy) => {
+            gatehouse_session::refused_busy(&broker.store, &login, &busy);
             // 53300 too_many_connections: what PostgreSQL itself says when it is full
             fatal(&mut writer, &refuse("53300", busy.operator_message())).await;
             return;
         }
     };
-    let admission = gatehouse_session::admit(
-        &broker.store,
-        &Login {
-            protocol: Protocol::Postgres,
-            node: &broker.config.front.node,
-            node_id: &broker.config.front.node_id,
-            peer,
-            operator: &operator,
-            target: Some(target_name),
-            method,
-            start_detail,
-        },
-    )
-    .await;
+    let admission = gatehouse_session::admit(&broker.store, &login).await;
     let admission = match admission {
         Ok(a) => a,
         Err(e) => {

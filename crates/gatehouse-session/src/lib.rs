@@ -30,7 +30,7 @@ pub use guard::{
 pub use lifecycle::{
     Access, Admission, Allowed, EndReasonCell, Enforcement, GuardSetup, Login, MarkerSink,
     SessionIdentity, SessionObserver, SessionRecording, admit, end_session, recording_failed,
-    recording_opened, start_guard,
+    recording_opened, refused_busy, start_guard,
 };
 pub use live::{
     Control, HEARTBEAT_INTERVAL, LiveSessions, Registration, WATCH_INTERVAL, audit_directive,

@@ -164,6 +164,24 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
     register(store, login, None, Some(reason), message).await
 }
 
+/// A login the start queue turned away before its session was registered: on record as
+/// `access_denied` (reason `busy`, with the wait), written without waiting on the store.
+pub fn refused_busy(store: &Store, login: &Login<'_>, busy: &crate::QueueTimeout) {
+    store.audit_later(&AuditEvent {
+        kind: "access_denied",
+        operator: Some(login.operator),
+        session_id: None,
+        source: Some(&login.peer.to_string()),
+        detail: json!({
+            "target": login.target.unwrap_or(""),
+            "protocol": login.protocol.as_str(),
+            "reason": "busy",
+            "waited_ms": u64::try_from(busy.waited.as_millis()).unwrap_or(u64::MAX),
+            "waiting": busy.waiting,
+        }),
+    });
+}
+
 /// Writes the session row and the login's audit events.
 async fn register(
     store: &Store,

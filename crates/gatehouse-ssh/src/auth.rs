@@ -156,6 +156,8 @@ impl Connection {
         let starting = match self.broker.config.front.starting.enter().await {
             Ok(slot) => slot,
             Err(busy) => {
+                let login = self.login(&operator, target.as_deref(), method);
+                gatehouse_session::refused_busy(self.broker.store(), &login, &busy);
                 // let the client in far enough to read why, as for a busy store
                 self.start_queue_refused(&busy);
                 return Auth::Accept;
@@ -183,6 +185,25 @@ impl Connection {
         }
     }
 
+    /// This connection's login as the shared lifecycle sees it.
+    fn login<'a>(
+        &'a self,
+        operator: &'a str,
+        target: Option<&'a str>,
+        method: &'a str,
+    ) -> Login<'a> {
+        Login {
+            protocol: Protocol::Ssh,
+            node: &self.broker.config.front.node,
+            node_id: &self.broker.config.front.node_id,
+            peer: self.state.peer,
+            operator,
+            target,
+            method,
+            start_detail: serde_json::Map::new(),
+        }
+    }
+
     /// The start queue did not move in time: nothing reaches the target, and every channel
     /// is refused with the reason. Returns what the operator is told.
     pub(crate) fn start_queue_refused(&mut self, busy: &QueueTimeout) -> String {
@@ -204,20 +225,8 @@ impl Connection {
         method: &str,
     ) -> Result<(), gatehouse_store::StoreError> {
         let store = self.broker.store().clone();
-        let admission = gatehouse_session::admit(
-            &store,
-            &Login {
-                protocol: Protocol::Ssh,
-                node: &self.broker.config.front.node,
-                node_id: &self.broker.config.front.node_id,
-                peer: self.state.peer,
-                operator,
-                target,
-                method,
-                start_detail: serde_json::Map::new(),
-            },
-        )
-        .await?;
+        let admission =
+            gatehouse_session::admit(&store, &self.login(operator, target, method)).await?;
         if let Some(session) = &admission.session {
             let span = &self.state.span;
             span.record("session_id", session.id.as_str());
