@@ -318,11 +318,15 @@ pub fn recording_failed(protocol: &str) {
         .inc();
 }
 
-/// `n` sessions wait in the start queue now.
-pub fn start_queue_waiting(n: usize) {
-    METRICS
-        .start_queue_waiting
-        .set(i64::try_from(n).unwrap_or(i64::MAX));
+/// A session joined (`true`) or left (`false`) the start queue's line. Counted up and down
+/// rather than set from the queue's own count, which two sessions racing could set out of
+/// order.
+pub fn start_queue_waiting(joined: bool) {
+    if joined {
+        METRICS.start_queue_waiting.inc();
+    } else {
+        METRICS.start_queue_waiting.dec();
+    }
 }
 
 /// A session queued for `waited`; `ok`: it got its slot (else it was refused).

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Default [`StartQueue`] width: sessions starting at once.
-pub const DEFAULT_MAX_STARTING: usize = 16;
+pub const DEFAULT_MAX_STARTING: u32 = 16;
 /// Default longest wait in the start queue.
 pub const DEFAULT_START_WAIT: Duration = Duration::from_secs(180);
 
@@ -61,8 +61,8 @@ impl QueueTimeout {
 
 impl StartQueue {
     /// `width` sessions start at once (at least one); a session waits at most `max_wait`.
-    pub fn new(width: usize, max_wait: Duration) -> Arc<Self> {
-        let width = width.max(1);
+    pub fn new(width: u32, max_wait: Duration) -> Arc<Self> {
+        let width = usize::try_from(width.max(1)).unwrap_or(usize::MAX);
         Arc::new(StartQueue {
             slots: Arc::new(Semaphore::new(width)),
             width,
@@ -91,12 +91,12 @@ impl StartQueue {
             return Ok(StartSlot { _permit: permit });
         }
         let started = tokio::time::Instant::now();
-        let now_waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::metrics::start_queue_waiting(now_waiting);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::start_queue_waiting(true);
         let acquired =
             tokio::time::timeout(self.max_wait, self.slots.clone().acquire_owned()).await;
         let left = self.waiting.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::start_queue_waiting(left - 1);
+        crate::metrics::start_queue_waiting(false);
         let waited = started.elapsed();
         match acquired {
             Ok(Ok(permit)) => {

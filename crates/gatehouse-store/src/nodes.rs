@@ -206,7 +206,16 @@ impl Store {
                 node_id: r.try_get(2)?,
                 node: r.try_get(3)?,
             };
-            if self.take_over_session(&s, me, cutoff).await? {
+            let closer = Closer::Takeover {
+                me,
+                cutoff,
+                node_id: &s.node_id,
+                node: &s.node,
+            };
+            if self
+                .close_unguarded(&s.session_id, &s.operator, &closer)
+                .await?
+            {
                 closed.push(s);
             }
         }
@@ -239,19 +248,6 @@ impl Store {
         Ok((closed, newly_lost))
     }
 
-    /// One lost session's takeover (see [`Store::take_over_lost_nodes`]); whether it was
-    /// closed here.
-    async fn take_over_session(&self, s: &LostSession, me: &str, cutoff: i64) -> Result<bool> {
-        let closer = Closer::Takeover {
-            me,
-            cutoff,
-            node_id: &s.node_id,
-            node: &s.node,
-        };
-        self.close_unguarded(&s.session_id, &s.operator, &closer)
-            .await
-    }
-
     /// Closes as `interrupted` a live session no guard holds, in one transaction: the row
     /// (for a takeover, only while its node is still silent), its recording marked
     /// interrupted from its last authentic checkpoint, and a `session_closed` audit event
@@ -264,6 +260,7 @@ impl Store {
         closer: &Closer<'_>,
     ) -> Result<bool> {
         let recording = self.interrupted_recording(session_id).await?;
+        // the detective closes regardless of heartbeats: no heartbeat is at or after i64::MAX
         let (detail, source, silent_since) = match *closer {
             Closer::Takeover {
                 me,
@@ -273,34 +270,27 @@ impl Store {
             } => (
                 serde_json::json!({"reason": "interrupted", "node_lost": node_id, "node": node, "by": me}),
                 "fleet",
-                Some(cutoff),
+                cutoff,
             ),
             Closer::Detective { rule } => (
                 serde_json::json!({"reason": "interrupted", "rule": rule}),
                 "detective",
-                None,
+                i64::MAX,
             ),
         };
         let mut tx = self.pool.begin().await?;
-        let close = match silent_since {
-            Some(cutoff) => sqlx::query(
-                "UPDATE sessions SET ended_at = $1, end_reason = $2
-                 WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
-                     (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
-            )
-            .bind(now_millis())
-            .bind(EndReason::Interrupted.to_stored())
-            .bind(session_id)
-            .bind(cutoff),
-            None => sqlx::query(
-                "UPDATE sessions SET ended_at = $1, end_reason = $2
-                 WHERE id = $3 AND ended_at IS NULL",
-            )
-            .bind(now_millis())
-            .bind(EndReason::Interrupted.to_stored())
-            .bind(session_id),
-        };
-        if close.execute(&mut *tx).await?.rows_affected() != 1 {
+        let closed = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2
+             WHERE id = $3 AND ended_at IS NULL AND NOT EXISTS
+                 (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id AND n.heartbeat_at >= $4)",
+        )
+        .bind(now_millis())
+        .bind(EndReason::Interrupted.to_stored())
+        .bind(session_id)
+        .bind(silent_since)
+        .execute(&mut *tx)
+        .await?;
+        if closed.rows_affected() != 1 {
             return Ok(false);
         }
         if let Some(t) = recording {

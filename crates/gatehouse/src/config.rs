@@ -179,7 +179,7 @@ pub struct Config {
     /// `[ssh] login_grace`.
     pub ssh_login_grace: Duration,
     /// `[node] max_starting_sessions` and `start_wait`: the node's start queue.
-    pub max_starting_sessions: usize,
+    pub max_starting_sessions: u32,
     pub start_wait: Duration,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
@@ -371,7 +371,7 @@ impl Config {
         let max_starting_sessions = limit(
             raw.node.max_starting_sessions,
             "max_starting_sessions",
-            u32::try_from(gatehouse_session::DEFAULT_MAX_STARTING).unwrap_or(16),
+            gatehouse_session::DEFAULT_MAX_STARTING,
         )?;
         let start_wait = duration(raw.node.start_wait, gatehouse_session::DEFAULT_START_WAIT)?;
         let mut store_options = gatehouse_store::StoreOptions::default();
@@ -398,7 +398,7 @@ impl Config {
             metrics_listen: raw.metrics.listen,
             login_limits,
             ssh_login_grace,
-            max_starting_sessions: usize::try_from(max_starting_sessions).unwrap_or(usize::MAX),
+            max_starting_sessions,
             start_wait,
         })
     }

@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-
 use gatehouse_core::detective::{
     Evidence, Facts, Finding, Mark, PolicyHistory, Recorded, RecordingFact, Rule, SessionFacts,
     Timeline, Tolerances, evaluate,
