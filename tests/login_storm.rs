@@ -88,14 +88,7 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
         .spawn()
         .expect("start ssh");
     // the holder is in its target login (the slot held) once its session row exists
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !w.gatehouse.cli_ok(&["sessions", "list"]).contains("mute") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "holder never admitted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    w.gatehouse.wait_live();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let ran = w.keys.path().join("ran-while-busy");
     let out = w.ssh_exec("alice+web1", &format!("touch {}", ran.display()));
