@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_session::{FrontConfig, LiveSessions};
+use gatehouse_session::{ConnectionThreads, FrontConfig, LiveSessions};
 use gatehouse_store::Store;
 use thiserror::Error;
 
@@ -22,6 +22,9 @@ pub struct PgConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Accept a cleartext password (inside TLS only) besides SCRAM-SHA-256.
     pub allow_cleartext: bool,
+    /// Threads that run the connections (each an event loop of its own); `None`: the
+    /// caller's runtime.
+    pub threads: Option<Arc<ConnectionThreads>>,
 }
 
 impl PgConfig {
@@ -30,6 +33,7 @@ impl PgConfig {
             front,
             tls,
             allow_cleartext: false,
+            threads: None,
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::broker::{PgBroker, PgError};
 
-/// Serves PostgreSQL on `listener` until `shutdown` resolves, then ends live sessions (end
+/// Serves PostgreSQL on `listener` until `shutdown` resolves (each connection on one of the
+/// configured connection threads, if any), then ends live sessions (end
 /// reason `shutdown`, FATAL 57P01 to the client) and waits for their logs to be sealed, at
 /// most `shutdown_grace`.
 pub async fn run(
@@ -27,7 +28,14 @@ pub async fn run(
         shutdown,
         |socket, peer| {
             let broker = broker.clone();
-            async move { crate::conn::serve(broker, socket, peer).await }
+            let threads = broker.config.threads.clone();
+            let serve = move |socket| crate::conn::serve(broker, socket, peer);
+            async move {
+                match threads {
+                    Some(threads) => threads.run(socket, serve).await,
+                    None => serve(socket).await,
+                }
+            }
         },
     )
     .await

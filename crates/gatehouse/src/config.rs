@@ -92,6 +92,9 @@ struct RawPostgres {
     allow_cleartext: Option<bool>,
     /// Time a connection gets for startup, TLS and authentication before it is dropped.
     login_grace: Option<toml::Spanned<String>>,
+    /// Threads that run PostgreSQL connections, each an event loop of its own (default: one
+    /// per CPU core).
+    threads: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -196,6 +199,8 @@ pub struct PostgresConfig {
     pub allow_cleartext: bool,
     /// `[postgres] login_grace`.
     pub login_grace: Duration,
+    /// `[postgres] threads`: connection threads (default: one per CPU core).
+    pub threads: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -356,6 +361,7 @@ impl Config {
                 "postgres.tls_cert and postgres.tls_key must be given together".into(),
             ));
         }
+        let pg_threads = limit(pg.threads, "threads", default_pg_threads())?;
         let postgres = (pg.enabled != Some(false)).then(|| PostgresConfig {
             listen: pg.listen.unwrap_or_else(|| {
                 DEFAULT_POSTGRES_LISTEN
@@ -367,6 +373,7 @@ impl Config {
             generate_tls,
             allow_cleartext: pg.allow_cleartext.unwrap_or(false),
             login_grace: pg_login_grace,
+            threads: pg_threads,
         });
         let max_starting_sessions = limit(
             raw.node.max_starting_sessions,
@@ -402,6 +409,11 @@ impl Config {
             start_wait,
         })
     }
+}
+
+/// One PostgreSQL connection thread per CPU core the process may use.
+fn default_pg_threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
 }
 
 fn resolve_store_url(url: &str, base: &Path) -> Result<String, String> {

@@ -14,6 +14,22 @@ fn defaults_without_a_file() {
     assert_eq!(c.secret_key_file, Path::new("/srv/gatehouse_secret.key"));
     assert_eq!(c.max_starting_sessions, 16);
     assert_eq!(c.start_wait, std::time::Duration::from_secs(180));
+    // one PostgreSQL connection thread per core unless told
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(c.postgres.unwrap().threads as usize, cores);
+}
+
+#[test]
+fn postgres_connection_threads() {
+    let c = parse("[postgres]\nthreads = 3\n").unwrap();
+    assert_eq!(c.postgres.unwrap().threads, 3);
+    let e = parse("[postgres]\nthreads = 0\n").unwrap_err();
+    assert_eq!((e.line, e.column), (2, 11));
+    assert!(
+        e.reason.contains("threads must be at least 1"),
+        "{}",
+        e.reason
+    );
 }
 
 #[test]

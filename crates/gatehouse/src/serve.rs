@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_pg::{PgBroker, PgConfig};
-use gatehouse_session::{FrontConfig, LiveSessions};
+use gatehouse_session::{ConnectionThreads, FrontConfig, LiveSessions};
 use gatehouse_ssh::{Broker, BrokerConfig, keys};
 use tokio::net::TcpListener;
 
@@ -91,6 +91,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             pg_front.login_grace = pg.login_grace;
             let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
+            pg_config.threads = Some(
+                ConnectionThreads::start("gatehouse-pg", pg.threads as usize)
+                    .context("cannot start the PostgreSQL connection threads")?,
+            );
             let listener = TcpListener::bind(pg.listen)
                 .await
                 .with_context(|| format!("cannot listen for PostgreSQL on {}", pg.listen))?;
