@@ -121,35 +121,53 @@ pub struct MarkerLine {
 }
 
 /// A line after the header, as read.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SqlLogLine {
     Statement(StatementLine),
     Marker(MarkerLine),
-    /// A line type this version does not know (ignored), or a statement or marker line
-    /// with a malformed field (see [`SqlLogLine::parse`]).
+    /// A line type this version does not know (ignored).
     Other {
         t: f64,
-        #[serde(rename = "type")]
         kind: String,
     },
+}
+
+/// What every line has: its time and type (other fields skipped, not kept).
+#[derive(Deserialize)]
+struct LineHead<'a> {
+    t: f64,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
 }
 
 impl SqlLogLine {
     /// One line; `None` if it is not a log line at all (malformed JSON, no `t` or `type`,
     /// a statement or marker that does not parse as one, a time that is not a finite
     /// non-negative number).
+    ///
+    /// Read in two passes rather than as an untagged enum: serde reads an untagged enum by
+    /// copying the whole line into a generic tree first and trying each variant on it,
+    /// several times what reading the struct the type names costs (the detective reads
+    /// every line of every live log, a statement per round trip).
+    ///
+    /// A line is a JSON object: serde would also read a struct from an array of its fields
+    /// in order, which no writer produces.
     pub fn parse(line: &[u8]) -> Option<SqlLogLine> {
-        let l: SqlLogLine = serde_json::from_slice(line).ok()?;
-        let t = match &l {
-            SqlLogLine::Statement(s) => s.t,
-            SqlLogLine::Marker(m) => m.t,
-            SqlLogLine::Other { kind, .. } if kind == "statement" || kind == "marker" => {
-                return None;
-            }
-            SqlLogLine::Other { t, .. } => *t,
-        };
-        (t.is_finite() && t >= 0.0).then_some(l)
+        if line.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let head: LineHead<'_> = serde_json::from_slice(line).ok()?;
+        if !(head.t.is_finite() && head.t >= 0.0) {
+            return None;
+        }
+        match head.kind.as_ref() {
+            "statement" => serde_json::from_slice(line).ok().map(SqlLogLine::Statement),
+            "marker" => serde_json::from_slice(line).ok().map(SqlLogLine::Marker),
+            _ => Some(SqlLogLine::Other {
+                t: head.t,
+                kind: head.kind.into_owned(),
+            }),
+        }
     }
 }
 
@@ -199,6 +217,100 @@ mod tests {
         }
     }
 
+    /// The reading as an untagged enum this replaced (serde tries each variant in turn).
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    enum Untagged {
+        Statement(StatementLine),
+        Marker(MarkerLine),
+        Other {
+            t: f64,
+            #[serde(rename = "type")]
+            kind: String,
+        },
+    }
+
+    fn untagged(line: &[u8]) -> Option<SqlLogLine> {
+        let (t, l) = match serde_json::from_slice(line).ok()? {
+            Untagged::Statement(s) => (s.t, SqlLogLine::Statement(s)),
+            Untagged::Marker(m) => (m.t, SqlLogLine::Marker(m)),
+            Untagged::Other { kind, .. } if kind == "statement" || kind == "marker" => {
+                return None;
+            }
+            Untagged::Other { t, kind } => (t, SqlLogLine::Other { t, kind }),
+        };
+        (t.is_finite() && t >= 0.0).then_some(l)
+    }
+
+    /// The two-pass reading accepts and rejects exactly what the untagged enum did (JSON
+    /// objects; arrays are no longer read as structs): every line of the tests here, and
+    /// thousands of variants of them with fields dropped, retyped, duplicated or cut short.
+    #[test]
+    fn two_pass_reading_is_the_untagged_reading() {
+        let base = [
+            r#"{"duration_ms":0.42,"error":null,"executions":1,"params":["42",null],"protocol":"extended","rows":1,"statement":"s1","suspended":false,"t":1.234567,"tag":"SELECT 1","text":"select $1","type":"statement"}"#,
+            r#"{"duration_ms":3.0,"error":{"message":"x","sqlstate":"42P01"},"params":null,"protocol":"simple","rows":0,"t":2.0,"tag":null,"text":"select \"a\"","type":"statement"}"#,
+            r#"{"label":"refused from the client: x","refused":{"from":"client","length":7,"message_type":"Q","sqlstate":"54000"},"t":5.25,"type":"marker"}"#,
+            r#"{"label":"warning: idle","t":4.0,"type":"marker"}"#,
+            r#"{"t":1,"type":"future","x":[1]}"#,
+            r#"{"t":1,"type":"stat\u0065ment","text":"x"}"#,
+            r#"{"type":"marker","t":1e400}"#,
+            r#"{"t":1,"t":2,"type":"marker"}"#,
+            r#"{"t":1,"type":"statement","rows":-1}"#,
+            r#"{"t":"1","type":"statement"}"#,
+            r#"{"t":1,"type":7}"#,
+            r#"  {"t":0,"type":"marker"}"#,
+        ];
+        let mut seen = 0;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let replacements: [&[u8]; 10] = [
+            b"",
+            b"null",
+            b"1",
+            b"-1",
+            b"\"",
+            b",",
+            b"{}",
+            b"[]",
+            b"\"marker\"",
+            b"\"statement\"",
+        ];
+        for line in base {
+            let line = line.as_bytes();
+            assert_eq!(
+                SqlLogLine::parse(line),
+                untagged(line),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            for _ in 0..2_000 {
+                let mut v = line.to_vec();
+                // replace a random span by a random token, or cut the line short
+                let a = next(v.len());
+                let b = (a + next(12)).min(v.len());
+                if next(8) == 0 {
+                    v.truncate(a);
+                } else {
+                    v.splice(a..b, replacements[next(replacements.len())].iter().copied());
+                }
+                if v.trim_ascii_start().first() == Some(&b'[') {
+                    assert_eq!(SqlLogLine::parse(&v), None);
+                    continue;
+                }
+                let (new, old) = (SqlLogLine::parse(&v), untagged(&v));
+                seen += usize::from(new.is_some());
+                assert_eq!(new, old, "{}", String::from_utf8_lossy(&v));
+            }
+        }
+        assert!(seen > 1_000, "too few variants parse at all: {seen}");
+    }
+
     #[test]
     fn unknown_lines_are_other_and_malformed_ones_none() {
         assert!(matches!(
@@ -214,6 +326,7 @@ mod tests {
             br#"{"t":1,"type":"statement","text":5}"#,
             br#"{"t":1,"type":"marker","label":[]}"#,
             br#"{"type":"marker"}"#,
+            br#"["x",null,1,"marker"]"#,
             b"\x00",
         ] {
             assert_eq!(
