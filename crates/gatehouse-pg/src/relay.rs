@@ -248,7 +248,7 @@ where
                 }
             });
         }
-        for s in &finished {
+        for s in finished {
             log.statement(s);
         }
         bytes_out.fetch_add(batch.len() as u64, Ordering::Relaxed);

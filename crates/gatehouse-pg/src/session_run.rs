@@ -268,7 +268,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     let now = opened.elapsed();
     if let Ok(mut t) = tracker.lock() {
         for s in t.abandon(now) {
-            log.statement(&s);
+            log.statement(s);
         }
     }
     Ended {
