@@ -34,15 +34,17 @@ pub(crate) struct FrameReader<R> {
     max: usize,
     /// During login: when the peer must be done (reads fail with `LoginGrace` after it).
     deadline: Option<Instant>,
-    /// Room made for the next read: starts small (an idle session holds a few KiB, not
-    /// 64 — memory per live session), doubles while reads fill it, up to [`READ_CHUNK`].
+    /// Room made for the next read: starts small (an idle session holds 1 KiB, not 64 —
+    /// memory per live session), doubles while reads fill it, up to [`READ_CHUNK`], and
+    /// halves while they use less than a quarter of it; a buffer left much larger than
+    /// that is let go once it is empty.
     chunk: usize,
 }
 
 /// Largest read: a busy relay reads (and forwards) up to this much at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// First read's room.
-const FIRST_CHUNK: usize = 4 * 1024;
+/// First read's room, and the least a read gets.
+const FIRST_CHUNK: usize = 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(inner: R, max: usize) -> Self {
@@ -69,6 +71,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads more bytes, at least `want` of room made; false at the end of the stream.
     async fn fill(&mut self, want: usize) -> Result<bool, ReadError> {
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.chunk.max(want) {
+            // a burst is over: give its room back rather than keep it while idle
+            self.buf = BytesMut::new();
+        }
         self.buf.reserve(want);
         let room = self.buf.capacity() - self.buf.len();
         let read = self.inner.read_buf(&mut self.buf);
@@ -81,6 +87,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if n >= room {
             // the read filled all the room there was: more is coming, read more at once
             self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        } else if n < room / 4 {
+            self.chunk = (self.chunk / 2).max(FIRST_CHUNK);
         }
         Ok(n > 0)
     }
@@ -181,14 +189,30 @@ mod tests {
             peer.write_all(&msg).await.unwrap();
         }
         let mut got = 0;
-        let mut largest = 0;
+        let (mut largest, mut room) = (0, 0);
         while got < 512 * msg.len() {
             let b = reader.next_batch().await.unwrap().unwrap();
             largest = largest.max(b.len());
+            room = room.max(reader.chunk);
             got += b.len();
         }
-        assert_eq!(reader.chunk, READ_CHUNK);
+        assert_eq!(room, READ_CHUNK);
         assert!(largest > 32 * 1024, "largest batch {largest}");
+        // quiet again: small messages, one at a time; the room shrinks back and the large
+        // buffer is let go
+        for _ in 0..12 {
+            peer.write_all(&[b'Q', 0, 0, 0, 9, b's', b'e', b'l', b'1', 0])
+                .await
+                .unwrap();
+            let b = reader.next_batch().await.unwrap().unwrap();
+            assert_eq!(b.len(), 10);
+        }
+        assert_eq!(reader.chunk, FIRST_CHUNK);
+        assert!(
+            reader.buf.capacity() <= 4 * FIRST_CHUNK,
+            "{}",
+            reader.buf.capacity()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,9 @@ pub async fn run(
             async move {
                 match threads {
                     Some(threads) => threads.run(socket, serve).await,
-                    None => serve(socket).await,
+                    // boxed: inline, the connection's future would make every accept-loop
+                    // task that size, threads or not (memory per live session)
+                    None => Box::pin(serve(socket)).await,
                 }
             }
         },

@@ -8,9 +8,8 @@
 //! included: files are created 0600 and the directories Gatehouse creates 0700, whatever
 //! the process umask (which can only narrow them further).
 
-use std::fmt::Write as _;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,11 +21,13 @@ use crate::format::{Chain, Code, Header, push_event_line};
 /// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
 /// What a recording's buffer starts with: it grows to [`BUFFER`] only for a session that
-/// outputs that much between two flushes, so an idle session (most of them) holds a few
-/// KiB, not 64 (memory per live session, issue 14 §4).
-const INITIAL_BUFFER: usize = 4 * 1024;
-/// The sidecar's buffer: one digest line (~70 bytes) per event; written to the OS when full
-/// (the sidecar may run ahead of the cast file, never behind it).
+/// outputs that much between two flushes, and is let go again after a flush of much less,
+/// so an idle session (most of them) holds 1 KiB, not 64 (memory per live session, issue
+/// 14 §4).
+const INITIAL_BUFFER: usize = 1024;
+/// The sidecar's buffer: one digest line (~70 bytes) per event; written to the OS when this
+/// full (the sidecar may run ahead of the cast file, never behind it). Grown as lines come,
+/// not allocated up front: an idle session holds a few digest lines.
 const CHAIN_BUFFER: usize = 8 * 1024;
 
 #[derive(Debug, Error)]
@@ -60,9 +61,9 @@ pub struct RecordingFile {
     /// Cast lines not yet written: the lines are made here, hashed where they lie and
     /// written from here (no line is copied between its encoding and the write).
     pending: Vec<u8>,
-    chain_out: BufWriter<File>,
-    /// The sidecar line being made (kept to reuse its allocation).
-    digest_line: String,
+    chain_file: File,
+    /// Sidecar lines not yet written, made in place.
+    chain_pending: Vec<u8>,
     chain: Chain,
     size: u64,
 }
@@ -144,8 +145,8 @@ impl RecordingFile {
             path,
             cast,
             pending: Vec::with_capacity(INITIAL_BUFFER),
-            chain_out: BufWriter::with_capacity(CHAIN_BUFFER, chain_file),
-            digest_line: String::new(),
+            chain_file,
+            chain_pending: Vec::new(),
             chain,
             size: 0,
         };
@@ -209,16 +210,14 @@ impl RecordingFile {
     fn line_added(&mut self, start: usize, index: u64) -> Result<(), RecordError> {
         self.pending.push(b'\n');
         self.size += (self.pending.len() - start) as u64;
-        self.digest_line.clear();
-        // writing to a String cannot fail
-        let _ = write!(self.digest_line, "{index} ");
-        self.chain.push_hex(&mut self.digest_line);
-        self.digest_line.push('\n');
-        self.chain_out
-            .write_all(self.digest_line.as_bytes())
-            .map_err(|e| self.write_err(e))?;
+        // writing to a Vec cannot fail
+        let _ = write!(self.chain_pending, "{index} ");
+        self.chain.push_hex(&mut self.chain_pending);
+        self.chain_pending.push(b'\n');
         if self.pending.len() >= BUFFER {
             self.flush()?;
+        } else if self.chain_pending.len() >= CHAIN_BUFFER {
+            self.write_chain()?;
         }
         Ok(())
     }
@@ -238,19 +237,32 @@ impl RecordingFile {
     /// Hands buffered events to the OS: the sidecar first (the cast file never reaches the
     /// disk ahead of its digests), then the cast file.
     pub fn flush(&mut self) -> Result<(), RecordError> {
-        self.chain_out.flush().map_err(|e| self.write_err(e))?;
+        self.write_chain()?;
         self.cast
             .write_all(&self.pending)
             .map_err(|e| self.write_err(e))?;
+        let written = self.pending.len();
         self.pending.clear();
+        if self.pending.capacity() > 4 * written.max(INITIAL_BUFFER) {
+            // the burst that grew it is over
+            self.pending = Vec::with_capacity(INITIAL_BUFFER);
+        }
+        Ok(())
+    }
+
+    /// Hands the sidecar's buffered lines to the OS.
+    fn write_chain(&mut self) -> Result<(), RecordError> {
+        self.chain_file
+            .write_all(&self.chain_pending)
+            .map_err(|e| self.write_err(e))?;
+        self.chain_pending.clear();
         Ok(())
     }
 
     /// Flushes, syncs to disk and returns what the store keeps.
     pub fn seal(mut self) -> Result<Sealed, RecordError> {
         self.flush()?;
-        self.chain_out
-            .get_ref()
+        self.chain_file
             .sync_all()
             .and_then(|()| self.cast.sync_all())
             .map_err(|e| self.write_err(e))?;

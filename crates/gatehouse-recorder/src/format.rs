@@ -312,22 +312,24 @@ impl Chain {
     }
 
     /// Appends [`Chain::hex`] to `out`.
-    pub fn push_hex(&self, out: &mut String) {
+    /// Appends the digest in lowercase hex.
+    pub fn push_hex(&self, out: &mut Vec<u8>) {
         push_hex(out, &self.digest);
     }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
-    out
+    // hex digits are ASCII
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
 }
 
