@@ -33,13 +33,13 @@ const MODES: [Mode; 3] = [
         name: "simple query protocol",
         args: &["-M", "simple"],
         seconds: 10,
-        rounds: 2,
+        rounds: 3,
     },
     Mode {
         name: "prepared statements",
         args: &["-M", "prepared"],
         seconds: 10,
-        rounds: 2,
+        rounds: 3,
     },
     Mode {
         name: "new connection per transaction (-C)",
