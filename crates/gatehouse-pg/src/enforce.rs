@@ -19,7 +19,7 @@ pub(crate) fn end_sqlstate(reason: &EndReason) -> &'static str {
 }
 
 pub(crate) struct PgOperator {
-    pub(crate) out: mpsc::Sender<ClientOut>,
+    pub(crate) out: mpsc::Sender<Box<ClientOut>>,
     pub(crate) ended: watch::Sender<bool>,
 }
 
@@ -29,7 +29,7 @@ impl PgOperator {
     /// guard's own few messages, so it is full only when the socket is stuck; the message
     /// is then dropped (warnings and the end are also markers in the statement log).
     fn queue(&self, out: ClientOut) {
-        if let Err(e) = self.out.try_send(out) {
+        if let Err(e) = self.out.try_send(Box::new(out)) {
             tracing::debug!(error = %e, "operator not reading: Gatehouse message dropped");
         }
     }

@@ -170,7 +170,8 @@ where
 /// per message (a task hop per round trip costs more than the relaying itself).
 pub(crate) struct ClientOutput<W> {
     pub(crate) writer: W,
-    pub(crate) guard: mpsc::Receiver<ClientOut>,
+    /// (Boxed: the queue allocates room for 32 messages when it is made.)
+    pub(crate) guard: mpsc::Receiver<Box<ClientOut>>,
     pub(crate) bytes_out: Arc<AtomicU64>,
 }
 
@@ -201,11 +202,12 @@ where
                         guard_open = false;
                         continue;
                     }
-                    Some(ClientOut::Notice(text)) => {
+                    Some(out) => match *out {
+                    ClientOut::Notice(text) => {
                         w.write_all(&backend::notice_response("WARNING", "01000", &text))
                             .await
                     }
-                    Some(ClientOut::Fatal { code, message }) => {
+                    ClientOut::Fatal { code, message } => {
                         let _ = w
                             .write_all(&backend::error_response("FATAL", code, &message))
                             .await;
@@ -213,6 +215,7 @@ where
                         let _ = w.shutdown().await;
                         return Stop::Ended;
                     }
+                    },
                 };
                 if result.is_err() || w.flush().await.is_err() {
                     return Stop::ClientClosed;

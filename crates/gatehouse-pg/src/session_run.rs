@@ -141,7 +141,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     }
 
     // the guard
-    let (out_tx, out_rx) = mpsc::channel::<ClientOut>(64);
+    let (out_tx, out_rx) = mpsc::channel::<Box<ClientOut>>(64);
     let (ended_tx, mut ended_rx) = watch::channel(false);
     let Enforcement {
         clock,
@@ -226,10 +226,10 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
                 if let Stop::Refused(r) = &s {
                     tracing::warn!(refused = %r, "message refused: session ended");
                     log.refused("operator", r);
-                    let _ = out_tx.try_send(ClientOut::Fatal {
+                    let _ = out_tx.try_send(Box::new(ClientOut::Fatal {
                         code: r.sqlstate,
                         message: format!("[gatehouse] message refused ({r}); the session is ended"),
-                    });
+                    }));
                     let _ = tokio::time::timeout(grace, &mut to_client).await;
                 }
                 s

@@ -136,7 +136,9 @@ pub enum GuardEvent<C> {
     },
     /// Keystrokes typed while the session is locked: answers to the prompt.
     LockInput(Bytes),
-    Policy(EnvPolicy),
+    /// Boxed: the largest event by far, and rare; the guard's queue allocates room for 32
+    /// events of the largest size when it is made (memory per live session).
+    Policy(Box<EnvPolicy>),
     Kill(EndReason),
 }
 
@@ -292,7 +294,7 @@ where
             GuardEvent::Policy(policy) => {
                 self.sync_activity();
                 let now = self.clock.now();
-                self.enforcer.set_policy(policy, now);
+                self.enforcer.set_policy(*policy, now);
             }
             GuardEvent::Kill(reason) => {
                 let d = self.enforcer.kill(reason);

@@ -288,7 +288,7 @@ async fn policy_change_and_admin_kill_reach_the_live_session() {
     .unwrap();
     settle().await;
     advance(5 * M).await;
-    h.tx.send(GuardEvent::Policy(idle_policy(2 * M, &[])))
+    h.tx.send(GuardEvent::Policy(Box::new(idle_policy(2 * M, &[]))))
         .unwrap();
     settle().await;
     assert!(h.rec.text().contains("closes in 1s"), "{}", h.rec.text());

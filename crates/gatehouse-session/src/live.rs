@@ -452,7 +452,7 @@ pub fn audit_directive(store: &Store, operator: &str, session_id: &str, d: &Dire
 impl<C> From<Control> for crate::GuardEvent<C> {
     fn from(c: Control) -> Self {
         match c {
-            Control::Policy(p) => crate::GuardEvent::Policy(p),
+            Control::Policy(p) => crate::GuardEvent::Policy(Box::new(p)),
             Control::Kill(r) => crate::GuardEvent::Kill(r),
         }
     }

@@ -93,7 +93,9 @@ pub(crate) enum ToTarget {
     Env(String, String),
     WindowChange(WindowSize),
     Signal(Sig),
-    Request(Request, Reply),
+    /// The request boxed: the largest event by far, and rare; the writer's queue allocates
+    /// room for 32 events of the largest size when it is made (memory per live session).
+    Request(Box<Request>, Reply),
 }
 
 impl ToTarget {
@@ -112,7 +114,9 @@ impl ToTarget {
             ToTarget::Env(..) => OperatorAction::Prepare,
             ToTarget::WindowChange(_) => OperatorAction::WindowChange,
             ToTarget::Signal(_) => OperatorAction::Signal,
-            ToTarget::Request(Request::Pty { .. }, _) => OperatorAction::Prepare,
+            ToTarget::Request(r, _) if matches!(**r, Request::Pty { .. }) => {
+                OperatorAction::Prepare
+            }
             ToTarget::Request(..) => OperatorAction::Start,
             // closing a channel runs nothing on the target; it always goes through
             ToTarget::Close => return None,
@@ -264,7 +268,7 @@ impl RelayHandle {
 
     async fn ask(&self, request: Request, starts: Option<RecordingMode>) -> bool {
         let (tx, rx) = oneshot::channel();
-        if !self.enqueue(ToTarget::Request(request, Reply { tx, starts })) {
+        if !self.enqueue(ToTarget::Request(Box::new(request), Reply { tx, starts })) {
             return false;
         }
         matches!(tokio::time::timeout(REPLY_TIMEOUT, rx).await, Ok(Ok(true)))

@@ -142,7 +142,7 @@ async fn apply(
             if let Ok(mut p) = pending.lock() {
                 p.push_back(reply);
             }
-            match request {
+            match *request {
                 Request::Pty {
                     term,
                     cols,
