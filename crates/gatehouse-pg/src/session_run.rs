@@ -100,7 +100,9 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         move |_| {
             let _ = failed_tx.send(());
         },
-    ) {
+    )
+    .await
+    {
         Ok((log, path)) => {
             recording_opened(store, session, &path, log.checkpoints());
             log
