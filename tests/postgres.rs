@@ -590,3 +590,47 @@ fn audits_name_the_login_method_and_shutdown_is_told_as_shutdown() {
         .any(|e| e["detail"]["method"] == "scram-sha-256");
     assert!(scram, "the SCRAM login is audited as SCRAM");
 }
+
+/// No statement log, no session: with a recordings root nothing can be created under (its
+/// files are made on a blocking thread), the login is refused with 58030 and the statement
+/// never reaches the target.
+#[test]
+fn an_unwritable_statement_log_refuses_the_session_and_nothing_runs() {
+    let w = PgWorld::new();
+    let root = w.gatehouse.dir().join("recordings");
+    let _ = std::fs::remove_dir_all(&root);
+    // a file where the directory should be: nothing can be created below it, even as root
+    std::fs::write(&root, "not a directory").unwrap();
+    let o = w.psql(
+        &w.conninfo("orders", "sslmode=disable"),
+        &["-c", "create table should_not_exist (x int)"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("this session cannot be logged")
+            && err.contains("does not open unrecorded sessions"),
+        "{err}"
+    );
+    let direct = format!(
+        "host=127.0.0.1 port={} user=app dbname=orders sslmode=disable",
+        w.postgres.port()
+    );
+    let o = psql_as(
+        &direct,
+        TARGET_PASSWORD,
+        &[
+            "-tAc",
+            "select to_regclass('public.should_not_exist') is null",
+        ],
+        None,
+    );
+    assert_ok(&o, "psql straight to the target");
+    assert_eq!(stdout(&o).trim(), "t", "the statement ran on the target");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "recording_failed"
+    );
+    w.gatehouse.wait_audit("recording_failed");
+}
