@@ -37,15 +37,12 @@ fn main() {
     let mut to_exit = [Vec::with_capacity(count), Vec::with_capacity(count)];
     for i in 0..count {
         let by_lock = i % 2;
-        let mut child = fleet
-            .b()
-            .ssh("alice+web1", &fleet.world.alice_key)
-            .arg("echo ready; sleep 60")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = fleet.b().spawn_ssh(
+            "alice+web1",
+            &fleet.world.alice_key,
+            "echo ready; sleep 60",
+            Stdio::piped(),
+        );
         // the command runs on the target: the session is past its setup
         let mut first = String::new();
         std::io::BufRead::read_line(

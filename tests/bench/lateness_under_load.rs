@@ -129,13 +129,7 @@ fn main() {
                 let clients: Vec<_> = (0..BATCH)
                     .map(|_| {
                         w.gatehouse
-                            .ssh("alice+web1", &w.alice_key)
-                            .arg("true")
-                            .stdin(Stdio::null())
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null())
-                            .spawn()
-                            .unwrap()
+                            .spawn_ssh("alice+web1", &w.alice_key, "true", Stdio::null())
                     })
                     .collect();
                 for mut c in clients {

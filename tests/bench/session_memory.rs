@@ -58,14 +58,12 @@ fn ssh_sessions(w: &World, count: usize) -> Vec<Child> {
     while live.len() < count {
         let wave: Vec<Child> = (0..WAVE.min(count - live.len()))
             .map(|_| {
-                w.gatehouse
-                    .ssh("alice+web1", &w.alice_key)
-                    .arg("echo ready; exec sleep 600")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                w.gatehouse.spawn_ssh(
+                    "alice+web1",
+                    &w.alice_key,
+                    "echo ready; exec sleep 600",
+                    Stdio::piped(),
+                )
             })
             .collect();
         for mut c in wave {

@@ -359,6 +359,24 @@ impl Gatehouse {
         c
     }
 
+    /// Starts `ssh … command` in the background: no input, stderr dropped, stdout as given
+    /// (the benches' many concurrent sessions).
+    pub fn spawn_ssh(
+        &self,
+        login: &str,
+        key: &Path,
+        command: &str,
+        stdout: std::process::Stdio,
+    ) -> std::process::Child {
+        self.ssh(login, key)
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ssh: {e}"))
+    }
+
     /// Options shared by ssh, scp and sftp (`port_flag` is `-p` for ssh, `-P` for the others).
     pub fn client_options(&self, port_flag: &str, key: &Path) -> Vec<String> {
         vec![
