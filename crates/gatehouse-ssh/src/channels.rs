@@ -130,7 +130,7 @@ impl Connection {
             self.refuse_subsystem(&what);
             return session.channel_failure(channel);
         }
-        if let Err(message) = self.ensure_recording(channel, &what) {
+        if let Err(message) = self.ensure_recording(channel, &what).await {
             return refuse_on_channel(session, channel, &message);
         }
         let Some(ChannelKind::Relay(relay)) = self.channels.get(&channel) else {

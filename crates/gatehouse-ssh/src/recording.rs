@@ -11,8 +11,10 @@ use crate::connection::{Connection, Target};
 
 impl Connection {
     /// Opens the session's recording if it is not open yet. Fail closed: `Err` carries the
-    /// message the operator sees, and the session must not go on.
-    pub(crate) fn ensure_recording(
+    /// message the operator sees, and the session must not go on. The files are created on
+    /// a blocking thread (creating a file can take milliseconds on a full filesystem; the
+    /// runtime's workers relay other sessions meanwhile).
+    pub(crate) async fn ensure_recording(
         &mut self,
         channel: ChannelId,
         what: &str,
@@ -60,12 +62,27 @@ impl Connection {
                 ),
             ],
         };
-        let file = gatehouse_recorder::file::RecordingFile::create(
-            &self.broker.config.front.recordings_root,
-            &session.id,
-            started,
-            &header,
-        );
+        let root = self.broker.config.front.recordings_root.clone();
+        let id = session.id.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            gatehouse_recorder::file::RecordingFile::create(&root, &id, started, &header)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(gatehouse_recorder::RecordError::Create {
+                path: self
+                    .broker
+                    .config
+                    .front
+                    .recordings_root
+                    .display()
+                    .to_string(),
+                source: std::io::Error::other(e),
+            })
+        });
+        let (Some(e), Some(session)) = (&self.enforcement, &self.session) else {
+            return Err("the session is not set up for recording".into());
+        };
         let store = self.broker.store();
         let file = match file {
             Ok(f) => f,
