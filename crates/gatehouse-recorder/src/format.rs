@@ -245,6 +245,48 @@ impl Utf8Assembler {
     }
 }
 
+impl Utf8Assembler {
+    /// The text of `bytes`, as [`Utf8Assembler::push`] makes it, borrowed from `bytes`
+    /// where it can be: when no character is held back and `bytes` are valid UTF-8 up to a
+    /// character they end in the middle of (held back for the next chunk), which is nearly
+    /// always. Otherwise it is made in `scratch`. The recorder's output path: no copy of
+    /// the chunk before it is escaped into the event line.
+    pub fn text<'a>(&mut self, bytes: &'a [u8], scratch: &'a mut String) -> &'a str {
+        if self.pending.is_empty() {
+            let (complete, tail) = bytes.split_at(complete_len(bytes));
+            // the tail is held back only if it can still become a character: an invalid one
+            // is U+FFFD in this event, as `push` makes it
+            let tail_waits = tail.is_empty()
+                || std::str::from_utf8(tail).is_err_and(|e| e.error_len().is_none());
+            if tail_waits && let Ok(text) = std::str::from_utf8(complete) {
+                self.pending.extend_from_slice(tail);
+                return text;
+            }
+        }
+        scratch.clear();
+        self.push_into(bytes, scratch);
+        scratch
+    }
+}
+
+/// How much of `bytes` is left once a character they end in the middle of is cut off: the
+/// last lead byte among the last four bytes, if the character it starts needs more bytes
+/// than there are. (Whether what is left is valid is for the caller to check.)
+fn complete_len(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    let last_lead = (len.saturating_sub(4)..len)
+        .rev()
+        .find(|&i| bytes[i] & 0xc0 != 0x80);
+    let Some(lead) = last_lead else { return len };
+    let width = match bytes[lead] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    };
+    if lead + width > len { lead } else { len }
+}
+
 /// Appends the text of `bytes` to `out`, U+FFFD for each invalid sequence; returns how many
 /// bytes it decoded: all but an incomplete character at the end. (`from_utf8` rather than
 /// `utf8_chunks`: it checks plain ASCII a word at a time, `utf8_chunks` a byte at a time.)
@@ -311,8 +353,7 @@ impl Chain {
         hex(&self.digest)
     }
 
-    /// Appends [`Chain::hex`] to `out`.
-    /// Appends the digest in lowercase hex.
+    /// Appends [`Chain::hex`] (the digest in lowercase hex) to `out`.
     pub fn push_hex(&self, out: &mut Vec<u8>) {
         push_hex(out, &self.digest);
     }

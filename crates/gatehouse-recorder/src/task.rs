@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -36,7 +37,7 @@ pub struct Checkpoint {
 
 enum RecEvent {
     /// Output, from the channel numbered so if the source knows it.
-    Output(Instant, Option<u32>, Vec<u8>),
+    Output(Instant, Option<u32>, Bytes),
     /// A channel's program started, with a pty or without.
     Channel(u32, bool),
     Input(Instant, Vec<u8>),
@@ -69,21 +70,22 @@ impl RecorderHandle {
         if UNRECORDED {
             return;
         }
-        let _ = self
-            .tx
-            .send(RecEvent::Output(Instant::now(), None, bytes.to_vec()));
+        let _ = self.tx.send(RecEvent::Output(
+            Instant::now(),
+            None,
+            Bytes::copy_from_slice(bytes),
+        ));
     }
 
-    /// Output of SSH channel `channel` (see [`RecorderHandle::channel_started`]).
-    pub fn output_on(&self, channel: u32, bytes: &[u8]) {
+    /// Output of SSH channel `channel` (see [`RecorderHandle::channel_started`]), shared
+    /// with the relay that passes the same bytes on (no copy).
+    pub fn output_on(&self, channel: u32, bytes: Bytes) {
         if UNRECORDED {
             return;
         }
-        let _ = self.tx.send(RecEvent::Output(
-            Instant::now(),
-            Some(channel),
-            bytes.to_vec(),
-        ));
+        let _ = self
+            .tx
+            .send(RecEvent::Output(Instant::now(), Some(channel), bytes));
     }
 
     /// Channel `channel` started its program with a pty or without. The first call must be
@@ -245,14 +247,15 @@ async fn run(
         let Some(event) = event else { break };
         // the event's line: its time, code and data (made in the file's buffer)
         let label: String;
+        let (payload, typed): (Bytes, Vec<u8>);
         let event = match event {
             RecEvent::Output(at, channel, bytes) => {
-                output_text.clear();
-                output.push_into(&bytes, &mut output_text);
+                payload = bytes;
+                let text = output.text(&payload, &mut output_text);
                 let pty = channel.and_then(|c| channel_pty.get(&c).copied());
                 if let Some(pty) = pty
                     && mode != Some(pty)
-                    && !output_text.is_empty()
+                    && !text.is_empty()
                 {
                     mode = Some(pty);
                     let label = if pty { MODE_PTY } else { MODE_NO_PTY };
@@ -262,7 +265,7 @@ async fn run(
                         fail(&mut file, e);
                     }
                 }
-                (!output_text.is_empty()).then_some((at, Code::Output, output_text.as_str()))
+                (!text.is_empty()).then_some((at, Code::Output, text))
             }
             RecEvent::Channel(channel, pty) => {
                 channel_pty.insert(channel, pty);
@@ -270,9 +273,9 @@ async fn run(
                 None
             }
             RecEvent::Input(at, bytes) => {
-                input_text.clear();
-                input.push_into(&bytes, &mut input_text);
-                (!input_text.is_empty()).then_some((at, Code::Input, input_text.as_str()))
+                typed = bytes;
+                let text = input.text(&typed, &mut input_text);
+                (!text.is_empty()).then_some((at, Code::Input, text))
             }
             RecEvent::Resize(at, cols, rows) => {
                 label = format!("{cols}x{rows}");
@@ -415,11 +418,11 @@ mod tests {
         let file = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
         let h = spawn_recorder(file, Instant::now(), |_| {});
         h.channel_started(0, true);
-        h.output_on(0, b"$ ");
+        h.output_on(0, Bytes::from_static(b"$ "));
         h.channel_started(1, false);
-        h.output_on(1, b"a\nb\n");
-        h.output_on(1, b"c\n");
-        h.output_on(0, b"$ ");
+        h.output_on(1, Bytes::from_static(b"a\nb\n"));
+        h.output_on(1, Bytes::from_static(b"c\n"));
+        h.output_on(0, Bytes::from_static(b"$ "));
         h.output(b"unknown source keeps the mode");
         h.seal().await.unwrap().unwrap();
         let codes: Vec<String> = on_disk(&path)

@@ -107,7 +107,8 @@ fn random_chunks_make_the_same_text_and_lines_as_the_first_writer() {
         let len = dice.below(5000);
         let bytes = terminal_bytes(&mut dice, len);
         let (mut first, mut fast) = (FirstAssembler::default(), Utf8Assembler::default());
-        let mut reused = String::new();
+        let mut borrowing = Utf8Assembler::default();
+        let (mut reused, mut scratch) = (String::new(), String::new());
         let mut rest = &bytes[..];
         let mut i = 0u64;
         while !rest.is_empty() {
@@ -117,6 +118,8 @@ fn random_chunks_make_the_same_text_and_lines_as_the_first_writer() {
             reused.clear();
             fast.push_into(chunk, &mut reused);
             assert_eq!(reused, expected, "round {round}: {chunk:?}");
+            let borrowed = borrowing.text(chunk, &mut scratch);
+            assert_eq!(borrowed, expected, "round {round}: {chunk:?}");
             let at = Duration::from_micros(i * 1_234_567);
             assert_eq!(
                 event_line(at, Code::Output, &expected),

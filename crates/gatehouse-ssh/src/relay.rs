@@ -277,31 +277,32 @@ impl RelayHandle {
     /// Hands operator bytes the gate let through to the channel's record: the recording for
     /// terminals and raw subsystems, the transfer log for sftp.
     pub(crate) fn record_input(&self, state: &ConnectionState, bytes: &[u8]) {
-        record(&self.shared, state, bytes, Side::Operator);
+        record(&self.shared, state, Side::Operator(bytes));
     }
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    Operator,
-    Target,
+/// Bytes of a channel, and whose they are.
+enum Side<'a> {
+    Operator(&'a [u8]),
+    /// As received: shared with the recorder, not copied.
+    Target(&'a Bytes),
 }
 
-fn record(shared: &Shared, state: &ConnectionState, bytes: &[u8], side: Side) {
+fn record(shared: &Shared, state: &ConnectionState, side: Side<'_>) {
     match shared.mode() {
         Some(RecordingMode::Terminal | RecordingMode::RawSubsystem) => {
             if let Some(rec) = state.recorder.get() {
                 match side {
-                    Side::Operator => rec.input(bytes),
-                    Side::Target => rec.output_on(shared.channel, bytes),
+                    Side::Operator(bytes) => rec.input(bytes),
+                    Side::Target(bytes) => rec.output_on(shared.channel, bytes.clone()),
                 }
             }
         }
         Some(RecordingMode::Sftp) => {
             let transfers = shared.sftp.lock().ok().and_then(|mut tap| {
                 tap.as_mut().map(|t| match side {
-                    Side::Operator => t.operator_bytes(bytes),
-                    Side::Target => t.target_bytes(bytes),
+                    Side::Operator(bytes) => t.operator_bytes(bytes),
+                    Side::Target(bytes) => t.target_bytes(bytes),
                 })
             });
             if let Some(t) = transfers {
@@ -311,8 +312,8 @@ fn record(shared: &Shared, state: &ConnectionState, bytes: &[u8], side: Side) {
         // A target writing on a channel whose program it never accepted: still shown to
         // the operator, so still recorded.
         None => {
-            if let (Side::Target, Some(rec)) = (side, state.recorder.get()) {
-                rec.output_on(shared.channel, bytes);
+            if let (Side::Target(bytes), Some(rec)) = (side, state.recorder.get()) {
+                rec.output_on(shared.channel, bytes.clone());
             }
         }
     }

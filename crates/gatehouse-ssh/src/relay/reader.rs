@@ -29,14 +29,14 @@ pub(super) async fn read_from_target(
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                record(&shared, &state, &data, Side::Target);
+                record(&shared, &state, Side::Target(&data));
                 operator.data(channel, data).await.is_ok()
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 state
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                record(&shared, &state, &data, Side::Target);
+                record(&shared, &state, Side::Target(&data));
                 operator.extended_data(channel, ext, data).await.is_ok()
             }
             ChannelMsg::Eof => {
