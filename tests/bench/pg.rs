@@ -2,7 +2,9 @@
 //! transactions per second straight to PostgreSQL, through Gatehouse (SCRAM login, relayed,
 //! every statement in the hash-chained statement log) and through PgBouncer in session
 //! mode, in one run, reported as ratios to the direct baseline; Gatehouse also over TLS
-//! (`sslmode=require`), against itself in plaintext (what TLS costs). Three modes: the simple
+//! (`sslmode=require`), against itself in plaintext (what TLS costs), next to PostgreSQL
+//! directly over TLS against plaintext (what TLS costs on this machine when Gatehouse
+//! is not in the way: the client's TLS runs on the same cores). Three modes: the simple
 //! query protocol, prepared statements (extended protocol, parameters logged), and `-C`
 //! (a new connection per transaction: what logging in through each path costs). The
 //! paths are measured in turns, round after round, and the best round of each is kept.
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
 use gatehouse_e2e::{files_under, tool};
-use gatehouse_testbed::Pgbouncer;
+use gatehouse_testbed::{PgOptions, Pgbouncer};
 
 const CLIENTS: &str = "4";
 const THREADS: &str = "2";
@@ -118,11 +120,22 @@ fn logged_statements(dir: &Path) -> u64 {
 }
 
 fn main() {
-    let w = PgWorld::new();
-    let direct = format!(
-        "host=127.0.0.1 port={} user=app dbname=orders sslmode=disable",
-        w.postgres.port()
-    );
+    // PostgreSQL itself also takes TLS, for the "direct over TLS" baseline; Gatehouse's
+    // own connection to it stays plaintext (target added with `--tls disable`)
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let options = PgOptions {
+        password_auth: true,
+        tls: Some((generated.cert.pem(), generated.signing_key.serialize_pem())),
+        ..Default::default()
+    };
+    let w = PgWorld::with(&options, "disable", "");
+    let direct_with = |sslmode: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=app dbname=orders sslmode={sslmode}",
+            w.postgres.port()
+        )
+    };
+    let direct = direct_with("disable");
     let init = Command::new(tool("pgbench", "postgresql"))
         .args(["-i", "-s", "10", "-q"])
         .arg(&direct)
@@ -160,6 +173,11 @@ fn main() {
             conninfo: w.conninfo("orders", "sslmode=require"),
             password: OPERATOR_PASSWORD,
         },
+        Route {
+            name: "direct (TLS)",
+            conninfo: direct_with("require"),
+            password: TARGET_PASSWORD,
+        },
     ];
 
     let mut through_gatehouse = 0;
@@ -167,7 +185,7 @@ fn main() {
     // PG_BENCH_MODE=prepared (a part of a mode's name) runs that mode only, e.g. to profile it
     let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
     for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
-        let mut best = [0.0f64; 4];
+        let mut best = [0.0f64; 5];
         for _ in 0..mode.rounds {
             for (i, path) in paths.iter().enumerate() {
                 let run = pgbench(path, mode);
@@ -217,9 +235,10 @@ fn main() {
             best[1] / best[2]
         );
         println!(
-            "    TLS vs plaintext       {:>10} {:.2}x",
+            "    TLS vs plaintext       {:>10} {:.2}x (direct: {:.2}x)",
             "",
-            best[3] / best[1]
+            best[3] / best[1],
+            best[4] / best[0]
         );
         summary(mode, &best);
     }
@@ -229,10 +248,11 @@ fn main() {
 }
 
 /// The mode's rows in bench/run's table: Gatehouse against PgBouncer (≥ 1.0×) and against
-/// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %).
-fn summary(mode: &Mode, best: &[f64; 4]) {
+/// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %), next to
+/// what TLS costs PostgreSQL itself in the same run.
+fn summary(mode: &Mode, best: &[f64; 5]) {
     use gatehouse_testbed::bench_summary::{Row, record};
-    let [direct, gatehouse, bouncer, tls] = *best;
+    let [direct, gatehouse, bouncer, tls, direct_tls] = *best;
     let what = format!("`pgbench -S`, {CLIENTS} clients, {}", mode.name);
     record(&Row {
         what: &what,
@@ -249,7 +269,10 @@ fn summary(mode: &Mode, best: &[f64; 4]) {
     record(&Row {
         what: &format!("{what}, over TLS (`sslmode=require`)"),
         gatehouse: format!("{tls:.0} tps"),
-        baseline: format!("Gatehouse in plaintext {gatehouse:.0} tps"),
+        baseline: format!(
+            "Gatehouse in plaintext {gatehouse:.0} tps (direct PostgreSQL: TLS {direct_tls:.0} / plaintext {direct:.0} tps = {:.2}×)",
+            direct_tls / direct
+        ),
         ratio: format!("{:.2}×", tls / gatehouse),
         target: "≥ 0.90× (TLS costs ≤ 10 %)",
         met: Some(tls >= 0.9 * gatehouse),
