@@ -6,11 +6,12 @@
 //! publishes a [`Checkpoint`] of what is on disk, for the store to keep under the node's
 //! key: a recording cut short by a crash is then verified up to it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::file::{RecordError, RecordingFile, Sealed};
@@ -57,12 +58,46 @@ struct QueuedLines {
 
 type SharedLines = Arc<Mutex<QueuedLines>>;
 
+/// Most output and input bytes sent to the recorder and not yet taken into its file's
+/// buffer before [`RecorderHandle::room`] makes the relay wait: a disk slower than the
+/// target then stalls the target (its SSH window fills), not the broker's memory.
+pub const MAX_BACKLOG: usize = 8 * 1024 * 1024;
+
+/// The bytes between the sources and the recorder task.
+#[derive(Debug, Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    /// The recorder is gone: nobody will take the backlog, nobody should wait for it.
+    closed: AtomicBool,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, len: usize) {
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// `len` bytes were taken into the file's buffer.
+    fn taken(&self, len: usize) {
+        let before = self.bytes.fetch_sub(len, Ordering::AcqRel);
+        if before > MAX_BACKLOG && before - len <= MAX_BACKLOG {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
+    }
+}
+
 /// Where sources send events; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RecorderHandle {
     tx: mpsc::UnboundedSender<RecEvent>,
     lines: SharedLines,
     checkpoints: watch::Receiver<Option<Checkpoint>>,
+    backlog: Arc<Backlog>,
 }
 
 impl RecorderHandle {
@@ -70,6 +105,7 @@ impl RecorderHandle {
         if UNRECORDED {
             return;
         }
+        self.backlog.add(bytes.len());
         let _ = self.tx.send(RecEvent::Output(
             Instant::now(),
             None,
@@ -83,9 +119,26 @@ impl RecorderHandle {
         if UNRECORDED {
             return;
         }
+        self.backlog.add(bytes.len());
         let _ = self
             .tx
             .send(RecEvent::Output(Instant::now(), Some(channel), bytes));
+    }
+
+    /// Returns once at most [`MAX_BACKLOG`] bytes wait for the recorder (at once, nearly
+    /// always). A relay awaits it before reading more output from the target; sources that
+    /// must not wait (input, from the SSH handler) only add to the backlog.
+    pub async fn room(&self) {
+        loop {
+            // created before the check: a `notify_waiters` after it is not missed
+            let drained = self.backlog.drained.notified();
+            if self.backlog.bytes.load(Ordering::Acquire) <= MAX_BACKLOG
+                || self.backlog.closed.load(Ordering::Acquire)
+            {
+                return;
+            }
+            drained.await;
+        }
     }
 
     /// Channel `channel` started its program with a pty or without. The first call must be
@@ -99,6 +152,7 @@ impl RecorderHandle {
         if UNRECORDED {
             return;
         }
+        self.backlog.add(bytes.len());
         let _ = self
             .tx
             .send(RecEvent::Input(Instant::now(), bytes.to_vec()));
@@ -150,22 +204,26 @@ pub fn spawn_recorder(
     let (tx, rx) = mpsc::unbounded_channel();
     let lines = SharedLines::default();
     let (checkpoint_tx, checkpoints) = watch::channel(None);
+    let backlog = Arc::new(Backlog::default());
     let sinks = Sinks {
         on_failure,
         checkpoints: checkpoint_tx,
+        backlog: backlog.clone(),
     };
     tokio::spawn(run(file, opened, rx, lines.clone(), sinks));
     RecorderHandle {
         tx,
         lines,
         checkpoints,
+        backlog,
     }
 }
 
-/// Where the task reports: a write failure (once) and checkpoints.
+/// Where the task reports: a write failure (once), checkpoints, and the bytes it took.
 struct Sinks<F> {
     on_failure: F,
     checkpoints: watch::Sender<Option<Checkpoint>>,
+    backlog: Arc<Backlog>,
 }
 
 /// Publishes a checkpoint of what `file` has on disk when one is due and new events were
@@ -250,6 +308,7 @@ async fn run(
         let (payload, typed): (Bytes, Vec<u8>);
         let event = match event {
             RecEvent::Output(at, channel, bytes) => {
+                sinks.backlog.taken(bytes.len());
                 payload = bytes;
                 let text = output.text(&payload, &mut output_text);
                 let pty = channel.and_then(|c| channel_pty.get(&c).copied());
@@ -273,6 +332,7 @@ async fn run(
                 None
             }
             RecEvent::Input(at, bytes) => {
+                sinks.backlog.taken(bytes.len());
                 typed = bytes;
                 let text = input.text(&typed, &mut input_text);
                 (!text.is_empty()).then_some((at, Code::Input, text))
@@ -314,6 +374,7 @@ async fn run(
             fail(&mut file, e);
         }
     }
+    sinks.backlog.close();
     // dropped without a seal (connection task gone): still flush what we have
     if let Some(mut f) = file
         && let Err(e) = f.flush()
@@ -328,6 +389,47 @@ mod tests {
 
     fn on_disk(path: &std::path::Path) -> String {
         std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Whether `f` is ready at its first poll (polled in place, nothing else runs).
+    async fn ready_at_once(f: impl std::future::Future<Output = ()>) -> bool {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx).is_ready())).await
+    }
+
+    // current-thread runtime: the recorder task runs only when the test waits
+    #[tokio::test]
+    async fn a_relay_waits_while_the_recorder_is_more_than_its_backlog_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.cast");
+        let file = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
+        let h = spawn_recorder(file, Instant::now(), |_| {});
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let chunks = MAX_BACKLOG / chunk.len();
+        for _ in 0..chunks {
+            h.output_on(0, chunk.clone());
+        }
+        assert!(ready_at_once(h.room()).await, "must not wait at the limit");
+        h.output_on(0, chunk.clone());
+        assert!(!ready_at_once(h.room()).await, "must wait past the limit");
+        // the recorder takes the backlog: the relay may read on, and nothing was lost
+        tokio::time::timeout(Duration::from_secs(10), h.room())
+            .await
+            .expect("room once the recorder took the backlog");
+        h.seal().await.unwrap().unwrap();
+        let cast = on_disk(&path);
+        assert_eq!(
+            cast.bytes().filter(|b| *b == b'x').count(),
+            (chunks + 1) << 20
+        );
+        // a recorder that is gone is waited for by nobody (a session past its seal)
+        for _ in 0..=chunks {
+            h.output_on(0, chunk.clone());
+        }
+        assert!(
+            ready_at_once(h.room()).await,
+            "must not wait for a recorder that is gone"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,16 @@ pub(super) async fn read_from_target(
     // EOF both ways (Dropbear's dbclient with stdin at EOF) would otherwise never get the
     // exit status that sshd sends after the EOF.
     let mut eof_held = false;
-    while let Some(msg) = target.wait().await {
+    loop {
+        // A recorder more than `MAX_BACKLOG` bytes behind (a disk slower than the target)
+        // holds the target's output here, as a lock does: the target stalls once its window
+        // fills, and the broker's memory stays bounded.
+        if let Some(rec) = state.recorder.get() {
+            rec.room().await;
+        }
+        let Some(msg) = target.wait().await else {
+            break;
+        };
         // While the session is locked the target's output waits here (and the target
         // stalls once its window fills); after an enforcement end nothing more is relayed.
         if shared.gate.is_closed() && !shared.gate.wait_open().await {
