@@ -197,17 +197,16 @@ where
         let batch = tokio::select! {
             biased;
             out = guard.recv(), if guard_open => {
-                let result = match out {
+                let result = match out.map(|out| *out) {
                     None => {
                         guard_open = false;
                         continue;
                     }
-                    Some(out) => match *out {
-                    ClientOut::Notice(text) => {
+                    Some(ClientOut::Notice(text)) => {
                         w.write_all(&backend::notice_response("WARNING", "01000", &text))
                             .await
                     }
-                    ClientOut::Fatal { code, message } => {
+                    Some(ClientOut::Fatal { code, message }) => {
                         let _ = w
                             .write_all(&backend::error_response("FATAL", code, &message))
                             .await;
@@ -215,7 +214,6 @@ where
                         let _ = w.shutdown().await;
                         return Stop::Ended;
                     }
-                    },
                 };
                 if result.is_err() || w.flush().await.is_err() {
                     return Stop::ClientClosed;

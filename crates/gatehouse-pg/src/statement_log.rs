@@ -95,9 +95,8 @@ fn to_line(line: &impl serde::Serialize) -> String {
 
 impl StatementLog {
     /// Creates the log and writes its header; `on_failure` runs once if a write fails later.
-    /// The files are created on a blocking thread: creating a file can take milliseconds
-    /// (the filesystem's inode allocation on a full disk) and the connection's thread runs
-    /// other sessions' relays meanwhile.
+    /// The files are created on a blocking thread (the connection's thread runs other
+    /// sessions' relays meanwhile).
     pub(crate) async fn create(
         root: &Path,
         started: SystemTime,
@@ -121,14 +120,7 @@ impl StatementLog {
             target: h.target.into(),
             timestamp: Some(i64::try_from(timestamp).unwrap_or(i64::MAX)),
         };
-        let header_line = to_line(&header);
-        let at = path.clone();
-        let file = tokio::task::spawn_blocking(move || RecordingFile::create_at(at, &header_line))
-            .await
-            .map_err(|e| RecordError::Create {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e),
-            })??;
+        let file = RecordingFile::create_at_blocking(path.clone(), to_line(&header)).await?;
         let handle = spawn_recorder(file, opened, on_failure);
         Ok((
             StatementLog {

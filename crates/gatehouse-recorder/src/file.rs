@@ -156,6 +156,24 @@ impl RecordingFile {
         Ok(rec)
     }
 
+    /// [`RecordingFile::create_at`] on a blocking thread, for a caller on a runtime:
+    /// creating a file can take milliseconds (the filesystem's inode allocation on a full
+    /// disk), time the runtime's thread owes to other sessions' relays.
+    pub async fn create_at_blocking(
+        path: PathBuf,
+        header_line: String,
+    ) -> Result<RecordingFile, RecordError> {
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || RecordingFile::create_at(at, &header_line))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RecordError::Create {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })
+            })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -147,6 +147,16 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
 
+    /// xorshift64 from `state`: the tests' dice, no dependency.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn escaped(s: &str) -> String {
         let mut out = b"before ".to_vec();
         push_str(&mut out, s);
@@ -194,17 +204,15 @@ mod tests {
     #[test]
     fn blocks_made_only_of_escapes_are_escaped_as_serde_json_does() {
         // the longest output per block (`\u00XX` for every byte), and every mix of
-        // escaped and plain bytes in a block, by the bits of a counter
+        // escaped and plain bytes in a block, by random bits
         for c in ["\u{1}", "\"", "\n"] {
             for len in [BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5] {
                 assert_as_serde(&c.repeat(len));
             }
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = next();
             let s: String = (0..BLOCK + 3)
                 .map(|i| {
                     if state >> (i % 64) & 1 == 1 {
@@ -225,13 +233,7 @@ mod tests {
             .map(char::from)
             .chain(['é', '€', '\u{2028}', '\u{2029}', '\u{fffd}', '🚀', '日'])
             .collect();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let len = next() % 200;
             let s: String = (0..len)

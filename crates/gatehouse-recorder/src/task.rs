@@ -41,7 +41,7 @@ enum RecEvent {
     Output(Instant, Option<u32>, Bytes),
     /// A channel's program started, with a pty or without.
     Channel(u32, bool),
-    Input(Instant, Vec<u8>),
+    Input(Instant, Bytes),
     Resize(Instant, u32, u32),
     Marker(Instant, String),
     /// Lines queued by [`RecorderHandle::line`] passed 64 KiB: write them now.
@@ -58,7 +58,7 @@ struct QueuedLines {
 
 type SharedLines = Arc<Mutex<QueuedLines>>;
 
-/// Most output and input bytes sent to the recorder and not yet taken into its file's
+/// Most output and input bytes sent to the recorder and not yet taken by its task
 /// buffer before [`RecorderHandle::room`] makes the relay wait: a disk slower than the
 /// target then stalls the target (its SSH window fills), not the broker's memory.
 pub const MAX_BACKLOG: usize = 8 * 1024 * 1024;
@@ -77,7 +77,7 @@ impl Backlog {
         self.bytes.fetch_add(len, Ordering::AcqRel);
     }
 
-    /// `len` bytes were taken into the file's buffer.
+    /// `len` bytes were taken off the queue (to be appended to the file's buffer at once).
     fn taken(&self, len: usize) {
         let before = self.bytes.fetch_sub(len, Ordering::AcqRel);
         if before > MAX_BACKLOG && before - len <= MAX_BACKLOG {
@@ -102,27 +102,23 @@ pub struct RecorderHandle {
 
 impl RecorderHandle {
     pub fn output(&self, bytes: &[u8]) {
-        if UNRECORDED {
-            return;
-        }
-        self.backlog.add(bytes.len());
-        let _ = self.tx.send(RecEvent::Output(
-            Instant::now(),
-            None,
-            Bytes::copy_from_slice(bytes),
-        ));
+        self.send_output(None, Bytes::copy_from_slice(bytes));
     }
 
     /// Output of SSH channel `channel` (see [`RecorderHandle::channel_started`]), shared
     /// with the relay that passes the same bytes on (no copy).
     pub fn output_on(&self, channel: u32, bytes: Bytes) {
+        self.send_output(Some(channel), bytes);
+    }
+
+    fn send_output(&self, channel: Option<u32>, bytes: Bytes) {
         if UNRECORDED {
             return;
         }
         self.backlog.add(bytes.len());
         let _ = self
             .tx
-            .send(RecEvent::Output(Instant::now(), Some(channel), bytes));
+            .send(RecEvent::Output(Instant::now(), channel, bytes));
     }
 
     /// Returns once at most [`MAX_BACKLOG`] bytes wait for the recorder (at once, nearly
@@ -153,9 +149,10 @@ impl RecorderHandle {
             return;
         }
         self.backlog.add(bytes.len());
-        let _ = self
-            .tx
-            .send(RecEvent::Input(Instant::now(), bytes.to_vec()));
+        let _ = self.tx.send(RecEvent::Input(
+            Instant::now(),
+            Bytes::copy_from_slice(bytes),
+        ));
     }
 
     pub fn resize(&self, cols: u32, rows: u32) {
@@ -305,7 +302,8 @@ async fn run(
         let Some(event) = event else { break };
         // the event's line: its time, code and data (made in the file's buffer)
         let label: String;
-        let (payload, typed): (Bytes, Vec<u8>);
+        // the event's bytes, kept here while its text borrows them
+        let payload: Bytes;
         let event = match event {
             RecEvent::Output(at, channel, bytes) => {
                 sinks.backlog.taken(bytes.len());
@@ -333,8 +331,8 @@ async fn run(
             }
             RecEvent::Input(at, bytes) => {
                 sinks.backlog.taken(bytes.len());
-                typed = bytes;
-                let text = input.text(&typed, &mut input_text);
+                payload = bytes;
+                let text = input.text(&payload, &mut input_text);
                 (!text.is_empty()).then_some((at, Code::Input, text))
             }
             RecEvent::Resize(at, cols, rows) => {

@@ -82,16 +82,6 @@ impl ConnectionThreads {
         }))
     }
 
-    /// How many threads there are.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// Live connections on each thread, in order.
     pub fn load(&self) -> Vec<usize> {
         self.threads

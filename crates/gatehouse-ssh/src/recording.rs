@@ -62,27 +62,12 @@ impl Connection {
                 ),
             ],
         };
-        let root = self.broker.config.front.recordings_root.clone();
-        let id = session.id.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            gatehouse_recorder::file::RecordingFile::create(&root, &id, started, &header)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(gatehouse_recorder::RecordError::Create {
-                path: self
-                    .broker
-                    .config
-                    .front
-                    .recordings_root
-                    .display()
-                    .to_string(),
-                source: std::io::Error::other(e),
-            })
-        });
-        let (Some(e), Some(session)) = (&self.enforcement, &self.session) else {
-            return Err("the session is not set up for recording".into());
-        };
+        let path = (self.broker.config.front.recordings_root).join(
+            gatehouse_recorder::file::relative_path(&session.id, started),
+        );
+        let file =
+            gatehouse_recorder::file::RecordingFile::create_at_blocking(path, header.to_line())
+                .await;
         let store = self.broker.store();
         let file = match file {
             Ok(f) => f,
