@@ -218,7 +218,7 @@ async fn session(
                 protocol: "postgres",
                 guessed_secret: true,
             };
-            login.failed(&broker.store, failure).await;
+            Box::pin(login.failed(&broker.store, failure)).await;
             let msg = format!("password authentication failed for user \"{operator}\"");
             fatal(&mut writer, &refuse("28P01", msg)).await;
             return;
@@ -256,7 +256,9 @@ async fn session(
             return;
         }
     };
-    let admission = gatehouse_session::admit(&broker.store, &login).await;
+    // the futures around the live session are boxed (memory per live session, as in
+    // `run_session`)
+    let admission = Box::pin(gatehouse_session::admit(&broker.store, &login)).await;
     let admission = match admission {
         Ok(a) => a,
         Err(e) => {
@@ -283,13 +285,13 @@ async fn session(
             fatal(&mut writer, &refuse(code, message)).await;
             if let Some(session) = session {
                 let no_log: Option<&StatementLog> = None;
-                end_session(
+                Box::pin(end_session(
                     &broker.store,
                     &session,
                     &EndReason::AccessDenied,
                     (0, 0),
                     no_log,
-                )
+                ))
                 .await;
             }
             return;
@@ -319,5 +321,12 @@ async fn session(
     )
     .await;
     let log = ended.log.as_ref();
-    end_session(&broker.store, &session, &ended.reason, ended.bytes, log).await;
+    Box::pin(end_session(
+        &broker.store,
+        &session,
+        &ended.reason,
+        ended.bytes,
+        log,
+    ))
+    .await;
 }

@@ -115,20 +115,21 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     };
 
     // Gatehouse's own login to the target
-    let connected = connect_target(broker, target, database, params).await;
+    // boxed, as the audit below: this task lives as long as the session and would otherwise
+    // keep room for the largest future it ever awaits (memory per live session)
+    let connected = Box::pin(connect_target(broker, target, database, params)).await;
     drop(starting);
     let upstream = match connected {
         Ok(u) => u,
         Err((reason, r)) => {
-            broker
-                .audit(
-                    "target_unreachable",
-                    Some(operator),
-                    Some(session_id),
-                    peer,
-                    json!({"target": target.name, "error": r.message}),
-                )
-                .await;
+            Box::pin(broker.audit(
+                "target_unreachable",
+                Some(operator),
+                Some(session_id),
+                peer,
+                json!({"target": target.name, "error": r.message}),
+            ))
+            .await;
             fatal(&mut writer, &r).await;
             return ended(reason, Some(log));
         }

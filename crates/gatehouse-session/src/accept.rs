@@ -84,9 +84,11 @@ where
             },
         };
         let _ = socket.set_nodelay(true);
-        let connection = serve(socket, peer);
+        // boxed: an async block awaiting a future it captured keeps room for it twice, and
+        // this task lives as long as the connection (memory per live session)
+        let mut connection = Box::pin(serve(socket, peer));
         tasks.spawn(async move {
-            connection.await;
+            connection.as_mut().await;
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}

@@ -124,6 +124,10 @@ impl Connection {
     }
 }
 
+/// Each handler future is awaited inside russh's session task, whose size is that of its
+/// largest: the rare, large ones (login, a new channel and the connection to the target,
+/// refused forwarding with its audit write) are boxed so that a live session's task does
+/// not keep room for them (memory per live session); the per-keystroke ones stay inline.
 impl Handler for Connection {
     type Error = russh::Error;
 
@@ -152,7 +156,7 @@ impl Handler for Connection {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.offered_key(user, offer).await)
+        Ok(Box::pin(self.offered_key(user, offer)).await)
     }
 
     async fn auth_publickey(
@@ -160,11 +164,11 @@ impl Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.signed_key(user, key).await)
+        Ok(Box::pin(self.signed_key(user, key)).await)
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.password(user, password).await)
+        Ok(Box::pin(self.password(user, password)).await)
     }
 
     async fn channel_open_session(
@@ -173,7 +177,7 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.open_session_channel(channel, reply, session).await
+        Box::pin(self.open_session_channel(channel, reply, session)).await
     }
 
     async fn channel_open_direct_tcpip(
@@ -189,8 +193,7 @@ impl Handler for Connection {
         drop(channel);
         let detail = json!({"host": host_to_connect, "port": port_to_connect,
             "originator": format!("{originator_address}:{originator_port}")});
-        self.refuse_tunnel(ForwardingKind::LocalPort, detail, reply, session)
-            .await;
+        Box::pin(self.refuse_tunnel(ForwardingKind::LocalPort, detail, reply, session)).await;
         Ok(())
     }
 
@@ -203,8 +206,7 @@ impl Handler for Connection {
     ) -> Result<(), Self::Error> {
         drop(channel);
         let detail = json!({"socket": socket_path});
-        self.refuse_tunnel(ForwardingKind::LocalPort, detail, reply, session)
-            .await;
+        Box::pin(self.refuse_tunnel(ForwardingKind::LocalPort, detail, reply, session)).await;
         Ok(())
     }
 
@@ -215,8 +217,7 @@ impl Handler for Connection {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let detail = json!({"address": address, "port": *port});
-        self.refuse_forwarding(ForwardingKind::RemotePort, detail, session)
-            .await;
+        Box::pin(self.refuse_forwarding(ForwardingKind::RemotePort, detail, session)).await;
         Ok(false)
     }
 
@@ -226,8 +227,7 @@ impl Handler for Connection {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let detail = json!({"socket": socket_path});
-        self.refuse_forwarding(ForwardingKind::RemotePort, detail, session)
-            .await;
+        Box::pin(self.refuse_forwarding(ForwardingKind::RemotePort, detail, session)).await;
         Ok(false)
     }
 
@@ -237,8 +237,7 @@ impl Handler for Connection {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let detail = json!({"channel": channel.to_string()});
-        self.refuse_forwarding(ForwardingKind::Agent, detail, session)
-            .await;
+        Box::pin(self.refuse_forwarding(ForwardingKind::Agent, detail, session)).await;
         Ok(false)
     }
 
@@ -252,8 +251,7 @@ impl Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let detail = json!({"channel": channel.to_string()});
-        self.refuse_forwarding(ForwardingKind::X11, detail, session)
-            .await;
+        Box::pin(self.refuse_forwarding(ForwardingKind::X11, detail, session)).await;
         session.channel_failure(channel)
     }
 

@@ -123,10 +123,12 @@ async fn serve_connection(
         // connection slot (10,000 of them would lock everyone out).
         let grace = broker.config.front.login_grace;
         let login_deadline = tokio::time::Instant::now() + grace;
-        let running = match tokio::time::timeout_at(
+        // the futures before and after the live session are boxed: this task lives as long
+        // as the session and would otherwise keep room for the largest (memory per session)
+        let running = match Box::pin(tokio::time::timeout_at(
             login_deadline,
             server::run_stream(config, socket, handler),
-        )
+        ))
         .await
         {
             Ok(Ok(r)) => r,
@@ -176,9 +178,9 @@ async fn serve_connection(
             tracing::debug!(error = ?e, "ssh connection ended with an error");
         }
         if let Some(user) = state.key_only_failure() {
-            record_auth_failure(&broker, state.peer, &user, "publickey").await;
+            Box::pin(record_auth_failure(&broker, state.peer, &user, "publickey")).await;
         }
-        state.finish(broker.store()).await;
+        Box::pin(state.finish(broker.store())).await;
     }
     .instrument(span)
     .await;
