@@ -319,3 +319,19 @@ fn describe(e: &russh::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// russh's client makes four tokio queues per connection to a target, and tokio
+    /// allocates 32 messages' room in each when it is made: with russh's release messages
+    /// (552 bytes) that was 70 KiB per session. The patched copy in `vendor/russh` boxes
+    /// the large fields; this fails if the patch is dropped or a new large field appears.
+    #[test]
+    fn russh_client_messages_stay_small() {
+        assert!(
+            std::mem::size_of::<russh::client::Msg>() <= 96,
+            "russh::client::Msg is {} bytes (see vendor/README.md)",
+            std::mem::size_of::<russh::client::Msg>()
+        );
+    }
+}
