@@ -5,7 +5,10 @@
 //! ≤ 64 KiB, PostgreSQL ≤ 32 KiB per session. Run with `./bench/run`;
 //! `SESSIONS` overrides the count (default 2,000; the target sshd and PostgreSQL are
 //! configured for it, and each SSH session costs the machine an ssh client and an sshd
-//! session of a few MiB, so size it to the machine).
+//! session of a few MiB, so size it to the machine). `SESSIONS_PEAK_HOOK`, when set, is a
+//! program run with the broker's pid while all sessions of a kind are live, before the
+//! figure is taken (a profiler's snapshot: `vgdb --pid=$1 detailed_snapshot F` for a broker
+//! run under massif through `GATEHOUSE_BIN`).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -53,6 +56,17 @@ fn report(what: &str, before: (u64, u64), after: (u64, u64), count: usize, targe
     });
 }
 
+/// Runs `SESSIONS_PEAK_HOOK` (if set) with the broker's pid.
+fn peak_hook(pid: u32) {
+    if let Some(hook) = std::env::var_os("SESSIONS_PEAK_HOOK") {
+        let status = std::process::Command::new(hook)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "SESSIONS_PEAK_HOOK failed: {status}");
+    }
+}
+
 fn ssh_sessions(w: &World, count: usize) -> Vec<Child> {
     let mut live = Vec::with_capacity(count);
     while live.len() < count {
@@ -96,6 +110,7 @@ fn main() {
     let before = rss_kib(pid);
     let mut live = ssh_sessions(&w, count);
     std::thread::sleep(Duration::from_secs(6)); // a checkpoint and a flush tick have passed
+    peak_hook(pid);
     let after = rss_kib(pid);
     report("ssh (recorded)", before, after, count, 64);
     for c in &mut live {
@@ -145,6 +160,7 @@ fn main() {
     let before = rss_kib(pid);
     let clients = connect(count);
     std::thread::sleep(Duration::from_secs(6));
+    peak_hook(pid);
     let after = rss_kib(pid);
     report("postgres", before, after, count, 32);
     drop(clients);

@@ -235,25 +235,35 @@ where
     }
 
     /// Runs until the session ends (by a directive, or because `events` closed).
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<GuardEvent<C>>) {
-        let opened = self.clock.opened;
-        loop {
-            self.status.publish(&self.enforcer);
-            if self.enforcer.is_ended() {
-                return;
-            }
-            let wake = self.enforcer.next_wakeup().map(|o| opened + o);
-            tokio::select! {
-                biased;
-                event = events.recv() => match event {
-                    Some(e) => self.on_event(e).await,
-                    None => return,
-                },
-                () = sleep_until_opt(wake) => {
-                    if let Some(due) = wake {
-                        crate::metrics::enforcement_late(Instant::now().saturating_duration_since(due));
+    ///
+    /// An `async move` block, not an `async fn`: an async fn's future keeps its arguments
+    /// twice (as arguments and as locals), and this future is the guard's task for the
+    /// whole session (memory per live session).
+    #[allow(clippy::manual_async_fn)] // on purpose, as said above
+    pub fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<GuardEvent<C>>,
+    ) -> impl std::future::Future<Output = ()> {
+        async move {
+            let opened = self.clock.opened;
+            loop {
+                self.status.publish(&self.enforcer);
+                if self.enforcer.is_ended() {
+                    return;
+                }
+                let wake = self.enforcer.next_wakeup().map(|o| opened + o);
+                tokio::select! {
+                    biased;
+                    event = events.recv() => match event {
+                        Some(e) => self.on_event(e).await,
+                        None => return,
+                    },
+                    () = sleep_until_opt(wake) => {
+                        if let Some(due) = wake {
+                            crate::metrics::enforcement_late(Instant::now().saturating_duration_since(due));
+                        }
+                        self.on_wakeup().await
                     }
-                    self.on_wakeup().await
                 }
             }
         }

@@ -102,6 +102,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Page cache per pooled SQLite connection, in KiB (`PRAGMA cache_size`).
+pub const SQLITE_CACHE_KIB: u32 = 512;
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -281,9 +284,16 @@ impl Store {
                         // WAL with synchronous=NORMAL: a commit is durable against a crash
                         // of Gatehouse (not of the machine's power) without an fsync per
                         // commit — the fsync per login is what made a login storm queue.
+                        // The page cache: SQLite's default is 2 MiB per connection,
+                        // which a store this size fills as sessions are added (its hot
+                        // pages, the small tables and the B-trees' right edges, take a few
+                        // hundred KiB); what it misses, the OS page cache serves. 512 KiB
+                        // each bounds the pool at 4 MiB by default (memory per live
+                        // session: the full 2 MiB caches were ~7 KiB of each of 2,000).
                         Backend::Sqlite => &[
                             format!("PRAGMA busy_timeout = {millis}"),
                             "PRAGMA synchronous = NORMAL".to_owned(),
+                            format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"),
                         ],
                         Backend::Postgres => &[format!("SET statement_timeout = {millis}")],
                     };
@@ -398,6 +408,7 @@ fn expect_row(done: sqlx::any::AnyQueryResult, kind: &'static str, name: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Row;
 
     #[test]
     fn urls_are_classified_and_redacted() {
@@ -415,5 +426,37 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    /// Every pooled SQLite connection runs in WAL mode with `synchronous = NORMAL` and a
+    /// bounded page cache (all of them: the pool opens more under load).
+    #[tokio::test]
+    async fn sqlite_connections_are_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let pragma = async |conn: &mut sqlx::pool::PoolConnection<sqlx::Any>, name: &str| {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                    .fetch_one(&mut **conn)
+                    .await
+                    .unwrap();
+                match row.try_get::<i64, _>(0) {
+                    Ok(n) => n.to_string(),
+                    Err(_) => row.try_get::<String, _>(0).unwrap(),
+                }
+            };
+            assert_eq!(pragma(&mut conn, "journal_mode").await, "wal");
+            assert_eq!(pragma(&mut conn, "synchronous").await, "1"); // NORMAL
+            assert_eq!(
+                pragma(&mut conn, "cache_size").await,
+                format!("-{SQLITE_CACHE_KIB}")
+            );
+            held.push(conn);
+        }
+        drop(held);
+        store.close().await;
     }
 }

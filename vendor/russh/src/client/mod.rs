@@ -1341,49 +1341,54 @@ impl Session {
         }
     }
 
-    async fn run<H: Handler + Send, R: AsyncRead + AsyncWrite + Unpin + Send>(
+    fn run<H: Handler + Send, R: AsyncRead + AsyncWrite + Unpin + Send>(
         mut self,
         stream: SshRead<R>,
         mut handler: H,
         mut kex_done_signal: Option<
             oneshot::Sender<Option<crate::keys::agent::AgentSessionBinding>>,
         >,
-    ) -> Result<(), H::Error> {
-        let (stream_read, mut stream_write) = stream.split();
-        let result = self
-            .run_inner(
-                stream_read,
-                &mut stream_write,
-                &mut handler,
-                &mut kex_done_signal,
-            )
-            .await;
-        trace!("disconnected");
-        self.receiver.close();
-        self.priority_receiver.close();
-        self.inbound_channel_receiver.close();
-        map_err!(stream_write.shutdown().await)?;
-        match result {
-            Ok(v) => {
-                handler
-                    .disconnected(DisconnectReason::ReceivedDisconnect(v))
-                    .await?;
-                Ok(())
-            }
-            Err(e) => {
-                if kex_done_signal.is_some() {
-                    // The kex signal has not been consumed yet,
-                    // so we can send return the concrete error to be propagated
-                    // into the JoinHandle and returned from `connect_stream`
-                    debug!("disconnected during handshake {e:?}");
-                    Err(e)
-                } else {
-                    // The kex signal has been consumed, so no one is
-                    // awaiting the result of this coroutine
-                    // We're better off passing the error into the Handler
-                    debug!("disconnected {e:?}");
-                    handler.disconnected(DisconnectReason::Error(e)).await?;
-                    Err(H::Error::from(crate::Error::Disconnect))
+    ) -> impl std::future::Future<Output = Result<(), H::Error>> {
+        // (Gatehouse patch) an `async move` block rather than an `async fn`: an async fn keeps
+        // its arguments twice in its future (as arguments and as locals), and this future is
+        // the whole session task
+        async move {
+            let (stream_read, mut stream_write) = stream.split();
+            let result = self
+                .run_inner(
+                    stream_read,
+                    &mut stream_write,
+                    &mut handler,
+                    &mut kex_done_signal,
+                )
+                .await;
+            trace!("disconnected");
+            self.receiver.close();
+            self.priority_receiver.close();
+            self.inbound_channel_receiver.close();
+            map_err!(stream_write.shutdown().await)?;
+            match result {
+                Ok(v) => {
+                    handler
+                        .disconnected(DisconnectReason::ReceivedDisconnect(v))
+                        .await?;
+                    Ok(())
+                }
+                Err(e) => {
+                    if kex_done_signal.is_some() {
+                        // The kex signal has not been consumed yet,
+                        // so we can send return the concrete error to be propagated
+                        // into the JoinHandle and returned from `connect_stream`
+                        debug!("disconnected during handshake {e:?}");
+                        Err(e)
+                    } else {
+                        // The kex signal has been consumed, so no one is
+                        // awaiting the result of this coroutine
+                        // We're better off passing the error into the Handler
+                        debug!("disconnected {e:?}");
+                        handler.disconnected(DisconnectReason::Error(e)).await?;
+                        Err(H::Error::from(crate::Error::Disconnect))
+                    }
                 }
             }
         }
@@ -2015,99 +2020,115 @@ async fn reply<H: Handler>(
     #[allow(clippy::collapsible_if)]
     if is_kex_msg {
         if let SessionKexState::InProgress(kex) = session.kex.take() {
-            let progress = kex.step(Some(pkt), &mut session.common.packet_writer)?;
-
-            match progress {
-                KexProgress::NeedsReply { kex, reset_seqn } => {
-                    debug!("kex impl continues: {kex:?}");
-                    session.kex = SessionKexState::InProgress(kex);
-                    if reset_seqn {
-                        debug!("kex impl requests seqno reset");
-                        session.common.reset_seqn();
-                    }
-                }
-                KexProgress::Done {
-                    server_host_key,
-                    server_host_certificate,
-                    agent_session_binding,
-                    newkeys,
-                } => {
-                    debug!("kex impl has completed");
-                    session.common.strict_kex =
-                        session.common.strict_kex || newkeys.names.strict_kex();
-
-                    if session.common.encrypted.is_some() {
-                        // This is a rekey
-                        handler
-                            .kex_done(newkeys.kex.shared_secret_bytes(), &newkeys.names, session)
-                            .await?;
-                        {
-                            let common = &mut session.common;
-                            common.newkeys(newkeys);
-                            if let Some(enc) = common.encrypted.as_mut() {
-                                enc.last_rekey = Instant::now();
-                                enc.flush_all_pending_with_writer(
-                                    &mut common.packet_writer,
-                                    false,
-                                )?;
-                            }
-                        }
-
-                        let mut pending = std::mem::take(&mut session.pending_reads);
-                        for p in pending.drain(..) {
-                            session.process_packet(handler, &p).await?;
-                        }
-                        session.pending_reads = pending;
-                        session.pending_len = 0;
-                    } else {
-                        // This is the initial kex
-                        // A certificate replaces the key check rather than
-                        // adding to it. The key inside a certificate is not
-                        // something the client was ever told to trust — asking
-                        // about it as well would invite an implementation to
-                        // answer yes to the wrong question.
-                        if let Some(certificate) = server_host_certificate {
-                            if !handler.check_server_key(&certificate.into()).await? {
-                                return Err(crate::Error::UnknownKey.into());
-                            }
-                        } else if let Some(server_host_key) = server_host_key {
-                            let check = handler.check_server_key(&server_host_key.into()).await?;
-                            if !check {
-                                return Err(crate::Error::UnknownKey.into());
-                            }
-                        }
-
-                        handler
-                            .kex_done(newkeys.kex.shared_secret_bytes(), &newkeys.names, session)
-                            .await?;
-
-                        session
-                            .common
-                            .encrypted(initial_encrypted_state(session), newkeys);
-
-                        if let Some(sender) = kex_done_signal.take() {
-                            sender.send(agent_session_binding).unwrap_or(());
-                        }
-                    }
-
-                    session.kex = SessionKexState::Idle;
-
-                    if session.common.strict_kex {
-                        pkt.seqn = Wrapping(0);
-                    }
-
-                    debug!("kex done");
-                }
-            }
-
-            session.flush()?;
-
-            return Ok(());
+            return Box::pin(reply_kex(session, handler, kex_done_signal, pkt, kex)).await;
         }
     }
 
     session.client_read_encrypted(handler, pkt).await
 }
+
+/// (Gatehouse patch) The key exchange's part of [`reply`], boxed by it: its locals (the
+/// exchange's progress, the new keys, the server's key and certificate: ~4.4 KiB) would
+/// otherwise be room kept in every live session's task for a step taken once an hour.
+async fn reply_kex<H: Handler>(
+    session: &mut Session,
+    handler: &mut H,
+    kex_done_signal: &mut Option<
+        tokio::sync::oneshot::Sender<Option<crate::keys::agent::AgentSessionBinding>>,
+    >,
+    pkt: &mut IncomingSshPacket,
+    kex: kex::ClientKex,
+) -> Result<(), H::Error> {
+    let progress = kex.step(Some(pkt), &mut session.common.packet_writer)?;
+
+    match progress {
+        KexProgress::NeedsReply { kex, reset_seqn } => {
+            debug!("kex impl continues: {kex:?}");
+            session.kex = SessionKexState::InProgress(kex);
+            if reset_seqn {
+                debug!("kex impl requests seqno reset");
+                session.common.reset_seqn();
+            }
+        }
+        KexProgress::Done {
+            server_host_key,
+            server_host_certificate,
+            agent_session_binding,
+            newkeys,
+        } => {
+            debug!("kex impl has completed");
+            session.common.strict_kex =
+                session.common.strict_kex || newkeys.names.strict_kex();
+
+            if session.common.encrypted.is_some() {
+                // This is a rekey
+                handler
+                    .kex_done(newkeys.kex.shared_secret_bytes(), &newkeys.names, session)
+                    .await?;
+                {
+                    let common = &mut session.common;
+                    common.newkeys(newkeys);
+                    if let Some(enc) = common.encrypted.as_mut() {
+                        enc.last_rekey = Instant::now();
+                        enc.flush_all_pending_with_writer(
+                            &mut common.packet_writer,
+                            false,
+                        )?;
+                    }
+                }
+
+                let mut pending = std::mem::take(&mut session.pending_reads);
+                for p in pending.drain(..) {
+                    session.process_packet(handler, &p).await?;
+                }
+                session.pending_reads = pending;
+                session.pending_len = 0;
+            } else {
+                // This is the initial kex
+                // A certificate replaces the key check rather than
+                // adding to it. The key inside a certificate is not
+                // something the client was ever told to trust — asking
+                // about it as well would invite an implementation to
+                // answer yes to the wrong question.
+                if let Some(certificate) = server_host_certificate {
+                    if !handler.check_server_key(&certificate.into()).await? {
+                        return Err(crate::Error::UnknownKey.into());
+                    }
+                } else if let Some(server_host_key) = server_host_key {
+                    let check = handler.check_server_key(&server_host_key.into()).await?;
+                    if !check {
+                        return Err(crate::Error::UnknownKey.into());
+                    }
+                }
+
+                handler
+                    .kex_done(newkeys.kex.shared_secret_bytes(), &newkeys.names, session)
+                    .await?;
+
+                session
+                    .common
+                    .encrypted(initial_encrypted_state(session), newkeys);
+
+                if let Some(sender) = kex_done_signal.take() {
+                    sender.send(agent_session_binding).unwrap_or(());
+                }
+            }
+
+            session.kex = SessionKexState::Idle;
+
+            if session.common.strict_kex {
+                pkt.seqn = Wrapping(0);
+            }
+
+            debug!("kex done");
+        }
+    }
+
+    session.flush()?;
+
+    Ok(())
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -2297,12 +2318,20 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(session
-            .process_packet(&mut TestHandler, &packet)
-            .await
-            .is_err());
+        assert!(
+            session
+                .process_packet(&mut TestHandler, &packet)
+                .await
+                .is_err()
+        );
         assert_eq!(
-            session.common.encrypted.as_ref().unwrap().received_extensions.len(),
+            session
+                .common
+                .encrypted
+                .as_ref()
+                .unwrap()
+                .received_extensions
+                .len(),
             2
         );
     }
@@ -2371,10 +2400,16 @@ mod tests {
     #[test]
     fn limit_triggered_rekey_waits_for_authentication() {
         let (mut session, _sender, _replies) = keyboard_interactive_session();
-        allow_rekey(&mut session, crate::Limits::new(0, 0, Duration::from_secs(3600)));
+        allow_rekey(
+            &mut session,
+            crate::Limits::new(0, 0, Duration::from_secs(3600)),
+        );
 
         session.flush().unwrap();
-        assert!(!session.kex.active(), "write limit hit before authentication");
+        assert!(
+            !session.kex.active(),
+            "write limit hit before authentication"
+        );
         assert_eq!(session.rekey_time_remaining(), None);
 
         session.common.encrypted.as_mut().unwrap().state = EncryptedState::Authenticated;

@@ -1239,75 +1239,88 @@ async fn reply<H: Handler + Send>(
     #[allow(clippy::collapsible_if)]
     if is_kex_msg {
         if let SessionKexState::InProgress(kex) = session.kex.take() {
-            let progress = kex
-                .step(Some(pkt), &mut session.common.packet_writer, handler)
-                .await?;
-
-            match progress {
-                KexProgress::NeedsReply { kex, reset_seqn } => {
-                    debug!("kex impl continues: {kex:?}");
-                    session.kex = SessionKexState::InProgress(kex);
-                    if reset_seqn {
-                        debug!("kex impl requests seqno reset");
-                        session.common.reset_seqn();
-                    }
-                }
-                KexProgress::Done { newkeys, .. } => {
-                    debug!("kex impl has completed");
-                    session.common.strict_kex =
-                        session.common.strict_kex || newkeys.names.strict_kex();
-
-                    if session.common.encrypted.is_some() {
-                        // This is a rekey
-                        {
-                            let common = &mut session.common;
-                            common.newkeys(newkeys);
-                            if let Some(enc) = common.encrypted.as_mut() {
-                                enc.last_rekey = Instant::now();
-                                enc.flush_all_pending_with_writer(
-                                    &mut common.packet_writer,
-                                    false,
-                                )?;
-                            }
-                        }
-
-                        let mut pending = std::mem::take(&mut session.pending_reads);
-                        for p in pending.drain(..) {
-                            session.process_packet(handler, &p).await?;
-                        }
-                        session.pending_reads = pending;
-                        session.pending_len = 0;
-                        session.flush()?;
-                    } else {
-                        // This is the initial kex
-
-                        session.common.encrypted(
-                            EncryptedState::WaitingAuthServiceRequest {
-                                sent: false,
-                                accepted: false,
-                            },
-                            newkeys,
-                        );
-
-                        session.maybe_send_ext_info()?;
-                    }
-
-                    session.kex = SessionKexState::Idle;
-
-                    if session.common.strict_kex {
-                        pkt.seqn = Wrapping(0);
-                    }
-
-                    debug!("kex done");
-                }
-            }
-
-            session.flush()?;
-
-            return Ok(());
+            return Box::pin(reply_kex(session, handler, pkt, kex)).await;
         }
     }
 
     // Handle key exchange/re-exchange.
     session.server_read_encrypted(handler, pkt).await
 }
+
+/// (Gatehouse patch) The key exchange's part of [`reply`], boxed by it: its locals (the
+/// exchange's progress and the new keys) and the step's future would otherwise be room
+/// kept in every live session's task for a step taken once an hour.
+async fn reply_kex<H: Handler + Send>(
+    session: &mut Session,
+    handler: &mut H,
+    pkt: &mut IncomingSshPacket,
+    kex: kex::ServerKex,
+) -> Result<(), H::Error> {
+    let progress = kex
+        .step(Some(pkt), &mut session.common.packet_writer, handler)
+        .await?;
+
+    match progress {
+        KexProgress::NeedsReply { kex, reset_seqn } => {
+            debug!("kex impl continues: {kex:?}");
+            session.kex = SessionKexState::InProgress(kex);
+            if reset_seqn {
+                debug!("kex impl requests seqno reset");
+                session.common.reset_seqn();
+            }
+        }
+        KexProgress::Done { newkeys, .. } => {
+            debug!("kex impl has completed");
+            session.common.strict_kex =
+                session.common.strict_kex || newkeys.names.strict_kex();
+
+            if session.common.encrypted.is_some() {
+                // This is a rekey
+                {
+                    let common = &mut session.common;
+                    common.newkeys(newkeys);
+                    if let Some(enc) = common.encrypted.as_mut() {
+                        enc.last_rekey = Instant::now();
+                        enc.flush_all_pending_with_writer(
+                            &mut common.packet_writer,
+                            false,
+                        )?;
+                    }
+                }
+
+                let mut pending = std::mem::take(&mut session.pending_reads);
+                for p in pending.drain(..) {
+                    session.process_packet(handler, &p).await?;
+                }
+                session.pending_reads = pending;
+                session.pending_len = 0;
+                session.flush()?;
+            } else {
+                // This is the initial kex
+
+                session.common.encrypted(
+                    EncryptedState::WaitingAuthServiceRequest {
+                        sent: false,
+                        accepted: false,
+                    },
+                    newkeys,
+                );
+
+                session.maybe_send_ext_info()?;
+            }
+
+            session.kex = SessionKexState::Idle;
+
+            if session.common.strict_kex {
+                pkt.seqn = Wrapping(0);
+            }
+
+            debug!("kex done");
+        }
+    }
+
+    session.flush()?;
+
+    Ok(())
+}
+
