@@ -84,8 +84,11 @@ pub enum Msg {
         language_tag: String,
     },
     Channel(ChannelId, ChannelMsg),
+    /// (Gatehouse patch) `pending` boxed: a 104-byte field made every message 136 bytes,
+    /// and tokio's queues allocate room for 32 messages when they are made (two per
+    /// connection).
     ChannelOpenReply {
-        pending: PendingChannelOpen,
+        pending: Box<PendingChannelOpen>,
         result: Result<(), ChannelOpenFailure>,
     },
 }
@@ -618,7 +621,7 @@ impl Session {
                     .disconnect(reason, &description, &language_tag)?;
             }
             Msg::ChannelOpenReply { pending, result } => {
-                self.finalize_channel_open_reply(pending, result)?;
+                self.finalize_channel_open_reply(*pending, result)?;
             }
             other => {
                 // should be unreachable, since the receiver only gets
