@@ -186,15 +186,35 @@ fn lock_then_unlock_resumes_the_same_shell() {
     tmux.wait_for("unlocked; resuming");
     tmux.type_line("echo state=$GH_STATE");
     tmux.wait_for("state=kept-42");
-    // locks again; wrong three times ends it
-    for _ in 0..3 {
+    // locks again; wrong three times ends it. Each prompt is waited for after the message
+    // that precedes it (counting prompts on the screen raced with the broker's answers)
+    tmux.type_line("clear");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.screen().contains("unlocked; resuming") {
+        assert!(Instant::now() < deadline, "{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(50));
         tmux.run(&["clear-history"]);
-        let before = tmux.screen().matches("password for alice").count();
+    }
+    let prompt_after = |marker: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tmux.screen().matches("password for alice").count() == before {
-            assert!(Instant::now() < deadline, "{}", tmux.screen());
+        loop {
+            let screen = tmux.screen();
+            if screen
+                .rsplit_once(marker)
+                .is_some_and(|(_, after)| after.contains("password for alice: "))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{screen}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    };
+    for marker in [
+        "session locked after 2s idle",
+        "wrong password; 2 attempts left",
+        "wrong password; 1 attempt left",
+    ] {
+        prompt_after(marker);
         tmux.type_line("wrong-guess");
     }
     let screen = tmux.wait_for("EXIT=");

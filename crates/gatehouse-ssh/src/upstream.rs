@@ -325,8 +325,10 @@ mod tests {
     /// russh's client makes four tokio queues per connection to a target and its server
     /// two per operator connection, and tokio allocates 32 messages' room in each when it
     /// is made: with russh's release messages (client 552 bytes, server 136) that was
-    /// 70 + 8.5 KiB per session. The patched copy in `vendor/russh` boxes the large fields;
-    /// this fails if the patch is dropped or a new large field appears.
+    /// 70 + 8.5 KiB per session. The patched copy in `vendor/russh` boxes the large fields
+    /// (and now each message in those queues, so a first block is 32 pointers; a message
+    /// sent is then one allocation of its size); this fails if the field patch is dropped
+    /// or a new large field appears.
     #[test]
     fn russh_internal_messages_stay_small() {
         let client = std::mem::size_of::<russh::client::Msg>();
