@@ -21,9 +21,9 @@ use crate::format::{Chain, Code, Header, push_event_line};
 /// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
 /// What a recording's buffer starts with: it grows to [`BUFFER`] only for a session that
-/// outputs that much between two flushes, and is let go again after a flush of much less,
-/// so an idle session (most of them) holds 1 KiB, not 64 (memory per live session, issue
-/// 14 §4).
+/// outputs that much between two flushes, and is let go again after a flush of much less;
+/// after a flush of less than this, the buffer is let go altogether, so an idle session
+/// (most of them) holds none (memory per live session, issue 14 §4).
 const INITIAL_BUFFER: usize = 1024;
 /// The sidecar's buffer: one digest line (~70 bytes) per event; written to the OS when this
 /// full (the sidecar may run ahead of the cast file, never behind it). Grown as lines come,
@@ -261,7 +261,11 @@ impl RecordingFile {
             .map_err(|e| self.write_err(e))?;
         let written = self.pending.len();
         self.pending.clear();
-        if self.pending.capacity() > 4 * written.max(INITIAL_BUFFER) {
+        if written < INITIAL_BUFFER {
+            // a quiet moment (an idle session, keystrokes): hold no buffer until the next
+            // event
+            self.pending = Vec::new();
+        } else if self.pending.capacity() > 4 * written {
             // the burst that grew it is over
             self.pending = Vec::with_capacity(INITIAL_BUFFER);
         }
@@ -273,7 +277,12 @@ impl RecordingFile {
         self.chain_file
             .write_all(&self.chain_pending)
             .map_err(|e| self.write_err(e))?;
+        let written = self.chain_pending.len();
         self.chain_pending.clear();
+        if written < INITIAL_BUFFER {
+            // as the cast file's buffer: a quiet session holds none
+            self.chain_pending = Vec::new();
+        }
         Ok(())
     }
 
@@ -326,6 +335,42 @@ mod tests {
         }
         // a second recording the same day reuses the tree; an existing file is never reused
         assert!(RecordingFile::create(&root, "s1", t, &header).is_err());
+    }
+
+    /// An idle session's recording holds no buffer once flushed; a busy one keeps the room
+    /// its burst needed for the next; nothing written is lost either way.
+    #[test]
+    fn a_quiet_recording_holds_no_buffer_and_a_busy_one_keeps_its_room() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("recordings");
+        create_private_dir(&root).unwrap();
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            term: None,
+            title: "t".into(),
+            env: vec![],
+        };
+        let mut rec = RecordingFile::create(&root, "s1", UNIX_EPOCH, &header).unwrap();
+        rec.append_event(Duration::from_millis(100), Code::Output, "hello")
+            .unwrap();
+        rec.flush().unwrap();
+        assert_eq!(
+            (rec.pending.capacity(), rec.chain_pending.capacity()),
+            (0, 0)
+        );
+        let burst = "x".repeat(4000);
+        rec.append_event(Duration::from_millis(200), Code::Output, &burst)
+            .unwrap();
+        rec.flush().unwrap();
+        assert!(rec.pending.capacity() >= 4000, "{}", rec.pending.capacity());
+        rec.append_event(Duration::from_millis(300), Code::Output, "bye")
+            .unwrap();
+        let sealed = rec.seal().unwrap();
+        let text = std::fs::read_to_string(&sealed.path).unwrap();
+        assert!(text.contains("hello") && text.contains(&burst) && text.contains("bye"));
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::{Directive, EndReason, EnvPolicy};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::gate::SessionGate;
-use crate::guard::{ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator};
+use crate::guard::{
+    ActivityClock, Guard, GuardEvent, GuardEvents, GuardObserver, OperatorIo, Reauthenticator,
+};
 
 #[derive(Clone)]
 struct EndClock(Arc<Mutex<Option<Instant>>>);
@@ -67,7 +68,7 @@ pub async fn guard_lateness(sessions: usize, first: Duration, spread: Duration) 
             SessionGate::new(),
             "bench".into(),
         );
-        let (tx, rx) = mpsc::unbounded_channel::<GuardEvent<u32>>();
+        let (tx, rx) = GuardEvents::<u32>::new();
         let _ = tx.send(GuardEvent::ChannelStarted {
             channel: 0,
             pty: true,

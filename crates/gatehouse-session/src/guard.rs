@@ -123,6 +123,40 @@ impl GuardStatus {
     }
 }
 
+/// The sending side of a guard's queue of [`GuardEvent`]s. Events are boxed one by one:
+/// tokio allocates a queue's first 32 slots when it is made (1.3 KiB of 40-byte events per
+/// session, nearly all unused while the session idles); boxed, 256 bytes (memory per live
+/// session).
+#[derive(Debug)]
+pub struct GuardEvents<C>(mpsc::UnboundedSender<Box<GuardEvent<C>>>);
+
+impl<C> Clone for GuardEvents<C> {
+    fn clone(&self) -> Self {
+        GuardEvents(self.0.clone())
+    }
+}
+
+/// The guard has ended: nobody will read the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardGone;
+
+impl<C> GuardEvents<C> {
+    /// A new queue: its sending side, and the receiving side for [`Guard::run`].
+    pub fn new() -> (GuardEvents<C>, GuardInbox<C>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (GuardEvents(tx), GuardInbox(rx))
+    }
+
+    /// Queues `event` for the guard; never waits.
+    pub fn send(&self, event: GuardEvent<C>) -> Result<(), GuardGone> {
+        self.0.send(Box::new(event)).map_err(|_| GuardGone)
+    }
+}
+
+/// The receiving side of a guard's queue (see [`GuardEvents`]).
+#[derive(Debug)]
+pub struct GuardInbox<C>(mpsc::UnboundedReceiver<Box<GuardEvent<C>>>);
+
 /// What the guard is told by the rest of the broker.
 #[derive(Debug)]
 pub enum GuardEvent<C> {
@@ -240,10 +274,7 @@ where
     /// twice (as arguments and as locals), and this future is the guard's task for the
     /// whole session (memory per live session).
     #[allow(clippy::manual_async_fn)] // on purpose, as said above
-    pub fn run(
-        mut self,
-        mut events: mpsc::UnboundedReceiver<GuardEvent<C>>,
-    ) -> impl std::future::Future<Output = ()> {
+    pub fn run(mut self, mut events: GuardInbox<C>) -> impl std::future::Future<Output = ()> {
         async move {
             let opened = self.clock.opened;
             loop {
@@ -254,8 +285,8 @@ where
                 let wake = self.enforcer.next_wakeup().map(|o| opened + o);
                 tokio::select! {
                     biased;
-                    event = events.recv() => match event {
-                        Some(e) => self.on_event(e).await,
+                    event = events.0.recv() => match event {
+                        Some(e) => self.on_event(*e).await,
                         None => return,
                     },
                     () = sleep_until_opt(wake) => {

@@ -78,7 +78,7 @@ struct Harness {
     status: Arc<GuardStatus>,
     clock: Arc<ActivityClock>,
     lock: Arc<SessionGate>,
-    tx: mpsc::UnboundedSender<GuardEvent<u32>>,
+    tx: GuardEvents<u32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,7 +105,7 @@ fn start_with_code(
         lock.clone(),
         "alice".into(),
     );
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = GuardEvents::new();
     let status = guard.status();
     let task = tokio::spawn(guard.run(rx));
     Harness {

@@ -15,11 +15,11 @@ use gatehouse_core::{
 use gatehouse_recorder::{Checkpoint, RecordError, RecorderHandle, Sealed};
 use gatehouse_store::{AuditEvent, NewSession, Store, StoreError, StoredPolicy, TargetRecord};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::live::Registration;
 use crate::{
-    ActivityClock, Guard, GuardEvent, GuardObserver, OperatorIo, Reauthenticator, SessionGate,
+    ActivityClock, Guard, GuardEvents, GuardObserver, OperatorIo, Reauthenticator, SessionGate,
     audit_directive, marker_label, store_checkpoints,
 };
 
@@ -406,7 +406,7 @@ impl<M: MarkerSink> GuardObserver for SessionObserver<M> {
 pub struct Enforcement<C> {
     pub clock: Arc<ActivityClock>,
     pub gate: Arc<SessionGate>,
-    pub events: mpsc::UnboundedSender<GuardEvent<C>>,
+    pub events: GuardEvents<C>,
     /// The guard's task, for a front that stops it at the session's end.
     pub guard: tokio::task::AbortHandle,
 }
@@ -437,7 +437,7 @@ where
 {
     let clock = Arc::new(ActivityClock::new(setup.opened));
     let gate = SessionGate::new();
-    let (events, rx) = mpsc::unbounded_channel();
+    let (events, rx) = GuardEvents::new();
     let session = setup.session;
     let observer = SessionObserver {
         store: setup.store.clone(),

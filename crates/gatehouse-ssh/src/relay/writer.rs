@@ -11,7 +11,7 @@ enum Apply {
 }
 
 pub(super) async fn write_to_target(
-    mut rx: mpsc::UnboundedReceiver<ToTarget>,
+    mut rx: mpsc::UnboundedReceiver<Box<ToTarget>>,
     target: ChannelWriteHalf<client::Msg>,
     pending: PendingReplies,
     shared: Arc<Shared>,
@@ -23,7 +23,7 @@ pub(super) async fn write_to_target(
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
-                Some(e) => e,
+                Some(e) => *e,
                 None => break,
             },
             changed = gate.changed() => {
@@ -93,7 +93,7 @@ pub(super) async fn write_to_target(
     rx.close();
     while let Ok(event) = rx.try_recv() {
         done(event.payload_len());
-        if let ToTarget::Request(_, reply) = event {
+        if let ToTarget::Request(_, reply) = *event {
             let _ = reply.tx.send(false);
         }
     }

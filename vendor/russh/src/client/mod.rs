@@ -1894,7 +1894,7 @@ impl Session {
         );
 
         kex.kexinit(&mut self.common.packet_writer)?;
-        self.kex = SessionKexState::InProgress(kex);
+        self.kex = SessionKexState::InProgress(Box::new(kex));
         Ok(())
     }
 
@@ -2037,14 +2037,14 @@ async fn reply_kex<H: Handler>(
         tokio::sync::oneshot::Sender<Option<crate::keys::agent::AgentSessionBinding>>,
     >,
     pkt: &mut IncomingSshPacket,
-    kex: kex::ClientKex,
+    kex: Box<kex::ClientKex>,
 ) -> Result<(), H::Error> {
-    let progress = kex.step(Some(pkt), &mut session.common.packet_writer)?;
+    let progress = (*kex).step(Some(pkt), &mut session.common.packet_writer)?;
 
     match progress {
         KexProgress::NeedsReply { kex, reset_seqn } => {
             debug!("kex impl continues: {kex:?}");
-            session.kex = SessionKexState::InProgress(kex);
+            session.kex = SessionKexState::InProgress(Box::new(kex));
             if reset_seqn {
                 debug!("kex impl requests seqno reset");
                 session.common.reset_seqn();

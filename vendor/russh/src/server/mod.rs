@@ -1254,16 +1254,16 @@ async fn reply_kex<H: Handler + Send>(
     session: &mut Session,
     handler: &mut H,
     pkt: &mut IncomingSshPacket,
-    kex: kex::ServerKex,
+    kex: Box<kex::ServerKex>,
 ) -> Result<(), H::Error> {
-    let progress = kex
+    let progress = (*kex)
         .step(Some(pkt), &mut session.common.packet_writer, handler)
         .await?;
 
     match progress {
         KexProgress::NeedsReply { kex, reset_seqn } => {
             debug!("kex impl continues: {kex:?}");
-            session.kex = SessionKexState::InProgress(kex);
+            session.kex = SessionKexState::InProgress(Box::new(kex));
             if reset_seqn {
                 debug!("kex impl requests seqno reset");
                 session.common.reset_seqn();
