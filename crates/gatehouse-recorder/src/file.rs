@@ -303,10 +303,22 @@ impl RecordingFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// An 80×24 header titled "t", for tests.
+    pub(crate) fn header() -> Header {
+        Header {
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            term: None,
+            title: "t".into(),
+            env: vec![],
+        }
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -318,14 +330,7 @@ mod tests {
         let root = tmp.path().join("recordings");
         create_private_dir(&root).unwrap();
         let t = UNIX_EPOCH + std::time::Duration::from_secs(20_780 * 86_400);
-        let header = Header {
-            width: 80,
-            height: 24,
-            timestamp: 0,
-            term: None,
-            title: "t".into(),
-            env: vec![],
-        };
+        let header = header();
         let rec = RecordingFile::create(&root, "s1", t, &header).unwrap();
         let sealed = rec.seal().unwrap();
         assert_eq!(mode(&sealed.path), 0o600);
@@ -344,14 +349,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("recordings");
         create_private_dir(&root).unwrap();
-        let header = Header {
-            width: 80,
-            height: 24,
-            timestamp: 0,
-            term: None,
-            title: "t".into(),
-            env: vec![],
-        };
+        let header = header();
         let mut rec = RecordingFile::create(&root, "s1", UNIX_EPOCH, &header).unwrap();
         rec.append_event(Duration::from_millis(100), Code::Output, "hello")
             .unwrap();

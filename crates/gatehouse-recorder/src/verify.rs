@@ -131,17 +131,10 @@ mod tests {
 
     use super::*;
     use crate::file::RecordingFile;
-    use crate::format::{Code, Header, event_line};
+    use crate::format::{Code, event_line};
 
     fn record(dir: &Path, events: usize, tag: &str) -> (std::path::PathBuf, Expected) {
-        let header = Header {
-            width: 80,
-            height: 24,
-            timestamp: 0,
-            term: None,
-            title: "t".into(),
-            env: vec![],
-        };
+        let header = crate::file::tests::header();
         let mut f = RecordingFile::create(dir, "s1", SystemTime::now(), &header).unwrap();
         for i in 0..events {
             f.append(&event_line(
