@@ -362,7 +362,8 @@ impl ClientKex {
                 let mut signature_reader = &signature_blob[..];
                 let signature = match Signature::decode(&mut signature_reader) {
                     Err(err @ ssh_key::Error::Encoding(ssh_encoding::Error::MpintEncoding)) => {
-                        let canonical = canonicalize_ecdsa_signature(&signature_blob).ok_or(err)?;
+                        let canonical =
+                            canonicalize_ecdsa_signature(&signature_blob).ok_or(err)?;
                         Signature::decode(&mut canonical.as_slice())?
                     }
                     result => {
