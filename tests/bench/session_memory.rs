@@ -1,14 +1,15 @@
 //! Memory per live session: the broker's resident set (VmRSS) with `SESSIONS` live SSH
 //! sessions (OpenSSH clients running `sleep` on the target through Gatehouse, recorded),
 //! then with as many live PostgreSQL sessions (tokio-postgres clients, each logged in and
-//! one query done), minus the RSS before, divided by the count. The targets: SSH
+//! one query done; then again over TLS to the broker, each kind in a fresh broker), minus
+//! the RSS before, divided by the count. The targets: SSH
 //! ≤ 64 KiB, PostgreSQL ≤ 32 KiB per session. Run with `./bench/run`;
 //! `SESSIONS` overrides the count (default 2,000; the target sshd and PostgreSQL are
 //! configured for it, and each SSH session costs the machine an ssh client and an sshd
 //! session of a few MiB, so size it to the machine). `SESSIONS_PEAK_HOOK`, when set, is a
 //! program run with the broker's pid while all sessions of a kind are live, before the
 //! figure is taken (a profiler's snapshot: `vgdb --pid=$1 detailed_snapshot F` for a broker
-//! run under massif through `GATEHOUSE_BIN`).
+//! run under massif through `GATEHOUSE_BIN`). `SESSIONS_KINDS` picks kinds (see `main`).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -99,6 +100,23 @@ fn main() {
         .unwrap_or(2000);
     println!("memory per live session, {count} sessions of each kind");
 
+    // `SESSIONS_KINDS` (e.g. `postgres-tls`) measures only those named: ssh, postgres,
+    // postgres-tls (while profiling one of them)
+    let kinds =
+        std::env::var("SESSIONS_KINDS").unwrap_or_else(|_| "ssh,postgres,postgres-tls".into());
+    let kinds: Vec<&str> = kinds.split(',').map(str::trim).collect();
+    if kinds.contains(&"ssh") {
+        ssh_memory(count);
+    }
+    if kinds.contains(&"postgres") {
+        pg_sessions(count, false);
+    }
+    if kinds.contains(&"postgres-tls") {
+        pg_sessions(count, true);
+    }
+}
+
+fn ssh_memory(count: usize) {
     let w = World::new();
     let pid = w.gatehouse.pid();
     // warm up (allocator arenas, pools, the first recordings), then measure
@@ -119,8 +137,12 @@ fn main() {
     for c in &mut live {
         let _ = c.wait();
     }
-    drop(w);
+}
 
+/// `count` live PostgreSQL sessions through a fresh broker, each logged in and one query
+/// done, over TLS to Gatehouse (`sslmode=require`) or not; the target link is plain in
+/// both.
+fn pg_sessions(count: usize, tls: bool) {
     let w = PgWorld::with(
         &gatehouse_testbed::PgOptions {
             password_auth: true,
@@ -132,7 +154,8 @@ fn main() {
     );
     let pid = w.gatehouse.pid();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = w.tokio_config();
+    let config: tokio_postgres::Config = w.tokio_config().parse().unwrap();
+    let port = w.gatehouse.pg_port();
     let connect = |n: usize| {
         let config = config.clone();
         rt.block_on(async move {
@@ -141,11 +164,14 @@ fn main() {
                 let wave = chunk.iter().map(|_| {
                     let config = config.clone();
                     async move {
-                        let (client, conn) =
-                            tokio_postgres::connect(&config, tokio_postgres::NoTls)
-                                .await
-                                .unwrap();
-                        tokio::spawn(conn);
+                        let client = if tls {
+                            connect_tls(&config, port).await
+                        } else {
+                            let (client, conn) =
+                                config.connect(tokio_postgres::NoTls).await.unwrap();
+                            tokio::spawn(conn);
+                            client
+                        };
                         client.simple_query("SELECT 1").await.unwrap();
                         client
                     }
@@ -162,6 +188,41 @@ fn main() {
     std::thread::sleep(Duration::from_secs(6));
     peak_hook(pid);
     let after = rss_kib(pid);
-    report("postgres", before, after, count, 32);
+    if tls {
+        report("postgres (TLS)", before, after, count, 32);
+    } else {
+        report("postgres", before, after, count, 32);
+    }
     drop(clients);
+}
+
+/// A tokio-postgres client over TLS as libpq's `sslmode=require` does it: SSLRequest, the
+/// broker's `S`, a TLS handshake (the broker's certificate is self-signed, not verified),
+/// then the login inside TLS.
+async fn connect_tls(config: &tokio_postgres::Config, port: u16) -> tokio_postgres::Client {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = gatehouse_pg::tls::client_config(gatehouse_core::TlsMode::Require, None)
+        .unwrap()
+        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // SSLRequest: length 8, code 80877103
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut answer = [0u8];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], b'S', "the broker refused TLS");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (client, conn) = config
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
 }

@@ -234,31 +234,38 @@ async fn session(
     reader.logged_in(MAX_SESSION_MESSAGE);
     let (target_name, database) = parse_dbname(&dbname);
     let passthrough = startup::passthrough(&params);
-    let mut start_detail = serde_json::Map::new();
-    start_detail.insert("startup_params".into(), params_json(&passthrough));
-    let login = Login {
-        protocol: Protocol::Postgres,
-        node: &broker.config.front.node,
-        node_id: &broker.config.front.node_id,
-        peer,
-        operator: &operator,
-        target: Some(target_name),
-        method,
-        start_detail,
+    // what is left of the startup packet is not needed past here (an async fn keeps its
+    // locals to the end of their scope, here the end of the session: memory per live
+    // session); so is the login's description, in the block below
+    drop(params);
+    let (starting, admission) = {
+        let mut start_detail = serde_json::Map::new();
+        start_detail.insert("startup_params".into(), params_json(&passthrough));
+        let login = Login {
+            protocol: Protocol::Postgres,
+            node: &broker.config.front.node,
+            node_id: &broker.config.front.node_id,
+            peer,
+            operator: &operator,
+            target: Some(target_name),
+            method,
+            start_detail,
+        };
+        // in line with the node's other starting sessions until the target login is done
+        let starting = match broker.config.front.starting.enter().await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                gatehouse_session::refused_busy(&broker.store, &login, &busy);
+                // 53300 too_many_connections: what PostgreSQL itself says when it is full
+                fatal(&mut writer, &refuse("53300", busy.operator_message())).await;
+                return;
+            }
+        };
+        // the futures around the live session are boxed (memory per live session, as in
+        // `run_session`)
+        let admission = Box::pin(gatehouse_session::admit(&broker.store, &login)).await;
+        (starting, admission)
     };
-    // in line with the node's other starting sessions until the target login is done
-    let starting = match broker.config.front.starting.enter().await {
-        Ok(slot) => slot,
-        Err(busy) => {
-            gatehouse_session::refused_busy(&broker.store, &login, &busy);
-            // 53300 too_many_connections: what PostgreSQL itself says when it is full
-            fatal(&mut writer, &refuse("53300", busy.operator_message())).await;
-            return;
-        }
-    };
-    // the futures around the live session are boxed (memory per live session, as in
-    // `run_session`)
-    let admission = Box::pin(gatehouse_session::admit(&broker.store, &login)).await;
     let admission = match admission {
         Ok(a) => a,
         Err(e) => {

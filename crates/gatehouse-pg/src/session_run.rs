@@ -134,11 +134,23 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             return ended(reason, Some(log));
         }
     };
-    let (pid, key) = broker.cancels.register(upstream.cancel.clone());
-    let mut hello = upstream.greeting.clone();
-    hello.extend_from_slice(&backend::backend_key_data(pid, &key));
-    hello.extend_from_slice(&backend::ready_for_query(b'I'));
-    if send(&mut writer, &hello).await.is_err() {
+    let upstream::Upstream {
+        reader: up_reader,
+        writer: mut up_writer,
+        greeting,
+        cancel,
+    } = upstream;
+    let (pid, key) = broker.cancels.register(cancel);
+    // in a block, as everything this task holds only for a moment: an async fn keeps its
+    // locals (the greeting and the copy sent, ~1.5 KiB) to the end of their scope, here
+    // the end of the session
+    let greeted = {
+        let mut hello = greeting;
+        hello.extend_from_slice(&backend::backend_key_data(pid, &key));
+        hello.extend_from_slice(&backend::ready_for_query(b'I'));
+        send(&mut writer, &hello).await
+    };
+    if greeted.is_err() {
         broker.cancels.remove(pid, &key);
         return ended(EndReason::ClientClosed, Some(log));
     }
@@ -193,7 +205,6 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     let bytes_in = Arc::new(AtomicU64::new(0));
     let bytes_out = Arc::new(AtomicU64::new(0));
     let tracker = Arc::new(Mutex::new(Tracker::new()));
-    let mut up_writer = upstream.writer;
     // the relay futures borrow the target's writer: done with them before the Terminate
     let stop = {
         let to_target = client_to_target(
@@ -208,7 +219,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             &mut up_writer,
         );
         let to_client = target_to_client(
-            upstream.reader,
+            up_reader,
             ClientOutput {
                 writer,
                 guard: out_rx,

@@ -61,14 +61,16 @@ pub struct Statement {
     pub error: Option<(String, String)>,
 }
 
+/// (Statements boxed: the queue allocates room for four entries on its first push, and
+/// keeps it for the session; 64 bytes rather than 800 — memory per live session.)
 #[derive(Debug)]
 enum Pending {
     /// A Parse: logged only if it fails.
-    Parse(Statement),
+    Parse(Box<Statement>),
     /// An Execute, by its entry in [`Executions`].
     Execute(u64),
     /// A Query or FunctionCall: finished by ReadyForQuery.
-    Query(Statement),
+    Query(Box<Statement>),
     Sync,
 }
 
@@ -137,23 +139,23 @@ impl Tracker {
     pub fn frontend(&mut self, msg: &Frontend<'_>, now: Duration) {
         match msg {
             Frontend::Query(text) => {
-                self.pending.push_back(Pending::Query(statement(
+                self.pending.push_back(Pending::Query(Box::new(statement(
                     now,
                     Protocol::Simple,
                     None,
                     text.clone(),
-                )));
+                ))));
                 self.segments_sent += 1;
             }
             Frontend::Parse { name, text, types } => {
                 self.statements.insert(name.clone(), text.clone());
                 self.types.insert(name.clone(), types.clone());
-                self.pending.push_back(Pending::Parse(statement(
+                self.pending.push_back(Pending::Parse(Box::new(statement(
                     now,
                     Protocol::Extended,
                     Some(name.clone()),
                     text.clone(),
-                )));
+                ))));
             }
             Frontend::Bind {
                 portal,
@@ -203,7 +205,7 @@ impl Tracker {
                         .map(|a| a.display_argument().map(|v| clip(v, MAX_PARAM)))
                         .collect(),
                 );
-                self.pending.push_back(Pending::Query(s));
+                self.pending.push_back(Pending::Query(Box::new(s)));
                 self.segments_sent += 1;
             }
             Frontend::Describe {
@@ -272,7 +274,7 @@ impl Tracker {
                         match self.pending.pop_front() {
                             Some(Pending::Parse(mut s)) => {
                                 s.error = Some(error);
-                                finish(s, now, &mut out);
+                                finish(*s, now, &mut out);
                             }
                             Some(Pending::Execute(id)) => self.executions.failed(id, error, now),
                             _ => {}
@@ -302,7 +304,7 @@ impl Tracker {
                 while let Some(p) = self.pending.pop_front() {
                     match p {
                         Pending::Query(s) => {
-                            finish(s, now, &mut out);
+                            finish(*s, now, &mut out);
                             break;
                         }
                         Pending::Sync => break,
@@ -328,7 +330,7 @@ impl Tracker {
                 if s.error.is_none() {
                     s.error = Some((String::new(), "session ended before the result".into()));
                 }
-                finish(s, now, &mut out);
+                finish(*s, now, &mut out);
             }
         }
         // portal runs: those waiting for a result with that error, suspended ones as they are

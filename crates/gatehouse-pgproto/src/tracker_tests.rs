@@ -387,3 +387,15 @@ fn a_failing_piece_ends_the_statement_with_its_error() {
     assert_eq!(done[0].error.as_ref().map(|e| e.0.as_str()), Some("22012"));
     assert!(!done[0].suspended);
 }
+
+/// The queue of statements waiting for their result allocates four entries on its first
+/// push and keeps them while the session lives: entries stay pointer-sized (memory per
+/// live session).
+#[test]
+fn waiting_statements_are_queued_small() {
+    assert!(
+        std::mem::size_of::<Pending>() <= 16,
+        "Pending is {} bytes",
+        std::mem::size_of::<Pending>()
+    );
+}

@@ -19,9 +19,9 @@ pub async fn store_checkpoints(
         let Some(cp) = checkpoints.borrow_and_update().clone() else {
             continue;
         };
-        if let Err(e) = store
-            .recording_checkpoint(&session_id, cp.events, &cp.digest)
-            .await
+        // boxed: see `recording_opened`
+        if let Err(e) =
+            Box::pin(store.recording_checkpoint(&session_id, cp.events, &cp.digest)).await
         {
             tracing::warn!(error = %e, events = cp.events, "cannot store the recording's checkpoint");
         }

@@ -284,8 +284,11 @@ pub fn recording_opened(
         session.id.clone(),
         path.display().to_string(),
     );
+    // this task lives as long as the session and idles in `changed()`: the store's
+    // futures are boxed, so its room is not that of a store query (memory per live
+    // session)
     tokio::spawn(async move {
-        if let Err(e) = store.recording_started(&id, &path).await {
+        if let Err(e) = Box::pin(store.recording_started(&id, &path)).await {
             tracing::error!(error = %e, "cannot register the recording in the store");
         }
         store_checkpoints(store, id, checkpoints).await;
