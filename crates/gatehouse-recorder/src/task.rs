@@ -1,6 +1,7 @@
 //! The recorder task: one per recorded session. Sources (relay, handler, guard) send
 //! timestamped events without waiting; the task appends them in arrival order and flushes
-//! every 100 ms (and whenever 64 KiB are buffered). A write failure is reported once
+//! them at most 100 ms after the first of them arrived (and whenever 64 KiB are buffered).
+//! A recorder with nothing to write sleeps: no tick wakes an idle session's task. A write failure is reported once
 //! through `on_failure`, so the session can be ended: Gatehouse never continues a session
 //! it cannot record. Every [`CHECKPOINT_INTERVAL`] (when something was written) the task
 //! publishes a [`Checkpoint`] of what is on disk, for the store to keep under the node's
@@ -46,10 +47,13 @@ enum RecEvent {
     Marker(Instant, String),
     /// Lines queued by [`RecorderHandle::line`] passed 64 KiB: write them now.
     Lines,
+    /// The first line was queued by [`RecorderHandle::line`] into an empty queue: write
+    /// it (and what follows it) within [`FLUSH_INTERVAL`].
+    LinesQueued,
     Seal(oneshot::Sender<Result<Sealed, RecordError>>),
 }
 
-/// Lines waiting for the recorder's next tick (see [`RecorderHandle::line`]).
+/// Lines waiting for the recorder's next flush (see [`RecorderHandle::line`]).
 #[derive(Debug, Default)]
 struct QueuedLines {
     lines: Vec<String>,
@@ -169,16 +173,19 @@ impl RecorderHandle {
     }
 
     /// Appends a line formatted by the caller (line-oriented logs such as the SQL
-    /// statement log, which carry their own times). Lines are queued without waking the
-    /// recorder, which writes them at its next flush tick (at most [`FLUSH_INTERVAL`]
-    /// later) or as soon as 64 KiB are queued: a statement per round trip would otherwise
-    /// cost a task wake-up per round trip. Lines keep their order among themselves; a log
+    /// statement log, which carry their own times). Only the first line into an empty
+    /// queue wakes the recorder, which then writes the queue [`FLUSH_INTERVAL`] later (or
+    /// as soon as 64 KiB are queued): a statement per round trip would otherwise cost a
+    /// task wake-up per round trip. Lines keep their order among themselves; a log
     /// written with `line` should use nothing else.
     pub fn line(&self, line: String) {
         let Ok(mut q) = self.lines.lock() else { return };
         let before = q.bytes;
         q.bytes += line.len() + 1;
         q.lines.push(line);
+        if before == 0 {
+            let _ = self.queue(RecEvent::LinesQueued);
+        }
         if before < crate::file::BUFFER && q.bytes >= crate::file::BUFFER {
             let _ = self.queue(RecEvent::Lines);
         }
@@ -229,17 +236,31 @@ struct Sinks<F> {
 }
 
 /// Publishes a checkpoint of what `file` has on disk when one is due and new events were
-/// written since the last one. Call right after a flush.
+/// written since the last one. Call right after a flush. Returns when the next one is due
+/// (events on disk that no checkpoint covers yet), if any.
 fn checkpoint_if_due(
     file: &RecordingFile,
     last: &mut (Instant, u64),
     tx: &watch::Sender<Option<Checkpoint>>,
-) {
+) -> Option<Instant> {
     let (events, digest) = file.progress();
-    if events > last.1 && last.0.elapsed() >= CHECKPOINT_INTERVAL {
-        *last = (Instant::now(), events);
-        tx.send_replace(Some(Checkpoint { events, digest }));
+    if events <= last.1 {
+        return None;
     }
+    let due = last.0 + CHECKPOINT_INTERVAL;
+    if Instant::now() < due {
+        return Some(due);
+    }
+    *last = (Instant::now(), events);
+    tx.send_replace(Some(Checkpoint { events, digest }));
+    None
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Times a recorder task on this thread woke (tests run their recorder on their own
+    /// current-thread runtime).
+    static WAKES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 async fn run(
@@ -259,8 +280,12 @@ async fn run(
     let mut input = Utf8Assembler::default();
     // the text of the event at hand, kept across events for their allocations
     let (mut output_text, mut input_text) = (String::new(), String::new());
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the next flush (events or lines waiting) or checkpoint; unarmed while idle, so an
+    // idle session's recorder is never woken by a timer
+    let tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(tick);
+    // armed: `tick` is a deadline to wait for; for_flush: it is the flush's
+    let (mut armed, mut for_flush) = (false, false);
     let mut fail = |file: &mut Option<RecordingFile>, e: RecordError| {
         tracing::error!(error = %e, "recording failed");
         *file = None;
@@ -285,7 +310,10 @@ async fn run(
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
-            _ = tick.tick() => {
+            _ = &mut tick, if armed => {
+                #[cfg(test)]
+                WAKES.with(|w| w.set(w.get() + 1));
+                (armed, for_flush) = (false, false);
                 if let Some(e) = write_lines(&mut file) {
                     fail(&mut file, e);
                 }
@@ -295,12 +323,29 @@ async fn run(
                 {
                     fail(&mut file, e);
                 }
-                if let Some(f) = &file {
-                    checkpoint_if_due(f, &mut last_checkpoint, &sinks.checkpoints);
+                if let Some(f) = &file
+                    && let Some(due) =
+                        checkpoint_if_due(f, &mut last_checkpoint, &sinks.checkpoints)
+                {
+                    tick.as_mut().reset(due);
+                    armed = true;
                 }
                 continue;
             }
         };
+        #[cfg(test)]
+        WAKES.with(|w| w.set(w.get() + 1));
+        // whatever the event, what it leaves buffered is written within FLUSH_INTERVAL (a
+        // checkpoint the last flush armed gives way: the flush publishes it or re-arms it)
+        if !for_flush {
+            tick.as_mut().reset(Instant::now() + FLUSH_INTERVAL);
+            (armed, for_flush) = (true, true);
+        }
+        if matches!(event.as_deref(), Some(RecEvent::LinesQueued)) {
+            // the queue is left alone until the flush: lines that follow it within
+            // FLUSH_INTERVAL wake nobody
+            continue;
+        }
         if let Some(e) = write_lines(&mut file) {
             fail(&mut file, e);
         }
@@ -348,7 +393,7 @@ async fn run(
                 label = marker;
                 Some((at, Code::Marker, label.as_str()))
             }
-            RecEvent::Lines => None,
+            RecEvent::Lines | RecEvent::LinesQueued => None,
             RecEvent::Seal(reply) => {
                 let sealed = match file.take() {
                     // the seal syncs two files to disk (milliseconds, more on a busy disk):
@@ -394,6 +439,19 @@ mod tests {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// A recorder writing into `name` (under a temporary directory, kept while the test
+    /// holds it) with `header`.
+    fn recorder(
+        name: &str,
+        header: &str,
+    ) -> (tempfile::TempDir, std::path::PathBuf, RecorderHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let file = RecordingFile::create_at(path.clone(), header).unwrap();
+        let h = spawn_recorder(file, Instant::now(), |_| {});
+        (dir, path, h)
+    }
+
     /// Whether `f` is ready at its first poll (polled in place, nothing else runs).
     async fn ready_at_once(f: impl std::future::Future<Output = ()>) -> bool {
         let mut f = std::pin::pin!(f);
@@ -403,10 +461,7 @@ mod tests {
     // current-thread runtime: the recorder task runs only when the test waits
     #[tokio::test]
     async fn a_relay_waits_while_the_recorder_is_more_than_its_backlog_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.cast");
-        let file = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
-        let h = spawn_recorder(file, Instant::now(), |_| {});
+        let (_dir, path, h) = recorder("a.cast", r#"{"version":2}"#);
         let chunk = Bytes::from(vec![b'x'; 1 << 20]);
         let chunks = MAX_BACKLOG / chunk.len();
         for _ in 0..chunks {
@@ -437,10 +492,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_checkpoint_of_what_is_on_disk_is_published_every_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.jsonl");
-        let file = RecordingFile::create_at(path.clone(), r#"{"header":1}"#).unwrap();
-        let h = spawn_recorder(file, Instant::now(), |_| {});
+        let (_dir, path, h) = recorder("log.jsonl", r#"{"header":1}"#);
         let mut cps = h.checkpoints();
         h.marker("one");
         h.marker("two");
@@ -471,25 +523,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn lines_are_written_at_the_next_tick_at_64_kib_or_at_the_seal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.jsonl");
-        let file = RecordingFile::create_at(path.clone(), r#"{"header":1}"#).unwrap();
-        let h = spawn_recorder(file, Instant::now(), |_| {});
-        tokio::time::sleep(Duration::from_millis(1)).await; // the first tick is past
+    async fn an_idle_recorder_is_never_woken() {
+        let (_dir, path, h) = recorder("s.cast", r#"{"version":2}"#);
+        let mut cps = h.checkpoints();
+        h.output(b"$ ");
+        h.marker("m");
+        // two events, their flush, the checkpoint of what it wrote: four wake-ups
+        tokio::time::sleep(CHECKPOINT_INTERVAL + FLUSH_INTERVAL).await;
+        assert_eq!(cps.borrow_and_update().as_ref().unwrap().events, 2);
+        assert!(on_disk(&path).contains("$ "));
+        assert_eq!(WAKES.with(|w| w.get()), 4);
+        // an hour of idling: not once (a 100 ms tick would be 36,000 times)
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(WAKES.with(|w| w.get()), 4, "an idle recorder was woken");
+        // and awake for what comes next: written within FLUSH_INTERVAL, checkpointed
+        h.output(b"ls\r\n");
+        tokio::time::sleep(FLUSH_INTERVAL + Duration::from_millis(1)).await;
+        assert!(on_disk(&path).contains("ls"), "not flushed in time");
+        assert_eq!(cps.borrow_and_update().as_ref().unwrap().events, 3);
+        assert_eq!(WAKES.with(|w| w.get()), 6);
+        h.seal().await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_are_written_within_the_flush_interval_at_64_kib_or_at_the_seal() {
+        let (_dir, path, h) = recorder("log.jsonl", r#"{"header":1}"#);
         h.line(r#"{"n":1}"#.into());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !on_disk(&path).contains(r#"{"n":1}"#),
-            "written before its tick"
+            "written before its flush"
         );
         tokio::time::sleep(FLUSH_INTERVAL).await;
         assert!(
             on_disk(&path).contains(r#"{"n":1}"#),
-            "not written by the tick"
+            "not written by the flush"
         );
 
-        // 64 KiB queued: written (through the file's 64 KiB buffer) without a tick
+        // 64 KiB queued: written (through the file's 64 KiB buffer) without waiting
         let big = format!(r#"{{"big":"{}"}}"#, "x".repeat(crate::file::BUFFER));
         h.line(big.clone());
         for _ in 0..10 {
@@ -497,7 +568,7 @@ mod tests {
         }
         assert!(
             on_disk(&path).contains(&big),
-            "a full queue waited for the tick"
+            "a full queue waited for the flush"
         );
 
         // the seal writes what is queued, in order
@@ -518,10 +589,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn output_switching_between_pty_and_no_pty_channels_is_marked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.cast");
-        let file = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
-        let h = spawn_recorder(file, Instant::now(), |_| {});
+        let (_dir, path, h) = recorder("s.cast", r#"{"version":2}"#);
         h.channel_started(0, true);
         h.output_on(0, Bytes::from_static(b"$ "));
         h.channel_started(1, false);
