@@ -2,9 +2,13 @@
 //! complete protocol messages, never longer than its cap and, during login, never later
 //! than the login deadline.
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::Poll;
+
 use bytes::BytesMut;
 use gatehouse_pgproto::frame::{FrameError, declared_len_within, for_each_frame_within};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -34,11 +38,19 @@ pub(crate) struct FrameReader<R> {
     max: usize,
     /// During login: when the peer must be done (reads fail with `LoginGrace` after it).
     deadline: Option<Instant>,
-    /// Room made for the next read: starts small (an idle session holds 1 KiB, not 64 —
-    /// memory per live session), doubles while reads fill it, up to [`READ_CHUNK`], and
-    /// halves while they use less than a quarter of it; a buffer left much larger than
-    /// that is let go once it is empty.
+    /// Room made for the next read: starts small, doubles while reads fill it, up to
+    /// [`READ_CHUNK`], and halves while they use less than a quarter of it; a buffer left
+    /// much larger than that is let go once it is empty. While the reads stay small and
+    /// nothing is half-received, the reader waits holding no buffer at all (see
+    /// [`SCRATCH`]): an idle session's two readers hold nothing (memory per live session).
     chunk: usize,
+}
+
+thread_local! {
+    /// Where a reader with nothing buffered reads into, during one poll only: a waiting
+    /// reader then holds no room of its own (1 KiB per reader, two per session), and what
+    /// arrives is copied into a buffer of its exact size. One per runtime thread.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; FIRST_CHUNK].into_boxed_slice());
 }
 
 /// Largest read: a busy relay reads (and forwards) up to this much at once.
@@ -75,9 +87,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // a burst is over: give its room back rather than keep it while idle
             self.buf = BytesMut::new();
         }
-        self.buf.reserve(want);
-        let room = self.buf.capacity() - self.buf.len();
-        let read = self.inner.read_buf(&mut self.buf);
+        // small reads and nothing half-received: wait with no room of our own
+        let scratch = self.buf.is_empty() && self.chunk == FIRST_CHUNK && want <= FIRST_CHUNK;
+        let room = if scratch {
+            self.buf = BytesMut::new();
+            want
+        } else {
+            self.buf.reserve(want);
+            self.buf.capacity() - self.buf.len()
+        };
+        let (inner, buf) = (&mut self.inner, &mut self.buf);
+        let read = async move {
+            if !scratch {
+                return inner.read_buf(buf).await;
+            }
+            std::future::poll_fn(|cx| {
+                SCRATCH.with_borrow_mut(|s| {
+                    let mut into = ReadBuf::new(&mut s[..room]);
+                    match Pin::new(&mut *inner).poll_read(cx, &mut into) {
+                        Poll::Ready(Ok(())) => {
+                            buf.extend_from_slice(into.filled());
+                            Poll::Ready(Ok(into.filled().len()))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+            })
+            .await
+        };
         let n = match self.deadline {
             Some(at) => tokio::time::timeout_at(at, read)
                 .await
@@ -164,6 +202,40 @@ mod tests {
             "{e}"
         );
         assert!(reader.buf.capacity() < 2 * READ_CHUNK);
+    }
+
+    /// A reader waiting for its peer, with nothing half-received, holds no buffer; what
+    /// arrives then is read whole, in order, and a half-received message is kept.
+    #[tokio::test]
+    async fn a_waiting_reader_holds_no_buffer() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        let q = [b'Q', 0, 0, 0, 9, b's', b'e', b'l', b'1', 0];
+        for _ in 0..3 {
+            peer.write_all(&q).await.unwrap();
+            assert_eq!(&reader.next_batch().await.unwrap().unwrap()[..], &q);
+            // nothing more: the read waits, and holds nothing while it does
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(20), reader.next_batch())
+                    .await;
+            assert!(waited.is_err(), "a batch out of nothing");
+            assert_eq!(reader.buf.capacity(), 0, "a waiting reader kept a buffer");
+        }
+        // half a message: kept (in a buffer of its own) until the rest comes
+        peer.write_all(&q[..4]).await.unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), reader.next_batch()).await;
+        assert!(waited.is_err());
+        assert_eq!(&reader.buf[..], &q[..4]);
+        peer.write_all(&q[4..]).await.unwrap();
+        peer.write_all(&q).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 * q.len() {
+            got.extend_from_slice(&reader.next_batch().await.unwrap().unwrap());
+        }
+        assert_eq!(got, [q, q].concat());
+        drop(peer);
+        assert!(reader.next_batch().await.unwrap().is_none(), "a clean end");
     }
 
     /// An idle session's reader holds a few KiB; a busy one reads up to 64 KiB at once.

@@ -201,6 +201,20 @@ pub struct Store {
     audit_queue: Arc<audit_writer::AuditQueue>,
 }
 
+/// Pool options without sqlx's maintenance task (the reaper of idle and old connections).
+/// In sqlx 0.9.0 that task can spin a runtime thread at 100 % for good: `release` makes a
+/// connection acquirable before it counts it idle, a concurrent acquire then takes the
+/// count below zero (it wraps to `usize::MAX`), and the reaper's `for _ in 0..num_idle()`
+/// loop, which never awaits once the queue is empty, runs ~10^19 times. Seen here: a
+/// `gatehouse sessions list` hung on exit at 100 % CPU (its migration pool closing).
+/// Upstream: launchbadge/sqlx#3645, fixed by #4289 (not in a release we use). The task
+/// runs only when an idle timeout or a maximum lifetime is set, so neither is: the pool
+/// holds at most `max_connections` connections for the process's life, and a broken one
+/// is found by sqlx's test on acquire.
+fn no_reaper(options: AnyPoolOptions) -> AnyPoolOptions {
+    options.idle_timeout(None).max_lifetime(None)
+}
+
 impl Store {
     /// Connects (creating an SQLite file when missing) and applies pending migrations, with
     /// the default [`Timeouts`].
@@ -242,7 +256,7 @@ impl Store {
         };
         // Migrations run on their own connection, without the statement timeout: a
         // migration over a large table may rightly take longer than a query.
-        let migrator = AnyPoolOptions::new()
+        let migrator = no_reaper(AnyPoolOptions::new())
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect(&connect_url)
@@ -270,7 +284,7 @@ impl Store {
         }
         migrator.close().await;
         let millis = timeouts.statement.as_millis().max(1);
-        let pool = AnyPoolOptions::new()
+        let pool = no_reaper(AnyPoolOptions::new())
             .max_connections(
                 options
                     .max_connections
@@ -435,6 +449,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("g.db").display());
         let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        // no sqlx maintenance task, which can spin forever (see `no_reaper`)
+        let options = store.pool.options();
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), None);
         let mut held = Vec::new();
         for _ in 0..3 {
             let mut conn = store.pool.acquire().await.unwrap();
