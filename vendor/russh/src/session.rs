@@ -151,7 +151,10 @@ impl<C> CommonSession<C> {
 
     pub fn newkeys(&mut self, newkeys: NewKeys) {
         if let Some(ref mut enc) = self.encrypted {
-            enc.exchange = Some(newkeys.exchange);
+            // Gatehouse (vendor/README.md): a re-key's exchange is never read again; the
+            // `Some` alone matters (the server's "no re-key under way" flag)
+            drop(newkeys.exchange);
+            enc.exchange = Some(Exchange::default());
             enc.kex = newkeys.kex;
             enc.key = newkeys.key;
             enc.client_mac = newkeys.names.client_mac;
@@ -165,6 +168,18 @@ impl<C> CommonSession<C> {
             enc.client_compression
                 .init_compress(self.packet_writer.compress());
             enc.server_compression.init_decompress(&mut enc.decompress);
+        }
+    }
+
+    /// Gatehouse (vendor/README.md): lets the first key exchange's KEXINITs, ids and
+    /// ephemeral keys go (kilobytes per connection, kept for the session's life) once
+    /// nothing reads them any more: the server reads the client's KEXINIT once, for
+    /// RFC 8308's ext-info, right after the first exchange. `exchange` stays `Some`.
+    pub(crate) fn forget_exchange(&mut self) {
+        if let Some(enc) = &mut self.encrypted
+            && let Some(exchange) = &mut enc.exchange
+        {
+            *exchange = Exchange::default();
         }
     }
 

@@ -2108,6 +2108,7 @@ async fn reply_kex<H: Handler>(
                 session
                     .common
                     .encrypted(initial_encrypted_state(session), newkeys);
+                session.common.forget_exchange();
 
                 if let Some(sender) = kex_done_signal.take() {
                     sender.send(agent_session_binding).unwrap_or(());

@@ -1307,6 +1307,7 @@ async fn reply_kex<H: Handler + Send>(
                 );
 
                 session.maybe_send_ext_info()?;
+                session.common.forget_exchange();
             }
 
             session.kex = SessionKexState::Idle;
