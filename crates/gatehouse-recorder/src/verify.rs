@@ -76,10 +76,10 @@ fn check(
     let Ok(header) = std::str::from_utf8(header) else {
         return tampered(0, "header is not UTF-8");
     };
-    let mut chain = Chain::new(header);
-    if digests.first() != Some(&chain.hex().as_str()) {
+    // the chain's version is the one whose first digest the sidecar holds (`Chain`)
+    let Some(mut chain) = digests.first().and_then(|d0| Chain::matching(header, d0)) else {
         return tampered(0, "header does not match its digest");
-    }
+    };
     let off_checkpoint = |chain: &Chain| {
         checkpoint.is_some_and(|c| c.events == chain.events() && c.digest != chain.hex())
     };
@@ -131,7 +131,7 @@ mod tests {
 
     use super::*;
     use crate::file::RecordingFile;
-    use crate::format::{Code, event_line};
+    use crate::format::{ChainVersion, Code, event_line};
 
     fn record(dir: &Path, events: usize, tag: &str) -> (std::path::PathBuf, Expected) {
         let header = crate::file::tests::header();
@@ -279,6 +279,84 @@ mod tests {
             verify_to_checkpoint(&path, &at4).unwrap(),
             Verdict::Tampered { event: 4, .. }
         ));
+    }
+
+    /// Rewrites `path`'s sidecar under `version`'s chain (as a broker of that version wrote
+    /// it): what the store would hold for it.
+    fn rechain(path: &Path, version: ChainVersion) -> Expected {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let mut chain = Chain::with_version(version, lines.next().unwrap());
+        let mut sidecar = format!("0 {}\n", chain.hex());
+        for (i, line) in lines.enumerate() {
+            chain.push(line);
+            sidecar += &format!("{} {}\n", i + 1, chain.hex());
+        }
+        std::fs::write(chain_path(path), sidecar).unwrap();
+        Expected {
+            events: chain.events(),
+            digest: chain.hex(),
+        }
+    }
+
+    #[test]
+    fn new_recordings_are_chained_with_blake3() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, exp) = record(dir.path(), 3, "line");
+        let sidecar = std::fs::read_to_string(chain_path(&path)).unwrap();
+        let written = sidecar.clone();
+        // the sidecar the writer made is exactly the v2 chain over the file
+        assert_eq!(rechain(&path, ChainVersion::V2Blake3), exp);
+        assert_eq!(std::fs::read_to_string(chain_path(&path)).unwrap(), written);
+        assert_ne!(rechain(&path, ChainVersion::V1Sha256).digest, exp.digest);
+    }
+
+    /// Recordings made before v2 (SHA-256) still verify, and their tampering is still
+    /// caught; switching a recording to the other version (file and sidecar rewritten
+    /// consistently) does not get past the digest the store holds.
+    #[test]
+    fn a_v1_recording_still_verifies_and_a_switched_version_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, v2) = record(dir.path(), 5, "line");
+        let v1 = rechain(&path, ChainVersion::V1Sha256);
+        assert_eq!(v1.events, 5);
+        assert_eq!(verify(&path, Some(&v1)).unwrap(), Verdict::Ok { events: 5 });
+        assert_eq!(
+            verify_to_checkpoint(
+                &path,
+                &Expected {
+                    events: 5,
+                    digest: v1.digest.clone()
+                }
+            )
+            .unwrap(),
+            Verdict::Truncated { events: 5 }
+        );
+        // a v2 recording whose sidecar was rewritten as v1: the store's v2 digest differs
+        assert_eq!(
+            verify(&path, Some(&v2)).unwrap(),
+            Verdict::Tampered {
+                event: 6,
+                why: "final digest differs from the one in the store".into()
+            }
+        );
+        // a v1 recording edited: caught at the line
+        let pristine = std::fs::read(&path).unwrap();
+        edit(&path, |l| l[2] = l[2].replace("line 1", "line X"));
+        assert!(matches!(
+            verify(&path, Some(&v1)).unwrap(),
+            Verdict::Tampered { event: 2, .. }
+        ));
+        // and its header: neither version's first digest matches
+        std::fs::write(&path, &pristine).unwrap();
+        edit(&path, |l| l[0] = l[0].replace("80", "81"));
+        assert_eq!(
+            verify(&path, Some(&v1)).unwrap(),
+            Verdict::Tampered {
+                event: 0,
+                why: "header does not match its digest".into()
+            }
+        );
     }
 
     #[test]
