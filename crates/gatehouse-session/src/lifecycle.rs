@@ -134,9 +134,13 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
             },
         });
     }
-    let record = store.target(target).await?;
-    let account = store.operator(operator).await?;
-    let grants = store.granted_environments(operator).await?;
+    // independent reads at once (each on a pooled connection of its own; SQLite's WAL lets
+    // readers run side by side): a login waits for one store round trip here, not three
+    let (record, account, grants) = tokio::try_join!(
+        store.target(target),
+        store.operator(operator),
+        store.granted_environments(operator),
+    )?;
     let facts = AccessFacts {
         operator_locked: account.as_ref().is_some_and(|o| o.locked),
         target: record
@@ -147,11 +151,14 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
     };
     let reason = match (decide_access(&facts), record) {
         (AccessDecision::Allow, Some(r)) => {
-            let policy = store.environment_policy(&r.environment).await?;
+            let (policy, has_totp) = tokio::try_join!(
+                store.environment_policy(&r.environment),
+                store.has_totp(operator),
+            )?;
             let allowed = Allowed {
                 policy,
                 has_password: account.is_some_and(|o| o.password_hash.is_some()),
-                has_totp: store.has_totp(operator).await?,
+                has_totp,
                 target: r,
             };
             let message = String::new();

@@ -70,6 +70,7 @@ impl Store {
     }
 
     async fn insert_audit(&self, at: i64, e: &AuditEvent<'_>) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let mut conn = self.pool.acquire().await?;
         insert_audit_on(&mut conn, at, e).await
     }

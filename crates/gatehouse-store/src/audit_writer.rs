@@ -112,6 +112,7 @@ impl Store {
             // sender goes with it and the writer drains and stops
             let writer = Writer {
                 pool: self.pool.clone(),
+                turns: self.write_turns.clone(),
                 limit: self.timeouts.audit,
                 failures: self.audit_failures.clone(),
             };
@@ -123,6 +124,7 @@ impl Store {
 
 struct Writer {
     pool: AnyPool,
+    turns: crate::WriteTurns,
     limit: Duration,
     failures: Arc<AtomicU64>,
 }
@@ -160,6 +162,7 @@ impl Writer {
     }
 
     async fn insert(&self, batch: &[Queued]) -> Result<()> {
+        let _turn = self.turns.take().await?;
         let mut tx = self.pool.begin().await?;
         for q in batch {
             insert_audit_on(&mut tx, q.at, &q.event()).await?;

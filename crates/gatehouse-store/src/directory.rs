@@ -37,6 +37,7 @@ fn operator_from_row(r: &sqlx::any::AnyRow) -> Result<OperatorRecord> {
 impl Store {
     pub async fn add_environment(&self, name: &str) -> Result<()> {
         let now = now_millis();
+        let _turn = self.write_turn().await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO environments (name, created_at) VALUES ($1, $2)")
             .bind(name)
@@ -65,6 +66,7 @@ impl Store {
     }
 
     pub async fn add_operator(&self, name: &str, password: Option<&StoredPassword>) -> Result<()> {
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO operators (name, password_hash, scram_verifier, locked, created_at) VALUES ($1, $2, $3, 0, $4)",
         )
@@ -79,6 +81,7 @@ impl Store {
     }
 
     pub async fn set_operator_password(&self, name: &str, password: &StoredPassword) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE operators SET password_hash = $1, scram_verifier = $2 WHERE name = $3",
         )
@@ -114,6 +117,7 @@ impl Store {
         fingerprint: &str,
         public_key: &str,
     ) -> Result<()> {
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO operator_keys (operator, fingerprint, public_key, added_at) VALUES ($1, $2, $3, $4)",
         )
@@ -151,6 +155,7 @@ impl Store {
                 name: environment.to_owned(),
             });
         }
+        let _turn = self.write_turn().await?;
         sqlx::query("INSERT INTO grants (operator, environment, granted_at) VALUES ($1, $2, $3)")
             .bind(operator)
             .bind(environment)

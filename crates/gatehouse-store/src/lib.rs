@@ -199,6 +199,34 @@ pub struct Store {
     audit_failures: Arc<AtomicU64>,
     /// [`Store::audit_later`]'s queue to the node's audit writer.
     audit_queue: Arc<audit_writer::AuditQueue>,
+    /// SQLite: the node's writes take turns here (see [`Store::write_turn`]).
+    write_turns: WriteTurns,
+}
+
+/// A turn to write (SQLite), held until the write is committed; `None` for PostgreSQL.
+pub(crate) type WriteTurn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
+
+/// Where the node's writers take turns (see [`Store::write_turn`]); shared by the store's
+/// handles and its audit writer.
+#[derive(Clone)]
+pub(crate) struct WriteTurns {
+    /// One permit on SQLite; `None` on PostgreSQL (no turns).
+    turns: Option<Arc<tokio::sync::Semaphore>>,
+    /// Longest a writer waits for its turn (the pool's acquire timeout).
+    acquire: Duration,
+}
+
+impl WriteTurns {
+    pub(crate) async fn take(&self) -> Result<WriteTurn<'_>> {
+        let Some(turns) = &self.turns else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.acquire, turns.acquire()).await {
+            Ok(Ok(turn)) => Ok(Some(turn)),
+            Ok(Err(_closed)) => Err(StoreError::Query(sqlx::Error::PoolClosed)),
+            Err(_elapsed) => Err(StoreError::Query(sqlx::Error::PoolTimedOut)),
+        }
+    }
 }
 
 /// Pool options without sqlx's maintenance task (the reaper of idle and old connections).
@@ -330,7 +358,29 @@ impl Store {
             timeouts,
             audit_failures: Arc::new(AtomicU64::new(0)),
             audit_queue: Arc::default(),
+            write_turns: WriteTurns {
+                turns: (backend == Backend::Sqlite)
+                    .then(|| Arc::new(tokio::sync::Semaphore::new(1))),
+                acquire: timeouts.acquire,
+            },
         })
+    }
+
+    /// Waits for this node's turn to write to SQLite; taken before a write statement or a
+    /// writing transaction begins and held until it is committed.
+    ///
+    /// SQLite lets one connection write at a time. Without turns, two of the pool's
+    /// connections writing at once (one login's session row, another session's end, the
+    /// audit writer's batch) meet SQLite's lock, and the one that loses sleeps in SQLite's
+    /// busy handler: 1, 2, 5, 10, 15… ms, whatever the lock's holder needs. Under `pgbench
+    /// -C` through the broker that was ~150 such sleeps a second, milliseconds added to
+    /// each login. Taking turns here, in order, the next writer starts as soon as the last
+    /// one commits. The wait is bounded like a pooled connection's (`acquire`): a store
+    /// that stays saturated is reported as unavailable. Writers in other processes (the
+    /// admin CLI) still meet the lock and `busy_timeout`. PostgreSQL: no turns (row
+    /// locks; writers go on side by side).
+    pub(crate) async fn write_turn(&self) -> Result<WriteTurn<'_>> {
+        self.write_turns.take().await
     }
 
     pub fn backend(&self) -> Backend {

@@ -80,6 +80,8 @@ impl Store {
     ) -> Result<Vec<String>> {
         let now = now_millis();
         let live = i64::try_from(held.len()).unwrap_or(i64::MAX);
+        // one turn for the node's whole heartbeat (its writes and the reads between them)
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE nodes SET name = $1, started_at = $2, heartbeat_at = $3, stopped_at = NULL,
                  live_sessions = $4, version = $5, listen = $6, lost_at = NULL WHERE id = $7",
@@ -139,7 +141,7 @@ impl Store {
             closed.extend(first_column(&q.fetch_all(&self.pool).await?)?);
         }
         if !guards.is_empty() {
-            // one transaction: one commit for the whole batch
+            // one transaction: one commit for the whole batch (in the turn taken above)
             let mut tx = self.pool.begin().await?;
             for (id, g) in guards {
                 sqlx::query(
@@ -164,6 +166,7 @@ impl Store {
 
     /// Records that the node with id `node_id` stopped serving (graceful shutdown).
     pub async fn node_stopped(&self, node_id: &str) -> Result<()> {
+        let _turn = self.write_turn().await?;
         sqlx::query("UPDATE nodes SET stopped_at = $1, live_sessions = 0 WHERE id = $2")
             .bind(now_millis())
             .bind(node_id)
@@ -228,6 +231,7 @@ impl Store {
         let mut newly_lost = Vec::new();
         for (id, name) in nodes {
             let detail = serde_json::json!({"node_id": id, "node": name, "timeout_ms": timeout_ms, "by": me});
+            let _turn = self.write_turn().await?;
             let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE nodes SET lost_at = $1 WHERE id = $2 AND lost_at IS NULL AND heartbeat_at < $3",
@@ -278,6 +282,7 @@ impl Store {
                 i64::MAX,
             ),
         };
+        let _turn = self.write_turn().await?;
         let mut tx = self.pool.begin().await?;
         let closed = sqlx::query(
             "UPDATE sessions SET ended_at = $1, end_reason = $2

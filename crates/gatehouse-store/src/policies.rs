@@ -87,6 +87,7 @@ impl Store {
             .map(|d| d.as_millis().to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let _turn = self.write_turn().await?;
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE environments SET idle_timeout_ms = $1, max_session_ms = $2, warn_before_ms = $3,
@@ -135,6 +136,7 @@ impl Store {
 
     /// Asks the broker that owns a live session to end it.
     pub async fn request_kill(&self, session_id: &str, reason: &str) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let mut conn = self.pool.acquire().await?;
         let done = sqlx::query(
             "UPDATE sessions SET kill_requested_at = $1, kill_reason = $2
@@ -152,6 +154,7 @@ impl Store {
     /// Locks (or unlocks) an operator. Locking also asks for every live session of the
     /// operator to end; returns their ids.
     pub async fn set_operator_locked(&self, operator: &str, locked: bool) -> Result<Vec<String>> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query("UPDATE operators SET locked = $1 WHERE name = $2")
             .bind(i64::from(locked))
             .bind(operator)
@@ -315,6 +318,7 @@ impl Store {
     }
 
     pub async fn set_allowed_subsystems(&self, environment: &str, names: &[String]) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query("UPDATE environments SET ssh_subsystems = $1 WHERE name = $2")
             .bind(names.join(","))
             .bind(environment)
@@ -324,6 +328,7 @@ impl Store {
     }
 
     pub async fn set_redact_params(&self, environment: &str, redact: bool) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query("UPDATE environments SET redact_params = $1 WHERE name = $2")
             .bind(i64::from(redact))
             .bind(environment)

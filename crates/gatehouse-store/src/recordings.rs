@@ -297,6 +297,7 @@ impl Store {
 
     pub async fn recording_started(&self, session_id: &str, path: &str) -> Result<()> {
         let mac = self.row_mac(session_id, "recording", path, None, None);
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "UPDATE sessions SET recording_path = $1, recording_state = 'recording', recording_mac = $2,
                  recording_legacy = 0 WHERE id = $3",
@@ -323,6 +324,7 @@ impl Store {
             &checkpoint_context(session_id),
             &checkpoint_data(events, digest, at),
         );
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "UPDATE sessions SET recording_checkpoint_events = $1, recording_checkpoint_digest = $2,
                  recording_checkpoint_at = $3, recording_checkpoint_mac = $4
@@ -352,6 +354,7 @@ impl Store {
     ) -> Result<()> {
         let raw = self.raw_recording(session_id).await?;
         if let Some(t) = self.prepare_transition(&raw, to, size, counted) {
+            let _turn = self.write_turn().await?;
             let mut conn = self.pool.acquire().await?;
             t.apply(&mut conn).await?;
         }
@@ -477,6 +480,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let mut done = 0;
+        let _turn = self.write_turn().await?;
         let mut conn = self.pool.acquire().await?;
         for row in &rows {
             if let Some(t) = self.prepare_interrupted(&raw_from_row(row)?) {

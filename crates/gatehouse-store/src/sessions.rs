@@ -123,6 +123,7 @@ impl Store {
     ) -> Result<String> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_millis();
+        let _turn = self.write_turn().await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id, node, operator, target, environment, protocol, client_addr, started_at, bytes_in, bytes_out, node_id)
@@ -167,6 +168,7 @@ impl Store {
         bytes_in: u64,
         bytes_out: u64,
     ) -> Result<bool> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE sessions SET ended_at = $1, end_reason = $2, bytes_in = $3, bytes_out = $4
              WHERE id = $5 AND ended_at IS NULL",
@@ -190,6 +192,7 @@ impl Store {
             .await?;
         let ids = first_column(&rows)?;
         for id in &ids {
+            let _turn = self.write_turn().await?;
             sqlx::query(
                 "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
             )

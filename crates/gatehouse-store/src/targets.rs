@@ -99,6 +99,7 @@ impl Store {
         let sealed = self
             .master_key
             .seal(&credential_context(t.name), t.credential);
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode, tls_ca)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -156,6 +157,7 @@ impl Store {
     /// when a key was already pinned (by a concurrent session), in which case the caller
     /// must compare against the stored one.
     pub async fn pin_host_key(&self, name: &str, host_key: &str) -> Result<bool> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE targets SET host_key = $1 WHERE name = $2 AND protocol = 'ssh' AND host_key IS NULL AND trust_on_first_use = 1",
         )
@@ -170,6 +172,7 @@ impl Store {
 impl Store {
     /// Removes a target. Its past sessions stay in the registry.
     pub async fn remove_target(&self, name: &str) -> Result<()> {
+        let _turn = self.write_turn().await?;
         let done = sqlx::query("DELETE FROM targets WHERE name = $1")
             .bind(name)
             .execute(&self.pool)

@@ -33,6 +33,7 @@ impl Store {
             .to_url()
             .map_err(|e| StoreError::Corrupt(format!("otpauth uri: {e}")))?;
         let sealed = self.master_key.seal(&context(operator), secret.as_ref());
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE operators SET totp_secret = $1, totp_last_step = NULL WHERE name = $2",
         )
@@ -85,6 +86,7 @@ impl Store {
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         // claim the step: only one caller can move it forward past a given value
+        let _turn = self.write_turn().await?;
         let done = sqlx::query(
             "UPDATE operators SET totp_last_step = $1
              WHERE name = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",

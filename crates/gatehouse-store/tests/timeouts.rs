@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_store::{AuditEvent, AuditFilter, MasterKey, Store, StoreError, Timeouts};
+use gatehouse_core::{EndReason, Protocol};
+use gatehouse_store::{
+    AuditEvent, AuditFilter, MasterKey, NewSession, Store, StoreError, Timeouts,
+};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -181,4 +184,74 @@ async fn sqlite_audit_later_is_batched_in_order_and_counted_when_the_store_refus
     );
     assert_eq!(count(&store, "delayed_later").await, 2);
     assert_eq!(count(&store, "refused_later").await, 0);
+}
+
+/// One node's writers take turns rather than meet SQLite's lock: with `busy_timeout` cut to
+/// 1 ms, a write that found another of the pool's connections writing would fail with
+/// "database is locked" (it did, before the turns: most of 48 such logins did); in turns,
+/// 48 logins at once, each a session row with its audit events, a checkpoint and an end,
+/// all get in. (What SQLite's busy handler did instead with the default 5 s: slept 1, 2,
+/// 5, 10… ms per collision, milliseconds added to every login under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_writers_of_one_node_take_turns_instead_of_meeting_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = Store::open_with(
+        &url,
+        MasterKey::generate(),
+        Timeouts {
+            statement: Duration::from_millis(1),
+            audit: Duration::from_secs(5),
+            acquire: Duration::from_secs(30),
+        },
+    )
+    .await
+    .unwrap();
+    let logins = (0..48).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let addr = format!("127.0.0.1:{}", 10_000 + i);
+            let id = store
+                .start_session_audited(
+                    &NewSession {
+                        node: "n1",
+                        node_id: "node-1",
+                        operator: "alice",
+                        target: "web1",
+                        environment: Some("prod"),
+                        protocol: Protocol::Ssh,
+                        client_addr: &addr,
+                    },
+                    &[
+                        ("auth_success", json!({"method": "password"})),
+                        ("session_start", json!({"target": "web1"})),
+                    ],
+                )
+                .await?;
+            store
+                .recording_started(&id, &format!("2026/12/05/{id}.cast"))
+                .await?;
+            store.recording_checkpoint(&id, 3, "d1").await?;
+            store
+                .end_session(&id, &EndReason::ClientClosed, 10, 20)
+                .await?;
+            Ok::<String, StoreError>(id)
+        })
+    });
+    let mut failed = Vec::new();
+    for login in logins.collect::<Vec<_>>() {
+        if let Err(e) = login.await.unwrap() {
+            failed.push(e.to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 48 failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let sessions = store.list_sessions(100).await.unwrap();
+    assert_eq!(sessions.len(), 48);
+    assert!(sessions.iter().all(|s| s.ended_at.is_some()));
+    assert_eq!(count(&store, "session_start").await, 48);
 }
