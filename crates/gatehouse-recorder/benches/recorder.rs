@@ -235,7 +235,7 @@ fn main() {
     println!("stages, each alone (MB/s of terminal text)");
     row("UTF-8 assembly", assembly, None);
     row("JSON event encoding", encoding, None);
-    row("SHA-256 chain", hashing, None);
+    row("hash chain (BLAKE3)", hashing, None);
     row("file write (cast + sidecar)", writing, None);
     row("seal's sync to disk", syncing, None);
     gatehouse_testbed::bench_summary::record(&gatehouse_testbed::bench_summary::Row {
