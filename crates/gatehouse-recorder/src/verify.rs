@@ -303,8 +303,7 @@ mod tests {
     fn new_recordings_are_chained_with_blake3() {
         let dir = tempfile::tempdir().unwrap();
         let (path, exp) = record(dir.path(), 3, "line");
-        let sidecar = std::fs::read_to_string(chain_path(&path)).unwrap();
-        let written = sidecar.clone();
+        let written = std::fs::read_to_string(chain_path(&path)).unwrap();
         // the sidecar the writer made is exactly the v2 chain over the file
         assert_eq!(rechain(&path, ChainVersion::V2Blake3), exp);
         assert_eq!(std::fs::read_to_string(chain_path(&path)).unwrap(), written);
