@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use crate::format::{Chain, Code, Header, push_event_line};
+use crate::format::{Chain, Code, DIGEST_LEN, Header, push_event_line};
 
 /// Bytes buffered before a write at the latest.
 pub const BUFFER: usize = 64 * 1024;
@@ -29,6 +29,10 @@ const INITIAL_BUFFER: usize = 1024;
 /// full (the sidecar may run ahead of the cast file, never behind it). Grown as lines come,
 /// not allocated up front: an idle session holds a few digest lines.
 const CHAIN_BUFFER: usize = 8 * 1024;
+/// Bytes kept free at the front of a recording's buffer, never written: room for the chain
+/// digest before the first line there, so that every line is hashed in one pass with the
+/// digest before it ([`Chain::push_at`]).
+const GAP: usize = DIGEST_LEN;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -58,7 +62,8 @@ pub struct Sealed {
 pub struct RecordingFile {
     path: PathBuf,
     cast: File,
-    /// Cast lines not yet written: the lines are made here, hashed where they lie and
+    /// Cast lines not yet written, after a [`GAP`] (or nothing at all, no allocation, when
+    /// a flush let the buffer go): the lines are made here, hashed where they lie and
     /// written from here (no line is copied between its encoding and the write).
     pending: Vec<u8>,
     chain_file: File,
@@ -150,8 +155,9 @@ impl RecordingFile {
             chain,
             size: 0,
         };
+        rec.pending.resize(GAP, 0);
         rec.pending.extend_from_slice(header_line.as_bytes());
-        rec.line_added(0, 0)?;
+        rec.line_added(GAP, 0)?;
         rec.flush()?;
         Ok(rec)
     }
@@ -210,16 +216,21 @@ impl RecordingFile {
     /// Writes what is buffered if a line of about `len` bytes would not fit in the buffer
     /// after it: the buffer stays at [`BUFFER`] bytes (one per recorded session), unless a
     /// single line is longer.
+    /// Makes the buffer's [`GAP`] if it has none.
     fn make_room(&mut self, len: usize) -> Result<(), RecordError> {
-        if !self.pending.is_empty() && self.pending.len() + len + 1 > BUFFER {
+        let buffered = self.buffered();
+        if buffered > 0 && buffered + len + 1 > BUFFER {
             self.flush()?;
+        }
+        if self.pending.len() < GAP {
+            self.pending.resize(GAP, 0);
         }
         Ok(())
     }
 
     /// The event line at `pending[start..]` is complete: chains it.
     fn event_added(&mut self, start: usize) -> Result<(), RecordError> {
-        self.chain.push_bytes(&self.pending[start..]);
+        self.chain.push_at(&mut self.pending, start);
         self.line_added(start, self.chain.events())
     }
 
@@ -232,7 +243,7 @@ impl RecordingFile {
         let _ = write!(self.chain_pending, "{index} ");
         self.chain.push_hex(&mut self.chain_pending);
         self.chain_pending.push(b'\n');
-        if self.pending.len() >= BUFFER {
+        if self.buffered() >= BUFFER {
             self.flush()?;
         } else if self.chain_pending.len() >= CHAIN_BUFFER {
             self.write_chain()?;
@@ -249,18 +260,17 @@ impl RecordingFile {
 
     /// Bytes written since the last flush.
     pub fn buffered(&self) -> usize {
-        self.pending.len()
+        self.pending.len().saturating_sub(GAP)
     }
 
     /// Hands buffered events to the OS: the sidecar first (the cast file never reaches the
     /// disk ahead of its digests), then the cast file.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.write_chain()?;
-        self.cast
-            .write_all(&self.pending)
-            .map_err(|e| self.write_err(e))?;
-        let written = self.pending.len();
-        self.pending.clear();
+        let lines = self.pending.get(GAP..).unwrap_or_default();
+        self.cast.write_all(lines).map_err(|e| self.write_err(e))?;
+        let written = lines.len();
+        self.pending.truncate(GAP);
         if written < INITIAL_BUFFER {
             // a quiet moment (an idle session, keystrokes): hold no buffer until the next
             // event

@@ -20,9 +20,9 @@ use wide::u8x16;
 const BLOCK: usize = 64;
 /// The size of the moves that copy runs of plain bytes.
 const MOVE: usize = 16;
-/// Room [`push_str`] keeps after what it has written: a block, a move past its end, an
-/// escape.
-const SLACK: usize = BLOCK + MOVE + 8;
+/// Room [`push_str`] keeps after what it has written: a block's longest output (`\u00XX`
+/// for each byte), a run's first moves past it, an escape's word.
+const SLACK: usize = 6 * BLOCK + 2 * MOVE + 8;
 
 /// One bit per byte of `block` that needs escaping (bit `i` for `block[i]`): a byte below
 /// 0x20, a `"`, a `\`.
@@ -81,11 +81,12 @@ fn put_escape(out: &mut [u8], o: usize, b: u8) -> usize {
 /// Appends `s` to `out` as a JSON string literal, quotes included.
 ///
 /// Each block of 64 bytes gets its mask of bytes to escape; a block with none is copied
-/// whole. Otherwise the runs between escapes are copied 16 bytes at a time from a padded
-/// copy of the block (a move may write past the run: the escape or the next run overwrites
-/// that, or the final cut drops it). The last, shorter block is padded the same way, its
-/// mask cut to its length. Only ever splits `s` around an ASCII byte, so what it appends
-/// is UTF-8 when `s` is.
+/// whole. Otherwise the runs between escapes are copied in 16-byte moves (a move may
+/// write past the run: the escape or the next run overwrites that, or the final cut drops
+/// it), into a window of `out` with room for the block's longest output, so that nothing
+/// is checked or reloaded per escape. The last, shorter block is copied into a padded
+/// buffer, its mask cut to its length. Only ever splits `s` around an ASCII byte, so what
+/// it appends is UTF-8 when `s` is.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut o = out.len(); // where the next output byte goes; `out` is longer (zeroes)
@@ -97,25 +98,35 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     room(out, o, bytes.len());
     out[o] = b'"';
     o += 1;
-    let mut padded = [0u8; BLOCK + MOVE];
+    let mut padded = [0u8; BLOCK + 2 * MOVE];
     for (i, chunk) in bytes.chunks(BLOCK).enumerate() {
         room(out, o, bytes.len() - i * BLOCK);
         let len = chunk.len();
-        let mut mask = if let Ok(block) = <&[u8; BLOCK]>::try_from(chunk) {
+        // the moves that copy runs read up to 32 bytes past a block: from the string
+        // itself while it goes on that far, else from a padded copy of the block (reading
+        // a copy just made would stall on its stores: the moves straddle them)
+        let (mut mask, src): (u64, &[u8]) = if let Ok(block) = <&[u8; BLOCK]>::try_from(chunk) {
             let mask = escape_mask(block);
             if mask == 0 {
                 out[o..o + BLOCK].copy_from_slice(block);
                 o += BLOCK;
                 continue;
             }
-            padded[..BLOCK].copy_from_slice(block);
-            mask
+            match bytes.get(i * BLOCK..i * BLOCK + BLOCK + 2 * MOVE) {
+                Some(src) => (mask, src),
+                None => {
+                    padded[..BLOCK].copy_from_slice(block);
+                    (mask, &padded)
+                }
+            }
         } else {
             // the last block: zeroes after it would count as bytes to escape
             padded[..len].copy_from_slice(chunk);
             let block: &[u8; BLOCK] = padded.first_chunk().unwrap_or(&[0; BLOCK]);
-            escape_mask(block) & ((1 << len) - 1)
+            (escape_mask(block) & ((1 << len) - 1), &padded)
         };
+        let window = &mut out[o..o + SLACK];
+        let mut w = 0; // where the next byte goes in the window
         let mut run = 0; // where the run of plain bytes being copied starts in the block
         loop {
             let end = if mask == 0 {
@@ -123,20 +134,23 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
             } else {
                 mask.trailing_zeros() as usize
             };
-            let mut j = run;
+            // a run's first 32 bytes in two moves, whatever its length: most runs are
+            // shorter, and a loop's exit would be a branch mispredicted at every escape
+            window[w..w + 2 * MOVE].copy_from_slice(&src[run..run + 2 * MOVE]);
+            let mut j = run + 2 * MOVE;
             while j < end {
-                out[o + j - run..o + j - run + MOVE].copy_from_slice(&padded[j..j + MOVE]);
+                window[w + j - run..w + j - run + MOVE].copy_from_slice(&src[j..j + MOVE]);
                 j += MOVE;
             }
-            o += end - run;
+            w += end - run;
             if mask == 0 {
                 break;
             }
-            room(out, o, bytes.len() - i * BLOCK - end);
-            o += put_escape(out, o, padded[end]);
+            w += put_escape(window, w, src[end]);
             run = end + 1;
             mask &= mask - 1;
         }
+        o += w;
     }
     room(out, o, 0);
     out[o] = b'"';
