@@ -77,10 +77,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     let registration = broker.live.track(Protocol::Postgres, |_| {});
 
     // the statement log first: no log, no session
-    let redact = store
-        .redacts_params(&target.environment)
-        .await
-        .unwrap_or(true);
+    let redact = allowed.redact_params;
     // a write failure ends the session through its guard, once the guard runs
     let (failed_tx, failed_rx) = oneshot::channel::<()>();
     let header = LogHeader {

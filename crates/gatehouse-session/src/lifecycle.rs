@@ -77,6 +77,9 @@ pub struct Allowed {
     /// Whether the operator can unlock a locked session with a password, and then a code.
     pub has_password: bool,
     pub has_totp: bool,
+    /// Whether the statement log leaves bound parameters out (PostgreSQL targets; read
+    /// with the policy, one round trip, and `true` when it cannot be read).
+    pub redact_params: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -151,14 +154,24 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
     };
     let reason = match (decide_access(&facts), record) {
         (AccessDecision::Allow, Some(r)) => {
-            let (policy, has_totp) = tokio::try_join!(
+            let redacts = async {
+                Ok(match r.protocol() {
+                    Protocol::Postgres => {
+                        store.redacts_params(&r.environment).await.unwrap_or(true)
+                    }
+                    Protocol::Ssh => true,
+                })
+            };
+            let (policy, has_totp, redact_params) = tokio::try_join!(
                 store.environment_policy(&r.environment),
                 store.has_totp(operator),
+                redacts,
             )?;
             let allowed = Allowed {
                 policy,
                 has_password: account.is_some_and(|o| o.password_hash.is_some()),
                 has_totp,
+                redact_params,
                 target: r,
             };
             let message = String::new();
