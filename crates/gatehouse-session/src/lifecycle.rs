@@ -154,23 +154,17 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
     };
     let reason = match (decide_access(&facts), record) {
         (AccessDecision::Allow, Some(r)) => {
-            let redacts = async {
-                Ok(match r.protocol() {
-                    Protocol::Postgres => {
-                        store.redacts_params(&r.environment).await.unwrap_or(true)
-                    }
-                    Protocol::Ssh => true,
-                })
+            // one read: the environment's row carries its policy and its redaction setting;
+            // whether the operator has TOTP came with the operator's row above
+            let policy = store.environment_policy(&r.environment).await?;
+            let redact_params = match r.protocol() {
+                Protocol::Postgres => policy.redact_params,
+                Protocol::Ssh => true,
             };
-            let (policy, has_totp, redact_params) = tokio::try_join!(
-                store.environment_policy(&r.environment),
-                store.has_totp(operator),
-                redacts,
-            )?;
             let allowed = Allowed {
                 policy,
-                has_password: account.is_some_and(|o| o.password_hash.is_some()),
-                has_totp,
+                has_password: account.as_ref().is_some_and(|o| o.password_hash.is_some()),
+                has_totp: account.is_some_and(|o| o.has_totp),
                 redact_params,
                 target: r,
             };

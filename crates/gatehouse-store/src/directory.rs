@@ -5,7 +5,10 @@ use sqlx::Row;
 use crate::passwords::StoredPassword;
 use crate::{Result, Store, StoreError, expect_row, first_column, insert_error, now_millis};
 
-const OPERATOR_COLUMNS: &str = "name, password_hash, locked, created_at, scram_verifier";
+// whether a TOTP secret is enrolled comes with the row (the secret itself stays unread and
+// sealed until a code is checked): admission needs it and reads the operator anyway
+const OPERATOR_COLUMNS: &str = "name, password_hash, locked, created_at, scram_verifier,
+    CAST(CASE WHEN totp_secret IS NULL THEN 0 ELSE 1 END AS BIGINT)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorRecord {
@@ -15,6 +18,8 @@ pub struct OperatorRecord {
     pub scram_verifier: Option<String>,
     pub locked: bool,
     pub created_at: i64,
+    /// A TOTP secret is enrolled (not whether it opens: [`Store::verify_totp`] finds that).
+    pub has_totp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,7 @@ fn operator_from_row(r: &sqlx::any::AnyRow) -> Result<OperatorRecord> {
         locked: r.try_get::<i64, _>(2)? != 0,
         created_at: r.try_get(3)?,
         scram_verifier: r.try_get(4)?,
+        has_totp: r.try_get::<i64, _>(5)? != 0,
     })
 }
 

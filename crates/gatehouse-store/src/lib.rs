@@ -320,6 +320,14 @@ impl Store {
                     .max(1),
             )
             .acquire_timeout(timeouts.acquire)
+            // sqlx pings a pooled connection before each use by default. SQLite's
+            // "connection" is a worker thread of this process on a local file: the ping is
+            // one more hand-off to that thread and back per statement (half of the store's
+            // thread switches on a login, ~17 statements each), and finds nothing a statement
+            // would not find itself. PostgreSQL's is a socket that a restart or a network
+            // break can leave dead while it sits idle: pinged, a dead one is replaced before
+            // a login's statement meets it.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     let settings: &[String] = match backend {
@@ -503,6 +511,8 @@ mod tests {
         let options = store.pool.options();
         assert_eq!(options.get_idle_timeout(), None);
         assert_eq!(options.get_max_lifetime(), None);
+        // no ping before each statement (a hand-off to the connection's thread and back)
+        assert!(!options.get_test_before_acquire());
         let mut held = Vec::new();
         for _ in 0..3 {
             let mut conn = store.pool.acquire().await.unwrap();

@@ -33,9 +33,12 @@ pub struct StoredPolicy {
     pub environment: String,
     pub policy: EnvPolicy,
     pub version: i64,
+    /// PostgreSQL statement logs of the environment keep bind parameters as `<redacted>`
+    /// (set apart from the policy's version: it applies to sessions that start later).
+    pub redact_params: bool,
 }
 
-const POLICY_COLUMNS: &str = "name, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms, policy_version";
+const POLICY_COLUMNS: &str = "name, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms, policy_version, redact_params";
 
 fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
     let warn: String = r.try_get(3)?;
@@ -61,6 +64,7 @@ fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
             reauth_after: dur(r.try_get(6)?),
         },
         version: r.try_get(7)?,
+        redact_params: r.try_get::<i64, _>(8)? != 0,
     })
 }
 
@@ -287,18 +291,6 @@ impl KillRequest {
 }
 
 impl Store {
-    /// Whether the environment's statement logs replace bind parameter values.
-    pub async fn redacts_params(&self, environment: &str) -> Result<bool> {
-        let row = self
-            .row_by_key(
-                "SELECT redact_params FROM environments WHERE name = $1".into(),
-                environment,
-                "environment",
-            )
-            .await?;
-        Ok(row.try_get::<i64, _>(0)? != 0)
-    }
-
     /// SSH subsystems other than sftp the environment allows (their bytes are recorded
     /// raw); empty: none.
     pub async fn allowed_subsystems(&self, environment: &str) -> Result<Vec<String>> {

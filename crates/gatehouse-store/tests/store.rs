@@ -198,9 +198,21 @@ async fn targets(store: &Store) {
             .await
             .unwrap()
     );
-    assert!(!store.redacts_params("prod").await.unwrap());
+    assert!(
+        !store
+            .environment_policy("prod")
+            .await
+            .unwrap()
+            .redact_params
+    );
     store.set_redact_params("prod", true).await.unwrap();
-    assert!(store.redacts_params("prod").await.unwrap());
+    assert!(
+        store
+            .environment_policy("prod")
+            .await
+            .unwrap()
+            .redact_params
+    );
     assert!(store.set_redact_params("nowhere", true).await.is_err());
     let rec = store.target("web1").await.unwrap().unwrap();
     assert_eq!(rec.port, 22);
@@ -343,11 +355,22 @@ async fn policies(store: &Store) {
 async fn totp(store: &Store) {
     seed(store).await;
     // TOTP: enrolled, sealed, checked against the current code
+    let enrolled = async |name| store.operator(name).await.unwrap().unwrap().has_totp;
     assert!(!store.has_totp("alice").await.unwrap());
+    assert!(
+        !enrolled("alice").await,
+        "the operator's row says TOTP before enrolment"
+    );
     assert!(!store.verify_totp("alice", "000000").await.unwrap());
     let uri = store.enroll_totp("alice").await.unwrap();
     assert!(uri.starts_with("otpauth://totp/Gatehouse:alice?"), "{uri}");
     assert!(store.has_totp("alice").await.unwrap());
+    // what admission reads: the row's flag, as the secret's own check says
+    assert!(
+        enrolled("alice").await,
+        "the operator's row misses the enrolment"
+    );
+    assert!(!enrolled("bob").await, "another operator's row says TOTP");
     let code = totp_rs::Totp::from_url(&uri)
         .unwrap()
         .generate_current()
