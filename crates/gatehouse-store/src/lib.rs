@@ -72,6 +72,13 @@ pub enum StoreError {
     },
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+    /// A bug, not a state of the store: one task asked for the node's SQLite write turn
+    /// while it held it (see [`WriteTurns::take`]).
+    #[error(
+        "a store write asked for the node's write turn while its own task held it: \
+         nested or joined SQLite writes of one task must run one after the other"
+    )]
+    TurnTakenTwice,
 }
 
 impl StoreError {
@@ -203,8 +210,25 @@ pub struct Store {
     write_turns: WriteTurns,
 }
 
-/// A turn to write (SQLite), held until the write is committed; `None` for PostgreSQL.
-pub(crate) type WriteTurn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
+/// A turn to write (SQLite), held until the write is committed (dropped); holds nothing
+/// on PostgreSQL.
+pub(crate) struct WriteTurn<'a> {
+    held: Option<(tokio::sync::SemaphorePermit<'a>, &'a TurnHolder)>,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        // the holder is forgotten before the permit goes back (fields drop after this)
+        if let Some((_, holder)) = &self.held {
+            *holder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+}
+
+/// The task that holds the turn, when a task does.
+type TurnHolder = std::sync::Mutex<Option<tokio::task::Id>>;
 
 /// Where the node's writers take turns (see [`Store::write_turn`]); shared by the store's
 /// handles and its audit writer.
@@ -212,17 +236,43 @@ pub(crate) type WriteTurn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
 pub(crate) struct WriteTurns {
     /// One permit on SQLite; `None` on PostgreSQL (no turns).
     turns: Option<Arc<tokio::sync::Semaphore>>,
+    holder: Arc<TurnHolder>,
     /// Longest a writer waits for its turn (the pool's acquire timeout).
     acquire: Duration,
 }
 
 impl WriteTurns {
+    fn new(sqlite: bool, acquire: Duration) -> WriteTurns {
+        WriteTurns {
+            turns: sqlite.then(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            holder: Arc::default(),
+            acquire,
+        }
+    }
+
+    /// Waits for the turn. A task that holds it already is refused at once: its second
+    /// write (nested in the first, or beside it in a `join!`) would otherwise wait for its
+    /// own first one until the acquire timeout, and a nested one would never get it.
     pub(crate) async fn take(&self) -> Result<WriteTurn<'_>> {
         let Some(turns) = &self.turns else {
-            return Ok(None);
+            return Ok(WriteTurn { held: None });
         };
+        let me = tokio::task::try_id();
+        let holder = || {
+            self.holder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if me.is_some() && *holder() == me {
+            return Err(StoreError::TurnTakenTwice);
+        }
         match tokio::time::timeout(self.acquire, turns.acquire()).await {
-            Ok(Ok(turn)) => Ok(Some(turn)),
+            Ok(Ok(permit)) => {
+                *holder() = me;
+                Ok(WriteTurn {
+                    held: Some((permit, &self.holder)),
+                })
+            }
             Ok(Err(_closed)) => Err(StoreError::Query(sqlx::Error::PoolClosed)),
             Err(_elapsed) => Err(StoreError::Query(sqlx::Error::PoolTimedOut)),
         }
@@ -366,11 +416,7 @@ impl Store {
             timeouts,
             audit_failures: Arc::new(AtomicU64::new(0)),
             audit_queue: Arc::default(),
-            write_turns: WriteTurns {
-                turns: (backend == Backend::Sqlite)
-                    .then(|| Arc::new(tokio::sync::Semaphore::new(1))),
-                acquire: timeouts.acquire,
-            },
+            write_turns: WriteTurns::new(backend == Backend::Sqlite, timeouts.acquire),
         })
     }
 
@@ -386,7 +432,8 @@ impl Store {
     /// one commits. The wait is bounded like a pooled connection's (`acquire`): a store
     /// that stays saturated is reported as unavailable. Writers in other processes (the
     /// admin CLI) still meet the lock and `busy_timeout`. PostgreSQL: no turns (row
-    /// locks; writers go on side by side).
+    /// locks; writers go on side by side). A turn is not re-entrant: a task asking for it
+    /// while holding it gets [`StoreError::TurnTakenTwice`] at once.
     pub(crate) async fn write_turn(&self) -> Result<WriteTurn<'_>> {
         self.write_turns.take().await
     }
@@ -481,6 +528,58 @@ fn expect_row(done: sqlx::any::AnyQueryResult, kind: &'static str, name: &str) -
 mod tests {
     use super::*;
     use sqlx::Row;
+
+    /// A task that asks for the write turn while it holds it is told so at once instead of
+    /// waiting for itself until the acquire timeout (30 s here); other tasks wait for the
+    /// turn as before, and the task may take it again once it let it go.
+    #[tokio::test]
+    async fn a_task_holding_the_write_turn_is_refused_a_second_one_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let timeouts = Timeouts {
+            acquire: Duration::from_secs(30),
+            ..Timeouts::default()
+        };
+        let store = Store::open_with(&url, MasterKey::generate(), timeouts)
+            .await
+            .unwrap();
+        // outside a task (the CLI's `block_on`): no holder to compare with, turns as before
+        let turn = store.write_turn().await.unwrap();
+        drop(turn);
+        let inner = store.clone();
+        tokio::spawn(async move {
+            let turn = inner.write_turn().await.unwrap();
+            let asked = std::time::Instant::now();
+            // nested: a write made while this task's own write holds the turn
+            let again = inner.add_environment("nested").await;
+            assert!(
+                matches!(again, Err(StoreError::TurnTakenTwice)),
+                "{again:?}"
+            );
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                asked.elapsed()
+            );
+            // another task waits for the turn, and gets it once it is let go
+            let other = inner.clone();
+            let waiting = tokio::spawn(async move { other.add_environment("later").await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                !waiting.is_finished(),
+                "another task wrote during this one's turn"
+            );
+            drop(turn);
+            waiting.await.unwrap().unwrap();
+            // this task's turn is over: it writes again
+            inner.add_environment("again").await.unwrap();
+        })
+        .await
+        .unwrap();
+        assert!(store.environment_policy("nested").await.is_err());
+        store.environment_policy("later").await.unwrap();
+        store.environment_policy("again").await.unwrap();
+    }
 
     #[test]
     fn urls_are_classified_and_redacted() {
