@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
 use gatehouse_e2e::{files_under, tool};
+use gatehouse_testbed::bench_summary::Rounds;
 use gatehouse_testbed::{PgOptions, Pgbouncer};
 
 const CLIENTS: &str = "4";
@@ -235,7 +236,7 @@ fn main() {
             println!(
                 "    {:<22} {:>10.0} tps  {:.2}x   rounds: {}",
                 path.name,
-                rounds.tps(i),
+                rounds.value(i),
                 rounds.ratio(i, 0),
                 rounds
                     .0
@@ -270,38 +271,13 @@ const BOUNCER: usize = 2;
 const GATEHOUSE_TLS: usize = 3;
 const DIRECT_TLS: usize = 4;
 
-/// One mode's rounds: tps of each path per round.
-struct Rounds(Vec<[f64; 5]>);
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-impl Rounds {
-    /// Path `i`'s median tps.
-    fn tps(&self, i: usize) -> f64 {
-        median(self.0.iter().map(|r| r[i]).collect())
-    }
-
-    /// The median over the rounds of path `a`'s tps over path `b`'s in the same round.
-    fn ratio(&self, a: usize, b: usize) -> f64 {
-        median(self.0.iter().map(|r| r[a] / r[b]).collect())
-    }
-}
-
 /// The mode's rows in bench/run's table: Gatehouse against PgBouncer (≥ 1.0×) and against
 /// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %), next to
 /// what TLS costs PostgreSQL itself in the same run.
-fn summary(mode: &Mode, rounds: &Rounds) {
+fn summary(mode: &Mode, rounds: &Rounds<5>) {
     use gatehouse_testbed::bench_summary::{Row, record};
     let [direct, gatehouse, bouncer, tls, direct_tls] =
-        [DIRECT, GATEHOUSE, BOUNCER, GATEHOUSE_TLS, DIRECT_TLS].map(|i| rounds.tps(i));
+        [DIRECT, GATEHOUSE, BOUNCER, GATEHOUSE_TLS, DIRECT_TLS].map(|i| rounds.value(i));
     let vs_bouncer = rounds.ratio(GATEHOUSE, BOUNCER);
     let vs_direct = rounds.ratio(GATEHOUSE, DIRECT);
     let what = format!(

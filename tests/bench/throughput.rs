@@ -4,8 +4,11 @@
 //! the same bytes written as asciicast output events vs written raw to a file, i.e. what
 //! recording costs. And the session through a benchmark build that does not record
 //! terminal output (feature `bench-unrecorded`, `GATEHOUSE_UNRECORDED_BIN`), so recording
-//! on vs off is a ratio of two real sessions. Run with `./bench/run` (it builds both
-//! release binaries first).
+//! on vs off is a ratio of two real sessions. The four sessions are measured in interleaved
+//! rounds (each round starting at another path): a figure is the median of its rounds, a
+//! ratio the median of the rounds' ratios, so that two paths compared were measured seconds
+//! apart (this VM's speed drifts by tens of percent within minutes). Run with `./bench/run`
+//! (it builds both release binaries first).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -16,9 +19,18 @@ use std::time::{Duration, Instant, SystemTime};
 use gatehouse_e2e::{World, files_under, tool};
 use gatehouse_recorder::file::RecordingFile;
 use gatehouse_recorder::format::{Code, Header, Utf8Assembler};
+use gatehouse_testbed::bench_summary::Rounds;
 
 const SIZE: usize = 200 * 1024 * 1024;
+/// Runs of the recorder alone (the best counts).
 const RUNS: usize = 3;
+/// Interleaved rounds of the four sessions.
+const ROUNDS: usize = 5;
+/// Indexes of the sessions in a round.
+const DIRECT: usize = 0;
+const JUMP: usize = 1;
+const ON: usize = 2;
+const OFF: usize = 3;
 
 fn text_file(path: &std::path::Path) {
     // terminal-like text: printable lines, so the recording is realistic
@@ -119,47 +131,52 @@ fn main() {
     };
     let user = w.sshd.user().to_owned();
     let port = w.sshd.port();
-    let direct = best_of(|| {
-        let mut c = Command::new(&ssh);
-        c.args(base_opts(port))
-            .arg(format!("{user}@127.0.0.1"))
-            .arg(&remote_cmd);
-        time_ssh(c)
-    });
-    let jump = best_of(|| {
-        let mut c = Command::new(&ssh);
-        c.args(base_opts(port))
-            .arg("-o")
-            .arg(format!(
-                "ProxyCommand={} {} -W %h:%p {user}@127.0.0.1",
-                ssh.display(),
-                base_opts(port).join(" ")
-            ))
-            .arg(format!("{user}@127.0.0.1"))
-            .arg(&remote_cmd);
-        time_ssh(c)
-    });
-    let gatehouse = best_of(|| {
-        let mut c = w.gatehouse.ssh("alice+web1", &w.alice_key);
-        c.arg(&remote_cmd);
-        time_ssh(c)
-    });
-
     // the same session through a build that does not record output: recording on vs off
     let unrecorded_bin = std::env::var_os("GATEHOUSE_UNRECORDED_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| {
         panic!("GATEHOUSE_UNRECORDED_BIN is not set: run ./bench/run, which builds gatehouse with --features bench-unrecorded")
     });
     let off = World::with_binary(unrecorded_bin, "");
-    let unrecorded = best_of(|| {
-        let mut c = off.gatehouse.ssh("alice+web1", &off.alice_key);
-        c.arg(&remote_cmd);
-        time_ssh(c)
-    });
+    let session = |path: usize| -> Command {
+        match path {
+            DIRECT => {
+                let mut c = Command::new(&ssh);
+                c.args(base_opts(port)).arg(format!("{user}@127.0.0.1"));
+                c
+            }
+            JUMP => {
+                let mut c = Command::new(&ssh);
+                c.args(base_opts(port))
+                    .arg("-o")
+                    .arg(format!(
+                        "ProxyCommand={} {} -W %h:%p {user}@127.0.0.1",
+                        ssh.display(),
+                        base_opts(port).join(" ")
+                    ))
+                    .arg(format!("{user}@127.0.0.1"));
+                c
+            }
+            ON => w.gatehouse.ssh("alice+web1", &w.alice_key),
+            _ => off.gatehouse.ssh("alice+web1", &off.alice_key),
+        }
+    };
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let mut speed = [0.0f64; 4];
+        for turn in 0..speed.len() {
+            let path = (round + turn) % speed.len();
+            let mut c = session(path);
+            c.arg(&remote_cmd);
+            speed[path] = mbps(time_ssh(c));
+        }
+        rounds.push(speed);
+    }
+    let sessions = Rounds(rounds);
+
     // check that the builds differ as claimed: one recorded the bytes, the other did not
     let recorded_bytes = dir_size(&w.gatehouse.dir().join("recordings"));
     let unrecorded_bytes = dir_size(&off.gatehouse.dir().join("recordings"));
     assert!(
-        recorded_bytes >= (RUNS * SIZE) as u64,
+        recorded_bytes >= (ROUNDS * SIZE) as u64,
         "the recorded sessions wrote only {recorded_bytes} bytes"
     );
     assert!(
@@ -210,58 +227,70 @@ fn main() {
         elapsed
     });
 
-    println!("cat of a {} MiB file, best of {RUNS}", SIZE / 1024 / 1024);
+    let s = &sessions;
+    let rounds =
+        s.0.iter()
+            .map(|r| format!("{:.2}", r[ON] / r[DIRECT]))
+            .collect::<Vec<_>>()
+            .join(" ");
+    println!(
+        "cat of a {} MiB file, {ROUNDS} interleaved rounds: median MB/s, median of the rounds' ratios",
+        SIZE / 1024 / 1024
+    );
     println!(
         "  direct ssh                        {:8.1} MB/s  1.00x",
-        mbps(direct)
+        s.value(DIRECT)
     );
     println!(
         "  ssh -J (OpenSSH bastion)          {:8.1} MB/s  {:.2}x",
-        mbps(jump),
-        mbps(jump) / mbps(direct)
+        s.value(JUMP),
+        s.ratio(JUMP, DIRECT)
     );
     println!(
-        "  through gatehouse, recording on   {:8.1} MB/s  {:.2}x",
-        mbps(gatehouse),
-        mbps(gatehouse) / mbps(direct)
+        "  through gatehouse, recording on   {:8.1} MB/s  {:.2}x  (rounds: {rounds})",
+        s.value(ON),
+        s.ratio(ON, DIRECT)
     );
     println!(
         "  through gatehouse, recording off  {:8.1} MB/s  {:.2}x  (bench-only build)",
-        mbps(unrecorded),
-        mbps(unrecorded) / mbps(direct)
+        s.value(OFF),
+        s.ratio(OFF, DIRECT)
     );
     println!(
         "  recording on vs off                            {:.2}x  (recordings written: {} MiB on, {} KiB off)",
-        mbps(gatehouse) / mbps(unrecorded),
+        s.ratio(ON, OFF),
         recorded_bytes / 1024 / 1024,
         unrecorded_bytes / 1024
     );
     {
         use gatehouse_testbed::bench_summary::{Row, record};
-        let what = format!("`cat` of {} MiB over SSH, recorded", SIZE / 1024 / 1024);
+        let what = format!(
+            "`cat` of {} MiB over SSH, recorded (median of {ROUNDS} rounds)",
+            SIZE / 1024 / 1024
+        );
         record(&Row {
             what: &what,
-            gatehouse: format!("{:.0} MB/s", mbps(gatehouse)),
+            gatehouse: format!("{:.0} MB/s", s.value(ON)),
             baseline: format!(
                 "direct ssh {:.0} MB/s; `ssh -J` {:.0} MB/s",
-                mbps(direct),
-                mbps(jump)
+                s.value(DIRECT),
+                s.value(JUMP)
             ),
             ratio: format!(
                 "{:.2}× direct, {:.2}× `ssh -J`",
-                mbps(gatehouse) / mbps(direct),
-                mbps(gatehouse) / mbps(jump)
+                s.ratio(ON, DIRECT),
+                s.ratio(ON, JUMP)
             ),
             target: "≥ 0.85× direct",
-            met: Some(mbps(gatehouse) >= 0.85 * mbps(direct)),
+            met: Some(s.ratio(ON, DIRECT) >= 0.85),
         });
         record(&Row {
             what: &format!("{what}: recording on vs off"),
-            gatehouse: format!("{:.0} MB/s", mbps(gatehouse)),
-            baseline: format!("bench-only unrecorded build {:.0} MB/s", mbps(unrecorded)),
-            ratio: format!("{:.2}×", mbps(gatehouse) / mbps(unrecorded)),
+            gatehouse: format!("{:.0} MB/s", s.value(ON)),
+            baseline: format!("bench-only unrecorded build {:.0} MB/s", s.value(OFF)),
+            ratio: format!("{:.2}×", s.ratio(ON, OFF)),
             target: "≥ 0.95×",
-            met: Some(mbps(gatehouse) >= 0.95 * mbps(unrecorded)),
+            met: Some(s.ratio(ON, OFF) >= 0.95),
         });
     }
     println!("recorder alone, same bytes");

@@ -51,3 +51,49 @@ pub fn record(row: &Row<'_>) {
         );
     }
 }
+
+/// The median of `values` (the mean of the middle two for an even count); NaN for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A benchmark measured in interleaved rounds: per round, one figure per path (each round
+/// starting at another path), so that a ratio compares two paths measured seconds apart,
+/// not minutes apart on a machine whose speed drifts.
+pub struct Rounds<const N: usize>(pub Vec<[f64; N]>);
+
+impl<const N: usize> Rounds<N> {
+    /// Path `i`'s median figure.
+    pub fn value(&self, i: usize) -> f64 {
+        median(self.0.iter().map(|r| r[i]).collect())
+    }
+
+    /// The median over the rounds of path `a`'s figure over path `b`'s in the same round.
+    pub fn ratio(&self, a: usize, b: usize) -> f64 {
+        median(self.0.iter().map(|r| r[a] / r[b]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ratios_of_rounds() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        // path 0 is twice path 1 in every round, though both drift between rounds
+        let r = Rounds(vec![[2.0, 1.0], [8.0, 4.0], [4.0, 2.0]]);
+        assert_eq!(r.value(0), 4.0);
+        assert_eq!(r.value(1), 2.0);
+        assert_eq!(r.ratio(0, 1), 2.0);
+        assert_eq!(r.ratio(1, 0), 0.5);
+    }
+}
