@@ -191,20 +191,14 @@ fn main() {
     // PG_BENCH_MODE=prepared (a part of a mode's name) runs that mode only, e.g. to profile it
     let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
     for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
-        let mut rounds = Vec::new();
-        for round in 0..mode.rounds {
-            let mut tps = [0.0f64; 5];
-            for turn in 0..paths.len() {
-                let i = (round + turn) % paths.len();
-                let run = pgbench(&paths[i], mode);
-                if paths[i].name.starts_with("gatehouse") {
-                    through_gatehouse += run.processed;
-                }
-                tps[i] = run.tps;
+        let rounds = Rounds::<5>::measure(mode.rounds, |i| {
+            let run = pgbench(&paths[i], mode);
+            if paths[i].name.starts_with("gatehouse") {
+                through_gatehouse += run.processed;
             }
-            rounds.push(tps);
-        }
-        report.push((mode, Rounds(rounds)));
+            run.tps
+        });
+        report.push((mode, rounds));
     }
 
     // every transaction through Gatehouse is one logged statement (plus pgbench's own

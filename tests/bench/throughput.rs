@@ -159,18 +159,11 @@ fn main() {
             _ => off.gatehouse.ssh("alice+web1", &off.alice_key),
         }
     };
-    let mut rounds = Vec::new();
-    for round in 0..ROUNDS {
-        let mut speed = [0.0f64; 4];
-        for turn in 0..speed.len() {
-            let path = (round + turn) % speed.len();
-            let mut c = session(path);
-            c.arg(&remote_cmd);
-            speed[path] = mbps(time_ssh(c));
-        }
-        rounds.push(speed);
-    }
-    let sessions = Rounds(rounds);
+    let sessions = Rounds::<4>::measure(ROUNDS, |path| {
+        let mut c = session(path);
+        c.arg(&remote_cmd);
+        mbps(time_ssh(c))
+    });
 
     // check that the builds differ as claimed: one recorded the bytes, the other did not
     let recorded_bytes = dir_size(&w.gatehouse.dir().join("recordings"));

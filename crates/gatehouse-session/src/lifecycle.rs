@@ -138,9 +138,10 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
         });
     }
     // independent reads at once (each on a pooled connection of its own; SQLite's WAL lets
-    // readers run side by side): a login waits for one store round trip here, not three
+    // readers run side by side), the target joined with its environment: a login waits for
+    // one store round trip here, not four
     let (record, account, grants) = tokio::try_join!(
-        store.target(target),
+        store.target_with_policy(target),
         store.operator(operator),
         store.granted_environments(operator),
     )?;
@@ -148,15 +149,14 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
         operator_locked: account.as_ref().is_some_and(|o| o.locked),
         target: record
             .as_ref()
-            .map(|r| (r.environment.as_str(), r.protocol())),
+            .map(|(r, _)| (r.environment.as_str(), r.protocol())),
         granted_environments: &grants,
         protocol: login.protocol,
     };
     let reason = match (decide_access(&facts), record) {
-        (AccessDecision::Allow, Some(r)) => {
-            // one read: the environment's row carries its policy and its redaction setting;
-            // whether the operator has TOTP came with the operator's row above
-            let policy = store.environment_policy(&r.environment).await?;
+        (AccessDecision::Allow, Some((r, policy))) => {
+            // the target's row came joined with its environment's (policy and redaction
+            // setting); whether the operator has TOTP came with the operator's row
             let redact_params = match r.protocol() {
                 Protocol::Postgres => policy.redact_params,
                 Protocol::Ssh => true,

@@ -38,10 +38,16 @@ pub struct StoredPolicy {
     pub redact_params: bool,
 }
 
-const POLICY_COLUMNS: &str = "name, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms, policy_version, redact_params";
+pub(crate) const POLICY_COLUMNS: &str = "name, idle_timeout_ms, max_session_ms, warn_before_ms, idle_action, lock_grace_ms, reauth_after_ms, policy_version, redact_params";
 
 fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
-    let warn: String = r.try_get(3)?;
+    policy_from_columns(r, 0)
+}
+
+/// The policy in `POLICY_COLUMNS` order from column `at` on (a row that joins the
+/// environment to another table's columns).
+pub(crate) fn policy_from_columns(r: &sqlx::any::AnyRow, at: usize) -> Result<StoredPolicy> {
+    let warn: String = r.try_get(at + 3)?;
     let warn_before = warn
         .split(',')
         .filter(|s| !s.is_empty())
@@ -51,20 +57,20 @@ fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<StoredPolicy> {
                 .map_err(|_| StoreError::Corrupt(format!("warn_before_ms '{warn}'")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let action: String = r.try_get(4)?;
+    let action: String = r.try_get(at + 4)?;
     Ok(StoredPolicy {
-        environment: r.try_get(0)?,
+        environment: r.try_get(at)?,
         policy: EnvPolicy {
-            idle_timeout: dur(r.try_get(1)?),
-            max_session: dur(r.try_get(2)?),
+            idle_timeout: dur(r.try_get(at + 1)?),
+            max_session: dur(r.try_get(at + 2)?),
             warn_before,
             idle_action: IdleAction::parse(&action)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            lock_grace: dur(Some(r.try_get(5)?)).unwrap_or_default(),
-            reauth_after: dur(r.try_get(6)?),
+            lock_grace: dur(Some(r.try_get(at + 5)?)).unwrap_or_default(),
+            reauth_after: dur(r.try_get(at + 6)?),
         },
-        version: r.try_get(7)?,
-        redact_params: r.try_get::<i64, _>(8)? != 0,
+        version: r.try_get(at + 7)?,
+        redact_params: r.try_get::<i64, _>(at + 8)? != 0,
     })
 }
 

@@ -3,7 +3,9 @@
 
 use gatehouse_core::{Protocol, TargetKind, TlsMode};
 use sqlx::Row;
+use std::sync::LazyLock;
 
+use crate::policies::{POLICY_COLUMNS, StoredPolicy, policy_from_columns};
 use crate::{Result, Store, StoreError, expect_row, insert_error, now_millis};
 
 /// A target to create. `credential` is the plaintext secret (a private key in OpenSSH
@@ -130,6 +132,37 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(target_from_row).transpose()
+    }
+
+    /// The target together with its environment's policy, in one read (a login's
+    /// admission needs both before it can register the session).
+    pub async fn target_with_policy(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TargetRecord, StoredPolicy)>> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            let columns = |alias: &str, list: &str| {
+                list.split(", ")
+                    .map(|c| format!("{alias}.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "SELECT {}, {} FROM targets t JOIN environments e ON e.name = t.environment WHERE t.name = $1",
+                columns("t", TARGET_COLUMNS),
+                columns("e", POLICY_COLUMNS),
+            )
+        });
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let target = target_from_row(&r)?;
+            let policy = policy_from_columns(&r, TARGET_COLUMNS.split(", ").count())?;
+            Ok((target, policy))
+        })
+        .transpose()
     }
 
     pub async fn list_targets(&self) -> Result<Vec<TargetRecord>> {

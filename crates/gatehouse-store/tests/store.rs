@@ -342,6 +342,37 @@ async fn policies(store: &Store) {
     assert_eq!(p1.policy, policy);
     assert_eq!(p1.version, p0.version + 1);
     assert_eq!(store.list_policies().await.unwrap().len(), 2);
+    // what admission reads in one query: the target joined with its environment's row,
+    // equal to the two separate reads, for each environment and each kind of target
+    store.set_redact_params("prod", true).await.unwrap();
+    let joined = async |name| store.target_with_policy(name).await.unwrap().unwrap();
+    let (target, env) = joined("web1").await;
+    assert_eq!(target, store.target("web1").await.unwrap().unwrap());
+    assert_eq!(env, store.environment_policy("prod").await.unwrap());
+    assert_eq!(env.policy, policy);
+    assert_eq!(env.version, p1.version);
+    assert!(env.redact_params);
+    store
+        .add_target(&NewTarget {
+            name: "orders",
+            environment: "dev",
+            kind: TargetKind::Postgres {
+                database: Some("orders".into()),
+                tls: TlsMode::Require,
+                ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            },
+            ..web1()
+        })
+        .await
+        .unwrap();
+    let (target, env) = joined("orders").await;
+    assert_eq!(target, store.target("orders").await.unwrap().unwrap());
+    assert_eq!(target.environment, "dev");
+    assert_eq!(env, store.environment_policy("dev").await.unwrap());
+    assert_eq!(env.environment, "dev");
+    assert_eq!(env.policy, EnvPolicy::default());
+    assert!(!env.redact_params);
+    assert!(store.target_with_policy("nowhere").await.unwrap().is_none());
     assert!(matches!(
         store.set_environment_policy("nope", &policy).await,
         Err(StoreError::NotFound {

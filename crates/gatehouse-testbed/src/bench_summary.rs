@@ -69,6 +69,23 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub struct Rounds<const N: usize>(pub Vec<[f64; N]>);
 
 impl<const N: usize> Rounds<N> {
+    /// Measures `rounds` rounds of the `N` paths, `figure(path)` giving one path's figure;
+    /// round `r` starts at path `r % N`, so that no path always follows the same one.
+    pub fn measure(rounds: usize, mut figure: impl FnMut(usize) -> f64) -> Self {
+        Rounds(
+            (0..rounds)
+                .map(|round| {
+                    let mut figures = [0.0f64; N];
+                    for turn in 0..N {
+                        let path = (round + turn) % N;
+                        figures[path] = figure(path);
+                    }
+                    figures
+                })
+                .collect(),
+        )
+    }
+
     /// Path `i`'s median figure.
     pub fn value(&self, i: usize) -> f64 {
         median(self.0.iter().map(|r| r[i]).collect())
@@ -95,5 +112,18 @@ mod tests {
         assert_eq!(r.value(1), 2.0);
         assert_eq!(r.ratio(0, 1), 2.0);
         assert_eq!(r.ratio(1, 0), 0.5);
+    }
+
+    #[test]
+    fn measured_rounds_start_at_another_path_each() {
+        let mut order = Vec::new();
+        let r = Rounds::<3>::measure(4, |path| {
+            order.push(path);
+            (path * 10 + order.len()) as f64
+        });
+        assert_eq!(order, [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]);
+        // each figure lands in its path's column, whatever the order it was taken in
+        assert_eq!(r.0[1], [6.0, 14.0, 25.0]);
+        assert_eq!(r.0.len(), 4);
     }
 }
