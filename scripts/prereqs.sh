@@ -49,6 +49,22 @@ ensure_files() {
     install_packages "${missing[@]}"
 }
 
+# ensure_user NAME: a system user without home or password (a target login that is not
+# root: sshd serves root without privilege separation, which refuses some requests).
+ensure_user() {
+    if id -u "$1" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "creating the system user $1 (tests log in to their sshd as it)" >&2
+        # password '*': none valid, yet not locked ('!'), which sshd without PAM refuses
+        useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh --password '*' "$1"
+    else
+        echo "missing user: $1; create it with: sudo useradd --system --no-create-home --shell /bin/sh --password '*' $1" >&2
+        exit 1
+    fi
+}
+
 ensure_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install the Rust toolchain (https://rustup.rs), then run this again" >&2

@@ -106,7 +106,11 @@ fn target_output_does_not_count_as_activity() {
     let w = World::new();
     w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
     let start = Instant::now();
-    let out = w.ssh_exec("alice+web1", "while true; do date; sleep 0.2; done");
+    // (bounded: the root login of this target cannot be sent a hangup, see below)
+    let out = w.ssh_exec(
+        "alice+web1",
+        "for i in $(seq 100); do date; sleep 0.2; done",
+    );
     assert!(start.elapsed() < Duration::from_secs(8));
     assert!(stdout(&out).lines().count() >= 5, "{}", stdout(&out));
     assert!(
@@ -115,6 +119,69 @@ fn target_output_does_not_count_as_activity() {
         stderr(&out)
     );
     assert_ne!(out.status.code(), Some(0));
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its parent does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // the state follows the command name in parentheses
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A session Gatehouse ends is ended on the target too: a command run without a pty, which
+/// sshd would leave running when its channel closes, gets a hangup and is gone, instead of
+/// looping on the target unrecorded. (The target login is not root: sshd serves root
+/// without privilege separation and refuses `signal` requests there.)
+#[test]
+fn an_ended_session_leaves_no_command_running_on_the_target() {
+    gatehouse_testbed::require_unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
+    let w = World::new();
+    w.gatehouse.cli_ok(&[
+        "target",
+        "add",
+        "web1-app",
+        "--env",
+        "prod",
+        "--ssh",
+        &format!(
+            "{}@127.0.0.1:{}",
+            gatehouse_testbed::UNPRIVILEGED_USER,
+            w.sshd.port()
+        ),
+        "--identity",
+        &w.target_identity.display().to_string(),
+        "--host-key",
+        w.sshd.host_public_key(),
+    ]);
+    w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
+    let out = w.ssh_exec(
+        "alice+web1-app",
+        "echo pid=$$; while true; do date; sleep 0.2; done",
+    );
+    assert!(
+        stderr(&out).contains("idle timeout 2s reached"),
+        "{}",
+        stderr(&out)
+    );
+    let ended = Instant::now();
+    let pid: u32 = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .unwrap_or_else(|| panic!("no pid in {:?}", stdout(&out)))
+        .parse()
+        .unwrap();
+    while running(pid) {
+        assert!(
+            ended.elapsed() < Duration::from_secs(3),
+            "the command (pid {pid}) still runs on the target after its session ended; sshd: {}",
+            w.sshd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

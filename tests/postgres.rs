@@ -594,6 +594,50 @@ fn audits_name_the_login_method_and_shutdown_is_told_as_shutdown() {
 /// No statement log, no session: with a recordings root nothing can be created under (its
 /// files are made on a blocking thread), the login is refused with 58030 and the statement
 /// never reaches the target.
+/// A session Gatehouse ends is ended on the target too: a statement still running when
+/// the limit arrives is cancelled there (PostgreSQL would run it to its end, not noticing
+/// that its client left while it does not read).
+#[test]
+fn a_statement_running_when_the_session_ends_is_cancelled_on_the_target() {
+    let w = PgWorld::new();
+    w.gatehouse
+        .set_policy(&["--idle-timeout", "2s", "--warn-before", "off"]);
+    let started = Instant::now();
+    let o = w.psql(
+        &w.conninfo("orders", "sslmode=disable"),
+        &["-c", "select pg_sleep(120) -- outlives its session?"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("idle timeout 2s reached"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    let still_running = || {
+        w.postgres
+            .psql(
+                "orders",
+                "select count(*) from pg_stat_activity where query like '%outlives its session%' and pid <> pg_backend_pid()",
+            )
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    wait_until(
+        Duration::from_secs(3),
+        || (still_running() == "0").then_some(()),
+        || {
+            format!(
+                "the statement still runs on the target: {} backend(s)",
+                still_running()
+            )
+        },
+    );
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "idle_timeout"
+    );
+}
+
 #[test]
 fn an_unwritable_statement_log_refuses_the_session_and_nothing_runs() {
     let w = PgWorld::new();

@@ -46,10 +46,13 @@ impl CancelMap {
         }
     }
 
-    pub(crate) fn remove(&self, pid: i32, key: &[u8]) {
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.remove(&(pid, key.to_vec()));
-        }
+    /// Takes the session's entry out (the session is over): its target, to cancel what
+    /// may still run there.
+    pub(crate) fn remove(&self, pid: i32, key: &[u8]) -> Option<Arc<CancelTarget>> {
+        self.keys
+            .lock()
+            .ok()
+            .and_then(|mut keys| keys.remove(&(pid, key.to_vec())))
     }
 
     /// Forwards a CancelRequest; unknown keys are ignored (as PostgreSQL does: the client
@@ -64,30 +67,36 @@ impl CancelMap {
             tracing::info!(pid, "cancel request with an unknown key ignored");
             return;
         };
-        let send = async {
-            let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
-            let mut stream = open_transport(tcp, &t.host, t.tls.clone())
-                .await
-                .map_err(std::io::Error::other)?;
-            let mut msg = Vec::with_capacity(12 + t.key.len());
-            msg.extend_from_slice(&((12 + t.key.len()) as i32).to_be_bytes());
-            msg.extend_from_slice(&gatehouse_pgproto::message::CANCEL_REQUEST.to_be_bytes());
-            msg.extend_from_slice(&t.pid.to_be_bytes());
-            msg.extend_from_slice(&t.key);
-            stream.write_all(&msg).await?;
-            stream.flush().await?;
-            let _ = stream.shutdown().await;
-            Ok::<_, std::io::Error>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(10), send).await {
-            Ok(Ok(())) => {
-                tracing::info!(target = %t.target, "query cancel forwarded to the target")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(target = %t.target, error = %e, "cannot forward a query cancel")
-            }
-            Err(_) => tracing::warn!(target = %t.target, "forwarding a query cancel timed out"),
+        send_cancel(&t, Duration::from_secs(10)).await;
+    }
+}
+
+/// Sends the target a CancelRequest for its session `t`, on a new connection as libpq does,
+/// giving up after `limit`.
+pub(crate) async fn send_cancel(t: &CancelTarget, limit: Duration) {
+    let send = async {
+        let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+        let mut stream = open_transport(tcp, &t.host, t.tls.clone())
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut msg = Vec::with_capacity(12 + t.key.len());
+        msg.extend_from_slice(&((12 + t.key.len()) as i32).to_be_bytes());
+        msg.extend_from_slice(&gatehouse_pgproto::message::CANCEL_REQUEST.to_be_bytes());
+        msg.extend_from_slice(&t.pid.to_be_bytes());
+        msg.extend_from_slice(&t.key);
+        stream.write_all(&msg).await?;
+        stream.flush().await?;
+        let _ = stream.shutdown().await;
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(limit, send).await {
+        Ok(Ok(())) => {
+            tracing::info!(target = %t.target, "query cancel forwarded to the target")
         }
+        Ok(Err(e)) => {
+            tracing::warn!(target = %t.target, error = %e, "cannot forward a query cancel")
+        }
+        Err(_) => tracing::warn!(target = %t.target, "forwarding a query cancel timed out"),
     }
 }
 

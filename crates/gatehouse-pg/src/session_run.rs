@@ -51,6 +51,10 @@ pub(crate) struct Ended {
 }
 
 /// Opens the statement log and the target connection, then relays under the guard.
+/// Longest an ended session waits to send the target its cancel (a target that does not
+/// answer is not waited for: the session's row is closed after it).
+const END_CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ended {
     let Admitted {
         reader,
@@ -148,7 +152,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         send(&mut writer, &hello).await
     };
     if greeted.is_err() {
-        broker.cancels.remove(pid, &key);
+        let _ = broker.cancels.remove(pid, &key);
         return ended(EndReason::ClientClosed, Some(log));
     }
 
@@ -254,12 +258,18 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             }
         }
     };
+    let cancel = broker.cancels.remove(pid, &key);
+    // A session Gatehouse ended is ended on the target too: a statement still running
+    // there is cancelled (PostgreSQL would run it to its end: a backend busy with a
+    // statement does not read, so it sees neither the Terminate nor the closed socket).
+    if let (Stop::Ended, Some(target)) = (&stop, cancel) {
+        crate::cancel::send_cancel(&target, END_CANCEL_WAIT).await;
+    }
     // tell the target we are done (a clean Terminate rather than a reset)
     let _ = up_writer.write_all(&[b'X', 0, 0, 0, 4]).await;
     let _ = up_writer.shutdown().await;
     drop(out_tx);
     drop(registration);
-    broker.cancels.remove(pid, &key);
     // nothing of the guard outlives the session (no directive after its end)
     guard.abort();
     recording_failure.abort();

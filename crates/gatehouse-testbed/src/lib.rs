@@ -14,4 +14,4 @@ mod sshd;
 pub use pgbouncer::Pgbouncer;
 pub use postgres::{PgOptions, Postgres};
 pub use process::{TestbedError, current_user_name, find_program, free_port, require_program};
-pub use sshd::Sshd;
+pub use sshd::{Sshd, UNPRIVILEGED_USER, require_unprivileged_user};

@@ -69,6 +69,14 @@ impl Sshd {
         let authorized = dir.path().join("authorized_keys");
         fs::write(&authorized, authorized_keys.join("\n") + "\n")
             .map_err(TestbedError::io("write authorized_keys"))?;
+        // sshd reads a user's authorized keys as that user: an unprivileged login (see
+        // `UNPRIVILEGED_USER`) must be able to pass through the directory (the host key
+        // stays 0600)
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711))
+                .map_err(TestbedError::io("open the sshd temp dir to other users"))?;
+        }
         // the target's sessions get a HOME of their own (see `sshd_config`)
         fs::create_dir_all(dir.path().join("home"))
             .map_err(TestbedError::io("create sshd home"))?;
@@ -139,6 +147,28 @@ impl Drop for Sshd {
 /// `ssh host cmd`, so the machine user's startup files (a `pyenv init` there cost 120 ms of
 /// CPU per session and serialised concurrent sessions on its lock) would be measured and
 /// could change what the tests see; the sessions' HOME is an empty directory of the target's.
+/// A user other than root that tests may log in to the target as: sshd runs a root login
+/// without privilege separation, and some requests (`signal`) are refused there.
+/// `scripts/test` creates it (a system user without a home or password).
+pub const UNPRIVILEGED_USER: &str = "gatehouse-target";
+
+/// Whether [`UNPRIVILEGED_USER`] exists; an error that says how to create it if not.
+pub fn require_unprivileged_user() -> Result<(), TestbedError> {
+    let out = Command::new("id")
+        .args(["-u", UNPRIVILEGED_USER])
+        .output()
+        .map_err(TestbedError::io("run id"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(TestbedError::Startup {
+        what: format!("user {UNPRIVILEGED_USER}"),
+        detail: format!(
+            "missing: scripts/test creates it, or run: useradd --system --no-create-home --shell /bin/sh --password '*' {UNPRIVILEGED_USER}"
+        ),
+    })
+}
+
 fn sshd_config(dir: &Path, port: u16, host_key: &Path, authorized: &Path) -> String {
     format!(
         "Port {port}

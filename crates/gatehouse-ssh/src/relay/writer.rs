@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Longest the writer of an ended session waits to send the target's command its hangup
+/// (a target that stopped reading has a full window; the connection is closed anyway).
+const HANGUP_WAIT: Duration = Duration::from_millis(200);
+
 /// What the writer does with an event it dequeued, given the gate now.
 enum Apply {
     Now,
@@ -87,6 +91,16 @@ pub(super) async fn write_to_target(
         if let Err(e) = applied {
             tracing::debug!(error = %e, "target channel no longer writable");
             break;
+        }
+    }
+    // A session Gatehouse ended is ended on the target too: its command gets a hangup, as
+    // a terminal's programs do when the line drops (sshd signals the session's process
+    // group). Without it a command run without a pty (`ssh … 'while :; do …; done'`) would
+    // outlive the session on the target, unrecorded, until it next wrote to the channel.
+    if shared.gate.end_message().is_some() {
+        let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
+        if !matches!(hangup, Ok(Ok(()))) {
+            tracing::debug!("could not send the target's command a hangup");
         }
     }
     // Nothing queued after the end may reach the target; fail waiting requests at once.
