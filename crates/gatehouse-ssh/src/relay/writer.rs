@@ -97,7 +97,9 @@ pub(super) async fn write_to_target(
     // a terminal's programs do when the line drops (sshd signals the session's process
     // group). Without it a command run without a pty (`ssh … 'while :; do …; done'`) would
     // outlive the session on the target, unrecorded, until it next wrote to the channel.
-    if shared.gate.end_message().is_some() {
+    // (Only a shell or exec: a channel without a program has none, and sshd refuses
+    // signals for subsystems.)
+    if shared.gate.end_message().is_some() && shared.mode() == Some(RecordingMode::Terminal) {
         let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
         if !matches!(hangup, Ok(Ok(()))) {
             tracing::debug!("could not send the target's command a hangup");
