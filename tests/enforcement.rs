@@ -140,23 +140,7 @@ fn running(pid: u32) -> bool {
 fn an_ended_session_leaves_no_command_running_on_the_target() {
     gatehouse_testbed::require_unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
     let w = World::new();
-    w.gatehouse.cli_ok(&[
-        "target",
-        "add",
-        "web1-app",
-        "--env",
-        "prod",
-        "--ssh",
-        &format!(
-            "{}@127.0.0.1:{}",
-            gatehouse_testbed::UNPRIVILEGED_USER,
-            w.sshd.port()
-        ),
-        "--identity",
-        &w.target_identity.display().to_string(),
-        "--host-key",
-        w.sshd.host_public_key(),
-    ]);
+    w.add_target("web1-app", "prod", gatehouse_testbed::UNPRIVILEGED_USER);
     w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
     let out = w.ssh_exec(
         "alice+web1-app",

@@ -591,9 +591,6 @@ fn audits_name_the_login_method_and_shutdown_is_told_as_shutdown() {
     assert!(scram, "the SCRAM login is audited as SCRAM");
 }
 
-/// No statement log, no session: with a recordings root nothing can be created under (its
-/// files are made on a blocking thread), the login is refused with 58030 and the statement
-/// never reaches the target.
 /// A session Gatehouse ends is ended on the target too: a statement still running when
 /// the limit arrives is cancelled there (PostgreSQL would run it to its end, not noticing
 /// that its client left while it does not read).
@@ -638,6 +635,9 @@ fn a_statement_running_when_the_session_ends_is_cancelled_on_the_target() {
     );
 }
 
+/// No statement log, no session: with a recordings root nothing can be created under (its
+/// files are made on a blocking thread), the login is refused with 58030 and the statement
+/// never reaches the target.
 #[test]
 fn an_unwritable_statement_log_refuses_the_session_and_nothing_runs() {
     let w = PgWorld::new();

@@ -380,21 +380,9 @@ fn refusals_are_clear_and_registered() {
     let g = &w.gatehouse;
     // a second environment the operator has no grant for, with a target in it
     g.cli_ok(&["env", "add", "staging"]);
+    w.add_target("db1", "staging", w.sshd.user());
     let sshd_addr = format!("{}@127.0.0.1:{}", w.sshd.user(), w.sshd.port());
     let identity = w.target_identity.display().to_string();
-    g.cli_ok(&[
-        "target",
-        "add",
-        "db1",
-        "--env",
-        "staging",
-        "--ssh",
-        &sshd_addr,
-        "--identity",
-        &identity,
-        "--host-key",
-        w.sshd.host_public_key(),
-    ]);
     // a target whose pinned key is not the one the sshd presents
     let (_, other_key) = keygen(w.keys.path(), "not_the_host_key");
     g.cli_ok(&[

@@ -514,19 +514,6 @@ impl World {
         let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
         gatehouse.cli_ok(&["env", "add", "prod"]);
         gatehouse.cli_ok(&[
-            "target",
-            "add",
-            "web1",
-            "--env",
-            "prod",
-            "--ssh",
-            &format!("{}@127.0.0.1:{}", sshd.user(), sshd.port()),
-            "--identity",
-            &target_identity.display().to_string(),
-            "--host-key",
-            sshd.host_public_key(),
-        ]);
-        gatehouse.cli_ok(&[
             "user",
             "add",
             "alice",
@@ -534,13 +521,33 @@ impl World {
             &alice_key.with_extension("pub").display().to_string(),
         ]);
         gatehouse.cli_ok(&["grant", "alice", "prod"]);
-        World {
+        let w = World {
             gatehouse,
             sshd,
             keys,
             alice_key,
             target_identity,
-        }
+        };
+        w.add_target("web1", "prod", w.sshd.user());
+        w
+    }
+
+    /// Adds target `name` in `env`: the world's sshd, logged in to as `user` with the
+    /// world's target identity, its host key pinned.
+    pub fn add_target(&self, name: &str, env: &str, user: &str) {
+        self.gatehouse.cli_ok(&[
+            "target",
+            "add",
+            name,
+            "--env",
+            env,
+            "--ssh",
+            &format!("{user}@127.0.0.1:{}", self.sshd.port()),
+            "--identity",
+            &self.target_identity.display().to_string(),
+            "--host-key",
+            self.sshd.host_public_key(),
+        ]);
     }
 
     /// An interactive session as `login` in tmux (100×30, TERM=xterm) with the prompt `gh$ `;

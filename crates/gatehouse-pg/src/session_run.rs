@@ -50,11 +50,11 @@ pub(crate) struct Ended {
     pub(crate) log: Option<StatementLog>,
 }
 
-/// Opens the statement log and the target connection, then relays under the guard.
 /// Longest an ended session waits to send the target its cancel (a target that does not
 /// answer is not waited for: the session's row is closed after it).
 const END_CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Opens the statement log and the target connection, then relays under the guard.
 pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ended {
     let Admitted {
         reader,

@@ -140,26 +140,29 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<(TargetRecord, StoredPolicy)>> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
+        // the statement, and the column the environment's part starts at
+        static SQL: LazyLock<(String, usize)> = LazyLock::new(|| {
             let columns = |alias: &str, list: &str| {
                 list.split(", ")
                     .map(|c| format!("{alias}.{c}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            format!(
+            let sql = format!(
                 "SELECT {}, {} FROM targets t JOIN environments e ON e.name = t.environment WHERE t.name = $1",
                 columns("t", TARGET_COLUMNS),
                 columns("e", POLICY_COLUMNS),
-            )
+            );
+            (sql, TARGET_COLUMNS.split(", ").count())
         });
-        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        let (sql, policy_at) = &*SQL;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
             let target = target_from_row(&r)?;
-            let policy = policy_from_columns(&r, TARGET_COLUMNS.split(", ").count())?;
+            let policy = policy_from_columns(&r, *policy_at)?;
             Ok((target, policy))
         })
         .transpose()

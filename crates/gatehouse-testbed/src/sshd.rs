@@ -143,10 +143,6 @@ impl Drop for Sshd {
     }
 }
 
-/// The target's configuration. `SetEnv HOME`: bash run by sshd sources `~/.bashrc` even for
-/// `ssh host cmd`, so the machine user's startup files (a `pyenv init` there cost 120 ms of
-/// CPU per session and serialised concurrent sessions on its lock) would be measured and
-/// could change what the tests see; the sessions' HOME is an empty directory of the target's.
 /// A user other than root that tests may log in to the target as: sshd runs a root login
 /// without privilege separation, and some requests (`signal`) are refused there.
 /// `scripts/test` creates it (a system user without a home or password).
@@ -169,6 +165,10 @@ pub fn require_unprivileged_user() -> Result<(), TestbedError> {
     })
 }
 
+/// The target's configuration. `SetEnv HOME`: bash run by sshd sources `~/.bashrc` even for
+/// `ssh host cmd`, so the machine user's startup files (a `pyenv init` there cost 120 ms of
+/// CPU per session and serialised concurrent sessions on its lock) would be measured and
+/// could change what the tests see; the sessions' HOME is an empty directory of the target's.
 fn sshd_config(dir: &Path, port: u16, host_key: &Path, authorized: &Path) -> String {
     format!(
         "Port {port}
