@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use gatehouse_e2e::{World, stderr, stdout, tool, wait_until};
+use gatehouse_e2e::{TARGET_USER, World, stderr, stdout, target_dir, tool, wait_until};
 
 /// The markers of a recording, in order.
 fn markers(path: &str) -> Vec<String> {
@@ -66,12 +66,11 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn every_sftp_change_leaves_a_marker_and_an_audit_row() {
     let w = World::new();
-    let work = tempfile::tempdir().unwrap();
     // the target sshd runs on this machine: its files are ours to check
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let work = target_dir();
     let d = work.path().display().to_string();
     let id = Command::new("id")
-        .args(["-u", w.sshd.user()])
+        .args(["-u", TARGET_USER])
         .output()
         .unwrap();
     let uid = stdout(&id).trim().to_owned();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, Tmux, World, files_under, stderr, stdout, tool};
+use gatehouse_e2e::{Gatehouse, Tmux, World, files_under, stderr, stdout, target_dir, tool};
 
 fn python() -> PathBuf {
     let py = PathBuf::from("/usr/bin/python3");
@@ -179,7 +179,8 @@ fn a_controlmaster_cannot_run_commands_while_locked() {
     let (master, control) = w.controlmaster(&socket);
     let tmux = Tmux::start(w.keys.path(), &format!("env TERM=xterm {master}; sleep 60"));
     tmux.wait_for("[gatehouse] password for alice: ");
-    let marker = w.keys.path().join("through-master");
+    let marked = target_dir();
+    let marker = marked.path().join("through-master");
     // A mux client with no key of its own: if the master refuses the session, OpenSSH falls
     // back to a connection of its own, which must not be able to log in either.
     let through_master = || {

@@ -382,6 +382,9 @@ fn every_injected_violation_is_found_with_its_evidence() {
 #[test]
 fn a_broker_killed_mid_session_leaves_a_session_on_a_gone_node() {
     let mut w = World::with_config(&format!("{NODE}[detective]\nnode_timeout = \"2s\"\n"));
+    // the broker is killed: nothing ends the target's command (sshd leaves it running
+    // when the connection drops, as after a network cut)
+    w.sshd.expect_leftover_processes();
     let mut ssh = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, stderr, stdout};
+use gatehouse_e2e::{Gatehouse, TARGET_USER, World, stderr, stdout};
 
 fn audit_kinds(g: &Gatehouse) -> Vec<String> {
     g.audit()
@@ -134,16 +134,14 @@ fn running(pid: u32) -> bool {
 
 /// A session Gatehouse ends is ended on the target too: a command run without a pty, which
 /// sshd would leave running when its channel closes, gets a hangup and is gone, instead of
-/// looping on the target unrecorded. (The target login is not root: sshd serves root
-/// without privilege separation and refuses `signal` requests there.)
+/// looping on the target unrecorded. (web1's login is not root: sshd serves root without
+/// privilege separation and refuses `signal` requests there; see the next test.)
 #[test]
 fn an_ended_session_leaves_no_command_running_on_the_target() {
-    gatehouse_testbed::require_unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
     let w = World::new();
-    w.add_target("web1-app", "prod", gatehouse_testbed::UNPRIVILEGED_USER);
     w.gatehouse.set_policy(&["--idle-timeout", "2s"]);
     let out = w.ssh_exec(
-        "alice+web1-app",
+        "alice+web1",
         "echo pid=$$; while true; do date; sleep 0.2; done",
     );
     assert!(
@@ -166,6 +164,70 @@ fn an_ended_session_leaves_no_command_running_on_the_target() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (3 s at most) until none of the target's session processes is left.
+fn assert_nothing_left_on_the_target(w: &World, after: &str) {
+    let since = Instant::now();
+    loop {
+        let left = w.sshd.session_processes();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "still running on the target after {after}: {left:?}\n{}",
+            w.gatehouse.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An operator whose client vanishes (killed, network gone) leaves nothing running on the
+/// target either: the channel's end hangs up the command, as the end of a terminal line does.
+#[test]
+fn a_vanished_client_leaves_no_command_running_on_the_target() {
+    let w = World::new();
+    let mut ssh = w.sleeping_session(&w.gatehouse);
+    ssh.kill().unwrap();
+    let _ = ssh.wait();
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["end_reason"], "client_closed", "{s}");
+    assert_nothing_left_on_the_target(&w, "its client vanished");
+}
+
+/// A broker shutting down (SIGTERM) ends its sessions' commands on the target with them —
+/// also a session whose client vanished a moment before (its hangup is sent before the
+/// target connection closes, not left to a task the exit would cut short).
+#[test]
+fn a_shutdown_leaves_no_command_running_on_the_target() {
+    let mut w = World::new();
+    let mut ssh = w.sleeping_session(&w.gatehouse);
+    w.gatehouse.terminate();
+    let _ = ssh.wait();
+    assert_nothing_left_on_the_target(&w, "the broker shut down");
+
+    let mut w = World::new();
+    let mut ssh = w.sleeping_session(&w.gatehouse);
+    ssh.kill().unwrap();
+    w.gatehouse.terminate();
+    let _ = ssh.wait();
+    assert_nothing_left_on_the_target(&w, "its client vanished and the broker shut down");
+}
+
+/// Where that hangup cannot work, the admin is told when the target is added: a root login
+/// (sshd refuses to signal root sessions' commands); an unprivileged one gets no warning.
+#[test]
+fn adding_a_root_target_warns_that_its_commands_cannot_be_hung_up() {
+    let w = World::new();
+    let said = w.add_target("web1-root", "prod", "root");
+    assert!(
+        said.contains("warning: this target is logged in to as root")
+            && said.contains("keeps running on the target"),
+        "{said}"
+    );
+    let said = w.add_target("web1-app", "prod", TARGET_USER);
+    assert_eq!(said, "");
 }
 
 #[test]

@@ -100,6 +100,9 @@ fn a_policy_change_through_node_a_reaches_a_live_session_on_node_b() {
 #[test]
 fn a_node_killed_mid_session_has_its_sessions_closed_by_another_node() {
     let mut f = Fleet::start(["a", "b"]);
+    // node B is killed: nothing ends the target's command (sshd leaves it running
+    // when the connection drops, as after a network cut)
+    f.world.sshd.expect_leftover_processes();
     let (mut child, id) = f.session_on(f.b());
     let b_id = node_id(f.b());
     f.node_b.kill_hard();

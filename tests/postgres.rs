@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD, add_target, psql_as};
+use gatehouse_e2e::pg::{
+    OPERATOR_PASSWORD, PgWorld, RawPg, TARGET_PASSWORD, add_target, message, psql_as,
+};
 use gatehouse_e2e::{files_under, tool, wait_until};
 use gatehouse_testbed::PgOptions;
 use tokio_postgres::error::SqlState;
@@ -609,13 +611,22 @@ fn a_statement_running_when_the_session_ends_is_cancelled_on_the_target() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("idle timeout 2s reached"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    assert_gone_from_target(&w, "outlives its session");
+    assert_eq!(
+        w.gatehouse.wait_session_closed()["end_reason"],
+        "idle_timeout"
+    );
+}
+
+/// Waits (3 s at most) until no backend of the target runs a statement containing `marker`.
+fn assert_gone_from_target(w: &PgWorld, marker: &str) {
     let still_running = || {
         w.postgres
             .psql(
                 "orders",
-                "select count(*) from pg_stat_activity where query like '%outlives its session%' and pid <> pg_backend_pid()",
+                &format!("select count(*) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()"),
             )
-            .unwrap()
+            .expect("query pg_stat_activity")
             .trim()
             .to_owned()
     };
@@ -629,10 +640,50 @@ fn a_statement_running_when_the_session_ends_is_cancelled_on_the_target() {
             )
         },
     );
-    assert_eq!(
-        w.gatehouse.wait_session_closed()["end_reason"],
-        "idle_timeout"
+}
+
+/// The same when the operator's client vanishes mid-statement (its socket closed, no
+/// Terminate): the session's end ends the statement it started, rather than leaving it to
+/// run on the target after the session is over.
+#[test]
+fn a_statement_running_when_the_client_vanishes_is_cancelled_on_the_target() {
+    let w = PgWorld::new();
+    let mut c = RawPg::login(w.gatehouse.pg_port(), "orders", &[]);
+    c.send(&message(
+        b'Q',
+        b"select pg_sleep(120) -- its client vanished\0",
+    ));
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            (w.postgres
+                .psql(
+                    "orders",
+                    "select count(*) from pg_stat_activity where query like '%its client vanished%' and pid <> pg_backend_pid()",
+                )
+                .unwrap()
+                .trim()
+                == "1")
+                .then_some(())
+        },
+        || "the statement never started on the target".into(),
     );
+    drop(c);
+    assert_gone_from_target(&w, "its client vanished");
+    let s = w.gatehouse.wait_session_closed();
+    assert_eq!(s["end_reason"], "client_closed", "{s}");
+    // and the log says it never got its result
+    let lines = w.log_lines();
+    let stmt = lines
+        .iter()
+        .find(|l| {
+            l["type"] == "statement"
+                && l["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("its client vanished"))
+        })
+        .unwrap_or_else(|| panic!("not logged: {lines:#?}"));
+    assert!(!stmt["error"].is_null(), "{stmt}");
 }
 
 /// No statement log, no session: with a recordings root nothing can be created under (its

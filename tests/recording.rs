@@ -6,7 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, World, asciinema_cat, stderr, stdout, tool, wait_until};
+use gatehouse_e2e::{
+    Gatehouse, World, asciinema_cat, stderr, stdout, target_dir, tool, wait_until,
+};
 
 /// Lines of a recording after its header, parsed.
 fn events(path: &str) -> Vec<serde_json::Value> {
@@ -188,6 +190,9 @@ fn tampering_is_detected_and_named() {
 #[test]
 fn a_killed_broker_leaves_a_parseable_truncated_recording() {
     let mut w = World::new();
+    // the broker is killed: nothing ends the target's command (sshd leaves it running
+    // when the connection drops, as after a network cut)
+    w.sshd.expect_leftover_processes();
     let mut ssh = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)
@@ -278,7 +283,7 @@ fn prune_removes_old_recordings_with_a_dry_run_first() {
 #[test]
 fn scp_and_sftp_sessions_record_a_transfer_log_not_the_bytes() {
     let w = World::new();
-    let work = tempfile::tempdir().unwrap();
+    let work = target_dir();
     let local = work.path().join("payload.bin");
     let mut data = vec![0u8; 1024 * 1024];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)

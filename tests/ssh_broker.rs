@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gatehouse_e2e::{Tmux, World, keygen, stderr, stdout, tool, wait_until};
+use gatehouse_e2e::{Tmux, World, keygen, stderr, stdout, target_dir, tool, wait_until};
 
 #[test]
 fn exec_prints_output_and_returns_the_remote_exit_code() {
@@ -183,10 +183,10 @@ fn random_file(path: &std::path::Path, len: usize) -> Vec<u8> {
 #[test]
 fn scp_sftp_and_rsync_transfer_files_intact() {
     let w = World::new();
-    let work = tempfile::tempdir().unwrap();
+    let work = target_dir();
     let original = random_file(&work.path().join("payload.bin"), 20 * 1024 * 1024);
     // the target is this machine's sshd, so "remote" paths are local temp paths
-    let remote = tempfile::tempdir().unwrap();
+    let remote = target_dir();
     let remote_path = remote.path().join("up.bin");
     let scp = |from: &str, to: &str| {
         let out = Command::new(tool("scp", "openssh-client"))
@@ -606,7 +606,7 @@ fn host_key_file_accepts_a_known_hosts_line() {
 #[test]
 fn rekeying_mid_transfer_loses_nothing() {
     let w = World::new();
-    let work = tempfile::tempdir().unwrap();
+    let work = target_dir();
     let path = work.path().join("payload.bin");
     let original = random_file(&path, 2 * 1024 * 1024);
     let newkeys = |stderr: &str| stderr.matches("SSH2_MSG_NEWKEYS received").count();

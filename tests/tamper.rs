@@ -75,6 +75,9 @@ fn editing_a_sealed_recordings_row_is_reported_tampered() {
 #[test]
 fn a_killed_brokers_recording_is_verified_to_its_last_checkpoint() {
     let mut w = World::new();
+    // the broker is killed: nothing ends the target's command (sshd leaves it running
+    // when the connection drops, as after a network cut)
+    w.sshd.expect_leftover_processes();
     let mut ssh = w
         .gatehouse
         .ssh("alice+web1", &w.alice_key)

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -67,22 +67,7 @@ impl Fleet {
     /// session's id once the command runs on the target (its first line came back).
     pub fn session_on(&self, node: &Gatehouse) -> (Child, String) {
         let before: Vec<String> = ids(&self.a().sessions());
-        let mut child = node
-            .ssh("alice+web1", &self.world.alice_key)
-            .arg("echo ready; sleep 60")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut ready = [0u8; 6];
-        let read = out.read_exact(&mut ready);
-        assert!(
-            read.is_ok() && &ready == b"ready\n",
-            "the session did not start: {}",
-            node.log()
-        );
+        let child = self.world.sleeping_session(node);
         let id = wait_until(Duration::from_secs(10), "a new live session", || {
             self.a()
                 .sessions()

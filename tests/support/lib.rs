@@ -479,6 +479,23 @@ impl Drop for Gatehouse {
 
 /// A broker, a real sshd target `web1` in environment `prod`, and operator `alice` with a
 /// key and a grant on `prod`.
+/// Who the world's target `web1` is logged in to as: an unprivileged user (see
+/// [`World::around`]).
+pub const TARGET_USER: &str = gatehouse_testbed::UNPRIVILEGED_USER;
+
+/// A temp dir the target's login may read and write in (mode 0777): the target is this
+/// machine's sshd, so tests hand files to it and check its files through such a directory.
+pub fn target_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("gatehouse-target-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("open the temp dir to the target's login");
+    dir
+}
+
 pub struct World {
     pub gatehouse: Gatehouse,
     pub sshd: Sshd,
@@ -511,7 +528,10 @@ impl World {
             .expect("temp dir");
         let (target_identity, target_public) = keygen(keys.path(), "target_identity");
         let (alice_key, _) = keygen(keys.path(), "alice");
-        let sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
+        let mut sshd = Sshd::start(&[target_public]).unwrap_or_else(|e| panic!("{e}"));
+        // no test may leave a command running on its target (the broker, dropped first,
+        // has closed its connections by then)
+        sshd.fail_on_leftover_processes();
         gatehouse.cli_ok(&["env", "add", "prod"]);
         gatehouse.cli_ok(&[
             "user",
@@ -528,14 +548,18 @@ impl World {
             alice_key,
             target_identity,
         };
-        w.add_target("web1", "prod", w.sshd.user());
+        // web1 is reached as an unprivileged user, as a target should be: sshd serves a root
+        // login without privilege separation and refuses to signal its commands, so an
+        // ended session's command without a terminal would outlive it there
+        gatehouse_testbed::require_unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
+        w.add_target("web1", "prod", TARGET_USER);
         w
     }
 
     /// Adds target `name` in `env`: the world's sshd, logged in to as `user` with the
-    /// world's target identity, its host key pinned.
-    pub fn add_target(&self, name: &str, env: &str, user: &str) {
-        self.gatehouse.cli_ok(&[
+    /// world's target identity, its host key pinned. Returns what the CLI said on stderr.
+    pub fn add_target(&self, name: &str, env: &str, user: &str) -> String {
+        let out = self.gatehouse.cli(&[
             "target",
             "add",
             name,
@@ -548,6 +572,38 @@ impl World {
             "--host-key",
             self.sshd.host_public_key(),
         ]);
+        assert!(out.status.success(), "target add {name}: {}", stderr(&out));
+        stderr(&out)
+    }
+
+    /// `ssh alice+web1 'echo ready; sleep 60'` (no pty) through `node`, returned once the
+    /// command runs on the target (its first line came back) and is seen there by
+    /// [`Sshd::session_processes`]; its stderr is piped.
+    pub fn sleeping_session(&self, node: &Gatehouse) -> Child {
+        let mut child = node
+            .ssh("alice+web1", &self.alice_key)
+            .arg("echo ready; sleep 60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ssh");
+        let mut ready = [0u8; 6];
+        let read = child
+            .stdout
+            .as_mut()
+            .map(|out| std::io::Read::read_exact(out, &mut ready));
+        assert!(
+            matches!(read, Some(Ok(()))) && &ready == b"ready\n",
+            "the session did not start: {}",
+            node.log()
+        );
+        // what the leftover check looks for is there while the session runs
+        assert!(
+            !self.sshd.session_processes().is_empty(),
+            "the session's command is not seen on the target"
+        );
+        child
     }
 
     /// An interactive session as `login` in tmux (100×30, TERM=xterm) with the prompt `gh$ `;

@@ -259,10 +259,19 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         }
     };
     let cancel = broker.cancels.remove(pid, &key);
-    // A session Gatehouse ended is ended on the target too: a statement still running
-    // there is cancelled (PostgreSQL would run it to its end: a backend busy with a
-    // statement does not read, so it sees neither the Terminate nor the closed socket).
-    if let (Stop::Ended, Some(target)) = (&stop, cancel) {
+    // statements still waiting for their result when the session ends
+    let now = opened.elapsed();
+    let abandoned = tracker
+        .lock()
+        .map(|mut t| t.abandon(now))
+        .unwrap_or_default();
+    // A session's end ends what it started on the target: a statement still running there
+    // is cancelled, whether Gatehouse ended the session or the operator's connection went
+    // away (PostgreSQL would run it to its end: a backend busy with a statement does not
+    // read, so it sees neither the Terminate nor the closed socket). Not when the target
+    // itself closed: there is nothing left to cancel.
+    let ours = !matches!(stop, Stop::TargetClosed | Stop::TargetError(_));
+    if let (true, false, Some(target)) = (ours, abandoned.is_empty(), cancel) {
         crate::cancel::send_cancel(&target, END_CANCEL_WAIT).await;
     }
     // tell the target we are done (a clean Terminate rather than a reset)
@@ -286,11 +295,8 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     if let Stop::TargetClosed | Stop::TargetError(_) = stop {
         tracing::info!("target closed the connection");
     }
-    let now = opened.elapsed();
-    if let Ok(mut t) = tracker.lock() {
-        for s in t.abandon(now) {
-            log.statement(s);
-        }
+    for s in abandoned {
+        log.statement(s);
     }
     Ended {
         reason,

@@ -33,7 +33,7 @@
 //! that program can be read — and never changes after.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,6 +143,9 @@ struct Shared {
     held: Mutex<Held>,
     /// The operator's channel number, which the recording knows pty-or-not by.
     channel: u32,
+    /// The target said its program is over (exit status or signal) or closed the channel:
+    /// there is nothing left there to hang up.
+    finished: AtomicBool,
 }
 
 #[derive(Default)]
@@ -340,6 +343,7 @@ pub(crate) fn start(
         sftp: Mutex::new(None),
         held: Mutex::new(Held::default()),
         channel: operator_channel.into(),
+        finished: AtomicBool::new(false),
     });
     let span = tracing::Span::current();
     let writer = tokio::spawn(
@@ -358,7 +362,10 @@ pub(crate) fn start(
         .instrument(span),
     );
     // The connection's end stops both whatever they wait on (a peer that stopped reading).
-    state.own_relay_tasks([writer.abort_handle(), reader.abort_handle()]);
+    state.own_relay_tasks(crate::state::RelayTasks {
+        writer,
+        reader: reader.abort_handle(),
+    });
     RelayHandle { tx, shared, state }
 }
 

@@ -52,9 +52,19 @@ pub(crate) struct ConnectionState {
     backlog_drained: tokio::sync::Notify,
     /// The relays' tasks, stopped when the connection ends whatever they wait on; `None`
     /// once stopped.
-    relay_tasks: Mutex<Option<Vec<tokio::task::AbortHandle>>>,
+    relay_tasks: Mutex<Option<Vec<RelayTasks>>>,
     store: gatehouse_store::Store,
 }
+
+/// A channel relay's two tasks (see `relay::start`).
+pub(crate) struct RelayTasks {
+    pub(crate) writer: tokio::task::JoinHandle<()>,
+    pub(crate) reader: tokio::task::AbortHandle,
+}
+
+/// Longest a connection's end waits for its relays' writers to end on their own (each
+/// bounds its hangup to the target by `relay::writer::HANGUP_WAIT`).
+const WRITERS_PARTING: std::time::Duration = std::time::Duration::from_millis(300);
 
 #[derive(Default)]
 pub(crate) struct StateInner {
@@ -94,29 +104,36 @@ impl ConnectionState {
 
     /// Takes charge of a relay's tasks: [`ConnectionState::finish`] stops them (at once,
     /// if the connection has ended already).
-    pub(crate) fn own_relay_tasks(&self, tasks: [tokio::task::AbortHandle; 2]) {
+    pub(crate) fn own_relay_tasks(&self, tasks: RelayTasks) {
         if let Ok(mut t) = self.relay_tasks.lock()
             && let Some(owned) = t.as_mut()
         {
-            owned.extend(tasks);
+            owned.push(tasks);
             return;
         }
-        tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        tasks.writer.abort();
+        tasks.reader.abort();
     }
 
     /// Stops every relay task: a relay waiting on a peer that stopped reading would
     /// otherwise hold the target connection (and russh's session loops) open for ever.
-    fn stop_relays(&self) {
+    /// The writers first get [`WRITERS_PARTING`] to end on their own: a writer whose
+    /// channel ended hangs up the target's program (see `relay::writer`), which must reach
+    /// the target before its connection is closed.
+    async fn stop_relays(&self) {
         let tasks = self
             .relay_tasks
             .lock()
             .ok()
             .and_then(|mut t| t.take())
             .unwrap_or_default();
-        for t in tasks {
-            t.abort();
-        }
         self.backlog_drained.notify_waiters();
+        let parting = tokio::time::Instant::now() + WRITERS_PARTING;
+        for mut t in tasks {
+            let _ = tokio::time::timeout_at(parting, &mut t.writer).await;
+            t.writer.abort();
+            t.reader.abort();
+        }
     }
 
     fn relays_stopped(&self) -> bool {
@@ -217,7 +234,7 @@ impl ConnectionState {
             Err(_) => return,
         };
         let reason = self.end.get().unwrap_or(EndReason::ClientClosed);
-        self.stop_relays();
+        self.stop_relays().await;
         // out of the node's registry: nothing more is delivered to this connection
         drop(self.registration.lock().ok().and_then(|mut r| r.take()));
         if let Some(up) = upstream {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -19,6 +19,9 @@ pub struct Sshd {
     child: Child,
     host_public_key: String,
     user: String,
+    /// Whether dropping this sshd panics when its sessions' processes outlive it (see
+    /// [`Sshd::fail_on_leftover_processes`]).
+    strict: bool,
 }
 
 impl Sshd {
@@ -110,7 +113,48 @@ impl Sshd {
             child,
             host_public_key,
             user,
+            strict: false,
         })
+    }
+
+    /// Dropping this sshd then fails (panics, unless a panic is already unwinding) when a
+    /// process started for one of its sessions is still running a moment after sshd
+    /// stopped: a test must not leave a command running on its target (an ended session's
+    /// command is ended on the target too). Leftovers are killed either way.
+    pub fn fail_on_leftover_processes(&mut self) {
+        self.strict = true;
+    }
+
+    /// Undoes [`Sshd::fail_on_leftover_processes`], for a test in which nothing can end the
+    /// target's commands: one that kills the broker while a command without a terminal
+    /// runs (sshd leaves it running when the connection drops, as after a network cut).
+    pub fn expect_leftover_processes(&mut self) {
+        self.strict = false;
+    }
+
+    /// Processes started for this target's sessions, still running: pid and command line.
+    /// They are known by the `HOME` that `sshd_config` gives every session (their
+    /// environment as it was at exec, read from `/proc`; needs root for other users').
+    pub fn session_processes(&self) -> Vec<(u32, String)> {
+        let mark = format!("HOME={}/home", self.dir.path().display());
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == mark.as_bytes()))
+            })
+            .map(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ");
+                (pid, cmdline)
+            })
+            .collect()
     }
 
     pub fn port(&self) -> u16 {
@@ -140,8 +184,32 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         stop(&mut self.child, "TERM");
+        // a session ending just now (its connection closed a moment ago) may take a
+        // moment to exit: what is still there after that outlived its session
+        let deadline = Instant::now() + LEFTOVER_GRACE;
+        let mut left = self.session_processes();
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = self.session_processes();
+        }
+        if left.is_empty() {
+            return;
+        }
+        for (pid, _) in &left {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        if self.strict && !std::thread::panicking() {
+            panic!(
+                "processes of the target's sessions were still running {LEFTOVER_GRACE:?} after the test's end (killed now): {left:?}"
+            );
+        }
     }
 }
+
+/// How long a session's processes may take to exit after the test is done with its sshd.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(3);
 
 /// A user other than root that tests may log in to the target as: sshd runs a root login
 /// without privilege separation, and some requests (`signal`) are refused there.

@@ -53,6 +53,7 @@ pub(super) async fn read_from_target(
                 true
             }
             ChannelMsg::ExitStatus { exit_status } => {
+                shared.finished.store(true, Ordering::Relaxed);
                 operator
                     .exit_status_request(channel, exit_status)
                     .await
@@ -65,6 +66,7 @@ pub(super) async fn read_from_target(
                 error_message,
                 lang_tag,
             } => {
+                shared.finished.store(true, Ordering::Relaxed);
                 operator
                     .exit_signal_request(channel, signal_name, core_dumped, error_message, lang_tag)
                     .await
@@ -88,6 +90,7 @@ pub(super) async fn read_from_target(
         }
     }
     // The target closed the channel (or the whole connection).
+    shared.finished.store(true, Ordering::Relaxed);
     let last: Option<Vec<Transfer>> = shared
         .sftp
         .lock()

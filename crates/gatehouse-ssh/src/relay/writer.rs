@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Longest the writer of an ended session waits to send the target's command its hangup
+/// Longest the writer of an ended channel waits to send the target's command its hangup
 /// (a target that stopped reading has a full window; the connection is closed anyway).
 const HANGUP_WAIT: Duration = Duration::from_millis(200);
 
@@ -83,6 +83,8 @@ pub(super) async fn write_to_target(
             }
         }
         if let ToTarget::Close = event {
+            // the operator closed the channel with the program still running
+            hang_up(&shared, &target).await;
             let _ = target.close().await;
             break;
         }
@@ -93,18 +95,9 @@ pub(super) async fn write_to_target(
             break;
         }
     }
-    // A session Gatehouse ended is ended on the target too: its command gets a hangup, as
-    // a terminal's programs do when the line drops (sshd signals the session's process
-    // group). Without it a command run without a pty (`ssh … 'while :; do …; done'`) would
-    // outlive the session on the target, unrecorded, until it next wrote to the channel.
-    // (Only a shell or exec: a channel without a program has none, and sshd refuses
-    // signals for subsystems.)
-    if shared.gate.end_message().is_some() && shared.mode() == Some(RecordingMode::Terminal) {
-        let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
-        if !matches!(hangup, Ok(Ok(()))) {
-            tracing::debug!("could not send the target's command a hangup");
-        }
-    }
+    // Whatever stopped the writer (an enforcement end, the operator's connection gone),
+    // the session's program on the target ends with it
+    hang_up(&shared, &target).await;
     // Nothing queued after the end may reach the target; fail waiting requests at once.
     rx.close();
     while let Ok(event) = rx.try_recv() {
@@ -112,6 +105,25 @@ pub(super) async fn write_to_target(
         if let ToTarget::Request(_, reply) = *event {
             let _ = reply.tx.send(false);
         }
+    }
+}
+
+/// Ends the target's program when its session's channel ends before it did, as a
+/// terminal's programs get a hangup when the line drops (sshd signals the session's process
+/// group). Without it a command run without a pty (`ssh … 'while :; do …; done'`) would
+/// outlive its session on the target, unrecorded, until it next wrote to the channel:
+/// after an enforcement end, and after an operator's connection dropped. (Only a shell or
+/// exec that has not exited: a channel without a program has none, sshd refuses signals
+/// for subsystems, and a closed channel takes no more requests. A program that ignores
+/// SIGHUP, as under `nohup`, keeps running, as it would on a terminal.)
+async fn hang_up(shared: &Shared, target: &ChannelWriteHalf<client::Msg>) {
+    if shared.mode() != Some(RecordingMode::Terminal) || shared.finished.load(Ordering::Relaxed) {
+        return;
+    }
+    shared.finished.store(true, Ordering::Relaxed);
+    let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
+    if !matches!(hangup, Ok(Ok(()))) {
+        tracing::debug!("could not send the target's command a hangup");
     }
 }
 
