@@ -104,6 +104,26 @@ impl Timeline {
         s
     }
 
+    /// The shortest timeline with this one's [`Timeline::state`], onto which later events
+    /// fold as they would onto this one (the state is all a live session's rules read): at
+    /// most the last activity and the lock still in force. A live recording's tail keeps
+    /// this instead of every event, so a busy session's tail stays two events long rather
+    /// than growing with every statement or keystroke, and is not copied whole each pass.
+    pub fn summarized(&self) -> Timeline {
+        let state = self.state();
+        let mut events = vec![Recorded {
+            at: state.last_activity,
+            mark: Mark::Activity("earlier activity"),
+        }];
+        if let Some(at) = state.locked_at {
+            events.push(Recorded {
+                at,
+                mark: Mark::Lock,
+            });
+        }
+        Timeline { events }
+    }
+
     /// Offset of the last event of any kind.
     pub fn last_event(&self) -> i64 {
         self.events.iter().map(|e| e.at).max().unwrap_or(0)

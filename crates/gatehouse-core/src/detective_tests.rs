@@ -419,3 +419,42 @@ fn gaps_split_at_locks_and_stop_at_the_end_line() {
     );
     assert_eq!(t.activity_after_end(450, 100), None);
 }
+
+/// A live tail keeps `summarized()`: for every sequence of up to five events and every
+/// point it could have been read up to, the summary of what was read, followed by what
+/// came after, has the state of the whole sequence — and the summary stays short.
+#[test]
+fn a_summarized_timeline_folds_later_events_as_the_whole_one() {
+    let kinds = [
+        Mark::Activity("input"),
+        Mark::Lock,
+        Mark::Unlock,
+        Mark::End,
+        Mark::Other,
+    ];
+    let mut checked = 0;
+    for len in 0..=5u32 {
+        for code in 0..kinds.len().pow(len) {
+            let events: Vec<Recorded> = (0..len as usize)
+                .map(|i| {
+                    let kind = code / kinds.len().pow(i as u32) % kinds.len();
+                    mark(100 * (i as i64 + 1), kinds[kind].clone())
+                })
+                .collect();
+            let whole = Timeline {
+                events: events.clone(),
+            };
+            for split in 0..=events.len() {
+                let read = Timeline {
+                    events: events[..split].to_vec(),
+                };
+                let mut t = read.summarized();
+                assert!(t.events.len() <= 2, "{t:?}");
+                t.events.extend_from_slice(&events[split..]);
+                assert_eq!(t.state(), whole.state(), "{events:?} read up to {split}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20_000, "{checked}");
+}

@@ -27,6 +27,8 @@ pub struct Tail {
     path: PathBuf,
     header: Vec<u8>,
     offset: u64,
+    /// What was read, summarized ([`Timeline::summarized`]: a live session's rules read
+    /// only its state), so it stays a few events long however long the session runs.
     pub timeline: Timeline,
 }
 
@@ -69,6 +71,7 @@ impl Tail {
             let more = parse(&self.path, &bytes)?;
             self.timeline.events.extend(more.events);
         }
+        self.timeline = self.timeline.summarized();
         self.offset += complete.len() as u64;
         Ok(())
     }
@@ -79,22 +82,29 @@ mod tests {
     use super::*;
     use gatehouse_core::detective::{Mark, Recorded};
 
-    /// Every line after the header becomes an event at its number; the header must lead.
-    fn parse(_: &Path, bytes: &[u8]) -> Result<Timeline, String> {
-        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-        let mut lines = text.lines();
-        if lines.next() != Some("HEADER") {
-            return Err("no header".into());
-        }
-        let events = lines
-            .map(|l| {
-                Ok(Recorded {
-                    at: l.parse().map_err(|_| format!("bad line {l:?}"))?,
-                    mark: Mark::Other,
+    /// Every line after the header becomes an activity at its number (each noted in
+    /// `seen`); the header must lead.
+    fn parse<'a>(
+        seen: &'a std::cell::RefCell<Vec<i64>>,
+    ) -> impl Fn(&Path, &[u8]) -> Result<Timeline, String> + 'a {
+        move |_, bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+            let mut lines = text.lines();
+            if lines.next() != Some("HEADER") {
+                return Err("no header".into());
+            }
+            let events = lines
+                .map(|l| {
+                    let at = l.parse().map_err(|_| format!("bad line {l:?}"))?;
+                    seen.borrow_mut().push(at);
+                    Ok(Recorded {
+                        at,
+                        mark: Mark::Activity("input"),
+                    })
                 })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Timeline { events })
+                .collect::<Result<_, String>>()?;
+            Ok(Timeline { events })
+        }
     }
 
     #[test]
@@ -104,18 +114,42 @@ mod tests {
         let path = dir.path().join("s.cast");
         let mut f = std::fs::File::create(&path).unwrap();
         let mut tail = Tail::new(&path);
+        let seen = std::cell::RefCell::new(Vec::new());
         f.write_all(b"HEAD").unwrap();
-        tail.read_more(parse).unwrap();
-        assert!(tail.timeline.events.is_empty());
+        tail.read_more(parse(&seen)).unwrap();
+        assert!(seen.borrow().is_empty());
         f.write_all(b"ER\n1\n2\n3").unwrap();
-        tail.read_more(parse).unwrap();
-        let at = |t: &Tail| t.timeline.events.iter().map(|e| e.at).collect::<Vec<_>>();
-        assert_eq!(at(&tail), [1, 2]);
+        tail.read_more(parse(&seen)).unwrap();
+        assert_eq!(*seen.borrow(), [1, 2]);
+        assert_eq!(tail.timeline.state().last_activity, 2);
         // the line cut short is read whole once it is complete
         f.write_all(b"0\n40\n").unwrap();
-        tail.read_more(parse).unwrap();
-        assert_eq!(at(&tail), [1, 2, 30, 40]);
-        tail.read_more(parse).unwrap();
-        assert_eq!(at(&tail), [1, 2, 30, 40]);
+        tail.read_more(parse(&seen)).unwrap();
+        assert_eq!(*seen.borrow(), [1, 2, 30, 40]);
+        tail.read_more(parse(&seen)).unwrap();
+        assert_eq!(*seen.borrow(), [1, 2, 30, 40]);
+        assert_eq!(tail.timeline.state().last_activity, 40);
+    }
+
+    /// A busy session's tail does not grow with its recording: 10,000 statements later it
+    /// holds what the rules read (the last activity, the lock in force), not every event.
+    #[test]
+    fn a_busy_live_recording_s_tail_stays_small() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sql.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut tail = Tail::new(&path);
+        let seen = std::cell::RefCell::new(Vec::new());
+        f.write_all(b"HEADER\n").unwrap();
+        for pass in 0..10 {
+            for i in 0..1000 {
+                writeln!(f, "{}", pass * 1000 + i + 1).unwrap();
+            }
+            tail.read_more(parse(&seen)).unwrap();
+            assert!(tail.timeline.events.len() <= 2, "{:?}", tail.timeline);
+        }
+        assert_eq!(seen.borrow().len(), 10_000);
+        assert_eq!(tail.timeline.state().last_activity, 10_000);
     }
 }
