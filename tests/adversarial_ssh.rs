@@ -231,6 +231,62 @@ fn a_controlmaster_cannot_run_commands_while_locked() {
     assert!(marker.exists());
 }
 
+/// One channel of a ControlMaster's connection ending (its mux client killed) hangs up
+/// that channel's command on the target, and only that one: the other channel's command
+/// and the master's shell keep running.
+#[test]
+fn a_controlmaster_channel_s_end_hangs_up_only_its_own_command() {
+    let w = World::new();
+    let socket = w.keys.path().join("cm.sock");
+    let (master, control) = w.controlmaster(&socket);
+    let tmux = Tmux::start(w.keys.path(), &format!("env TERM=xterm {master}; sleep 60"));
+    tmux.type_line("echo master-$((6*7))");
+    tmux.wait_for("master-42");
+    let mux = |seconds: u32| {
+        let mut child = Command::new(tool("ssh", "openssh-client"))
+            .args(w.gatehouse.client_options("-p", &w.alice_key))
+            .args(&control)
+            .arg("alice+web1@127.0.0.1")
+            .arg(format!("echo ready; sleep {seconds}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh through the master");
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
+        child
+    };
+    let running = |what: &str| {
+        w.sshd
+            .session_processes()
+            .iter()
+            .any(|(_, cmd)| cmd == what)
+    };
+    let mut first = mux(61);
+    let mut second = mux(62);
+    assert!(running("sleep 61") && running("sleep 62"));
+    first.kill().unwrap();
+    let _ = first.wait();
+    let since = Instant::now();
+    while running("sleep 61") {
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "the ended channel's command still runs: {:?}",
+            w.sshd.session_processes()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        running("sleep 62"),
+        "the other channel's command was ended too"
+    );
+    tmux.type_line("echo still-$((6*7))");
+    tmux.wait_for("still-42");
+    second.kill().unwrap();
+    let _ = second.wait();
+}
+
 #[test]
 fn other_subsystems_are_refused_unless_policy_allows_them_and_then_recorded_raw() {
     let w = World::new();
