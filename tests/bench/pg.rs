@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
 use gatehouse_e2e::{files_under, tool};
-use gatehouse_testbed::bench_summary::Rounds;
+use gatehouse_testbed::bench_summary::{Rounds, cpu_time};
 use gatehouse_testbed::{PgOptions, Pgbouncer};
 
 const CLIENTS: &str = "4";
@@ -61,15 +61,20 @@ struct Route {
     name: &'static str,
     conninfo: String,
     password: &'static str,
+    /// The proxy on the path (Gatehouse, PgBouncer), whose CPU time is measured.
+    proxy: Option<u32>,
 }
 
-/// What one pgbench run reported.
+/// What one pgbench run reported, and the CPU its path's proxy used meanwhile.
 struct Run {
     tps: f64,
     processed: u64,
+    proxy_cpu: Option<Duration>,
 }
 
 fn pgbench(path: &Route, mode: &Mode) -> Run {
+    let cpu = || path.proxy.and_then(cpu_time);
+    let cpu_before = cpu();
     let out = Command::new(tool("pgbench", "postgresql"))
         .args(["-n", "-S", "-c", CLIENTS, "-j", THREADS, "-T"])
         .arg(mode.seconds.to_string())
@@ -107,6 +112,7 @@ fn pgbench(path: &Route, mode: &Mode) -> Run {
             .trim()
             .parse()
             .unwrap(),
+        proxy_cpu: cpu().zip(cpu_before).map(|(after, before)| after - before),
     }
 }
 
@@ -160,11 +166,13 @@ fn main() {
             name: "direct",
             conninfo: direct,
             password: TARGET_PASSWORD,
+            proxy: None,
         },
         Route {
             name: "gatehouse",
             conninfo: w.conninfo("orders", "sslmode=disable"),
             password: OPERATOR_PASSWORD,
+            proxy: Some(w.gatehouse.pid()),
         },
         Route {
             name: "pgbouncer (session)",
@@ -173,16 +181,19 @@ fn main() {
                 bouncer.port()
             ),
             password: TARGET_PASSWORD,
+            proxy: Some(bouncer.pid()),
         },
         Route {
             name: "gatehouse (TLS)",
             conninfo: w.conninfo("orders", "sslmode=require"),
             password: OPERATOR_PASSWORD,
+            proxy: Some(w.gatehouse.pid()),
         },
         Route {
             name: "direct (TLS)",
             conninfo: direct_with("require"),
             password: TARGET_PASSWORD,
+            proxy: None,
         },
     ];
 
@@ -191,14 +202,22 @@ fn main() {
     // PG_BENCH_MODE=prepared (a part of a mode's name) runs that mode only, e.g. to profile it
     let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
     for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
+        // per path: the proxy's CPU time and the transactions it carried meanwhile
+        let mut cpu = [(Duration::ZERO, 0u64); 5];
         let rounds = Rounds::<5>::measure(mode.rounds, |i| {
             let run = pgbench(&paths[i], mode);
             if paths[i].name.starts_with("gatehouse") {
                 through_gatehouse += run.processed;
             }
+            if let Some(used) = run.proxy_cpu {
+                cpu[i].0 += used;
+                cpu[i].1 += run.processed;
+            }
             run.tps
         });
-        report.push((mode, rounds));
+        let per_transaction =
+            cpu.map(|(used, n)| (n > 0).then(|| used.as_secs_f64() * 1e6 / n as f64));
+        report.push((mode, rounds, per_transaction));
     }
 
     // every transaction through Gatehouse is one logged statement (plus pgbench's own
@@ -218,7 +237,7 @@ fn main() {
     println!(
         "pgbench -S, {CLIENTS} clients, scale 10, tps (median of rounds), ratio to direct (median of the rounds' ratios)"
     );
-    for (mode, rounds) in report {
+    for (mode, rounds, per_transaction) in report {
         println!(
             "  {} ({} s x {} round{})",
             mode.name,
@@ -251,7 +270,17 @@ fn main() {
             rounds.ratio(GATEHOUSE_TLS, GATEHOUSE),
             rounds.ratio(DIRECT_TLS, DIRECT)
         );
-        summary(mode, &rounds);
+        // where a gap to PgBouncer comes from: the proxies' own CPU per transaction (on
+        // 2 cores shared with pgbench and PostgreSQL, a proxy's CPU is everyone's)
+        let us = |i: usize| per_transaction[i].unwrap_or(f64::NAN);
+        println!(
+            "    proxy CPU per transaction: gatehouse {:.1} µs, gatehouse (TLS) {:.1} µs, pgbouncer {:.1} µs (gatehouse / pgbouncer {:.2}x)",
+            us(GATEHOUSE),
+            us(GATEHOUSE_TLS),
+            us(BOUNCER),
+            us(GATEHOUSE) / us(BOUNCER)
+        );
+        summary(mode, &rounds, &per_transaction);
     }
     println!(
         "  statements logged by gatehouse: {logged} (transactions through it: {through_gatehouse})"
@@ -268,7 +297,7 @@ const DIRECT_TLS: usize = 4;
 /// The mode's rows in bench/run's table: Gatehouse against PgBouncer (≥ 1.0×) and against
 /// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %), next to
 /// what TLS costs PostgreSQL itself in the same run.
-fn summary(mode: &Mode, rounds: &Rounds<5>) {
+fn summary(mode: &Mode, rounds: &Rounds<5>, per_transaction: &[Option<f64>; 5]) {
     use gatehouse_testbed::bench_summary::{Row, record};
     let [direct, gatehouse, bouncer, tls, direct_tls] =
         [DIRECT, GATEHOUSE, BOUNCER, GATEHOUSE_TLS, DIRECT_TLS].map(|i| rounds.value(i));
@@ -298,4 +327,14 @@ fn summary(mode: &Mode, rounds: &Rounds<5>) {
         target: "≥ 0.90× (TLS costs ≤ 10 %)",
         met: Some(tls_cost >= 0.9),
     });
+    if let (Some(g), Some(b)) = (per_transaction[GATEHOUSE], per_transaction[BOUNCER]) {
+        record(&Row {
+            what: &format!("{what}: the proxy's CPU per transaction"),
+            gatehouse: format!("{g:.1} µs"),
+            baseline: format!("PgBouncer (session) {b:.1} µs"),
+            ratio: format!("{:.2}×", g / b),
+            target: "(what the tps gap is made of)",
+            met: None,
+        });
+    }
 }

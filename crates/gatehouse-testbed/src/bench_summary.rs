@@ -97,9 +97,42 @@ impl<const N: usize> Rounds<N> {
     }
 }
 
+/// CPU time process `pid` has used so far, all its threads together (the first field of
+/// each thread's `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU; threads that
+/// already exited are not counted, so measure a process whose threads live throughout).
+/// `None` if the process is gone or the kernel keeps no schedstat.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns: u64 = 0;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process's CPU time grows by at least the CPU its threads spent (here: a busy loop
+    /// of 50 ms on this thread), and not by time spent asleep.
+    #[test]
+    fn cpu_time_counts_what_the_threads_ran_not_what_they_slept() {
+        let pid = std::process::id();
+        let before = cpu_time(pid).expect("schedstat of this process");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let slept = cpu_time(pid).unwrap() - before;
+        let busy = std::time::Instant::now();
+        let mut x = 0u64;
+        while busy.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let ran = cpu_time(pid).unwrap() - before - slept;
+        assert!(slept < std::time::Duration::from_millis(50), "{slept:?}");
+        assert!(ran >= std::time::Duration::from_millis(40), "{ran:?}");
+        assert_eq!(cpu_time(u32::MAX), None);
+    }
 
     #[test]
     fn medians_and_ratios_of_rounds() {

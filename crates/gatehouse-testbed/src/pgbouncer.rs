@@ -96,6 +96,11 @@ impl Pgbouncer {
         self.port
     }
 
+    /// PgBouncer's process id (benchmarks measure its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("pgbouncer.log"))
     }
