@@ -143,9 +143,11 @@ struct Shared {
     held: Mutex<Held>,
     /// The operator's channel number, which the recording knows pty-or-not by.
     channel: u32,
-    /// The target said its program is over (exit status or signal) or closed the channel:
-    /// there is nothing left there to hang up.
+    /// The target said its program is over (exit status or signal), or either side closed
+    /// the channel: there is nothing left there to hang up.
     finished: AtomicBool,
+    /// The program's hangup was sent (see `writer::hang_up`).
+    hung_up: AtomicBool,
 }
 
 #[derive(Default)]
@@ -335,6 +337,8 @@ pub(crate) fn start(
     gate: Arc<SessionGate>,
 ) -> RelayHandle {
     let (read, write) = target_channel.split();
+    // the writer task's, and the connection's end's for the hangup (`RelayTasks::hang_up`)
+    let write = Arc::new(write);
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: PendingReplies = Arc::new(Mutex::new(VecDeque::new()));
     let shared = Arc::new(Shared {
@@ -344,11 +348,18 @@ pub(crate) fn start(
         held: Mutex::new(Held::default()),
         channel: operator_channel.into(),
         finished: AtomicBool::new(false),
+        hung_up: AtomicBool::new(false),
     });
     let span = tracing::Span::current();
     let writer = tokio::spawn(
-        write_to_target(rx, write, pending.clone(), shared.clone(), state.clone())
-            .instrument(span.clone()),
+        write_to_target(
+            rx,
+            write.clone(),
+            pending.clone(),
+            shared.clone(),
+            state.clone(),
+        )
+        .instrument(span.clone()),
     );
     let reader = tokio::spawn(
         read_from_target(
@@ -362,11 +373,31 @@ pub(crate) fn start(
         .instrument(span),
     );
     // The connection's end stops both whatever they wait on (a peer that stopped reading).
-    state.own_relay_tasks(crate::state::RelayTasks {
-        writer,
-        reader: reader.abort_handle(),
+    state.own_relay_tasks(RelayTasks {
+        tasks: [writer.abort_handle(), reader.abort_handle()],
+        target: write,
+        shared: shared.clone(),
     });
     RelayHandle { tx, shared, state }
+}
+
+/// What the connection's end needs of a relay: its tasks to stop, and the target channel
+/// to hang up its program on (see `ConnectionState::finish`).
+pub(crate) struct RelayTasks {
+    tasks: [tokio::task::AbortHandle; 2],
+    target: Arc<ChannelWriteHalf<client::Msg>>,
+    shared: Arc<Shared>,
+}
+
+impl RelayTasks {
+    pub(crate) fn abort(&self) {
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+
+    /// Hangs up the channel's program if it still runs on the target.
+    pub(crate) async fn hang_up(&self) {
+        writer::hang_up(&self.shared, &self.target).await;
+    }
 }
 
 /// The target answered the oldest request still waiting. A start request's acceptance

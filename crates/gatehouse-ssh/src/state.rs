@@ -52,19 +52,13 @@ pub(crate) struct ConnectionState {
     backlog_drained: tokio::sync::Notify,
     /// The relays' tasks, stopped when the connection ends whatever they wait on; `None`
     /// once stopped.
-    relay_tasks: Mutex<Option<Vec<RelayTasks>>>,
+    relay_tasks: Mutex<Option<Vec<crate::relay::RelayTasks>>>,
     store: gatehouse_store::Store,
 }
 
-/// A channel relay's two tasks (see `relay::start`).
-pub(crate) struct RelayTasks {
-    pub(crate) writer: tokio::task::JoinHandle<()>,
-    pub(crate) reader: tokio::task::AbortHandle,
-}
-
-/// Longest a connection's end waits for its relays' writers to end on their own (each
-/// bounds its hangup to the target by `relay::writer::HANGUP_WAIT`).
-const WRITERS_PARTING: std::time::Duration = std::time::Duration::from_millis(300);
+/// Longest a connection's end spends hanging up its channels' programs on the target (a
+/// target that stopped reading does not hold the end).
+const HANGUPS_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 #[derive(Default)]
 pub(crate) struct StateInner {
@@ -104,22 +98,22 @@ impl ConnectionState {
 
     /// Takes charge of a relay's tasks: [`ConnectionState::finish`] stops them (at once,
     /// if the connection has ended already).
-    pub(crate) fn own_relay_tasks(&self, tasks: RelayTasks) {
+    pub(crate) fn own_relay_tasks(&self, tasks: crate::relay::RelayTasks) {
         if let Ok(mut t) = self.relay_tasks.lock()
             && let Some(owned) = t.as_mut()
         {
             owned.push(tasks);
             return;
         }
-        tasks.writer.abort();
-        tasks.reader.abort();
+        tasks.abort();
     }
 
     /// Stops every relay task: a relay waiting on a peer that stopped reading would
     /// otherwise hold the target connection (and russh's session loops) open for ever.
-    /// The writers first get [`WRITERS_PARTING`] to end on their own: a writer whose
-    /// channel ended hangs up the target's program (see `relay::writer`), which must reach
-    /// the target before its connection is closed.
+    /// Then each channel's program still running on the target gets its hangup, from here
+    /// rather than from the relay's writer task: the hangup must be queued before the
+    /// target connection's disconnect, whatever the load (a task not scheduled in time —
+    /// 2,000 sessions ending at once — would miss it), within [`HANGUPS_WAIT`] in all.
     async fn stop_relays(&self) {
         let tasks = self
             .relay_tasks
@@ -127,13 +121,16 @@ impl ConnectionState {
             .ok()
             .and_then(|mut t| t.take())
             .unwrap_or_default();
-        self.backlog_drained.notify_waiters();
-        let parting = tokio::time::Instant::now() + WRITERS_PARTING;
-        for mut t in tasks {
-            let _ = tokio::time::timeout_at(parting, &mut t.writer).await;
-            t.writer.abort();
-            t.reader.abort();
+        for t in &tasks {
+            t.abort();
         }
+        self.backlog_drained.notify_waiters();
+        let _ = tokio::time::timeout(HANGUPS_WAIT, async {
+            for t in &tasks {
+                t.hang_up().await;
+            }
+        })
+        .await;
     }
 
     fn relays_stopped(&self) -> bool {

@@ -16,7 +16,7 @@ enum Apply {
 
 pub(super) async fn write_to_target(
     mut rx: mpsc::UnboundedReceiver<Box<ToTarget>>,
-    target: ChannelWriteHalf<client::Msg>,
+    target: Arc<ChannelWriteHalf<client::Msg>>,
     pending: PendingReplies,
     shared: Arc<Shared>,
     state: Arc<ConnectionState>,
@@ -86,6 +86,8 @@ pub(super) async fn write_to_target(
             // the operator closed the channel with the program still running
             hang_up(&shared, &target).await;
             let _ = target.close().await;
+            // a closed channel takes no more requests, a hangup included
+            shared.finished.store(true, Ordering::Relaxed);
             break;
         }
         let applied = apply(event, &target, &pending).await;
@@ -116,13 +118,21 @@ pub(super) async fn write_to_target(
 /// exec that has not exited: a channel without a program has none, sshd refuses signals
 /// for subsystems, and a closed channel takes no more requests. A program that ignores
 /// SIGHUP, as under `nohup`, keeps running, as it would on a terminal.)
-async fn hang_up(shared: &Shared, target: &ChannelWriteHalf<client::Msg>) {
-    if shared.mode() != Some(RecordingMode::Terminal) || shared.finished.load(Ordering::Relaxed) {
+///
+/// Called by the writer when it stops, and by the connection's end after it stopped the
+/// relay's tasks (the writer may not get to it: aborted, or not scheduled in time under
+/// load); a hangup cut short in the writer is sent again there.
+pub(super) async fn hang_up(shared: &Shared, target: &ChannelWriteHalf<client::Msg>) {
+    if shared.mode() != Some(RecordingMode::Terminal)
+        || shared.finished.load(Ordering::Relaxed)
+        || shared.hung_up.load(Ordering::Relaxed)
+    {
         return;
     }
-    shared.finished.store(true, Ordering::Relaxed);
     let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
-    if !matches!(hangup, Ok(Ok(()))) {
+    if matches!(hangup, Ok(Ok(()))) {
+        shared.hung_up.store(true, Ordering::Relaxed);
+    } else {
         tracing::debug!("could not send the target's command a hangup");
     }
 }
