@@ -99,13 +99,19 @@ impl<const N: usize> Rounds<N> {
 
 /// CPU time process `pid` has used so far, all its threads together (the first field of
 /// each thread's `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU; threads that
-/// already exited are not counted, so measure a process whose threads live throughout).
-/// `None` if the process is gone or the kernel keeps no schedstat.
+/// already exited are not counted, so measure a process whose threads live throughout; a
+/// thread that exits while they are read is skipped). `None` if the process is gone or the
+/// kernel keeps no schedstat.
 pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut ns: u64 = 0;
     for t in tasks.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        let stat = match std::fs::read_to_string(t.path().join("schedstat")) {
+            Ok(stat) => stat,
+            // gone since the directory was listed (a blocking-pool thread, a test thread)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return None,
+        };
         ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(std::time::Duration::from_nanos(ns))
