@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, Tmux, World, files_under, stderr, stdout, target_dir, tool};
+use gatehouse_e2e::{
+    Gatehouse, Tmux, World, files_under, spawn_ready, stderr, stdout, target_dir, tool, wait_until,
+};
 
 fn python() -> PathBuf {
     let py = PathBuf::from("/usr/bin/python3");
@@ -243,19 +245,15 @@ fn a_controlmaster_channel_s_end_hangs_up_only_its_own_command() {
     tmux.type_line("echo master-$((6*7))");
     tmux.wait_for("master-42");
     let mux = |seconds: u32| {
-        let mut child = Command::new(tool("ssh", "openssh-client"))
-            .args(w.gatehouse.client_options("-p", &w.alice_key))
-            .args(&control)
-            .arg("alice+web1@127.0.0.1")
-            .arg(format!("echo ready; sleep {seconds}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh through the master");
-        let mut ready = [0u8; 6];
-        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
-        child
+        spawn_ready(
+            Command::new(tool("ssh", "openssh-client"))
+                .args(w.gatehouse.client_options("-p", &w.alice_key))
+                .args(&control)
+                .arg("alice+web1@127.0.0.1")
+                .arg(format!("echo ready; sleep {seconds}"))
+                .stderr(Stdio::null()),
+            || tmux.screen(),
+        )
     };
     let running = |what: &str| {
         w.sshd
@@ -268,15 +266,16 @@ fn a_controlmaster_channel_s_end_hangs_up_only_its_own_command() {
     assert!(running("sleep 61") && running("sleep 62"));
     first.kill().unwrap();
     let _ = first.wait();
-    let since = Instant::now();
-    while running("sleep 61") {
-        assert!(
-            since.elapsed() < Duration::from_secs(3),
-            "the ended channel's command still runs: {:?}",
-            w.sshd.session_processes()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(3),
+        || (!running("sleep 61")).then_some(()),
+        || {
+            format!(
+                "the ended channel's command still runs: {:?}",
+                w.sshd.session_processes()
+            )
+        },
+    );
     assert!(
         running("sleep 62"),
         "the other channel's command was ended too"

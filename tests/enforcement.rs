@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::{Gatehouse, TARGET_USER, World, stderr, stdout};
+use gatehouse_e2e::{Gatehouse, TARGET_USER, World, stderr, stdout, wait_until};
 
 fn audit_kinds(g: &Gatehouse) -> Vec<String> {
     g.audit()
@@ -168,19 +168,17 @@ fn an_ended_session_leaves_no_command_running_on_the_target() {
 
 /// Waits (3 s at most) until none of the target's session processes is left.
 fn assert_nothing_left_on_the_target(w: &World, after: &str) {
-    let since = Instant::now();
-    loop {
-        let left = w.sshd.session_processes();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(3),
-            "still running on the target after {after}: {left:?}\n{}",
-            w.gatehouse.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(3),
+        || w.sshd.session_processes().is_empty().then_some(()),
+        || {
+            format!(
+                "still running on the target after {after}: {:?}\n{}",
+                w.sshd.session_processes(),
+                w.gatehouse.log()
+            )
+        },
+    );
 }
 
 /// An operator whose client vanishes (killed, network gone) leaves nothing running on the

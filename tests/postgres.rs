@@ -618,18 +618,21 @@ fn a_statement_running_when_the_session_ends_is_cancelled_on_the_target() {
     );
 }
 
+/// How many backends of the target run a statement containing `marker` (as psql prints it).
+fn running_on_target(w: &PgWorld, marker: &str) -> String {
+    w.postgres
+        .psql(
+            "orders",
+            &format!("select count(*) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()"),
+        )
+        .expect("query pg_stat_activity")
+        .trim()
+        .to_owned()
+}
+
 /// Waits (3 s at most) until no backend of the target runs a statement containing `marker`.
 fn assert_gone_from_target(w: &PgWorld, marker: &str) {
-    let still_running = || {
-        w.postgres
-            .psql(
-                "orders",
-                &format!("select count(*) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()"),
-            )
-            .expect("query pg_stat_activity")
-            .trim()
-            .to_owned()
-    };
+    let still_running = || running_on_target(w, marker);
     wait_until(
         Duration::from_secs(3),
         || (still_running() == "0").then_some(()),
@@ -655,17 +658,7 @@ fn a_statement_running_when_the_client_vanishes_is_cancelled_on_the_target() {
     ));
     wait_until(
         Duration::from_secs(5),
-        || {
-            (w.postgres
-                .psql(
-                    "orders",
-                    "select count(*) from pg_stat_activity where query like '%its client vanished%' and pid <> pg_backend_pid()",
-                )
-                .unwrap()
-                .trim()
-                == "1")
-                .then_some(())
-        },
+        || (running_on_target(&w, "its client vanished") == "1").then_some(()),
         || "the statement never started on the target".into(),
     );
     drop(c);

@@ -17,8 +17,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use gatehouse_e2e::World;
 use gatehouse_e2e::pg::PgWorld;
-use gatehouse_e2e::{World, wait_until};
 
 /// Opened this many at a time (a login storm is another bench).
 const WAVE: usize = 50;
@@ -139,20 +139,7 @@ fn ssh_memory(count: usize) {
     }
     // the broker ends them all (and hangs up their commands on the target) before the
     // world is dropped: a shutdown while 2,000 ends are still in flight would cut them short
-    wait_until(
-        Duration::from_secs(120),
-        || {
-            let open = w
-                .gatehouse
-                .sessions()
-                .iter()
-                .filter(|s| s["end_reason"].is_null())
-                .count();
-            std::thread::sleep(Duration::from_millis(500));
-            (open == 0).then_some(())
-        },
-        || "the killed clients' sessions did not all end".into(),
-    );
+    w.gatehouse.wait_all_closed_within(Duration::from_secs(120));
 }
 
 /// `count` live PostgreSQL sessions through a fresh broker, each logged in and one query

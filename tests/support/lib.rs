@@ -314,8 +314,13 @@ impl Gatehouse {
 
     /// Waits until no session in the registry is live, and returns them all.
     pub fn wait_all_closed(&self) -> Vec<serde_json::Value> {
+        self.wait_all_closed_within(Duration::from_secs(10))
+    }
+
+    /// [`Gatehouse::wait_all_closed`], waiting at most `limit`.
+    pub fn wait_all_closed_within(&self, limit: Duration) -> Vec<serde_json::Value> {
         wait_until(
-            Duration::from_secs(10),
+            limit,
             || {
                 let sessions = self.sessions();
                 sessions
@@ -477,8 +482,28 @@ impl Drop for Gatehouse {
     }
 }
 
-/// A broker, a real sshd target `web1` in environment `prod`, and operator `alice` with a
-/// key and a grant on `prod`.
+/// Spawns `command` (stdin null, stdout piped) and returns it once its first output is the
+/// line `ready` (a remote command that starts with `echo ready` runs on the target by then);
+/// `log` says why not.
+pub fn spawn_ready(command: &mut Command, log: impl FnOnce() -> String) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut ready = [0u8; 6];
+    let read = child
+        .stdout
+        .as_mut()
+        .map(|out| std::io::Read::read_exact(out, &mut ready));
+    assert!(
+        matches!(read, Some(Ok(()))) && &ready == b"ready\n",
+        "the command did not start: {}",
+        log()
+    );
+    child
+}
+
 /// Who the world's target `web1` is logged in to as: an unprivileged user (see
 /// [`World::around`]).
 pub const TARGET_USER: &str = gatehouse_testbed::UNPRIVILEGED_USER;
@@ -496,6 +521,8 @@ pub fn target_dir() -> TempDir {
     dir
 }
 
+/// A broker, a real sshd target `web1` in environment `prod`, and operator `alice` with a
+/// key and a grant on `prod`.
 pub struct World {
     pub gatehouse: Gatehouse,
     pub sshd: Sshd,
@@ -580,23 +607,11 @@ impl World {
     /// command runs on the target (its first line came back) and is seen there by
     /// [`Sshd::session_processes`]; its stderr is piped.
     pub fn sleeping_session(&self, node: &Gatehouse) -> Child {
-        let mut child = node
-            .ssh("alice+web1", &self.alice_key)
-            .arg("echo ready; sleep 60")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ssh");
-        let mut ready = [0u8; 6];
-        let read = child
-            .stdout
-            .as_mut()
-            .map(|out| std::io::Read::read_exact(out, &mut ready));
-        assert!(
-            matches!(read, Some(Ok(()))) && &ready == b"ready\n",
-            "the session did not start: {}",
-            node.log()
+        let child = spawn_ready(
+            node.ssh("alice+web1", &self.alice_key)
+                .arg("echo ready; sleep 60")
+                .stderr(Stdio::piped()),
+            || node.log(),
         );
         // what the leftover check looks for is there while the session runs
         assert!(

@@ -143,11 +143,9 @@ struct Shared {
     held: Mutex<Held>,
     /// The operator's channel number, which the recording knows pty-or-not by.
     channel: u32,
-    /// The target said its program is over (exit status or signal), or either side closed
-    /// the channel: there is nothing left there to hang up.
+    /// Nothing left on the target to hang up: it said its program is over (exit status or
+    /// signal), either side closed the channel, or the hangup was sent (`writer::hang_up`).
     finished: AtomicBool,
-    /// The program's hangup was sent (see `writer::hang_up`).
-    hung_up: AtomicBool,
 }
 
 #[derive(Default)]
@@ -348,7 +346,6 @@ pub(crate) fn start(
         held: Mutex::new(Held::default()),
         channel: operator_channel.into(),
         finished: AtomicBool::new(false),
-        hung_up: AtomicBool::new(false),
     });
     let span = tracing::Span::current();
     let writer = tokio::spawn(

@@ -107,13 +107,20 @@ mod tests {
         }
     }
 
+    /// A recording file `name` being written (in a temp dir kept alive by the first), and
+    /// a tail of it.
+    fn recording(name: &str) -> (tempfile::TempDir, std::fs::File, Tail) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let f = std::fs::File::create(&path).unwrap();
+        let tail = Tail::new(&path);
+        (dir, f, tail)
+    }
+
     #[test]
     fn a_live_recording_is_read_from_where_the_last_pass_stopped() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.cast");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let mut tail = Tail::new(&path);
+        let (_dir, mut f, mut tail) = recording("s.cast");
         let seen = std::cell::RefCell::new(Vec::new());
         f.write_all(b"HEAD").unwrap();
         tail.read_more(parse(&seen)).unwrap();
@@ -136,10 +143,7 @@ mod tests {
     #[test]
     fn a_busy_live_recording_s_tail_stays_small() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sql.jsonl");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let mut tail = Tail::new(&path);
+        let (_dir, mut f, mut tail) = recording("s.sql.jsonl");
         let seen = std::cell::RefCell::new(Vec::new());
         f.write_all(b"HEADER\n").unwrap();
         for pass in 0..10 {

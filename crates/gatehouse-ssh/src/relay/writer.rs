@@ -123,15 +123,12 @@ pub(super) async fn write_to_target(
 /// relay's tasks (the writer may not get to it: aborted, or not scheduled in time under
 /// load); a hangup cut short in the writer is sent again there.
 pub(super) async fn hang_up(shared: &Shared, target: &ChannelWriteHalf<client::Msg>) {
-    if shared.mode() != Some(RecordingMode::Terminal)
-        || shared.finished.load(Ordering::Relaxed)
-        || shared.hung_up.load(Ordering::Relaxed)
-    {
+    if shared.mode() != Some(RecordingMode::Terminal) || shared.finished.load(Ordering::Relaxed) {
         return;
     }
     let hangup = tokio::time::timeout(HANGUP_WAIT, target.signal(Sig::HUP)).await;
     if matches!(hangup, Ok(Ok(()))) {
-        shared.hung_up.store(true, Ordering::Relaxed);
+        shared.finished.store(true, Ordering::Relaxed);
     } else {
         tracing::debug!("could not send the target's command a hangup");
     }

@@ -209,7 +209,7 @@ async fn add_target(store: &Store, args: TargetAddArgs) -> anyhow::Result<()> {
 /// separation and refuses `signal` requests there ("session signalling requires privilege
 /// separation"), so the hangup Gatehouse sends when it ends a session cannot reach the
 /// command: one run without a terminal keeps running on the target until it next writes.
-pub(crate) const ROOT_LOGIN_WARNING: &str = "warning: this target is logged in to as root: \
+const ROOT_LOGIN_WARNING: &str = "warning: this target is logged in to as root: \
 OpenSSH's sshd does not let Gatehouse hang up a root session's command, so a command run without \
 a terminal keeps running on the target after Gatehouse ends its session (until it next writes); \
 prefer an unprivileged login (with sudo on the target where needed)";
