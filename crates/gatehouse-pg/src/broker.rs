@@ -8,6 +8,7 @@ use gatehouse_store::Store;
 use thiserror::Error;
 
 use crate::cancel::CancelMap;
+use crate::pool::{PoolConfig, TargetPool};
 
 #[derive(Debug, Error)]
 pub enum PgError {
@@ -25,6 +26,8 @@ pub struct PgConfig {
     /// Threads that run the connections (each an event loop of its own); `None`: the
     /// caller's runtime.
     pub threads: Option<Arc<ConnectionThreads>>,
+    /// Target connections kept between sessions (`[postgres] target_pool`; off by default).
+    pub pool: PoolConfig,
 }
 
 impl PgConfig {
@@ -34,6 +37,7 @@ impl PgConfig {
             tls,
             allow_cleartext: false,
             threads: None,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -48,17 +52,21 @@ pub struct PgBroker {
     pub(crate) mock_secret: [u8; 32],
     /// SCRAM salted passwords of the targets' credentials (see `scram_client`).
     pub(crate) salted: gatehouse_pgproto::scram_client::SaltedPasswords,
+    /// Gatehouse's logins to targets kept between sessions.
+    pub(crate) pool: Arc<TargetPool>,
 }
 
 impl PgBroker {
     pub fn new(store: Store, config: PgConfig, live: Arc<LiveSessions>) -> Arc<PgBroker> {
         Arc::new(PgBroker {
             acceptor: tokio_rustls::TlsAcceptor::from(config.tls.clone()),
+            pool: TargetPool::new(config.pool),
             mock_secret: rand::random(),
             store,
             config,
             live,
             cancels: CancelMap::default(),
+
             salted: Default::default(),
         })
     }

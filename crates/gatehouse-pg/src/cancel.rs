@@ -19,7 +19,14 @@ type ClientKey = (i32, Vec<u8>);
 
 #[derive(Default)]
 pub(crate) struct CancelMap {
-    keys: Mutex<HashMap<ClientKey, Arc<CancelTarget>>>,
+    keys: Mutex<HashMap<ClientKey, Entry>>,
+}
+
+struct Entry {
+    target: Arc<CancelTarget>,
+    /// A cancel was forwarded for the session (its target connection is not reused: the
+    /// cancel may reach the server after the session, during another's statement).
+    forwarded: bool,
 }
 
 impl CancelMap {
@@ -37,7 +44,10 @@ impl CancelMap {
             if let Ok(mut keys) = self.keys.lock() {
                 let slot = keys.entry((pid, key.clone()));
                 if let std::collections::hash_map::Entry::Vacant(v) = slot {
-                    v.insert(target);
+                    v.insert(Entry {
+                        target,
+                        forwarded: false,
+                    });
                     return (pid, key);
                 }
             } else {
@@ -47,22 +57,23 @@ impl CancelMap {
     }
 
     /// Takes the session's entry out (the session is over): its target, to cancel what
-    /// may still run there.
-    pub(crate) fn remove(&self, pid: i32, key: &[u8]) -> Option<Arc<CancelTarget>> {
+    /// may still run there, and whether a cancel was forwarded for it.
+    pub(crate) fn remove(&self, pid: i32, key: &[u8]) -> Option<(Arc<CancelTarget>, bool)> {
         self.keys
             .lock()
             .ok()
             .and_then(|mut keys| keys.remove(&(pid, key.to_vec())))
+            .map(|e| (e.target, e.forwarded))
     }
 
     /// Forwards a CancelRequest; unknown keys are ignored (as PostgreSQL does: the client
     /// never learns whether a key was valid).
     pub(crate) async fn forward(&self, pid: i32, key: &[u8]) {
-        let target = self
-            .keys
-            .lock()
-            .ok()
-            .and_then(|k| k.get(&(pid, key.to_vec())).cloned());
+        let target = self.keys.lock().ok().and_then(|mut k| {
+            let e = k.get_mut(&(pid, key.to_vec()))?;
+            e.forwarded = true;
+            Some(e.target.clone())
+        });
         let Some(t) = target else {
             tracing::info!(pid, "cancel request with an unknown key ignored");
             return;
@@ -116,7 +127,8 @@ mod tests {
     }
 
     fn lookup(map: &CancelMap, pid: i32, key: &[u8]) -> Option<Arc<CancelTarget>> {
-        map.keys.lock().unwrap().get(&(pid, key.to_vec())).cloned()
+        let keys = map.keys.lock().unwrap();
+        keys.get(&(pid, key.to_vec())).map(|e| e.target.clone())
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod client;
 mod conn;
 mod enforce;
 mod io;
+mod pool;
 mod relay;
 mod serve;
 mod session_run;
@@ -24,4 +25,5 @@ pub mod tls;
 mod upstream;
 
 pub use broker::{PgBroker, PgConfig, PgError};
+pub use pool::{DEFAULT_IDLE as DEFAULT_TARGET_POOL_IDLE, PoolConfig};
 pub use serve::run;

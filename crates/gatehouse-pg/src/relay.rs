@@ -1,5 +1,6 @@
 //! The relay after both logins: operator → target and target → operator, message-framed,
-//! forwarding each batch of whole messages byte-for-byte. The operator side notes activity
+//! forwarding each batch of whole messages byte-for-byte (all but the operator's Terminate:
+//! Gatehouse ends, or resets and keeps, its target connection itself). The operator side notes activity
 //! (messages that do work) and statements; the target side finishes statements for the log.
 //! The target-to-operator direction owns the operator's socket and also writes the guard's
 //! notices and FATAL error, so Gatehouse's own messages land between complete messages.
@@ -115,9 +116,18 @@ where
         // only if every message in it is in the statement log's view
         let mut messages = Vec::with_capacity(4);
         let mut refused = None;
+        // the bytes before the operator's Terminate, if any: Gatehouse ends its target
+        // connection itself (a Terminate of its own, or a reset when the connection is
+        // kept for another session), and nothing after a Terminate is a message
+        let mut forwarded = 0;
+        let mut terminate = false;
         let _ = for_each_frame(&batch, |tag, body| {
-            if refused.is_some() {
+            if refused.is_some() || terminate {
                 return;
+            }
+            terminate = tag == b'X';
+            if !terminate {
+                forwarded += body.len() + 5;
             }
             match Frontend::parse(tag, body) {
                 Ok(m) => messages.push((tag, m)),
@@ -134,15 +144,13 @@ where
         if let Some(r) = refused {
             return Stop::Refused(r);
         }
-        let (mut active, mut terminate) = (false, false);
+        let mut active = false;
         {
             let Ok(mut t) = c.tracker.lock() else {
                 return Stop::ClientError("the statement tracker failed".into());
             };
             for (tag, m) in &messages {
-                let tag = *tag;
-                active |= is_activity(tag);
-                terminate |= tag == b'X';
+                active |= is_activity(*tag);
                 t.frontend(m, now);
             }
         }
@@ -151,11 +159,12 @@ where
             c.clock.touch();
         }
         c.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = async {
-            target.write_all(&batch).await?;
-            target.flush().await
-        }
-        .await
+        if forwarded > 0
+            && let Err(e) = async {
+                target.write_all(&batch[..forwarded]).await?;
+                target.flush().await
+            }
+            .await
         {
             return Stop::TargetError(e.to_string());
         }
@@ -176,7 +185,7 @@ pub(crate) struct ClientOutput<W> {
 }
 
 pub(crate) async fn target_to_client<R, W>(
-    mut reader: FrameReader<R>,
+    reader: &mut FrameReader<R>,
     client: ClientOutput<W>,
     tracker: Arc<Mutex<Tracker>>,
     log: StatementLog,

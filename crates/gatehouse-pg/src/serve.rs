@@ -13,7 +13,7 @@ use crate::broker::{PgBroker, PgError};
 /// Serves PostgreSQL on `listener` until `shutdown` resolves (each connection on one of the
 /// configured connection threads, if any), then ends live sessions (end
 /// reason `shutdown`, FATAL 57P01 to the client) and waits for their logs to be sealed, at
-/// most `shutdown_grace`.
+/// most `shutdown_grace`; then closes the target connections kept between sessions.
 pub async fn run(
     listener: TcpListener,
     broker: Arc<PgBroker>,
@@ -41,5 +41,8 @@ pub async fn run(
         },
     )
     .await
-    .map_err(PgError::Accept)
+    .map_err(PgError::Accept)?;
+    // the sessions are over: so are the target connections kept for the next ones
+    broker.pool.close_all().await;
+    Ok(())
 }

@@ -15,12 +15,12 @@ use gatehouse_session::{
 };
 use gatehouse_store::TargetRecord;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::PgBroker;
 use crate::client::{ClientReader, ClientWriter, Refusal, fatal, refuse, send};
 use crate::enforce::PgOperator;
+use crate::pool::{self, PoolKey};
 use crate::relay::{ClientOut, ClientOutput, ClientSide, Stop, client_to_target, target_to_client};
 use crate::statement_log::{LogHeader, StatementLog};
 use crate::upstream::{self, Login, UpstreamError};
@@ -120,7 +120,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     // keep room for the largest future it ever awaits (memory per live session)
     let connected = Box::pin(connect_target(broker, target, database, params)).await;
     drop(starting);
-    let upstream = match connected {
+    let (upstream, pool_key, reused) = match connected {
         Ok(u) => u,
         Err((reason, r)) => {
             Box::pin(broker.audit(
@@ -136,12 +136,16 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         }
     };
     let upstream::Upstream {
-        reader: up_reader,
+        reader: mut up_reader,
         writer: mut up_writer,
         greeting,
         cancel,
     } = upstream;
+    let backend_pid = cancel.pid;
     let (pid, key) = broker.cancels.register(cancel);
+    // kept for the connection's next session, when target connections are kept (else
+    // dropped at once: memory per live session)
+    let kept_greeting = broker.pool.enabled().then(|| greeting.clone());
     // in a block, as everything this task holds only for a moment: an async fn keeps its
     // locals (the greeting and the copy sent, ~1.5 KiB) to the end of their scope, here
     // the end of the session
@@ -153,6 +157,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     };
     if greeted.is_err() {
         let _ = broker.cancels.remove(pid, &key);
+        pool::close(&mut up_writer).await;
         return ended(EndReason::ClientClosed, Some(log));
     }
 
@@ -200,7 +205,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             }
         })
     };
-    tracing::info!(database, "session started");
+    tracing::info!(database, backend_pid, reused, "session started");
 
     // the relay
     let bytes_in = Arc::new(AtomicU64::new(0));
@@ -220,7 +225,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             &mut up_writer,
         );
         let to_client = target_to_client(
-            up_reader,
+            &mut up_reader,
             ClientOutput {
                 writer,
                 guard: out_rx,
@@ -258,12 +263,15 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             }
         }
     };
-    let cancel = broker.cancels.remove(pid, &key);
+    let (cancel, cancelled) = broker
+        .cancels
+        .remove(pid, &key)
+        .map_or((None, false), |(t, forwarded)| (Some(t), forwarded));
     // statements still waiting for their result when the session ends
     let now = opened.elapsed();
-    let abandoned = tracker
+    let (abandoned, at_rest) = tracker
         .lock()
-        .map(|mut t| t.abandon(now))
+        .map(|mut t| (t.abandon(now), t.at_rest()))
         .unwrap_or_default();
     // A session's end ends what it started on the target: a statement still running there
     // is cancelled, whether Gatehouse ended the session or the operator's connection went
@@ -271,12 +279,30 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     // read, so it sees neither the Terminate nor the closed socket). Not when the target
     // itself closed: there is nothing left to cancel.
     let ours = !matches!(stop, Stop::TargetClosed | Stop::TargetError(_));
-    if let (true, false, Some(target)) = (ours, abandoned.is_empty(), cancel) {
-        crate::cancel::send_cancel(&target, END_CANCEL_WAIT).await;
+    if let (true, false, Some(target)) = (ours, abandoned.is_empty(), &cancel) {
+        crate::cancel::send_cancel(target, END_CANCEL_WAIT).await;
     }
-    // tell the target we are done (a clean Terminate rather than a reset)
-    let _ = up_writer.write_all(&[b'X', 0, 0, 0, 4]).await;
-    let _ = up_writer.shutdown().await;
+    // The target connection is kept for another session (see `pool`) only when the
+    // operator left it at rest, nothing else ended the session, and no cancel of this
+    // session can still arrive; else Gatehouse tells the target it is done (a clean
+    // Terminate rather than a reset).
+    let keep = matches!(stop, Stop::ClientClosed)
+        && at_rest
+        && abandoned.is_empty()
+        && !cancelled
+        && end.get().is_none();
+    match (keep, kept_greeting, cancel) {
+        (true, Some(greeting), Some(cancel)) => {
+            let up = upstream::Upstream {
+                reader: up_reader,
+                writer: up_writer,
+                greeting,
+                cancel: Arc::unwrap_or_clone(cancel),
+            };
+            broker.pool.release(pool_key, up).await;
+        }
+        _ => pool::close(&mut up_writer).await,
+    }
     drop(out_tx);
     drop(registration);
     // nothing of the guard outlives the session (no directive after its end)
@@ -308,12 +334,14 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     }
 }
 
+/// Gatehouse's login to the target: a kept one (see `pool`) when there is one for the same
+/// login (`reused`), else a new one; with the pool key the connection may be kept under.
 async fn connect_target(
     broker: &PgBroker,
     target: &TargetRecord,
     database: &str,
     params: &[(String, String)],
-) -> Result<upstream::Upstream, (EndReason, Refusal)> {
+) -> Result<(upstream::Upstream, PoolKey, bool), (EndReason, Refusal)> {
     let unreachable = |m: String| (EndReason::TargetUnreachable, refuse("08006", m));
     let password = broker
         .store
@@ -332,6 +360,12 @@ async fn connect_target(
             target.name
         )));
     };
+    let pool_key = PoolKey::new(target, database, params, &password);
+    if broker.pool.enabled()
+        && let Some(kept) = broker.pool.take(&pool_key)
+    {
+        return Ok((kept, pool_key, true));
+    }
     let tls = crate::tls::client_config(*tls, ca.as_deref())
         .map_err(|e| unreachable(format!("target '{}': {e}", target.name)))?;
     let login = Login {
@@ -353,7 +387,7 @@ async fn connect_target(
             tracing::error!("the target did not finish Gatehouse's login in time");
             unreachable(format!("target '{}' did not answer in time", target.name))
         })?;
-    connected.map_err(|e| {
+    connected.map(|up| (up, pool_key, false)).map_err(|e| {
         tracing::error!(error = %e, "cannot log in to the target");
         match e {
             // the server's own startup errors (e.g. no such database) are the operator's to see

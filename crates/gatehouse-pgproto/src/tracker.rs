@@ -94,6 +94,11 @@ pub struct Tracker {
     /// Statements behind portals, which a frontend message (Close, Bind) can finish: those
     /// are handed out with the next backend message's.
     executions: Executions,
+    /// The client sent extended-protocol messages (Parse, Bind, Execute…) not yet closed by
+    /// a Sync: the server may hold an implicit transaction and portals for them.
+    unsynced: bool,
+    /// The last ReadyForQuery said a transaction is open (or failed).
+    in_transaction: bool,
 }
 
 fn clip(mut s: String, max: usize) -> String {
@@ -137,6 +142,15 @@ impl Tracker {
 
     /// A message from the operator, at `now`.
     pub fn frontend(&mut self, msg: &Frontend<'_>, now: Duration) {
+        match msg {
+            Frontend::Query(_) | Frontend::FunctionCall { .. } | Frontend::Sync => {
+                self.unsynced = false
+            }
+            // COPY's messages belong to the Query in progress (not done until its
+            // ReadyForQuery); after it the server ignores them
+            Frontend::Terminate | Frontend::Other(b'd' | b'c' | b'f') => {}
+            _ => self.unsynced = true,
+        }
         match msg {
             Frontend::Query(text) => {
                 self.pending.push_back(Pending::Query(Box::new(statement(
@@ -311,6 +325,7 @@ impl Tracker {
                         Pending::Parse(_) | Pending::Execute(_) => {}
                     }
                 }
+                self.in_transaction = *status != b'I';
                 // idle: no transaction, so no portal
                 if *status == b'I' {
                     self.executions.transaction_ended(now);
@@ -320,6 +335,17 @@ impl Tracker {
         }
         out.extend(self.executions.take_done());
         out
+    }
+
+    /// Whether the server is at rest as far as the client's messages go: every segment the
+    /// client sent was answered by its ReadyForQuery, the last one idle (no transaction
+    /// open), and no extended-protocol message is waiting for a Sync. Only then can the
+    /// server's session be reset (`DISCARD ALL`) and handed to another session.
+    pub fn at_rest(&self) -> bool {
+        !self.unsynced
+            && !self.in_transaction
+            && self.segments_sent == self.segments_done
+            && self.pending.is_empty()
     }
 
     /// The session ended: statements still waiting for their result.

@@ -399,3 +399,85 @@ fn waiting_statements_are_queued_small() {
         std::mem::size_of::<Pending>()
     );
 }
+
+/// What may be reset and handed to another session: only a server that answered every
+/// segment, idle, with no extended-protocol message waiting for its Sync.
+#[test]
+fn a_server_is_at_rest_only_when_idle_and_synced() {
+    let at_rest = |steps: &[&dyn Fn(&mut Tracker)]| {
+        let mut t = Tracker::new();
+        for step in steps {
+            step(&mut t);
+        }
+        t.at_rest()
+    };
+    let query =
+        |sql: &'static str| move |t: &mut Tracker| t.frontend(&Frontend::Query(sql.into()), MS);
+    let ready = |status: u8| {
+        move |t: &mut Tracker| {
+            t.backend(&Backend::ReadyForQuery { status }, MS);
+        }
+    };
+    let send = |m: Frontend<'static>| move |t: &mut Tracker| t.frontend(&m, MS);
+    // a fresh session, and one whose queries were all answered
+    assert!(at_rest(&[]));
+    assert!(at_rest(&[&query("select 1"), &ready(b'I')]));
+    // a query not answered yet
+    assert!(!at_rest(&[&query("select pg_sleep(60)")]));
+    // a transaction left open, or failed
+    assert!(!at_rest(&[&query("begin"), &ready(b'T')]));
+    assert!(!at_rest(&[
+        &query("begin"),
+        &ready(b'T'),
+        &query("x"),
+        &ready(b'E')
+    ]));
+    assert!(at_rest(&[
+        &query("begin"),
+        &ready(b'T'),
+        &query("commit"),
+        &ready(b'I')
+    ]));
+    // extended protocol: complete with its Sync, not without (Flush only)
+    let extended = [
+        &send(parse("", "select 1")) as &dyn Fn(&mut Tracker),
+        &send(bind_portal("", "")),
+        &send(EXECUTE_UNNAMED),
+    ];
+    let mut steps = extended.to_vec();
+    let flush = send(Frontend::Flush);
+    let done = |t: &mut Tracker| {
+        t.backend(&Backend::Other(b'1'), MS);
+        t.backend(&Backend::Other(b'2'), MS);
+        t.backend(&complete("SELECT 1"), MS);
+    };
+    steps.extend([&flush as &dyn Fn(&mut Tracker), &done]);
+    assert!(!at_rest(&steps), "executed without a Sync");
+    let sync = send(Frontend::Sync);
+    let idle = ready(b'I');
+    steps.extend([&sync as &dyn Fn(&mut Tracker), &idle]);
+    assert!(at_rest(&steps));
+    // a Close or Describe alone also waits for its Sync
+    let close = send(Frontend::Close {
+        statement: true,
+        name: "s1".into(),
+    });
+    assert!(!at_rest(&[&query("select 1"), &ready(b'I'), &close]));
+    // COPY FROM STDIN: its data belongs to the query, at rest once the query is done
+    let copy_data = send(Frontend::Other(b'd'));
+    let copy_done = send(Frontend::Other(b'c'));
+    let copy = [
+        &query("copy t from stdin") as &dyn Fn(&mut Tracker),
+        &copy_data,
+        &copy_done,
+    ];
+    assert!(!at_rest(&copy));
+    let mut copied = copy.to_vec();
+    copied.push(&idle);
+    assert!(at_rest(&copied));
+    // the client's Terminate changes nothing
+    let terminate = send(Frontend::Terminate);
+    assert!(at_rest(&[&query("select 1"), &ready(b'I'), &terminate]));
+    // a message the tracker does not know: not at rest
+    assert!(!at_rest(&[&send(Frontend::Other(b'?'))]));
+}

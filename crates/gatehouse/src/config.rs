@@ -95,6 +95,11 @@ struct RawPostgres {
     /// Threads that run PostgreSQL connections, each an event loop of its own (default: one
     /// per CPU core).
     threads: Option<toml::Spanned<u32>>,
+    /// Gatehouse's logins to each target kept open between sessions, reset with `DISCARD
+    /// ALL` (PgBouncer's session mode); 0 (default): every session logs in anew.
+    target_pool: Option<u32>,
+    /// How long a kept target login may stay unused before it is closed.
+    target_pool_idle: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,6 +206,8 @@ pub struct PostgresConfig {
     pub login_grace: Duration,
     /// `[postgres] threads`: connection threads (default: one per CPU core).
     pub threads: u32,
+    /// `[postgres] target_pool` and `target_pool_idle`.
+    pub target_pool: gatehouse_pg::PoolConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -362,6 +369,10 @@ impl Config {
             ));
         }
         let pg_threads = limit(pg.threads, "threads", default_pg_threads())?;
+        let target_pool = gatehouse_pg::PoolConfig {
+            size: pg.target_pool.unwrap_or(0) as usize,
+            idle: duration(pg.target_pool_idle, gatehouse_pg::DEFAULT_TARGET_POOL_IDLE)?,
+        };
         let postgres = (pg.enabled != Some(false)).then(|| PostgresConfig {
             listen: pg.listen.unwrap_or_else(|| {
                 DEFAULT_POSTGRES_LISTEN
@@ -374,6 +385,7 @@ impl Config {
             allow_cleartext: pg.allow_cleartext.unwrap_or(false),
             login_grace: pg_login_grace,
             threads: pg_threads,
+            target_pool,
         });
         let max_starting_sessions = limit(
             raw.node.max_starting_sessions,

@@ -20,6 +20,18 @@ fn defaults_without_a_file() {
 }
 
 #[test]
+fn postgres_target_pool() {
+    let c = parse("").unwrap().postgres.unwrap();
+    assert_eq!(c.target_pool.size, 0, "off by default");
+    let c = parse("[postgres]\ntarget_pool = 8\ntarget_pool_idle = \"30s\"\n").unwrap();
+    let pool = c.postgres.unwrap().target_pool;
+    assert_eq!(pool.size, 8);
+    assert_eq!(pool.idle, std::time::Duration::from_secs(30));
+    let e = parse("[postgres]\ntarget_pool_idle = \"soon\"\n").unwrap_err();
+    assert_eq!((e.line, e.column), (2, 20));
+}
+
+#[test]
 fn postgres_connection_threads() {
     let c = parse("[postgres]\nthreads = 3\n").unwrap();
     assert_eq!(c.postgres.unwrap().threads, 3);

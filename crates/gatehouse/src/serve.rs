@@ -91,6 +91,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             pg_front.login_grace = pg.login_grace;
             let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
+            pg_config.pool = pg.target_pool;
             pg_config.threads = Some(
                 ConnectionThreads::start("gatehouse-pg", pg.threads as usize)
                     .context("cannot start the PostgreSQL connection threads")?,
