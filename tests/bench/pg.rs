@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::pg::{OPERATOR_PASSWORD, PgWorld, TARGET_PASSWORD};
-use gatehouse_e2e::{files_under, tool};
+use gatehouse_e2e::{Gatehouse, files_under, tool};
 use gatehouse_testbed::bench_summary::{Rounds, cpu_time};
 use gatehouse_testbed::{PgOptions, Pgbouncer};
 
@@ -161,6 +161,14 @@ fn main() {
     );
     let bouncer = Pgbouncer::start(&w.postgres, "orders", "app", TARGET_PASSWORD)
         .unwrap_or_else(|e| panic!("{e}"));
+    // a second broker on the same store (same targets, operators and credential key),
+    // keeping its target logins between sessions: PgBouncer's session mode, for `-C`
+    let home = w.gatehouse.dir();
+    let pooled = Gatehouse::start_with(&format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\ntarget_pool = 8\n[store]\nurl = \"sqlite://{}\"\n[secrets]\nkey_file = \"{}\"\n",
+        home.join("gatehouse.db").display(),
+        home.join("gatehouse_secret.key").display()
+    ));
     let paths = [
         Route {
             name: "direct",
@@ -195,6 +203,15 @@ fn main() {
             password: TARGET_PASSWORD,
             proxy: None,
         },
+        Route {
+            name: "gatehouse (target_pool)",
+            conninfo: format!(
+                "host=127.0.0.1 port={} user=alice dbname=orders sslmode=disable",
+                pooled.pg_port()
+            ),
+            password: OPERATOR_PASSWORD,
+            proxy: Some(pooled.pid()),
+        },
     ];
 
     let mut through_gatehouse = 0;
@@ -203,8 +220,12 @@ fn main() {
     let only = std::env::var("PG_BENCH_MODE").unwrap_or_default();
     for mode in MODES.iter().filter(|m| m.name.contains(only.as_str())) {
         // per path: the proxy's CPU time and the transactions it carried meanwhile
-        let mut cpu = [(Duration::ZERO, 0u64); 5];
-        let rounds = Rounds::<5>::measure(mode.rounds, |i| {
+        let mut cpu = [(Duration::ZERO, 0u64); PATHS];
+        let rounds = Rounds::<PATHS>::measure(mode.rounds, |i| {
+            // kept target logins matter only to a new connection per transaction
+            if i == GATEHOUSE_POOLED && !pooled_mode(mode) {
+                return f64::NAN;
+            }
             let run = pgbench(&paths[i], mode);
             if paths[i].name.starts_with("gatehouse") {
                 through_gatehouse += run.processed;
@@ -222,12 +243,13 @@ fn main() {
 
     // every transaction through Gatehouse is one logged statement (plus pgbench's own
     // setup queries): check the bench measured the audited path, not a shortcut
-    let recordings = w.gatehouse.dir().join("recordings");
+    let recordings = [w.gatehouse.dir(), pooled.dir()].map(|d| d.join("recordings"));
+    let logged_by_both = || recordings.iter().map(|r| logged_statements(r)).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut logged = logged_statements(&recordings);
+    let mut logged = logged_by_both();
     while logged < through_gatehouse && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        logged = logged_statements(&recordings);
+        logged = logged_by_both();
     }
     assert!(
         logged >= through_gatehouse,
@@ -246,6 +268,9 @@ fn main() {
             if mode.rounds == 1 { "" } else { "s" }
         );
         for (i, path) in paths.iter().enumerate() {
+            if rounds.value(i).is_nan() {
+                continue;
+            }
             println!(
                 "    {:<22} {:>10.0} tps  {:.2}x   rounds: {}",
                 path.name,
@@ -280,6 +305,13 @@ fn main() {
             us(BOUNCER),
             us(GATEHOUSE) / us(BOUNCER)
         );
+        if pooled_mode(mode) {
+            println!(
+                "    gatehouse (target_pool) vs pgbouncer {:.2}x; proxy CPU per transaction {:.1} µs",
+                rounds.ratio(GATEHOUSE_POOLED, BOUNCER),
+                us(GATEHOUSE_POOLED)
+            );
+        }
         summary(mode, &rounds, &per_transaction);
     }
     println!(
@@ -293,11 +325,18 @@ const GATEHOUSE: usize = 1;
 const BOUNCER: usize = 2;
 const GATEHOUSE_TLS: usize = 3;
 const DIRECT_TLS: usize = 4;
+/// The second broker, with `target_pool` (measured in `-C` only).
+const GATEHOUSE_POOLED: usize = 5;
+const PATHS: usize = 6;
+
+fn pooled_mode(mode: &Mode) -> bool {
+    mode.args.contains(&"-C")
+}
 
 /// The mode's rows in bench/run's table: Gatehouse against PgBouncer (≥ 1.0×) and against
 /// direct (≥ 0.7×), and over TLS against itself in plaintext (TLS costs ≤ 10 %), next to
 /// what TLS costs PostgreSQL itself in the same run.
-fn summary(mode: &Mode, rounds: &Rounds<5>, per_transaction: &[Option<f64>; 5]) {
+fn summary(mode: &Mode, rounds: &Rounds<PATHS>, per_transaction: &[Option<f64>; PATHS]) {
     use gatehouse_testbed::bench_summary::{Row, record};
     let [direct, gatehouse, bouncer, tls, direct_tls] =
         [DIRECT, GATEHOUSE, BOUNCER, GATEHOUSE_TLS, DIRECT_TLS].map(|i| rounds.value(i));
@@ -327,6 +366,19 @@ fn summary(mode: &Mode, rounds: &Rounds<5>, per_transaction: &[Option<f64>; 5]) 
         target: "≥ 0.90× (TLS costs ≤ 10 %)",
         met: Some(tls_cost >= 0.9),
     });
+    if pooled_mode(mode) {
+        let pooled = rounds.value(GATEHOUSE_POOLED);
+        let vs_bouncer = rounds.ratio(GATEHOUSE_POOLED, BOUNCER);
+        let vs_direct = rounds.ratio(GATEHOUSE_POOLED, DIRECT);
+        record(&Row {
+            what: &format!("{what}, target logins kept (`[postgres] target_pool = 8`)"),
+            gatehouse: format!("{pooled:.0} tps"),
+            baseline: format!("PgBouncer (session) {bouncer:.0} tps; direct {direct:.0} tps"),
+            ratio: format!("{vs_bouncer:.2}× PgBouncer, {vs_direct:.2}× direct"),
+            target: "≥ 1.0× PgBouncer",
+            met: Some(vs_bouncer >= 1.0),
+        });
+    }
     if let (Some(g), Some(b)) = (per_transaction[GATEHOUSE], per_transaction[BOUNCER]) {
         record(&Row {
             what: &format!("{what}: the proxy's CPU per transaction"),
