@@ -275,3 +275,49 @@ fn without_target_pool_every_session_logs_in_anew() {
     assert_ne!(backend_pid(&mut b), pid);
     leave(&w, b);
 }
+
+/// With TLS to the target and a stock `psql` as the operator's client: psql's goodbye
+/// leaves the login kept, the next psql reuses it (still TLS), and a kept TLS login the
+/// server closed is not handed out.
+#[test]
+fn a_kept_tls_login_serves_the_next_psql() {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let w = PgWorld::with(
+        &PgOptions {
+            password_auth: true,
+            tls: Some((generated.cert.pem(), generated.signing_key.serialize_pem())),
+            ..Default::default()
+        },
+        "require",
+        "[postgres]\nlisten = \"127.0.0.1:0\"\ntarget_pool = 2\n",
+    );
+    let psql = || {
+        let o = w.psql(
+            &w.conninfo("orders", "sslmode=disable"),
+            &[
+                "-At",
+                "-c",
+                "select pg_backend_pid() || ' ' || ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        w.gatehouse.wait_all_closed();
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let first = psql();
+    assert!(first.ends_with(" true"), "TLS to the target: {first}");
+    assert_eq!(psql(), first, "the second psql reuses the kept login");
+    let pid = first.split(' ').next().unwrap_or_default().to_owned();
+    w.postgres
+        .psql("orders", &format!("select pg_terminate_backend({pid})"))
+        .expect("terminate the kept backend");
+    wait_gone_from_target(&w, &pid, Duration::from_secs(5));
+    let fresh = psql();
+    assert!(fresh.ends_with(" true") && fresh != first, "{fresh}");
+}
