@@ -131,6 +131,31 @@ fn a_kept_target_connection_carries_nothing_to_the_next_session() {
         !statements.iter().any(|s| s.contains("DISCARD")),
         "{statements:?}"
     );
+    // each statement log says which server process its session ran on, and whether the
+    // login was kept from an earlier session: A's and B's the same backend, B's reused
+    let targets: Vec<(String, bool)> = w
+        .statement_logs()
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("read statement log");
+            let line = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+                .find(|l| l["type"] == "target")
+                .unwrap_or_else(|| panic!("no target line in {text}"));
+            (
+                line["backend_pid"].to_string(),
+                line["reused"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let reused: Vec<&(String, bool)> = targets.iter().filter(|t| t.1).collect();
+    assert_eq!(reused, [&(first.clone(), true)], "{targets:?}");
+    assert_eq!(
+        targets.iter().filter(|t| t.0 == first).count(),
+        2,
+        "{targets:?}"
+    );
     // the broker's log says which session reused a login: B only
     let log = w.gatehouse.log();
     let reused = log

@@ -205,6 +205,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
             }
         })
     };
+    log.target(backend_pid, reused);
     tracing::info!(database, backend_pid, reused, "session started");
 
     // the relay

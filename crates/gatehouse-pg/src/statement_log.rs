@@ -17,7 +17,7 @@ use gatehouse_recorder::SQL_LOG_EXTENSION;
 use gatehouse_recorder::file::{RecordingFile, relative_path_with};
 use gatehouse_recorder::sql_log::{
     MarkerLine, MarkerType, Refusal, SQL_LOG_VERSION, SqlError, SqlLogHeader, StatementLine,
-    StatementType, seconds,
+    StatementType, TargetLine, TargetType, seconds,
 };
 use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
 use serde_json::Value;
@@ -143,6 +143,16 @@ impl StatementLog {
             refused: None,
             t: seconds(self.opened.elapsed()),
             kind: MarkerType::Marker,
+        }));
+    }
+
+    /// The target connection the session runs on (see `TargetLine`).
+    pub(crate) fn target(&self, backend_pid: i32, reused: bool) {
+        self.handle.line(to_line(&TargetLine {
+            backend_pid,
+            reused,
+            t: seconds(self.opened.elapsed()),
+            kind: TargetType::Target,
         }));
     }
 

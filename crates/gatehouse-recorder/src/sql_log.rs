@@ -1,9 +1,10 @@
 //! The PostgreSQL front's statement log (`<session>.sql.jsonl`): the line types, written by
 //! the front and read back by the review TUI and the detective with the same structs.
 //!
-//! Line 0 is a [`SqlLogHeader`]; each further line is a [`StatementLine`] or a
-//! [`MarkerLine`] (enforcement events, and messages refused rather than relayed) with `t`,
-//! seconds since the session opened. The log is hash-chained like a terminal recording, so
+//! Line 0 is a [`SqlLogHeader`]; each further line is a [`StatementLine`], a
+//! [`MarkerLine`] (enforcement events, and messages refused rather than relayed) or a
+//! [`TargetLine`] (which server process the session ran on) with `t`, seconds since the
+//! session opened. The log is hash-chained like a terminal recording, so
 //! the bytes of every line matter: fields are declared in alphabetical order because the
 //! front wrote these lines as `serde_json` maps (sorted keys) before these types existed,
 //! and serde writes a struct's fields in declaration order. Readers are tolerant: every
@@ -51,6 +52,27 @@ pub enum StatementType {
 pub enum MarkerType {
     #[serde(rename = "marker")]
     Marker,
+}
+
+/// `"type": "target"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetType {
+    #[serde(rename = "target")]
+    Target,
+}
+
+/// The target connection the session's statements ran on, written once Gatehouse's login to
+/// the target is done: the server's process id (`pg_backend_pid()`, `%p` in the server's
+/// own log lines) and whether the login was kept from an earlier session (`[postgres]
+/// target_pool`), so that the server's logs can be matched to sessions (readers that
+/// predate it skip the line as an unknown type).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetLine {
+    pub backend_pid: i32,
+    pub reused: bool,
+    pub t: f64,
+    #[serde(rename = "type")]
+    pub kind: TargetType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +210,30 @@ fn is_false(b: &bool) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The target line: its bytes (fields in alphabetical order, as every line's), and
+    /// readers that predate it skip it as a line type they do not know.
+    #[test]
+    fn target_lines_are_written_sorted_and_read_as_other() {
+        let line = serde_json::to_string(&TargetLine {
+            backend_pid: 4242,
+            reused: true,
+            t: 0.5,
+            kind: TargetType::Target,
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"backend_pid":4242,"reused":true,"t":0.5,"type":"target"}"#
+        );
+        assert_eq!(
+            SqlLogLine::parse(line.as_bytes()),
+            Some(SqlLogLine::Other {
+                t: 0.5,
+                kind: "target".into()
+            })
+        );
+    }
 
     /// Lines as the front wrote them before these types existed (through `json!` maps):
     /// serializing what they parse to gives the same bytes.
