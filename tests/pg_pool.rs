@@ -346,3 +346,36 @@ fn a_kept_tls_login_serves_the_next_psql() {
     let fresh = psql();
     assert!(fresh.ends_with(" true") && fresh != first, "{fresh}");
 }
+
+/// An operator who varies a startup parameter on every connection gets a new login each
+/// time (another key), but the pool never keeps more than `target_pool` of the target's
+/// connection slots: the longest kept is closed to make room.
+#[test]
+fn kept_logins_per_target_are_bounded_whatever_the_startup_parameters() {
+    let w = world("target_pool = 2\n");
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let name = format!("app{i}");
+        let mut c = login(&w, &[("application_name", name.as_str())]);
+        pids.push(backend_pid(&mut c));
+        leave(&w, c);
+        // (a backend Gatehouse closed leaves pg_stat_activity a moment later)
+        wait_until(
+            Duration::from_secs(5),
+            || (app_backends(&w).len() <= 2).then_some(()),
+            || format!("after session {i}: {:?} on the target", app_backends(&w)),
+        );
+    }
+    // the two most recent are the ones kept
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            let mut kept = app_backends(&w);
+            kept.sort();
+            let mut newest = pids[3..].to_vec();
+            newest.sort();
+            (kept == newest).then_some(())
+        },
+        || format!("kept {:?}, sessions ran on {pids:?}", app_backends(&w)),
+    );
+}

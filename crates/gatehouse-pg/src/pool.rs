@@ -16,8 +16,9 @@
 //!
 //! Connections are kept per pool key: the target's address, login, TLS settings and
 //! credential, the database and the startup parameters passed through — a changed
-//! credential or address never gets an old login. A kept connection is closed (Terminate)
-//! after `target_pool_idle`, when more than `target_pool` are idle for one key, on
+//! credential or address never gets an old login. At most `target_pool` are kept per
+//! target, whatever their keys (the longest kept makes room for a newer one). A kept
+//! connection is closed (Terminate) after `target_pool_idle`, when it makes room, on
 //! shutdown, and when the server said anything while it was idle (a FATAL from
 //! `pg_terminate_backend`, an idle-session timeout): it is checked before it is handed out.
 //!
@@ -42,7 +43,7 @@ use crate::upstream::Upstream;
 /// `[postgres] target_pool` and `target_pool_idle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Idle target connections kept per pool key; 0: none (each session logs in anew).
+    /// Idle target connections kept per target; 0: none (each session logs in anew).
     pub size: usize,
     /// How long an idle target connection is kept.
     pub idle: Duration,
@@ -113,7 +114,7 @@ struct Idle {
 pub(crate) struct TargetPool {
     config: PoolConfig,
     next_id: AtomicU64,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Mutex<IdleMap>,
     /// Shut down: nothing more is kept.
     closed: AtomicBool,
 }
@@ -184,24 +185,32 @@ impl TargetPool {
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let refused = {
+        let evicted = {
             let Ok(mut map) = self.idle.lock() else {
                 return terminate(up).await;
             };
-            let list = map.entry(key).or_default();
-            if list.len() >= self.config.size || self.closed.load(Ordering::Relaxed) {
-                Some(up)
-            } else {
-                list.push(Idle {
-                    id,
-                    up,
-                    thread: std::thread::current().id(),
-                });
-                None
+            if self.closed.load(Ordering::Relaxed) {
+                drop(map);
+                return terminate(up).await;
             }
+            // at most `size` kept per target, whatever the keys: an operator who varies a
+            // startup parameter per connection must not make the pool hold ever more of
+            // the target's connection slots; the longest kept makes room
+            let target = up.cancel.target.clone();
+            let evicted = if count_for(&map, &target) >= self.config.size {
+                oldest_for(&mut map, &target)
+            } else {
+                None
+            };
+            map.entry(key).or_default().push(Idle {
+                id,
+                up,
+                thread: std::thread::current().id(),
+            });
+            evicted
         };
-        if let Some(up) = refused {
-            return terminate(up).await;
+        if let Some(old) = evicted {
+            terminate(old.up).await;
         }
         let pool = Arc::downgrade(self);
         let idle = self.config.idle;
@@ -230,6 +239,32 @@ impl TargetPool {
             tracing::info!(connections = n, "kept target connections closed");
         }
     }
+}
+
+type IdleMap = HashMap<PoolKey, Vec<Idle>>;
+
+/// Kept connections to `target` (any key).
+fn count_for(map: &IdleMap, target: &str) -> usize {
+    map.values()
+        .flatten()
+        .filter(|i| i.up.cancel.target == target)
+        .count()
+}
+
+/// Takes out the connection to `target` kept the longest (ids grow with time).
+fn oldest_for(map: &mut IdleMap, target: &str) -> Option<Idle> {
+    let (key, at) = map
+        .iter()
+        .flat_map(|(k, list)| list.iter().enumerate().map(move |(at, i)| (k, at, i)))
+        .filter(|(_, _, i)| i.up.cancel.target == target)
+        .min_by_key(|(_, _, i)| i.id)
+        .map(|(k, at, _)| (*k, at))?;
+    let list = map.get_mut(&key)?;
+    let idle = list.remove(at);
+    if list.is_empty() {
+        map.remove(&key);
+    }
+    Some(idle)
 }
 
 async fn expire(pool: Weak<TargetPool>, key: PoolKey, id: u64) {

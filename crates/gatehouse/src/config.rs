@@ -95,8 +95,8 @@ struct RawPostgres {
     /// Threads that run PostgreSQL connections, each an event loop of its own (default: one
     /// per CPU core).
     threads: Option<toml::Spanned<u32>>,
-    /// Gatehouse's logins to each target kept open between sessions, reset with `DISCARD
-    /// ALL` (PgBouncer's session mode); 0 (default): every session logs in anew.
+    /// Gatehouse's logins kept open between sessions, per target, reset with `DISCARD ALL`
+    /// (PgBouncer's session mode); 0 (default): every session logs in anew.
     target_pool: Option<u32>,
     /// How long a kept target login may stay unused before it is closed.
     target_pool_idle: Option<toml::Spanned<String>>,
