@@ -263,14 +263,18 @@ fn a_kept_connection_the_target_closed_is_not_handed_out() {
 }
 
 #[test]
-fn kept_connections_are_closed_when_idle_too_long_and_at_shutdown() {
-    let mut w = world("target_pool = 4\ntarget_pool_idle = \"1s\"\n");
+fn kept_connections_are_closed_when_idle_too_long() {
+    let w = world("target_pool = 4\ntarget_pool_idle = \"2s\"\n");
     let mut a = login(&w, &[]);
     let pid = backend_pid(&mut a);
     leave(&w, a);
-    assert_eq!(app_backends(&w), vec![pid.clone()]);
-    wait_gone_from_target(&w, &pid, Duration::from_secs(5));
+    assert_eq!(app_backends(&w), vec![pid.clone()], "kept at first");
+    wait_gone_from_target(&w, &pid, Duration::from_secs(8));
+}
 
+#[test]
+fn kept_connections_are_closed_at_shutdown() {
+    let mut w = pooled_world();
     // two kept at once (two sessions side by side), then the broker stops
     let (mut a, mut b) = (login(&w, &[]), login(&w, &[]));
     let pids = [backend_pid(&mut a), backend_pid(&mut b)];
