@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gatehouse_e2e::pg::{PgWorld, RawPg, cancel_request, message};
+use gatehouse_e2e::pg::{PgWorld, RawPg, add_target, cancel_request, message};
 use gatehouse_e2e::wait_until;
 use gatehouse_testbed::PgOptions;
 
@@ -381,5 +381,52 @@ fn kept_logins_per_target_are_bounded_whatever_the_startup_parameters() {
             (kept == newest).then_some(())
         },
         || format!("kept {:?}, sessions ran on {pids:?}", app_backends(&w)),
+    );
+}
+
+/// A target added with `--no-kept-logins` never has its logins kept, on a node that keeps
+/// the others' (targets whose operators use dblink or postgres_fdw, which `DISCARD ALL`
+/// does not reset); `target list` says which.
+#[test]
+fn a_target_added_with_no_kept_logins_never_has_them_kept() {
+    let w = pooled_world();
+    add_target(
+        &w.gatehouse,
+        &w.postgres,
+        "ledger",
+        "prod",
+        &["--tls", "disable", "--no-kept-logins"],
+    );
+    let port = w.gatehouse.pg_port();
+    let mut a = RawPg::login(port, "ledger", &[]);
+    let pid = backend_pid(&mut a);
+    leave(&w, a);
+    wait_gone_from_target(&w, &pid, Duration::from_secs(5));
+    let mut b = RawPg::login(port, "ledger", &[]);
+    assert_ne!(backend_pid(&mut b), pid);
+    leave(&w, b);
+    // the node's other target keeps its login
+    let mut c = login(&w, &[]);
+    let kept = backend_pid(&mut c);
+    leave(&w, c);
+    assert_eq!(app_backends(&w), vec![kept]);
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&w.gatehouse.cli_ok(&["target", "list", "--json"]))
+            .expect("target list --json");
+    let kept_logins = |name: &str| {
+        listed
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == name))
+            .map(|t| t["kept_logins"].clone())
+    };
+    assert_eq!(kept_logins("ledger"), Some(serde_json::json!(false)));
+    assert_eq!(kept_logins("orders"), Some(serde_json::json!(true)));
+    let table = w.gatehouse.cli_ok(&["target", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ledger") && l.contains("logins not kept")),
+        "{table}"
     );
 }

@@ -51,6 +51,9 @@ pub enum TargetKind {
         /// PEM of the CA that signed the target's certificate (`verify-full`; the system's
         /// roots when absent).
         ca: Option<String>,
+        /// Gatehouse's logins to it may be kept between sessions on nodes with `[postgres]
+        /// target_pool` (`false`: `target add --no-kept-logins`, every session logs in anew).
+        kept_logins: bool,
     },
 }
 
@@ -87,6 +90,7 @@ mod tests {
             database: None,
             tls: TlsMode::VerifyFull,
             ca: None,
+            kept_logins: true,
         };
         assert_eq!(pg.protocol(), Protocol::Postgres);
     }

@@ -418,6 +418,7 @@ mod tests {
                 database: None,
                 tls: gatehouse_core::TlsMode::Disable,
                 ca: None,
+                kept_logins: true,
             },
         }
     }

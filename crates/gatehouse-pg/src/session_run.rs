@@ -145,7 +145,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     let (pid, key) = broker.cancels.register(cancel);
     // kept for the connection's next session, when target connections are kept (else
     // dropped at once: memory per live session)
-    let kept_greeting = broker.pool.enabled().then(|| greeting.clone());
+    let kept_greeting = pool_key.is_some().then(|| greeting.clone());
     // in a block, as everything this task holds only for a moment: an async fn keeps its
     // locals (the greeting and the copy sent, ~1.5 KiB) to the end of their scope, here
     // the end of the session
@@ -292,8 +292,8 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         && abandoned.is_empty()
         && !cancelled
         && end.get().is_none();
-    match (keep, kept_greeting, cancel) {
-        (true, Some(greeting), Some(cancel)) => {
+    match (keep, pool_key, kept_greeting, cancel) {
+        (true, Some(pool_key), Some(greeting), Some(cancel)) => {
             let up = upstream::Upstream {
                 reader: up_reader,
                 writer: up_writer,
@@ -336,13 +336,14 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
 }
 
 /// Gatehouse's login to the target: a kept one (see `pool`) when there is one for the same
-/// login (`reused`), else a new one; with the pool key the connection may be kept under.
+/// login (`reused`), else a new one; with the pool key the connection may be kept under
+/// (none when the node keeps no logins or the target's are never kept).
 async fn connect_target(
     broker: &PgBroker,
     target: &TargetRecord,
     database: &str,
     params: &[(String, String)],
-) -> Result<(upstream::Upstream, PoolKey, bool), (EndReason, Refusal)> {
+) -> Result<(upstream::Upstream, Option<PoolKey>, bool), (EndReason, Refusal)> {
     let unreachable = |m: String| (EndReason::TargetUnreachable, refuse("08006", m));
     let password = broker
         .store
@@ -355,15 +356,22 @@ async fn connect_target(
                 target.name
             ))
         })?;
-    let TargetKind::Postgres { tls, ca, .. } = &target.kind else {
+    let TargetKind::Postgres {
+        tls,
+        ca,
+        kept_logins,
+        ..
+    } = &target.kind
+    else {
         return Err(unreachable(format!(
             "target '{}' is not a PostgreSQL target",
             target.name
         )));
     };
-    let pool_key = PoolKey::new(target, database, params, &password);
-    if broker.pool.enabled()
-        && let Some(kept) = broker.pool.take(&pool_key)
+    let pool_key = (broker.pool.enabled() && *kept_logins)
+        .then(|| PoolKey::new(target, database, params, &password));
+    if let Some(key) = &pool_key
+        && let Some(kept) = broker.pool.take(key)
     {
         return Ok((kept, pool_key, true));
     }

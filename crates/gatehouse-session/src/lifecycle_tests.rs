@@ -25,6 +25,7 @@ async fn store(dir: &tempfile::TempDir) -> Store {
         database: None,
         tls: TlsMode::VerifyFull,
         ca: None,
+        kept_logins: true,
     };
     for (name, kind) in [("web1", ssh), ("db1", pg)] {
         store

@@ -38,24 +38,32 @@ impl TargetRecord {
     }
 }
 
-/// The kind's columns: host_key, trust_on_first_use, database_name, tls_mode, tls_ca.
+/// The kind's columns: host_key, trust_on_first_use, database_name, tls_mode, tls_ca,
+/// kept_logins.
 type KindColumns<'a> = (
     Option<&'a str>,
     bool,
     Option<&'a str>,
     Option<&'a str>,
     Option<&'a str>,
+    bool,
 );
 
 fn kind_columns(kind: &TargetKind) -> KindColumns<'_> {
     match kind {
-        TargetKind::Ssh { host_key, tofu } => (host_key.as_deref(), *tofu, None, None, None),
-        TargetKind::Postgres { database, tls, ca } => (
+        TargetKind::Ssh { host_key, tofu } => (host_key.as_deref(), *tofu, None, None, None, true),
+        TargetKind::Postgres {
+            database,
+            tls,
+            ca,
+            kept_logins,
+        } => (
             None,
             false,
             database.as_deref(),
             Some(tls.as_str()),
             ca.as_deref(),
+            *kept_logins,
         ),
     }
 }
@@ -64,7 +72,7 @@ fn credential_context(target: &str) -> String {
     format!("gatehouse target credential:{target}")
 }
 
-const TARGET_COLUMNS: &str = "name, environment, protocol, host, port, username, host_key, trust_on_first_use, database_name, tls_mode, tls_ca";
+const TARGET_COLUMNS: &str = "name, environment, protocol, host, port, username, host_key, trust_on_first_use, database_name, tls_mode, tls_ca, kept_logins";
 
 fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
     let protocol: String = r.try_get(2)?;
@@ -82,6 +90,7 @@ fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
                 tls: TlsMode::parse(tls.as_deref().unwrap_or("verify-full"))
                     .map_err(StoreError::Corrupt)?,
                 ca: r.try_get(10)?,
+                kept_logins: r.try_get::<i64, _>(11)? != 0,
             }
         }
     };
@@ -97,14 +106,14 @@ fn target_from_row(r: &sqlx::any::AnyRow) -> Result<TargetRecord> {
 
 impl Store {
     pub async fn add_target(&self, t: &NewTarget<'_>) -> Result<()> {
-        let (host_key, tofu, database, tls, ca) = kind_columns(&t.kind);
+        let (host_key, tofu, database, tls, ca, kept_logins) = kind_columns(&t.kind);
         let sealed = self
             .master_key
             .seal(&credential_context(t.name), t.credential);
         let _turn = self.write_turn().await?;
         sqlx::query(
-            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode, tls_ca)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO targets (name, environment, protocol, host, port, username, credential, host_key, trust_on_first_use, created_at, database_name, tls_mode, tls_ca, kept_logins)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(t.name)
         .bind(t.environment)
@@ -119,6 +128,7 @@ impl Store {
         .bind(database)
         .bind(tls)
         .bind(ca)
+        .bind(i64::from(kept_logins))
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "target", t.name, Some(("environment", t.environment))))?;

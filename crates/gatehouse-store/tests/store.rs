@@ -176,6 +176,7 @@ async fn targets(store: &Store) {
                 database: Some("orders".into()),
                 tls: TlsMode::VerifyFull,
                 ca: Some("-----BEGIN CERTIFICATE-----".into()),
+                kept_logins: false,
             },
             ..t.clone()
         })
@@ -189,6 +190,7 @@ async fn targets(store: &Store) {
             database: Some("orders".into()),
             tls: TlsMode::VerifyFull,
             ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            kept_logins: false,
         }
     );
     // a PostgreSQL target has no host key to pin
@@ -360,6 +362,7 @@ async fn policies(store: &Store) {
                 database: Some("orders".into()),
                 tls: TlsMode::Require,
                 ca: Some("-----BEGIN CERTIFICATE-----".into()),
+                kept_logins: true,
             },
             ..web1()
         })

@@ -194,6 +194,7 @@ pub async fn demo(args: DemoArgs, cwd: &Path) -> anyhow::Result<()> {
                 // loopback to a server of the demo's own, which has no certificate
                 tls: TlsMode::Disable,
                 ca: None,
+                kept_logins: true,
             },
         })
         .await?;

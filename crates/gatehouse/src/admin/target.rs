@@ -63,6 +63,11 @@ pub struct TargetAddArgs {
     /// verify-full (default: the system's trusted roots).
     #[arg(long, value_name = "PEM_FILE", requires = "postgres")]
     pub tls_ca: Option<PathBuf>,
+    /// PostgreSQL: never keep Gatehouse's logins to this target between sessions, even on
+    /// nodes with `[postgres] target_pool` (for targets whose operators use dblink,
+    /// postgres_fdw or `LOAD`: what `DISCARD ALL` does not reset).
+    #[arg(long, requires = "postgres")]
+    pub no_kept_logins: bool,
 }
 
 pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
@@ -83,10 +88,16 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                                 v["host_key"] = json!(host_key);
                                 v["trust_on_first_use"] = json!(tofu);
                             }
-                            TargetKind::Postgres { database, tls, ca } => {
+                            TargetKind::Postgres {
+                                database,
+                                tls,
+                                ca,
+                                kept_logins,
+                            } => {
                                 v["database"] = json!(database);
                                 v["tls"] = json!(tls.as_str());
                                 v["tls_ca"] = json!(ca.is_some());
+                                v["kept_logins"] = json!(kept_logins);
                             }
                         }
                         v
@@ -109,8 +120,18 @@ pub async fn target(config: &Config, cmd: TargetCommand) -> anyhow::Result<()> {
                                     _ => String::new(),
                                 },
                             match &t.kind {
-                                TargetKind::Postgres { tls, .. } => {
-                                    format!("tls {}", tls.as_str())
+                                TargetKind::Postgres {
+                                    tls, kept_logins, ..
+                                } => {
+                                    format!(
+                                        "tls {}{}",
+                                        tls.as_str(),
+                                        if *kept_logins {
+                                            ""
+                                        } else {
+                                            ", logins not kept"
+                                        }
+                                    )
                                 }
                                 TargetKind::Ssh { host_key, tofu } => {
                                     host_key_summary(host_key.as_deref(), *tofu)

@@ -57,6 +57,7 @@ pub async fn add_postgres_target(store: &Store, args: TargetAddArgs) -> anyhow::
                 database: Some(addr.database.clone()),
                 tls,
                 ca: ca.clone(),
+                kept_logins: !args.no_kept_logins,
             },
         })
         .await?;
@@ -65,18 +66,23 @@ pub async fn add_postgres_target(store: &Store, args: TargetAddArgs) -> anyhow::
         "target_added",
         json!({"target": args.name, "environment": args.env, "protocol": "postgres",
                "address": format!("{}@{}:{}/{}", addr.user, addr.host, addr.port, addr.database),
-               "tls": tls.as_str(), "tls_ca": ca.is_some()}),
+               "tls": tls.as_str(), "tls_ca": ca.is_some(), "kept_logins": !args.no_kept_logins}),
     )
     .await?;
     println!(
-        "target {} added (environment {}, postgres {}@{}:{}/{}, tls {})",
+        "target {} added (environment {}, postgres {}@{}:{}/{}, tls {}{})",
         args.name,
         args.env,
         addr.user,
         addr.host,
         addr.port,
         addr.database,
-        tls.as_str()
+        tls.as_str(),
+        if args.no_kept_logins {
+            ", logins never kept"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
