@@ -253,6 +253,25 @@ fn mask_sql_frame(frame: &str) -> String {
         .lines()
         .map(|line| {
             let mut c: Vec<char> = line.chars().collect();
+            // the detail's "server process PID": the pid as `PID`, the popup's right
+            // border kept where it was (pids differ in length)
+            if let Some(at) = find(&c, "server process ") {
+                let start = at + "server process ".len();
+                let digits = c[start..]
+                    .iter()
+                    .take_while(|ch| ch.is_ascii_digit())
+                    .count();
+                let border = c.iter().rposition(|ch| *ch == '│');
+                c.splice(start..start + digits, "PID".chars());
+                if let Some(border) = border {
+                    let border = border + 3 - digits;
+                    let pad = vec![' '; digits.saturating_sub(3)];
+                    c.splice(border..border, pad);
+                    if digits < 3 {
+                        c.drain(border - (3 - digits)..border);
+                    }
+                }
+            }
             // header: "… · YYYY-MM-DD hh:mm:ss · N statements"
             if let Some(at) = find(&c, " · 20") {
                 put(&mut c, at + 3, "YYYY-MM-DD hh:mm:ss");

@@ -147,6 +147,7 @@ pub struct MarkerLine {
 pub enum SqlLogLine {
     Statement(StatementLine),
     Marker(MarkerLine),
+    Target(TargetLine),
     /// A line type this version does not know (ignored).
     Other {
         t: f64,
@@ -185,6 +186,7 @@ impl SqlLogLine {
         match head.kind.as_ref() {
             "statement" => serde_json::from_slice(line).ok().map(SqlLogLine::Statement),
             "marker" => serde_json::from_slice(line).ok().map(SqlLogLine::Marker),
+            "target" => serde_json::from_slice(line).ok().map(SqlLogLine::Target),
             _ => Some(SqlLogLine::Other {
                 t: head.t,
                 kind: head.kind.into_owned(),
@@ -211,27 +213,29 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The target line: its bytes (fields in alphabetical order, as every line's), and
-    /// readers that predate it skip it as a line type they do not know.
+    /// The target line: its bytes (fields in alphabetical order, as every line's), read
+    /// back as written (readers that predate it skip it as a line type they do not know).
     #[test]
-    fn target_lines_are_written_sorted_and_read_as_other() {
-        let line = serde_json::to_string(&TargetLine {
+    fn target_lines_are_written_sorted_and_read_back() {
+        let written = TargetLine {
             backend_pid: 4242,
             reused: true,
             t: 0.5,
             kind: TargetType::Target,
-        })
-        .unwrap();
+        };
+        let line = serde_json::to_string(&written).unwrap();
         assert_eq!(
             line,
             r#"{"backend_pid":4242,"reused":true,"t":0.5,"type":"target"}"#
         );
         assert_eq!(
             SqlLogLine::parse(line.as_bytes()),
-            Some(SqlLogLine::Other {
-                t: 0.5,
-                kind: "target".into()
-            })
+            Some(SqlLogLine::Target(written))
+        );
+        // a target line that is not one is not a log line
+        assert_eq!(
+            SqlLogLine::parse(br#"{"backend_pid":"x","t":0.5,"type":"target"}"#),
+            None
         );
     }
 

@@ -69,6 +69,7 @@ pub fn scan_tail(bytes: &[u8]) -> TailActivity {
                 Some(SqlLogLine::Statement(s)) => (seconds(s.t), true, None),
                 Some(SqlLogLine::Marker(m)) => (seconds(m.t), false, Some(m.label)),
                 Some(SqlLogLine::Other { t, .. }) => (seconds(t), false, None),
+                Some(SqlLogLine::Target(l)) => (seconds(l.t), false, None),
                 None => continue,
             }
         };

@@ -41,9 +41,19 @@ impl SqlEntry {
     }
 }
 
+/// The server process the session's statements ran on (the log's `target` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetProcess {
+    pub backend_pid: i32,
+    /// Gatehouse's login to the target was kept from an earlier session.
+    pub reused: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlLog {
     pub header: SqlHeader,
+    /// Absent in logs written before the line existed (and until a live log has it).
+    pub target: Option<TargetProcess>,
     pub entries: Vec<SqlEntry>,
     pub truncated: bool,
     pub skipped: usize,
@@ -75,6 +85,7 @@ pub enum SqlLogError {
 
 enum Line {
     Entry(Box<SqlEntry>),
+    Target(TargetProcess),
     Ignored,
     Bad,
 }
@@ -101,6 +112,10 @@ fn parse_line(line: &[u8]) -> Line {
             at: Duration::from_secs_f64(m.t.min(1e12)),
             label: m.label,
         })),
+        Some(SqlLogLine::Target(l)) => Line::Target(TargetProcess {
+            backend_pid: l.backend_pid,
+            reused: l.reused,
+        }),
         Some(SqlLogLine::Other { .. }) => Line::Ignored,
     }
 }
@@ -122,6 +137,7 @@ impl SqlLog {
         }
         let mut log = SqlLog {
             header,
+            target: None,
             entries: vec![],
             truncated: false,
             skipped: 0,
@@ -132,6 +148,7 @@ impl SqlLog {
         for line in rest {
             match parse_line(line) {
                 Line::Entry(e) => log.entries.push(*e),
+                Line::Target(t) => log.target = Some(t),
                 Line::Ignored => {}
                 Line::Bad => log.skipped += 1,
             }
@@ -139,6 +156,7 @@ impl SqlLog {
         if let Some(last) = last {
             match parse_line(last) {
                 Line::Entry(e) => log.entries.push(*e),
+                Line::Target(t) => log.target = Some(t),
                 Line::Ignored => {}
                 Line::Bad => log.truncated = true,
             }
@@ -153,6 +171,7 @@ impl SqlLog {
         for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             match parse_line(line) {
                 Line::Entry(e) => self.entries.push(*e),
+                Line::Target(t) => self.target = Some(t),
                 Line::Ignored => {}
                 Line::Bad => self.skipped += 1,
             }
@@ -190,6 +209,26 @@ pub(crate) mod tests {
         assert!(
             matches!(&log.entries[2], SqlEntry::Marker { label, .. } if label.starts_with("warning"))
         );
+    }
+
+    /// The `target` line names the server process, whole or as a live log grows; it is
+    /// not an entry of the table, and a log without one (older) has none.
+    #[test]
+    fn the_target_line_names_the_server_process() {
+        let head = format!("{}\n", SAMPLE.lines().next().unwrap());
+        let line = r#"{"backend_pid":4242,"reused":true,"t":0.001,"type":"target"}"#;
+        let whole = SqlLog::parse(format!("{head}{line}\n").as_bytes()).unwrap();
+        let expected = Some(TargetProcess {
+            backend_pid: 4242,
+            reused: true,
+        });
+        assert_eq!(whole.target, expected);
+        assert!(whole.entries.is_empty());
+        let mut live = SqlLog::parse(head.as_bytes()).unwrap();
+        assert_eq!(live.target, None);
+        assert_eq!(live.extend(format!("{line}\n").as_bytes()), 0);
+        assert_eq!(live.target, expected);
+        assert_eq!(SqlLog::parse(SAMPLE.as_bytes()).unwrap().target, None);
     }
 
     #[test]
