@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use gatehouse_e2e::pg::{PgWorld, RawPg, add_target, cancel_request, message};
-use gatehouse_e2e::wait_until;
+use gatehouse_e2e::{stderr, stdout, wait_until};
 use gatehouse_testbed::PgOptions;
 
 fn world(config: &str) -> PgWorld {
@@ -39,6 +39,14 @@ fn leave(w: &PgWorld, mut c: RawPg) {
     c.send(&message(b'X', &[]));
     drop(c);
     w.gatehouse.wait_all_closed();
+}
+
+/// A session on `dbname` that does nothing but ask its backend's pid, then leaves: the pid.
+fn one_session(w: &PgWorld, dbname: &str, params: &[(&str, &str)]) -> String {
+    let mut c = RawPg::login(w.gatehouse.pg_port(), dbname, params);
+    let pid = backend_pid(&mut c);
+    leave(w, c);
+    pid
 }
 
 /// The target's backends of the `app` role (Gatehouse's login), by pid.
@@ -115,9 +123,10 @@ fn a_kept_target_connection_carries_nothing_to_the_next_session() {
     leave(&w, b);
 
     // another login (here: another startup parameter) never gets that connection
-    let mut c = login(&w, &[("application_name", "other")]);
-    assert_ne!(backend_pid(&mut c), first);
-    leave(&w, c);
+    assert_ne!(
+        one_session(&w, "orders", &[("application_name", "other")]),
+        first
+    );
 
     // each session's statement log has its own statements, and none of Gatehouse's reset
     let lines = w.log_lines();
@@ -174,9 +183,7 @@ fn a_connection_not_left_at_rest_is_never_kept() {
     let port = w.gatehouse.pg_port();
     let not_kept = |what: &str, pid: String| {
         wait_gone_from_target(&w, &pid, Duration::from_secs(5));
-        let mut next = login(&w, &[]);
-        assert_ne!(backend_pid(&mut next), pid, "{what}: login reused");
-        leave(&w, next);
+        assert_ne!(one_session(&w, "orders", &[]), pid, "{what}: login reused");
         // (the next session's login is kept: it left the server at rest)
         assert_eq!(app_backends(&w).len(), 1, "{what}");
         let kept = app_backends(&w).remove(0);
@@ -247,9 +254,7 @@ fn a_connection_not_left_at_rest_is_never_kept() {
 #[test]
 fn a_kept_connection_the_target_closed_is_not_handed_out() {
     let w = pooled_world();
-    let mut a = login(&w, &[]);
-    let pid = backend_pid(&mut a);
-    leave(&w, a);
+    let pid = one_session(&w, "orders", &[]);
     assert_eq!(app_backends(&w), vec![pid.clone()]);
     w.postgres
         .psql("orders", &format!("select pg_terminate_backend({pid})"))
@@ -265,9 +270,7 @@ fn a_kept_connection_the_target_closed_is_not_handed_out() {
 #[test]
 fn kept_connections_are_closed_when_idle_too_long() {
     let w = world("target_pool = 4\ntarget_pool_idle = \"2s\"\n");
-    let mut a = login(&w, &[]);
-    let pid = backend_pid(&mut a);
-    leave(&w, a);
+    let pid = one_session(&w, "orders", &[]);
     assert_eq!(app_backends(&w), vec![pid.clone()], "kept at first");
     wait_gone_from_target(&w, &pid, Duration::from_secs(8));
 }
@@ -296,13 +299,9 @@ fn kept_connections_are_closed_at_shutdown() {
 #[test]
 fn without_target_pool_every_session_logs_in_anew() {
     let w = world("");
-    let mut a = login(&w, &[]);
-    let pid = backend_pid(&mut a);
-    leave(&w, a);
+    let pid = one_session(&w, "orders", &[]);
     wait_gone_from_target(&w, &pid, Duration::from_secs(5));
-    let mut b = login(&w, &[]);
-    assert_ne!(backend_pid(&mut b), pid);
-    leave(&w, b);
+    assert_ne!(one_session(&w, "orders", &[]), pid);
 }
 
 /// With TLS to the target and a stock `psql` as the operator's client: psql's goodbye
@@ -331,13 +330,9 @@ fn a_kept_tls_login_serves_the_next_psql() {
             ],
             None,
         );
-        assert!(
-            o.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "psql: {}", stderr(&o));
         w.gatehouse.wait_all_closed();
-        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        stdout(&o).trim().to_owned()
     };
     let first = psql();
     assert!(first.ends_with(" true"), "TLS to the target: {first}");
@@ -360,9 +355,11 @@ fn kept_logins_per_target_are_bounded_whatever_the_startup_parameters() {
     let mut pids = Vec::new();
     for i in 0..5 {
         let name = format!("app{i}");
-        let mut c = login(&w, &[("application_name", name.as_str())]);
-        pids.push(backend_pid(&mut c));
-        leave(&w, c);
+        pids.push(one_session(
+            &w,
+            "orders",
+            &[("application_name", name.as_str())],
+        ));
         // (a backend Gatehouse closed leaves pg_stat_activity a moment later)
         wait_until(
             Duration::from_secs(5),
@@ -397,18 +394,11 @@ fn a_target_added_with_no_kept_logins_never_has_them_kept() {
         "prod",
         &["--tls", "disable", "--no-kept-logins"],
     );
-    let port = w.gatehouse.pg_port();
-    let mut a = RawPg::login(port, "ledger", &[]);
-    let pid = backend_pid(&mut a);
-    leave(&w, a);
+    let pid = one_session(&w, "ledger", &[]);
     wait_gone_from_target(&w, &pid, Duration::from_secs(5));
-    let mut b = RawPg::login(port, "ledger", &[]);
-    assert_ne!(backend_pid(&mut b), pid);
-    leave(&w, b);
+    assert_ne!(one_session(&w, "ledger", &[]), pid);
     // the node's other target keeps its login
-    let mut c = login(&w, &[]);
-    let kept = backend_pid(&mut c);
-    leave(&w, c);
+    let kept = one_session(&w, "orders", &[]);
     assert_eq!(app_backends(&w), vec![kept]);
 
     let listed: serde_json::Value =

@@ -36,9 +36,10 @@ use std::time::Duration;
 use gatehouse_pgproto::frame::for_each_frame;
 use gatehouse_pgproto::message::{Backend, ErrorFields};
 use gatehouse_store::TargetRecord;
+use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, message};
 
 /// `[postgres] target_pool` and `target_pool_idle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,16 +141,12 @@ impl TargetPool {
                 let Ok(mut map) = self.idle.lock() else {
                     return None;
                 };
-                let list = map.get_mut(key)?;
+                let list = map.get(key)?;
                 let at = list
                     .iter()
                     .rposition(|i| i.thread == here)
                     .unwrap_or(list.len().checked_sub(1)?);
-                let idle = list.remove(at);
-                if list.is_empty() {
-                    map.remove(key);
-                }
-                idle
+                remove_at(&mut map, key, at)?
             };
             if quiet(&mut idle.up) {
                 return Some(idle.up);
@@ -259,10 +256,15 @@ fn oldest_for(map: &mut IdleMap, target: &str) -> Option<Idle> {
         .filter(|(_, _, i)| i.up.cancel.target == target)
         .min_by_key(|(_, _, i)| i.id)
         .map(|(k, at, _)| (*k, at))?;
-    let list = map.get_mut(&key)?;
-    let idle = list.remove(at);
+    remove_at(map, &key, at)
+}
+
+/// Takes out entry `at` of `key`'s list, and the list once it is empty.
+fn remove_at(map: &mut IdleMap, key: &PoolKey, at: usize) -> Option<Idle> {
+    let list = map.get_mut(key)?;
+    let idle = (at < list.len()).then(|| list.remove(at))?;
     if list.is_empty() {
-        map.remove(&key);
+        map.remove(key);
     }
     Some(idle)
 }
@@ -272,13 +274,8 @@ async fn expire(pool: Weak<TargetPool>, key: PoolKey, id: u64) {
         return;
     };
     let expired = pool.idle.lock().ok().and_then(|mut map| {
-        let list = map.get_mut(&key)?;
-        let at = list.iter().position(|i| i.id == id)?;
-        let idle = list.remove(at);
-        if list.is_empty() {
-            map.remove(&key);
-        }
-        Some(idle)
+        let at = map.get(&key)?.iter().position(|i| i.id == id)?;
+        remove_at(&mut map, &key, at)
     });
     if let Some(idle) = expired {
         tracing::debug!(
@@ -317,9 +314,7 @@ async fn terminate(mut up: Upstream) {
 /// statuses it reports are applied to the greeting the next session gets; notices and
 /// notifications are let go).
 async fn reset(up: &mut Upstream) -> Result<(), String> {
-    let mut query = b"Q\0\0\0\0DISCARD ALL\0".to_vec();
-    let len = (query.len() - 1) as u32;
-    query[1..5].copy_from_slice(&len.to_be_bytes());
+    let query = message(|b| frontend::query("DISCARD ALL", b)).map_err(|e| e.to_string())?;
     up.writer
         .write_all(&query)
         .await

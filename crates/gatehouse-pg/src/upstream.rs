@@ -105,7 +105,8 @@ pub(crate) async fn open_transport(
     Ok(Box::new(stream))
 }
 
-fn message(
+/// A frontend message made by `postgres_protocol`'s builders.
+pub(crate) fn message(
     build: impl FnOnce(&mut BytesMut) -> std::io::Result<()>,
 ) -> Result<BytesMut, UpstreamError> {
     let mut buf = BytesMut::new();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gatehouse_recorder::sql_log::{SQL_LOG_VERSION, SqlLogLine, StatementLine};
-pub use gatehouse_recorder::sql_log::{SqlError, SqlLogHeader as SqlHeader};
+pub use gatehouse_recorder::sql_log::{SqlError, SqlLogHeader as SqlHeader, TargetLine};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -41,19 +41,12 @@ impl SqlEntry {
     }
 }
 
-/// The server process the session's statements ran on (the log's `target` line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TargetProcess {
-    pub backend_pid: i32,
-    /// Gatehouse's login to the target was kept from an earlier session.
-    pub reused: bool,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlLog {
     pub header: SqlHeader,
-    /// Absent in logs written before the line existed (and until a live log has it).
-    pub target: Option<TargetProcess>,
+    /// The server process the session ran on (the log's `target` line); absent in logs
+    /// written before the line existed (and until a live log has it).
+    pub target: Option<TargetLine>,
     pub entries: Vec<SqlEntry>,
     pub truncated: bool,
     pub skipped: usize,
@@ -85,7 +78,7 @@ pub enum SqlLogError {
 
 enum Line {
     Entry(Box<SqlEntry>),
-    Target(TargetProcess),
+    Target(TargetLine),
     Ignored,
     Bad,
 }
@@ -112,10 +105,7 @@ fn parse_line(line: &[u8]) -> Line {
             at: Duration::from_secs_f64(m.t.min(1e12)),
             label: m.label,
         })),
-        Some(SqlLogLine::Target(l)) => Line::Target(TargetProcess {
-            backend_pid: l.backend_pid,
-            reused: l.reused,
-        }),
+        Some(SqlLogLine::Target(l)) => Line::Target(l),
         Some(SqlLogLine::Other { .. }) => Line::Ignored,
     }
 }
@@ -218,9 +208,11 @@ pub(crate) mod tests {
         let head = format!("{}\n", SAMPLE.lines().next().unwrap());
         let line = r#"{"backend_pid":4242,"reused":true,"t":0.001,"type":"target"}"#;
         let whole = SqlLog::parse(format!("{head}{line}\n").as_bytes()).unwrap();
-        let expected = Some(TargetProcess {
+        let expected = Some(TargetLine {
             backend_pid: 4242,
             reused: true,
+            t: 0.001,
+            kind: gatehouse_recorder::sql_log::TargetType::Target,
         });
         assert_eq!(whole.target, expected);
         assert!(whole.entries.is_empty());

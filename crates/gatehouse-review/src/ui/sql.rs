@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 use crate::app::SqlView;
 use crate::filter::{format_position, format_time};
 use crate::printable;
-use crate::sqllog::{SqlEntry, Statement, TargetProcess};
+use crate::sqllog::{SqlEntry, Statement, TargetLine};
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &SqlView) {
     let [title, table_area] =
@@ -55,7 +55,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &SqlView) {
     if view.detail
         && let Some(SqlEntry::Statement(s)) = view.log.entries.get(view.selected)
     {
-        draw_detail(frame, area, s, view.log.target);
+        draw_detail(frame, area, s, view.log.target.as_ref());
     }
 }
 
@@ -99,7 +99,7 @@ fn one_line(text: &str) -> String {
     printable::line(&text.split_whitespace().collect::<Vec<_>>().join(" ")).into_owned()
 }
 
-fn draw_detail(frame: &mut Frame, area: Rect, s: &Statement, target: Option<TargetProcess>) {
+fn draw_detail(frame: &mut Frame, area: Rect, s: &Statement, target: Option<&TargetLine>) {
     let popup = area.inner(ratatui::layout::Margin::new(2, 1));
     frame.render_widget(Clear, popup);
     let mut lines = vec![
