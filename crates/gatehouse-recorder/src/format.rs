@@ -397,7 +397,7 @@ impl Chain {
         [ChainVersion::V2Blake3, ChainVersion::V1Sha256]
             .into_iter()
             .map(|v| Chain::with_version(v, header_line))
-            .find(|c| c.hex() == first_digest)
+            .find(|c| c.hex_is(first_digest))
     }
 
     pub fn version(&self) -> ChainVersion {
@@ -441,6 +441,21 @@ impl Chain {
 
     pub fn hex(&self) -> String {
         hex(&self.digest)
+    }
+
+    /// Whether `hex` is [`Chain::hex`] (compared where it lies: the verifier asks once per
+    /// line).
+    pub fn hex_is(&self, hex: &str) -> bool {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        hex.len() == self.digest.len() * 2
+            && hex
+                .as_bytes()
+                .chunks_exact(2)
+                .zip(&self.digest)
+                .all(|(pair, b)| {
+                    pair[0] == DIGITS[usize::from(b >> 4)]
+                        && pair[1] == DIGITS[usize::from(b & 0xf)]
+                })
     }
 
     /// Appends [`Chain::hex`] (the digest in lowercase hex) to `out`.
@@ -619,5 +634,21 @@ mod tests {
         assert_eq!(effective_size(132, 0), (132, 24));
         assert_eq!(effective_size(0, 50), (80, 50));
         assert_eq!(effective_size(1, 1), (1, 1));
+    }
+
+    #[test]
+    fn hex_is_compares_with_the_digest_s_hex() {
+        let mut chain = Chain::new("{}");
+        chain.push("[0.1, \"o\", \"x\"]");
+        let hex = chain.hex();
+        assert!(chain.hex_is(&hex));
+        assert!(!chain.hex_is(&hex.to_uppercase()));
+        assert!(!chain.hex_is(&hex[..63]));
+        assert!(!chain.hex_is(&format!("{hex}0")));
+        for i in 0..hex.len() {
+            let mut other = hex.clone().into_bytes();
+            other[i] = if other[i] == b'0' { b'1' } else { b'0' };
+            assert!(!chain.hex_is(std::str::from_utf8(&other).unwrap()), "{i}");
+        }
     }
 }

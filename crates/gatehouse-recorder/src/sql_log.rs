@@ -195,6 +195,144 @@ impl SqlLogLine {
     }
 }
 
+/// A line after the header as a reader needs it who asks only when statements ran and what
+/// the markers say (the detective, every pass over every live log; the review's live
+/// status): the same lines are read and refused as by [`SqlLogLine::parse`], but a
+/// statement line is only checked, field by field and type by type, not copied — its text,
+/// parameters and tag are where most of a busy log's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineMark {
+    Statement {
+        t: f64,
+    },
+    Marker(MarkerLine),
+    Target {
+        t: f64,
+    },
+    /// A line type this version does not know (ignored).
+    Other {
+        t: f64,
+    },
+}
+
+impl LineMark {
+    /// One line; `None` exactly where [`SqlLogLine::parse`] says `None`.
+    ///
+    /// A statement line, nearly every line of a busy log, is read in one pass (as a
+    /// [`StatementShape`] that also holds the type): the other lines, and any line that
+    /// does not read that way, are read as [`SqlLogLine::parse`] reads them, the type first.
+    pub fn parse(line: &[u8]) -> Option<LineMark> {
+        if line.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        if let Ok(s) = serde_json::from_slice::<StatementShape>(line)
+            && s.t.is_finite()
+            && s.t >= 0.0
+        {
+            return Some(LineMark::Statement { t: s.t });
+        }
+        let head: LineHead<'_> = serde_json::from_slice(line).ok()?;
+        if !(head.t.is_finite() && head.t >= 0.0) {
+            return None;
+        }
+        match head.kind.as_ref() {
+            "statement" => serde_json::from_slice::<StatementShape>(line)
+                .ok()
+                .map(|s| LineMark::Statement { t: s.t }),
+            "marker" => serde_json::from_slice(line).ok().map(LineMark::Marker),
+            "target" => serde_json::from_slice::<TargetLine>(line)
+                .ok()
+                .map(|l| LineMark::Target { t: l.t }),
+            _ => Some(LineMark::Other { t: head.t }),
+        }
+    }
+}
+
+/// [`StatementLine`]'s fields with their types, read without keeping what the strings hold
+/// (the test `line_marks_are_read_as_lines_are` retypes every field a full statement line
+/// has, so a field added there and not here fails it).
+#[derive(Deserialize)]
+#[allow(dead_code)] // fields read to check their types, not kept
+struct StatementShape {
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    error: Option<SqlErrorShape>,
+    #[serde(default)]
+    executions: Option<u64>,
+    #[serde(default)]
+    param_count: Option<u64>,
+    #[serde(default)]
+    params: Option<Params>,
+    #[serde(default)]
+    protocol: AnyStr,
+    #[serde(default)]
+    redacted: bool,
+    #[serde(default)]
+    rows: u64,
+    #[serde(default, rename = "statement")]
+    name: Option<AnyStr>,
+    #[serde(default)]
+    suspended: Option<bool>,
+    t: f64,
+    #[serde(default)]
+    tag: Option<AnyStr>,
+    #[serde(default)]
+    text: AnyStr,
+    #[serde(rename = "type")]
+    kind: StatementType,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct SqlErrorShape {
+    message: AnyStr,
+    sqlstate: AnyStr,
+}
+
+/// A JSON string, checked (escapes, UTF-8) and not kept.
+#[derive(Default)]
+struct AnyStr;
+
+impl<'de> Deserialize<'de> for AnyStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AnyStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyStr, E> {
+                Ok(AnyStr)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `params`: an array of strings and nulls, checked and not kept.
+struct Params;
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Params;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of strings and nulls")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Params, A::Error> {
+                while seq.next_element::<Option<AnyStr>>()?.is_some() {}
+                Ok(Params)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// Seconds as written in `t` (microsecond precision).
 pub fn seconds(d: std::time::Duration) -> f64 {
     (d.as_micros() as f64) / 1e6
@@ -292,6 +430,47 @@ mod tests {
         (t.is_finite() && t >= 0.0).then_some(l)
     }
 
+    /// Each line of `base`, then `per_line` variants of it: a random span replaced by a
+    /// random token (a field dropped, retyped, duplicated…) or the line cut short.
+    fn for_each_variant(base: &[&str], per_line: usize, mut f: impl FnMut(&[u8])) {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let replacements: [&[u8]; 12] = [
+            b"",
+            b"null",
+            b"1",
+            b"-1",
+            b"\"",
+            b",",
+            b"{}",
+            b"[]",
+            b"\"marker\"",
+            b"\"statement\"",
+            b"[\"a\",null]",
+            b"\"\\u00e9\"",
+        ];
+        for line in base {
+            let line = line.as_bytes();
+            f(line);
+            for _ in 0..per_line {
+                let mut v = line.to_vec();
+                let a = next(v.len());
+                let b = (a + next(12)).min(v.len());
+                if next(8) == 0 {
+                    v.truncate(a);
+                } else {
+                    v.splice(a..b, replacements[next(replacements.len())].iter().copied());
+                }
+                f(&v);
+            }
+        }
+    }
+
     /// The two-pass reading accepts and rejects exactly what the untagged enum did (JSON
     /// objects; arrays are no longer read as structs): every line of the tests here, and
     /// thousands of variants of them with fields dropped, retyped, duplicated or cut short.
@@ -312,53 +491,118 @@ mod tests {
             r#"  {"t":0,"type":"marker"}"#,
         ];
         let mut seen = 0;
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % n as u64) as usize
-        };
-        let replacements: [&[u8]; 10] = [
-            b"",
-            b"null",
-            b"1",
-            b"-1",
-            b"\"",
-            b",",
-            b"{}",
-            b"[]",
-            b"\"marker\"",
-            b"\"statement\"",
+        for_each_variant(&base, 2_000, |v| {
+            if v.trim_ascii_start().first() == Some(&b'[') {
+                assert_eq!(SqlLogLine::parse(v), None);
+                return;
+            }
+            let (new, old) = (SqlLogLine::parse(v), untagged(v));
+            seen += usize::from(new.is_some());
+            assert_eq!(new, old, "{}", String::from_utf8_lossy(v));
+        });
+        assert!(seen > 1_000, "too few variants parse at all: {seen}");
+    }
+
+    /// What a fully read line means as a mark.
+    fn mark_of(line: SqlLogLine) -> LineMark {
+        match line {
+            SqlLogLine::Statement(s) => LineMark::Statement { t: s.t },
+            SqlLogLine::Marker(m) => LineMark::Marker(m),
+            SqlLogLine::Target(l) => LineMark::Target { t: l.t },
+            SqlLogLine::Other { t, .. } => LineMark::Other { t },
+        }
+    }
+
+    fn assert_same_reading(line: &[u8]) -> bool {
+        let whole = SqlLogLine::parse(line).map(mark_of);
+        assert_eq!(
+            LineMark::parse(line),
+            whole,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+        whole.is_some()
+    }
+
+    /// The mark reading accepts and refuses exactly the lines the full reading does, with
+    /// the same times and markers: thousands of variants of every line type, and every
+    /// field of a statement line with every field set dropped and given each JSON type (so
+    /// a field added to `StatementLine` and not to its shape fails here).
+    #[test]
+    fn line_marks_are_read_as_lines_are() {
+        let full = serde_json::to_string(&StatementLine {
+            duration_ms: Some(0.5),
+            error: Some(SqlError {
+                message: "m \u{e9}\"".into(),
+                sqlstate: "42P01".into(),
+            }),
+            executions: Some(3),
+            param_count: Some(2),
+            params: Some(vec![Some("1".into()), None]),
+            protocol: "extended".into(),
+            redacted: true,
+            rows: 7,
+            name: Some("s1".into()),
+            suspended: Some(true),
+            t: 1.5,
+            tag: Some("SELECT 7".into()),
+            text: "select $1, '\\'".into(),
+            kind: StatementType::Statement,
+        })
+        .unwrap();
+        let target = r#"{"backend_pid":42,"reused":false,"t":0.25,"type":"target"}"#;
+        let base = [
+            full.as_str(),
+            target,
+            r#"{"duration_ms":3.0,"error":{"message":"x","sqlstate":"42P01"},"params":null,"protocol":"simple","rows":0,"t":2.0,"tag":null,"text":"select \"a\"","type":"statement"}"#,
+            r#"{"label":"refused from the client: x","refused":{"from":"client","length":7,"message_type":"Q","sqlstate":"54000"},"t":5.25,"type":"marker"}"#,
+            r#"{"label":"locked: idle","t":4.0,"type":"marker"}"#,
+            r#"{"t":1,"type":"future","x":[1]}"#,
+            r#"{"t":1,"type":"stat\u0065ment","text":"x"}"#,
+            r#"{"t":1,"type":"statement","rows":-1}"#,
+            r#"{"t":1,"type":"statement","text":"\ud800"}"#,
         ];
-        for line in base {
-            let line = line.as_bytes();
-            assert_eq!(
-                SqlLogLine::parse(line),
-                untagged(line),
-                "{}",
-                String::from_utf8_lossy(line)
-            );
-            for _ in 0..2_000 {
-                let mut v = line.to_vec();
-                // replace a random span by a random token, or cut the line short
-                let a = next(v.len());
-                let b = (a + next(12)).min(v.len());
-                if next(8) == 0 {
-                    v.truncate(a);
-                } else {
-                    v.splice(a..b, replacements[next(replacements.len())].iter().copied());
+        let mut read = 0;
+        for_each_variant(&base, 3_000, |v| {
+            read += usize::from(assert_same_reading(v))
+        });
+        assert!(read > 2_000, "too few variants read at all: {read}");
+
+        let values = [
+            "null",
+            "1",
+            "-1",
+            "1.5",
+            "1e400",
+            "true",
+            "\"x\"",
+            "[]",
+            "[\"a\",null]",
+            "[1]",
+            "{}",
+            r#"{"message":"m","sqlstate":"s"}"#,
+            r#"{"message":"m"}"#,
+        ];
+        for line in [full.as_str(), target] {
+            let fields: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line).unwrap();
+            assert!(assert_same_reading(line.as_bytes()));
+            for key in fields.keys() {
+                let mut without = fields.clone();
+                without.remove(key);
+                assert_same_reading(serde_json::to_string(&without).unwrap().as_bytes());
+                let mut refused = false;
+                for value in values {
+                    let mut with = fields.clone();
+                    with.insert(key.clone(), "@value@".into());
+                    let text = serde_json::to_string(&with)
+                        .unwrap()
+                        .replace(r#""@value@""#, value);
+                    refused |= !assert_same_reading(text.as_bytes());
                 }
-                if v.trim_ascii_start().first() == Some(&b'[') {
-                    assert_eq!(SqlLogLine::parse(&v), None);
-                    continue;
-                }
-                let (new, old) = (SqlLogLine::parse(&v), untagged(&v));
-                seen += usize::from(new.is_some());
-                assert_eq!(new, old, "{}", String::from_utf8_lossy(&v));
+                assert!(refused, "no value of {key} makes the line refused");
             }
         }
-        assert!(seen > 1_000, "too few variants parse at all: {seen}");
     }
 
     #[test]

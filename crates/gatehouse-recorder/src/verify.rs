@@ -81,7 +81,7 @@ fn check(
         return tampered(0, "header does not match its digest");
     };
     let off_checkpoint = |chain: &Chain| {
-        checkpoint.is_some_and(|c| c.events == chain.events() && c.digest != chain.hex())
+        checkpoint.is_some_and(|c| c.events == chain.events() && !chain.hex_is(&c.digest))
     };
     const CHECKPOINT_DIFFERS: &str =
         "digest at the last checkpoint differs from the one in the store";
@@ -89,9 +89,11 @@ fn check(
         return tampered(0, CHECKPOINT_DIFFERS);
     }
     for (i, line) in lines.iter().enumerate().skip(1) {
-        chain.push(&String::from_utf8_lossy(line));
+        // the bytes as read: a line the writer wrote is UTF-8, and one that is not must
+        // not hash as the text it would be shown as (U+FFFD written, 0xFF read)
+        chain.push_bytes(line);
         match digests.get(i) {
-            Some(d) if *d == chain.hex() => {}
+            Some(d) if chain.hex_is(d) => {}
             Some(_) => return tampered(i, "line does not match its digest"),
             None => return tampered(i, "line was added after recording"),
         }
@@ -218,6 +220,31 @@ mod tests {
         assert!(matches!(
             verify(&path, Some(&exp)).unwrap(),
             Verdict::Tampered { event: 0, .. }
+        ));
+    }
+
+    /// A recorded U+FFFD (what the writer puts for bytes that were not UTF-8) swapped for
+    /// an invalid byte reads back as the same text, but not as the same bytes: caught.
+    #[test]
+    fn a_replacement_character_swapped_for_an_invalid_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, exp) = record(dir.path(), 3, "x\u{fffd}y");
+        let pristine = std::fs::read(&path).unwrap();
+        let fffd = "\u{fffd}".as_bytes();
+        let at = pristine
+            .windows(3)
+            .rposition(|w| w == fffd)
+            .expect("a replacement character");
+        let mut forged = pristine.clone();
+        forged.splice(at..at + 3, [0xff]);
+        assert_eq!(
+            String::from_utf8_lossy(&forged),
+            String::from_utf8_lossy(&pristine)
+        );
+        std::fs::write(&path, &forged).unwrap();
+        assert!(matches!(
+            verify(&path, Some(&exp)).unwrap(),
+            Verdict::Tampered { event: 3, .. }
         ));
     }
 

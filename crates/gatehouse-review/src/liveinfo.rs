@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use gatehouse_core::WarnKind;
-use gatehouse_recorder::sql_log::SqlLogLine;
+use gatehouse_recorder::sql_log::LineMark;
 use gatehouse_recorder::{Code, EventLine};
 use gatehouse_store::GuardState;
 
@@ -65,11 +65,10 @@ pub fn scan_tail(bytes: &[u8]) -> TailActivity {
             let marker = (code == Some(Code::Marker)).then(|| e.data().to_owned());
             (e.at(), code == Some(Code::Input), marker)
         } else {
-            match SqlLogLine::parse(line) {
-                Some(SqlLogLine::Statement(s)) => (seconds(s.t), true, None),
-                Some(SqlLogLine::Marker(m)) => (seconds(m.t), false, Some(m.label)),
-                Some(SqlLogLine::Other { t, .. }) => (seconds(t), false, None),
-                Some(SqlLogLine::Target(l)) => (seconds(l.t), false, None),
+            match LineMark::parse(line) {
+                Some(LineMark::Statement { t }) => (seconds(t), true, None),
+                Some(LineMark::Marker(m)) => (seconds(m.t), false, Some(m.label)),
+                Some(LineMark::Other { t } | LineMark::Target { t }) => (seconds(t), false, None),
                 None => continue,
             }
         };

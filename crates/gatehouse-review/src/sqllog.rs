@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gatehouse_recorder::sql_log::{SQL_LOG_VERSION, SqlLogLine, StatementLine};
+use gatehouse_recorder::sql_log::{LineMark, SQL_LOG_VERSION, SqlLogLine, StatementLine};
 pub use gatehouse_recorder::sql_log::{SqlError, SqlLogHeader as SqlHeader, TargetLine};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,7 @@ fn parse_line(line: &[u8]) -> Line {
         Some(SqlLogLine::Statement(l)) => {
             let tag = shown_tag(&l);
             Line::Entry(Box::new(SqlEntry::Statement(Statement {
-                at: Duration::from_secs_f64(l.t.min(1e12)),
+                at: at(l.t),
                 protocol: l.protocol,
                 name: l.name.filter(|s| !s.is_empty()),
                 text: l.text,
@@ -102,7 +102,7 @@ fn parse_line(line: &[u8]) -> Line {
             })))
         }
         Some(SqlLogLine::Marker(m)) => Line::Entry(Box::new(SqlEntry::Marker {
-            at: Duration::from_secs_f64(m.t.min(1e12)),
+            at: at(m.t),
             label: m.label,
         })),
         Some(SqlLogLine::Target(l)) => Line::Target(l),
@@ -110,21 +110,46 @@ fn parse_line(line: &[u8]) -> Line {
     }
 }
 
+/// What a statement log says happened when, for readers that need no statement's text
+/// (the detective): see [`SqlLog::marks`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlMark {
+    Statement(Duration),
+    Marker { at: Duration, label: String },
+}
+
+/// A line's `t` as a time since the session opened.
+fn at(t: f64) -> Duration {
+    Duration::from_secs_f64(t.min(1e12))
+}
+
+/// A statement log's header, the complete lines after it, and its last line if unfinished.
+type Split<'a> = (SqlHeader, Vec<&'a [u8]>, Option<&'a [u8]>);
+
+/// The header, checked; the complete lines after it, and the last line if it is unfinished.
+fn split(bytes: &[u8]) -> Result<Split<'_>, SqlLogError> {
+    let mut lines = bytes.split(|b| *b == b'\n');
+    let first = lines
+        .next()
+        .filter(|l| !l.is_empty())
+        .ok_or(SqlLogError::Empty)?;
+    let header: SqlHeader =
+        serde_json::from_slice(first).map_err(|e| SqlLogError::Header(e.to_string()))?;
+    if header.gatehouse_sql_log != SQL_LOG_VERSION {
+        return Err(SqlLogError::Header(format!(
+            "version {}",
+            header.gatehouse_sql_log
+        )));
+    }
+    let complete = bytes.last() == Some(&b'\n');
+    let mut rest: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).collect();
+    let last = if complete { None } else { rest.pop() };
+    Ok((header, rest, last))
+}
+
 impl SqlLog {
     pub fn parse(bytes: &[u8]) -> Result<SqlLog, SqlLogError> {
-        let mut lines = bytes.split(|b| *b == b'\n');
-        let first = lines
-            .next()
-            .filter(|l| !l.is_empty())
-            .ok_or(SqlLogError::Empty)?;
-        let header: SqlHeader =
-            serde_json::from_slice(first).map_err(|e| SqlLogError::Header(e.to_string()))?;
-        if header.gatehouse_sql_log != SQL_LOG_VERSION {
-            return Err(SqlLogError::Header(format!(
-                "version {}",
-                header.gatehouse_sql_log
-            )));
-        }
+        let (header, rest, last) = split(bytes)?;
         let mut log = SqlLog {
             header,
             target: None,
@@ -132,9 +157,6 @@ impl SqlLog {
             truncated: false,
             skipped: 0,
         };
-        let complete = bytes.last() == Some(&b'\n');
-        let mut rest: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).collect();
-        let last = if complete { None } else { rest.pop() };
         for line in rest {
             match parse_line(line) {
                 Line::Entry(e) => log.entries.push(*e),
@@ -152,6 +174,25 @@ impl SqlLog {
             }
         }
         Ok(log)
+    }
+
+    /// The times of the statements and the markers, in log order: [`SqlLog::parse`]'s
+    /// entries, the same lines read and skipped, without copying any statement (the
+    /// detective reads every line of every live log on every pass).
+    pub fn marks(bytes: &[u8]) -> Result<Vec<SqlMark>, SqlLogError> {
+        let (_, rest, last) = split(bytes)?;
+        Ok(rest
+            .into_iter()
+            .chain(last)
+            .filter_map(|line| match LineMark::parse(line)? {
+                LineMark::Statement { t } => Some(SqlMark::Statement(at(t))),
+                LineMark::Marker(m) => Some(SqlMark::Marker {
+                    at: at(m.t),
+                    label: m.label,
+                }),
+                LineMark::Target { .. } | LineMark::Other { .. } => None,
+            })
+            .collect())
     }
 
     /// Adds the complete lines a live statement log gained (see [`crate::follow::Tail`]);
@@ -269,5 +310,52 @@ pub(crate) mod tests {
         );
         let log = SqlLog::parse(junk.as_bytes()).unwrap();
         assert_eq!((log.entries.len(), log.skipped), (0, 2));
+    }
+
+    /// The marks are the entries, in order, whatever the log: whole, cut at every byte,
+    /// with junk, unknown and target lines among them; a bad header is the same error.
+    #[test]
+    fn marks_are_the_entries_times_and_markers() {
+        let marks_of = |log: &SqlLog| -> Vec<SqlMark> {
+            log.entries
+                .iter()
+                .map(|e| match e {
+                    SqlEntry::Statement(s) => SqlMark::Statement(s.at),
+                    SqlEntry::Marker { at, label } => SqlMark::Marker {
+                        at: *at,
+                        label: label.clone(),
+                    },
+                })
+                .collect()
+        };
+        let head = SAMPLE.lines().next().unwrap();
+        let noisy = format!(
+            "{SAMPLE}{{\"t\":-1,\"type\":\"statement\"}}\n\u{0}\n{{\"t\":1,\"type\":\"future\"}}\n{}\n{{\"t\":9,\"type\":\"statement\",\"rows\":\"x\"}}\n{{\"label\":\"locked: idle\",\"t\":9.5,\"type\":\"marker\"}}\n",
+            r#"{"backend_pid":1,"reused":false,"t":0.1,"type":"target"}"#
+        );
+        for text in [SAMPLE, noisy.as_str()] {
+            for cut in head.len()..=text.len() {
+                let bytes = &text.as_bytes()[..cut];
+                let log = SqlLog::parse(bytes).unwrap();
+                assert_eq!(
+                    SqlLog::marks(bytes).unwrap(),
+                    marks_of(&log),
+                    "cut at {cut}"
+                );
+            }
+        }
+        let whole = SqlLog::marks(noisy.as_bytes()).unwrap();
+        assert_eq!(whole.len(), 7);
+        for bad in [
+            &b""[..],
+            b"{\"version\":2}\n",
+            b"{\"gatehouse_sql_log\":9}\n",
+        ] {
+            assert_eq!(
+                SqlLog::marks(bad).map(|_| ()),
+                SqlLog::parse(bad).map(|_| ())
+            );
+            assert!(SqlLog::marks(bad).is_err());
+        }
     }
 }

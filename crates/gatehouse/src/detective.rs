@@ -20,7 +20,7 @@ use gatehouse_core::detective::{
 use gatehouse_recorder::RecordingKind;
 use gatehouse_recorder::status::{RecordingStatus, recording_status};
 use gatehouse_review::cast::{Cast, EventKind};
-use gatehouse_review::sqllog::{SqlEntry, SqlLog};
+use gatehouse_review::sqllog::{SqlLog, SqlMark};
 use gatehouse_store::{AuditEvent, CheckedSession, Closer, RecordingState, Store, now_millis};
 use serde_json::{Map, Value, json};
 
@@ -421,16 +421,16 @@ fn read_timeline(path: &Path) -> Result<Timeline, String> {
 fn timeline_of(path: &Path, bytes: &[u8]) -> Result<Timeline, String> {
     let at = |d: Duration| millis(d);
     let events = match RecordingKind::of_path(path) {
-        RecordingKind::Sql => SqlLog::parse(bytes)
+        // only the times and markers: no statement's text is copied
+        RecordingKind::Sql => SqlLog::marks(bytes)
             .map_err(|e| e.to_string())?
-            .entries
             .iter()
             .map(|e| match e {
-                SqlEntry::Statement(s) => Recorded {
-                    at: at(s.at),
+                SqlMark::Statement(t) => Recorded {
+                    at: at(*t),
                     mark: Mark::Activity("statement"),
                 },
-                SqlEntry::Marker { at: t, label } => Recorded {
+                SqlMark::Marker { at: t, label } => Recorded {
                     at: at(*t),
                     mark: classify(label),
                 },
