@@ -8,10 +8,9 @@
 //! Entries are numbered rather than keyed by portal name: a client may pipeline a Bind that
 //! replaces the unnamed portal while an Execute of the previous one is still unanswered.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::tracker::Statement;
+use crate::tracker::{Map, Statement};
 
 #[derive(Debug)]
 struct Open {
@@ -24,9 +23,9 @@ struct Open {
 
 #[derive(Debug, Default)]
 pub(crate) struct Executions {
-    open: HashMap<u64, Open>,
+    open: Map<u64, Open>,
     /// The entry of each live portal.
-    current: HashMap<String, u64>,
+    current: Map<String, u64>,
     next_id: u64,
     /// Entries finished, waiting to be handed out.
     done: Vec<Statement>,
