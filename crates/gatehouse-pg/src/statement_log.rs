@@ -85,7 +85,23 @@ pub(crate) fn statement_line(s: Statement, redact: bool) -> String {
         text: s.text,
         kind: StatementType::Statement,
     };
-    to_line(&line)
+    thread_local! {
+        /// Where lines are written before their exact-size copy: the escaper keeps a few
+        /// hundred bytes of room past what it writes, which a fresh buffer would regrow
+        /// for every line (and a queued line would keep).
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|out| {
+        out.clear();
+        line.write_json(out);
+        // what it writes is UTF-8 (the line's strings are)
+        let text = std::str::from_utf8(out).unwrap_or_default().to_owned();
+        // a huge statement's room is not kept for the thread's life
+        if out.capacity() > 64 * 1024 {
+            *out = Vec::new();
+        }
+        text
+    })
 }
 
 /// A log line (the line types are plain data: serializing cannot fail).

@@ -89,6 +89,15 @@ fn put_escape(out: &mut [u8], o: usize, b: u8) -> usize {
 /// it appends is UTF-8 when `s` is.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    // a short string with nothing to escape (a keystroke, a statement's tag or name): as
+    // is, without the room the blocks below keep past what they write
+    if bytes.len() <= MOVE && !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut o = out.len(); // where the next output byte goes; `out` is longer (zeroes)
     let room = |out: &mut Vec<u8>, o: usize, left: usize| {
         if out.len() < o + SLACK {

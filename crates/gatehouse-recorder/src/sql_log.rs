@@ -121,6 +121,85 @@ pub struct StatementLine {
     pub kind: StatementType,
 }
 
+impl StatementLine {
+    /// Appends this line as JSON: byte for byte what `serde_json` writes for it (fields in
+    /// declaration order, the same ones skipped; the chain covers the bytes), with the
+    /// recorder's string escaper (`json::push_str`) instead of serde_json's byte-at-a-time
+    /// one: a line is written for every statement, on the relay's thread, and escaping its
+    /// strings was most of that cost. Numbers and booleans are written by serde_json itself.
+    /// Tested against serde_json on every field's edge cases and thousands of random lines.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        /// A number or boolean, as serde_json writes it (NaN and infinities as `null`).
+        fn scalar(out: &mut Vec<u8>, v: &impl Serialize) {
+            // writing to a Vec cannot fail
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        fn string_or_null(out: &mut Vec<u8>, v: Option<&str>) {
+            match v {
+                Some(s) => crate::json::push_str(out, s),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b"{\"duration_ms\":");
+        scalar(out, &self.duration_ms);
+        out.extend_from_slice(b",\"error\":");
+        match &self.error {
+            Some(e) => {
+                out.extend_from_slice(b"{\"message\":");
+                crate::json::push_str(out, &e.message);
+                out.extend_from_slice(b",\"sqlstate\":");
+                crate::json::push_str(out, &e.sqlstate);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        if let Some(n) = self.executions {
+            out.extend_from_slice(b",\"executions\":");
+            scalar(out, &n);
+        }
+        if let Some(n) = self.param_count {
+            out.extend_from_slice(b",\"param_count\":");
+            scalar(out, &n);
+        }
+        out.extend_from_slice(b",\"params\":");
+        match &self.params {
+            Some(params) => {
+                out.push(b'[');
+                for (i, p) in params.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    string_or_null(out, p.as_deref());
+                }
+                out.push(b']');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"protocol\":");
+        crate::json::push_str(out, &self.protocol);
+        if self.redacted {
+            out.extend_from_slice(b",\"redacted\":true");
+        }
+        out.extend_from_slice(b",\"rows\":");
+        scalar(out, &self.rows);
+        if let Some(name) = &self.name {
+            out.extend_from_slice(b",\"statement\":");
+            crate::json::push_str(out, name);
+        }
+        if let Some(b) = self.suspended {
+            out.extend_from_slice(b",\"suspended\":");
+            scalar(out, &b);
+        }
+        out.extend_from_slice(b",\"t\":");
+        scalar(out, &self.t);
+        out.extend_from_slice(b",\"tag\":");
+        string_or_null(out, self.tag.as_deref());
+        out.extend_from_slice(b",\"text\":");
+        crate::json::push_str(out, &self.text);
+        out.extend_from_slice(b",\"type\":\"statement\"}");
+    }
+}
+
 /// A message that was not relayed: its direction, type byte and declared length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
@@ -501,6 +580,107 @@ mod tests {
             assert_eq!(new, old, "{}", String::from_utf8_lossy(v));
         });
         assert!(seen > 1_000, "too few variants parse at all: {seen}");
+    }
+
+    /// `write_json` writes what serde_json writes: every optional field present and absent,
+    /// numbers at their edges (NaN, infinities, tiny, huge), and thousands of random lines
+    /// whose strings hold characters to escape, non-ASCII and long runs.
+    #[test]
+    fn statement_lines_are_written_as_serde_json_writes_them() {
+        let assert_same = |line: &StatementLine| {
+            let mut out = b"before".to_vec();
+            line.write_json(&mut out);
+            assert_eq!(
+                String::from_utf8(out[6..].to_vec()).unwrap(),
+                serde_json::to_string(line).unwrap(),
+                "{line:?}"
+            );
+        };
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let pieces = [
+            "",
+            "a",
+            "select $1",
+            "\"",
+            "\\",
+            "\n",
+            "\r\n",
+            "\t",
+            "\u{0}",
+            "\u{1b}[0m",
+            "\u{1f}",
+            "\u{7f}",
+            "é",
+            "€",
+            "\u{2028}",
+            "🚀",
+            "/",
+            "'",
+            "…[12 bytes truncated]",
+        ];
+        let floats = [
+            0.0,
+            -0.0,
+            1.5,
+            0.1,
+            1e-7,
+            1e21,
+            123_456.789_012,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ];
+        let string = |next: &mut dyn FnMut() -> u64| -> String {
+            let n = (next() % 8) as usize;
+            let mut s: String = (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            if next().is_multiple_of(16) {
+                s.push_str(&"x\"y".repeat((next() % 100) as usize));
+            }
+            s
+        };
+        for i in 0..20_000u64 {
+            let mut pick = || next();
+            let some = |pick: &mut dyn FnMut() -> u64| pick().is_multiple_of(2);
+            let line = StatementLine {
+                duration_ms: some(&mut pick)
+                    .then(|| floats[(pick() % floats.len() as u64) as usize]),
+                error: some(&mut pick).then(|| SqlError {
+                    message: string(&mut pick),
+                    sqlstate: string(&mut pick),
+                }),
+                executions: some(&mut pick).then(|| pick() >> (pick() % 64)),
+                param_count: some(&mut pick).then(|| pick() >> (pick() % 64)),
+                params: some(&mut pick).then(|| {
+                    (0..pick() % 5)
+                        .map(|_| some(&mut pick).then(|| string(&mut pick)))
+                        .collect()
+                }),
+                protocol: string(&mut pick),
+                redacted: some(&mut pick),
+                rows: if i == 0 {
+                    u64::MAX
+                } else {
+                    pick() >> (pick() % 64)
+                },
+                name: some(&mut pick).then(|| string(&mut pick)),
+                suspended: some(&mut pick).then(|| some(&mut pick)),
+                t: floats[(pick() % floats.len() as u64) as usize],
+                tag: some(&mut pick).then(|| string(&mut pick)),
+                text: string(&mut pick),
+                kind: StatementType::Statement,
+            };
+            assert_same(&line);
+        }
     }
 
     /// What a fully read line means as a mark.
