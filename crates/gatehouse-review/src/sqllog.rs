@@ -128,7 +128,15 @@ type Split<'a> = (SqlHeader, Vec<&'a [u8]>, Option<&'a [u8]>);
 
 /// The header, checked; the complete lines after it, and the last line if it is unfinished.
 fn split(bytes: &[u8]) -> Result<Split<'_>, SqlLogError> {
-    let mut lines = bytes.split(|b| *b == b'\n');
+    // `bytes.split` on newlines, found by memchr rather than a byte at a time
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        pieces.push(&bytes[start..newline]);
+        start = newline + 1;
+    }
+    pieces.push(&bytes[start..]);
+    let mut lines = pieces.into_iter();
     let first = lines
         .next()
         .filter(|l| !l.is_empty())
