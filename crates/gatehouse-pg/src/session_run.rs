@@ -93,7 +93,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         redact_params: redact,
         startup_params: params,
     };
-    let log = match StatementLog::create(
+    let log = match Box::pin(StatementLog::create(
         &broker.config.front.recordings_root,
         started,
         opened,
@@ -101,11 +101,11 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         move |_| {
             let _ = failed_tx.send(());
         },
-    )
+    ))
     .await
     {
         Ok((log, path)) => {
-            recording_opened(store, session, &path, log.checkpoints());
+            recording_opened(store, session, &path, log.recorder());
             log
         }
         Err(e) => {
@@ -280,8 +280,11 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
     // read, so it sees neither the Terminate nor the closed socket). Not when the target
     // itself closed: there is nothing left to cancel.
     let ours = !matches!(stop, Stop::TargetClosed | Stop::TargetError(_));
+    // the end's awaits boxed, as the login's: each is larger than the relay's own state
+    // (send_cancel 1.5 KiB, release 1.3 KiB), and an unboxed await keeps its room in this
+    // future for the whole session
     if let (true, false, Some(target)) = (ours, abandoned.is_empty(), &cancel) {
-        crate::cancel::send_cancel(target, END_CANCEL_WAIT).await;
+        Box::pin(crate::cancel::send_cancel(target, END_CANCEL_WAIT)).await;
     }
     // The target connection is kept for another session (see `pool`) only when the
     // operator left it at rest, nothing else ended the session, and no cancel of this
@@ -300,7 +303,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
                 greeting,
                 cancel: Arc::unwrap_or_clone(cancel),
             };
-            broker.pool.release(pool_key, up).await;
+            Box::pin(broker.pool.release(pool_key, up)).await;
         }
         _ => pool::close(&mut up_writer).await,
     }

@@ -188,11 +188,9 @@ impl StatementLog {
         }));
     }
 
-    /// The log's checkpoints, for the store (`gatehouse_session::store_checkpoints`).
-    pub(crate) fn checkpoints(
-        &self,
-    ) -> tokio::sync::watch::Receiver<Option<gatehouse_recorder::Checkpoint>> {
-        self.handle.checkpoints()
+    /// The log's recorder (for `gatehouse_session::recording_opened`).
+    pub(crate) fn recorder(&self) -> &gatehouse_recorder::RecorderHandle {
+        &self.handle
     }
 }
 

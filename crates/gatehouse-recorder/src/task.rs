@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::file::{RecordError, RecordingFile, Sealed};
@@ -51,7 +51,13 @@ enum RecEvent {
     /// it (and what follows it) within [`FLUSH_INTERVAL`].
     LinesQueued,
     Seal(oneshot::Sender<Result<Sealed, RecordError>>),
+    /// Where checkpoints go from now on (see [`RecorderHandle::on_checkpoint`]).
+    Checkpoints(CheckpointSink),
 }
+
+/// Where a recorder sends its checkpoints: called on the recorder's task, so it must not
+/// block (it queues).
+pub type CheckpointSink = Box<dyn FnMut(Checkpoint) + Send>;
 
 /// Lines waiting for the recorder's next flush (see [`RecorderHandle::line`]).
 #[derive(Debug, Default)]
@@ -103,7 +109,6 @@ pub struct RecorderHandle {
     /// idles; boxed, 256 bytes (memory per live session).
     tx: mpsc::UnboundedSender<Box<RecEvent>>,
     lines: SharedLines,
-    checkpoints: watch::Receiver<Option<Checkpoint>>,
     backlog: Arc<Backlog>,
 }
 
@@ -191,9 +196,12 @@ impl RecorderHandle {
         }
     }
 
-    /// The recording's latest checkpoint; the sender closes when the recorder ends.
-    pub fn checkpoints(&self) -> watch::Receiver<Option<Checkpoint>> {
-        self.checkpoints.clone()
+    /// Sends the recording's checkpoints to `sink` from now on (one due before is sent at
+    /// once); the sink is dropped when the recorder ends. A sink rather than a channel the
+    /// caller waits on: a task per live recording waiting for its checkpoints cost ~1.2 KiB
+    /// per session (memory per live session).
+    pub fn on_checkpoint(&self, sink: impl FnMut(Checkpoint) + Send + 'static) {
+        let _ = self.queue(RecEvent::Checkpoints(Box::new(sink)));
     }
 
     /// Writes everything queued, syncs and closes the recording.
@@ -212,27 +220,43 @@ pub fn spawn_recorder(
 ) -> RecorderHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let lines = SharedLines::default();
-    let (checkpoint_tx, checkpoints) = watch::channel(None);
     let backlog = Arc::new(Backlog::default());
     let sinks = Sinks {
         on_failure,
-        checkpoints: checkpoint_tx,
         backlog: backlog.clone(),
     };
     tokio::spawn(run(file, opened, rx, lines.clone(), sinks));
-    RecorderHandle {
-        tx,
-        lines,
-        checkpoints,
-        backlog,
-    }
+    RecorderHandle { tx, lines, backlog }
 }
 
-/// Where the task reports: a write failure (once), checkpoints, and the bytes it took.
+/// Where the task reports: a write failure (once) and the bytes it took.
 struct Sinks<F> {
     on_failure: F,
-    checkpoints: watch::Sender<Option<Checkpoint>>,
     backlog: Arc<Backlog>,
+}
+
+/// Where the task's checkpoints go: to the sink once it is given, the latest one kept
+/// until then.
+#[derive(Default)]
+struct Checkpoints {
+    sink: Option<CheckpointSink>,
+    unsent: Option<Checkpoint>,
+}
+
+impl Checkpoints {
+    fn publish(&mut self, cp: Checkpoint) {
+        match &mut self.sink {
+            Some(sink) => sink(cp),
+            None => self.unsent = Some(cp),
+        }
+    }
+
+    fn to(&mut self, mut sink: CheckpointSink) {
+        if let Some(cp) = self.unsent.take() {
+            sink(cp);
+        }
+        self.sink = Some(sink);
+    }
 }
 
 /// Publishes a checkpoint of what `file` has on disk when one is due and new events were
@@ -241,7 +265,7 @@ struct Sinks<F> {
 fn checkpoint_if_due(
     file: &RecordingFile,
     last: &mut (Instant, u64),
-    tx: &watch::Sender<Option<Checkpoint>>,
+    checkpoints: &mut Checkpoints,
 ) -> Option<Instant> {
     let (events, digest) = file.progress();
     if events <= last.1 {
@@ -252,7 +276,7 @@ fn checkpoint_if_due(
         return Some(due);
     }
     *last = (Instant::now(), events);
-    tx.send_replace(Some(Checkpoint { events, digest }));
+    checkpoints.publish(Checkpoint { events, digest });
     None
 }
 
@@ -273,6 +297,7 @@ async fn run(
     let mut file = Some(file);
     let mut on_failure = Some(sinks.on_failure);
     let mut last_checkpoint = (Instant::now(), 0u64);
+    let mut checkpoints = Checkpoints::default();
     let mut output = Utf8Assembler::default();
     // pty or not per channel, and the mode the reader is in (the header's until a `t`)
     let mut channel_pty = std::collections::HashMap::<u32, bool>::new();
@@ -325,7 +350,7 @@ async fn run(
                 }
                 if let Some(f) = &file
                     && let Some(due) =
-                        checkpoint_if_due(f, &mut last_checkpoint, &sinks.checkpoints)
+                        checkpoint_if_due(f, &mut last_checkpoint, &mut checkpoints)
                 {
                     tick.as_mut().reset(due);
                     armed = true;
@@ -333,6 +358,13 @@ async fn run(
                 continue;
             }
         };
+        if let Some(RecEvent::Checkpoints(_)) = event.as_deref() {
+            // not an event of the recording: nothing to write, no flush to arm
+            if let Some(RecEvent::Checkpoints(sink)) = event.map(|e| *e) {
+                checkpoints.to(sink);
+            }
+            continue;
+        }
         #[cfg(test)]
         WAKES.with(|w| w.set(w.get() + 1));
         // whatever the event, what it leaves buffered is written within FLUSH_INTERVAL (a
@@ -393,7 +425,7 @@ async fn run(
                 label = marker;
                 Some((at, Code::Marker, label.as_str()))
             }
-            RecEvent::Lines | RecEvent::LinesQueued => None,
+            RecEvent::Lines | RecEvent::LinesQueued | RecEvent::Checkpoints(_) => None,
             RecEvent::Seal(reply) => {
                 let sealed = match file.take() {
                     // the seal syncs two files to disk (milliseconds, more on a busy disk):
@@ -452,6 +484,16 @@ mod tests {
         (dir, path, h)
     }
 
+    /// The checkpoints `h` sends, the latest one in a watch channel that closes when the
+    /// recorder ends (it drops its sink).
+    fn checkpoints(h: &RecorderHandle) -> tokio::sync::watch::Receiver<Option<Checkpoint>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        h.on_checkpoint(move |cp| {
+            tx.send_replace(Some(cp));
+        });
+        rx
+    }
+
     /// Whether `f` is ready at its first poll (polled in place, nothing else runs).
     async fn ready_at_once(f: impl std::future::Future<Output = ()>) -> bool {
         let mut f = std::pin::pin!(f);
@@ -493,7 +535,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_checkpoint_of_what_is_on_disk_is_published_every_interval() {
         let (_dir, path, h) = recorder("log.jsonl", r#"{"header":1}"#);
-        let mut cps = h.checkpoints();
+        let mut cps = checkpoints(&h);
         h.marker("one");
         h.marker("two");
         tokio::time::sleep(CHECKPOINT_INTERVAL - Duration::from_millis(200)).await;
@@ -523,9 +565,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_due_before_the_sink_is_given_goes_to_it() {
+        let (_dir, _path, h) = recorder("late.jsonl", r#"{"header":1}"#);
+        h.marker("one");
+        tokio::time::sleep(CHECKPOINT_INTERVAL + FLUSH_INTERVAL).await;
+        let mut cps = checkpoints(&h);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(cps.borrow_and_update().as_ref().unwrap().events, 1);
+        // and the next ones follow it
+        h.marker("two");
+        tokio::time::sleep(CHECKPOINT_INTERVAL + FLUSH_INTERVAL).await;
+        assert_eq!(cps.borrow_and_update().as_ref().unwrap().events, 2);
+        h.seal().await.unwrap().unwrap();
+        assert!(
+            cps.changed().await.is_err(),
+            "the sink outlived the recorder"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_idle_recorder_is_never_woken() {
         let (_dir, path, h) = recorder("s.cast", r#"{"version":2}"#);
-        let mut cps = h.checkpoints();
+        let mut cps = checkpoints(&h);
         h.output(b"$ ");
         h.marker("m");
         // two events, their flush, the checkpoint of what it wrote: four wake-ups

@@ -7,7 +7,6 @@
 mod accept;
 #[doc(hidden)]
 pub mod bench;
-mod checkpoints;
 mod connection_threads;
 pub mod enforcement_thread;
 mod front;
@@ -22,7 +21,6 @@ mod queue;
 mod reauth;
 
 pub use accept::{accept_loop, drain_connections, serve_front};
-pub use checkpoints::store_checkpoints;
 pub use connection_threads::ConnectionThreads;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::SessionGate;

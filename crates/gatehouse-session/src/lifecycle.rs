@@ -12,15 +12,14 @@ use gatehouse_core::{
     AccessDecision, AccessFacts, DenyReason, Directive, EndReason, Protocol, decide_access,
     validate_name,
 };
-use gatehouse_recorder::{Checkpoint, RecordError, RecorderHandle, Sealed};
+use gatehouse_recorder::{RecordError, RecorderHandle, Sealed};
 use gatehouse_store::{AuditEvent, NewSession, Store, StoreError, StoredPolicy, TargetRecord};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::live::Registration;
 use crate::{
     ActivityClock, Guard, GuardEvents, GuardObserver, OperatorIo, Reauthenticator, SessionGate,
-    audit_directive, marker_label, store_checkpoints,
+    audit_directive, marker_label,
 };
 
 /// Why a session ends. Many parts of a session may name a reason (the guard, the client
@@ -285,28 +284,20 @@ impl SessionRecording for RecorderHandle {
     }
 }
 
-/// The recording is open at `path`: registered in the store and its checkpoints carried
-/// there, off the session's path.
+/// The recording at `path` is open and `recorder` writes it: the store registers it and
+/// keeps its checkpoints under the node's key (a recording cut short by a crash is then
+/// verified up to its last checkpoint), both through the node's recording writer, queued
+/// without waiting; the registration is queued before the recorder is told where its
+/// checkpoints go, so it is written first.
 pub fn recording_opened(
     store: &Store,
     session: &SessionIdentity,
     path: &std::path::Path,
-    checkpoints: watch::Receiver<Option<Checkpoint>>,
+    recorder: &RecorderHandle,
 ) {
-    let (store, id, path) = (
-        store.clone(),
-        session.id.clone(),
-        path.display().to_string(),
-    );
-    // this task lives as long as the session and idles in `changed()`: the store's
-    // futures are boxed, so its room is not that of a store query (memory per live
-    // session)
-    tokio::spawn(async move {
-        if let Err(e) = Box::pin(store.recording_started(&id, &path)).await {
-            tracing::error!(error = %e, "cannot register the recording in the store");
-        }
-        store_checkpoints(store, id, checkpoints).await;
-    });
+    store.recording_started_later(&session.id, &path.display().to_string());
+    let (store, id) = (store.clone(), session.id.clone());
+    recorder.on_checkpoint(move |cp| store.checkpoint_later(&id, cp.events, cp.digest));
 }
 
 /// The recording could not be created: the session ends `recording_failed`, the failure is
@@ -347,6 +338,10 @@ pub async fn end_session(
     if let Some(rec) = recording {
         rec.marker(&format!("session end: {}", reason.to_stored()));
         let protocol = session.protocol.as_str();
+        // its registration first (queued at its start): the seal moves the row on from it
+        if let Err(e) = store.recording_written(&session.id).await {
+            tracing::error!(error = %e, "cannot register the recording in the store");
+        }
         let sealed = match rec.seal().await {
             Some(Ok(s)) => {
                 crate::metrics::recording_sealed(protocol, s.size);

@@ -85,7 +85,7 @@ impl Connection {
         let recorder = gatehouse_recorder::spawn_recorder(file, e.clock.opened(), move |_why| {
             let _ = events.send(GuardEvent::Kill(EndReason::RecordingFailed));
         });
-        gatehouse_session::recording_opened(store, session, &path, recorder.checkpoints());
+        gatehouse_session::recording_opened(store, session, &path, &recorder);
         let _ = self.state.recorder.set(recorder);
         Ok(())
     }

@@ -15,6 +15,7 @@ mod nodes;
 mod notify;
 pub mod passwords;
 mod policies;
+mod recording_writer;
 mod recordings;
 pub mod secrets;
 mod sessions;
@@ -206,6 +207,8 @@ pub struct Store {
     audit_failures: Arc<AtomicU64>,
     /// [`Store::audit_later`]'s queue to the node's audit writer.
     audit_queue: Arc<audit_writer::AuditQueue>,
+    /// Live recordings' registrations and checkpoints, for the node's recording writer.
+    recording_queue: Arc<recording_writer::RecordingQueue>,
     /// SQLite: the node's writes take turns here (see [`Store::write_turn`]).
     write_turns: WriteTurns,
 }
@@ -416,6 +419,7 @@ impl Store {
             timeouts,
             audit_failures: Arc::new(AtomicU64::new(0)),
             audit_queue: Arc::default(),
+            recording_queue: Arc::default(),
             write_turns: WriteTurns::new(backend == Backend::Sqlite, timeouts.acquire),
         })
     }

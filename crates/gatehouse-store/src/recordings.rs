@@ -12,7 +12,7 @@
 
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, now_millis};
+use crate::{MasterKey, Result, Store, StoreError, now_millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordingState {
@@ -143,6 +143,63 @@ impl Transition {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// [`Store::recording_started`]'s write, on `conn` (inside the caller's transaction, if it
+/// has one).
+pub(crate) async fn started_on(
+    conn: &mut sqlx::AnyConnection,
+    key: &MasterKey,
+    session_id: &str,
+    path: &str,
+) -> Result<()> {
+    let mac = key.mac(
+        &mac_context(session_id),
+        &mac_data("recording", path, None, None),
+    );
+    // `recording_state IS NULL`: a registration that comes late (a slow store) never
+    // turns a recording already sealed or failed back into a live one
+    sqlx::query(
+        "UPDATE sessions SET recording_path = $1, recording_state = 'recording', recording_mac = $2,
+             recording_legacy = 0 WHERE id = $3 AND recording_state IS NULL",
+    )
+    .bind(path)
+    .bind(mac)
+    .bind(session_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::recording_checkpoint`]'s write, on `conn`.
+pub(crate) async fn checkpoint_on(
+    conn: &mut sqlx::AnyConnection,
+    key: &MasterKey,
+    session_id: &str,
+    events: u64,
+    digest: &str,
+) -> Result<()> {
+    let events = i64::try_from(events).unwrap_or(i64::MAX);
+    let at = now_millis();
+    let mac = key.mac(
+        &checkpoint_context(session_id),
+        &checkpoint_data(events, digest, at),
+    );
+    sqlx::query(
+        "UPDATE sessions SET recording_checkpoint_events = $1, recording_checkpoint_digest = $2,
+             recording_checkpoint_at = $3, recording_checkpoint_mac = $4
+         WHERE id = $5 AND recording_state = 'recording'
+           AND (recording_checkpoint_events IS NULL OR recording_checkpoint_events < $6)",
+    )
+    .bind(events)
+    .bind(digest)
+    .bind(at)
+    .bind(mac)
+    .bind(session_id)
+    .bind(events)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A row as stored, before it is checked.
@@ -295,51 +352,27 @@ impl Store {
         raw_from_row(&row)
     }
 
+    /// Registers a live recording at `path` (state `recording`), once: a row that already
+    /// has a recording state (sealed, failed…) is left alone. Sessions register theirs
+    /// through [`Store::recording_started_later`]; this is the same write, awaited.
     pub async fn recording_started(&self, session_id: &str, path: &str) -> Result<()> {
-        let mac = self.row_mac(session_id, "recording", path, None, None);
         let _turn = self.write_turn().await?;
-        sqlx::query(
-            "UPDATE sessions SET recording_path = $1, recording_state = 'recording', recording_mac = $2,
-                 recording_legacy = 0 WHERE id = $3",
-        )
-        .bind(path)
-        .bind(mac)
-        .bind(session_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        started_on(&mut conn, &self.master_key, session_id, path).await
     }
 
     /// Stores a live recording's checkpoint: `events` events written, hashing to `digest`.
-    /// Only moves forward, and only while the recording is live.
+    /// Only moves forward, and only while the recording is live. Sessions store theirs
+    /// through [`Store::checkpoint_later`]; this is the same write, awaited.
     pub async fn recording_checkpoint(
         &self,
         session_id: &str,
         events: u64,
         digest: &str,
     ) -> Result<()> {
-        let events = i64::try_from(events).unwrap_or(i64::MAX);
-        let at = now_millis();
-        let mac = self.master_key.mac(
-            &checkpoint_context(session_id),
-            &checkpoint_data(events, digest, at),
-        );
         let _turn = self.write_turn().await?;
-        sqlx::query(
-            "UPDATE sessions SET recording_checkpoint_events = $1, recording_checkpoint_digest = $2,
-                 recording_checkpoint_at = $3, recording_checkpoint_mac = $4
-             WHERE id = $5 AND recording_state = 'recording'
-               AND (recording_checkpoint_events IS NULL OR recording_checkpoint_events < $6)",
-        )
-        .bind(events)
-        .bind(digest)
-        .bind(at)
-        .bind(mac)
-        .bind(session_id)
-        .bind(events)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        checkpoint_on(&mut conn, &self.master_key, session_id, events, digest).await
     }
 
     /// Moves a recording to `to`, with a fresh MAC if its row still authenticates (else the

@@ -160,6 +160,86 @@ async fn legacy_rows(store: &Store) {
     assert!(!store.recording(&id).await.unwrap().authentic);
 }
 
+/// The row of `id`'s recording once `done` holds (the node's recording writer runs when
+/// the test waits), at most 10 s.
+async fn once(store: &Store, id: &str, done: impl Fn(&RecordingRecord) -> bool) -> RecordingRecord {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(r) = store.recording(id).await
+            && done(&r)
+        {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer did not write {id}'s row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// What sessions queue for the node's recording writer (`Store::recording_started_later`,
+/// `Store::checkpoint_later`) is written: a registration before its checkpoints, even when
+/// more registrations wait than a batch takes; the latest of a burst of checkpoints; a
+/// session's end takes its registration from the queue; a late registration never revives a
+/// sealed recording.
+async fn queued(store: &Store) {
+    let id = session(store).await;
+    store.recording_started_later(&id, "/r/q.cast");
+    store.checkpoint_later(&id, 3, "d3".into());
+    store.checkpoint_later(&id, 8, "d8".into());
+    // older than the one waiting: dropped
+    store.checkpoint_later(&id, 5, "d5".into());
+    let r = once(store, &id, |r| r.checkpoint.is_some()).await;
+    assert_eq!(
+        (r.path.as_str(), r.state),
+        ("/r/q.cast", RecordingState::Recording)
+    );
+    let cp = r.checkpoint.clone().unwrap();
+    assert_eq!((cp.events, cp.digest.as_str()), (8, "d8"));
+    assert!(r.authentic && !r.checkpoint_forged, "{r:?}");
+
+    // more registrations than one batch, then a checkpoint of the last one: the checkpoint
+    // waits for its registration (written before it, it would match no live recording)
+    let mut ids = Vec::new();
+    for _ in 0..600 {
+        ids.push(session(store).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        store.recording_started_later(id, &format!("/r/{i}.cast"));
+    }
+    let last = ids.last().unwrap();
+    store.checkpoint_later(last, 2, "d2".into());
+    let r = once(store, last, |r| r.checkpoint.is_some()).await;
+    assert_eq!(r.checkpoint.unwrap().events, 2);
+    for (i, id) in ids.iter().enumerate() {
+        let r = store.recording(id).await.unwrap();
+        assert_eq!(r.path, format!("/r/{i}.cast"));
+        assert!(r.authentic);
+    }
+
+    // the end of a session whose registration still waits: written by the end itself
+    let id = session(store).await;
+    store.recording_started_later(&id, "/r/e.cast");
+    store.recording_written(&id).await.unwrap();
+    let r = store.recording(&id).await.unwrap();
+    assert_eq!(
+        (r.path.as_str(), r.state),
+        ("/r/e.cast", RecordingState::Recording)
+    );
+    store.recording_sealed(&id, 10, 1, "d1").await.unwrap();
+    // a registration that comes after the seal (a slow store) leaves it sealed
+    store.recording_started(&id, "/r/late.cast").await.unwrap();
+    store.recording_started_later(&id, "/r/later.cast");
+    store.recording_written(&id).await.unwrap();
+    let r = store.recording(&id).await.unwrap();
+    assert_eq!(
+        (r.path.as_str(), r.state),
+        ("/r/e.cast", RecordingState::Sealed)
+    );
+    assert!(r.authentic, "{r:?}");
+}
+
 #[tokio::test]
 async fn sqlite_recordings_are_tamper_evident() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +247,7 @@ async fn sqlite_recordings_are_tamper_evident() {
     let store = Store::open(&url, MasterKey::generate()).await.unwrap();
     exercise(&store).await;
     legacy_rows(&store).await;
+    queued(&store).await;
 }
 
 #[tokio::test]
@@ -178,4 +259,5 @@ async fn postgres_recordings_are_tamper_evident() {
         .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
     exercise(&store).await;
     legacy_rows(&store).await;
+    queued(&store).await;
 }
