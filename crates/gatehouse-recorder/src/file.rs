@@ -220,7 +220,7 @@ impl RecordingFile {
     fn make_room(&mut self, len: usize) -> Result<(), RecordError> {
         let buffered = self.buffered();
         if buffered > 0 && buffered + len + 1 > BUFFER {
-            self.flush()?;
+            self.write_pages()?;
         }
         if self.pending.len() < GAP {
             self.pending.resize(GAP, 0);
@@ -244,7 +244,7 @@ impl RecordingFile {
         self.chain.push_hex(&mut self.chain_pending);
         self.chain_pending.push(b'\n');
         if self.buffered() >= BUFFER {
-            self.flush()?;
+            self.write_pages()?;
         } else if self.chain_pending.len() >= CHAIN_BUFFER {
             self.write_chain()?;
         }
@@ -279,6 +279,34 @@ impl RecordingFile {
             // the burst that grew it is over
             self.pending = Vec::with_capacity(INITIAL_BUFFER);
         }
+        Ok(())
+    }
+
+    /// A full buffer's write: what is buffered up to the cast file's last page boundary,
+    /// the rest (less than a page) kept at the front of the buffer for the next write, or
+    /// all of it if that is less than a page. The kernel copies whole pages into its cache
+    /// ~15 % faster than writes that start and end inside pages (200 MiB in 35 KiB writes:
+    /// 2.75 GB/s unaligned, 3.25 GB/s aligned, on the development machine); a burst's
+    /// lines (32 KiB of output each) are never page-sized. What is kept goes out at the
+    /// next [`RecordingFile::flush`] (the recorder's, within its flush interval), which
+    /// writes everything: only a flush promises that lines are in the OS's hands.
+    fn write_pages(&mut self) -> Result<(), RecordError> {
+        const PAGE: u64 = 4096;
+        let buffered = self.buffered();
+        let end = self.size; // the file's length once everything buffered is written
+        // what is buffered up to the last page boundary: none (or all) of it when the
+        // boundary lies before it (or at its end)
+        let aligned = (buffered as u64).saturating_sub(end % PAGE);
+        if end.is_multiple_of(PAGE) || aligned < PAGE {
+            return self.flush();
+        }
+        // the sidecar first, as in a flush: it may run ahead of the cast file, never behind
+        self.write_chain()?;
+        let aligned = aligned as usize;
+        let lines = self.pending.get(GAP..GAP + aligned).unwrap_or_default();
+        self.cast.write_all(lines).map_err(|e| self.write_err(e))?;
+        self.pending.copy_within(GAP + aligned.., GAP);
+        self.pending.truncate(GAP + buffered - aligned);
         Ok(())
     }
 
@@ -379,6 +407,58 @@ pub(crate) mod tests {
         let text = std::fs::read_to_string(&sealed.path).unwrap();
         assert!(text.contains("hello") && text.contains(&burst) && text.contains("bye"));
         assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    /// A burst's full buffer is written up to the file's last page boundary, the rest kept
+    /// for the next write; a flush writes everything; the recording is whole either way.
+    #[test]
+    fn a_full_buffer_is_written_in_whole_pages_and_a_flush_writes_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("burst.cast");
+        let mut rec = RecordingFile::create_at(path.clone(), r#"{"version":2}"#).unwrap();
+        let on_disk = || std::fs::metadata(&path).unwrap().len();
+        // a keystroke, then a line longer than the buffer: the page boundary lies before
+        // what is buffered, all of it is written
+        rec.append_event(Duration::ZERO, Code::Input, "k").unwrap();
+        let long = "z".repeat(100 * 1024);
+        rec.append_event(Duration::ZERO, Code::Output, &long)
+            .unwrap();
+        let mut lines = vec!["k".to_owned(), long];
+        let mut before = on_disk();
+        for i in 0..40 {
+            // 32 KiB of output and an odd tail: never a page's multiple
+            let text = format!("{i} {}", "y".repeat(32 * 1024 + 7 * i));
+            rec.append_event(Duration::from_millis(i as u64), Code::Output, &text)
+                .unwrap();
+            lines.push(text);
+            let len = on_disk();
+            assert!(
+                len == before || len.is_multiple_of(4096) || rec.buffered() == 0,
+                "a burst's write ended inside a page: {len} bytes on disk, {} buffered",
+                rec.buffered()
+            );
+            before = len;
+            assert!(rec.buffered() < BUFFER + 40 * 1024, "{}", rec.buffered());
+            assert_eq!(len + rec.buffered() as u64, rec.size);
+        }
+        assert!(rec.buffered() > 0, "nothing kept: the test did not test");
+        rec.flush().unwrap();
+        assert_eq!((on_disk(), rec.buffered()), (rec.size, 0));
+        let sealed = rec.seal().unwrap();
+        let expected = crate::Expected {
+            events: sealed.events,
+            digest: sealed.digest,
+        };
+        assert_eq!(
+            crate::verify(&path, Some(&expected)).unwrap(),
+            crate::Verdict::Ok { events: 42 }
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (line, want) in text.lines().skip(1).zip(&lines) {
+            let (_, _, data): (f64, String, String) = serde_json::from_str(line).unwrap();
+            assert_eq!(&data, want);
+        }
+        assert_eq!(text.lines().count(), 43);
     }
 
     #[test]

@@ -621,15 +621,23 @@ mod tests {
             "not written by the flush"
         );
 
-        // 64 KiB queued: written (through the file's 64 KiB buffer) without waiting
+        // 64 KiB queued: written (through the file's 64 KiB buffer) without waiting, up to
+        // the file's last page boundary; the rest, less than a page, with the next flush
         let big = format!(r#"{{"big":"{}"}}"#, "x".repeat(crate::file::BUFFER));
+        let before = on_disk(&path).len();
         h.line(big.clone());
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+        let now = on_disk(&path).len();
+        assert!(
+            now >= before + big.len() - 4096 && now.is_multiple_of(4096),
+            "a full queue waited for the flush: {before} -> {now} bytes"
+        );
+        tokio::time::sleep(FLUSH_INTERVAL + Duration::from_millis(1)).await;
         assert!(
             on_disk(&path).contains(&big),
-            "a full queue waited for the flush"
+            "the rest waited past the flush"
         );
 
         // the seal writes what is queued, in order
