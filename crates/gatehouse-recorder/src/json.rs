@@ -22,7 +22,7 @@ const BLOCK: usize = 64;
 const MOVE: usize = 16;
 /// Room [`push_str`] keeps after what it has written: a block's longest output (`\u00XX`
 /// for each byte), a run's first moves past it, an escape's word.
-const SLACK: usize = 6 * BLOCK + 2 * MOVE + 8;
+pub(crate) const SLACK: usize = 6 * BLOCK + 2 * MOVE + 8;
 
 /// One bit per byte of `block` that needs escaping (bit `i` for `block[i]`): a byte below
 /// 0x20, a `"`, a `\`.

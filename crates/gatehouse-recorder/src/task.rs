@@ -191,7 +191,7 @@ impl RecorderHandle {
         if before == 0 {
             let _ = self.queue(RecEvent::LinesQueued);
         }
-        if before < crate::file::BUFFER && q.bytes >= crate::file::BUFFER {
+        if before < crate::file::LINES_QUEUE && q.bytes >= crate::file::LINES_QUEUE {
             let _ = self.queue(RecEvent::Lines);
         }
     }
@@ -621,7 +621,7 @@ mod tests {
             "not written by the flush"
         );
 
-        // 64 KiB queued: written (through the file's 64 KiB buffer) without waiting, up to
+        // a full buffer's worth queued: written without waiting, up to
         // the file's last page boundary; the rest, less than a page, with the next flush
         let big = format!(r#"{{"big":"{}"}}"#, "x".repeat(crate::file::BUFFER));
         let before = on_disk(&path).len();
