@@ -16,8 +16,8 @@ use gatehouse_pgproto::tracker::{Protocol, Statement};
 use gatehouse_recorder::SQL_LOG_EXTENSION;
 use gatehouse_recorder::file::{RecordingFile, relative_path_with};
 use gatehouse_recorder::sql_log::{
-    MarkerLine, MarkerType, Refusal, SQL_LOG_VERSION, SqlError, SqlLogHeader, StatementLine,
-    StatementType, TargetLine, TargetType, seconds,
+    MarkerLine, MarkerType, Refusal, SQL_LOG_VERSION, SqlLogHeader, StatementLineRef, TargetLine,
+    TargetType, seconds,
 };
 use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
 use serde_json::Value;
@@ -54,36 +54,40 @@ pub(crate) struct StatementLog {
     redact: bool,
 }
 
-/// One statement as a log line (its strings moved into the line, not copied: a statement
-/// per round trip).
+/// One statement as a log line, written from the statement's own strings (a statement per
+/// round trip: nothing moved or copied into an owned line first).
 pub(crate) fn statement_line(s: Statement, redact: bool) -> String {
     let extended = s.protocol == Protocol::Extended;
-    let (params, param_count, redacted) = match s.params {
+    let (params, param_count, redacted) = match &s.params {
         Some(p) if redact => (None, Some(p.len() as u64), true),
-        Some(p) => (Some(p), None, false),
+        Some(p) => (Some(p.as_slice()), None, false),
         None => (None, None, false),
     };
-    let line = StatementLine {
+    let joined;
+    let line = StatementLineRef {
         duration_ms: Some((s.duration.as_micros() as f64) / 1e3),
         error: s
             .error
-            .map(|(sqlstate, message)| SqlError { message, sqlstate }),
+            .as_ref()
+            .map(|(sqlstate, message)| (message.as_str(), sqlstate.as_str())),
         executions: extended.then_some(u64::from(s.executions)),
         param_count,
         params,
-        protocol: s.protocol.as_str().into(),
+        protocol: s.protocol.as_str(),
         redacted,
         rows: s.rows,
-        name: s.name,
+        name: s.name.as_deref(),
         suspended: extended.then_some(s.suspended),
         t: seconds(s.at),
-        tag: match s.tags.len() {
-            0 => None,
-            1 => s.tags.into_iter().next(),
-            _ => Some(s.tags.join("; ")),
+        tag: match s.tags.as_slice() {
+            [] => None,
+            [one] => Some(one.as_str()),
+            many => {
+                joined = many.join("; ");
+                Some(joined.as_str())
+            }
         },
-        text: s.text,
-        kind: StatementType::Statement,
+        text: &s.text,
     };
     thread_local! {
         /// Where lines are written before their exact-size copy: the escaper keeps a few
@@ -232,7 +236,7 @@ mod tests {
             v["suspended"] = Value::from(s.suspended);
         }
         if let Some(name) = &s.name {
-            v["statement"] = Value::from(name.as_str());
+            v["statement"] = Value::from(&**name);
         }
         match &s.params {
             Some(p) if redact => {

@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 /// the standard library's SipHash, at a fraction of its cost on short keys) — a profile of
 /// `pgbench -M prepared` put SipHash at 2–3 % of the broker's instructions.
 pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executions::Executions;
@@ -49,9 +50,11 @@ pub struct Statement {
     /// When it was sent, since the session opened.
     pub at: Duration,
     pub protocol: Protocol,
-    /// The prepared statement's name (extended protocol; "" is the unnamed one).
-    pub name: Option<String>,
-    pub text: String,
+    /// The prepared statement's name (extended protocol; "" is the unnamed one). Shared
+    /// with the tracker's maps, as the text: a statement per round trip, its name and text
+    /// counted rather than copied at each Bind and Execute.
+    pub name: Option<Arc<str>>,
+    pub text: Arc<str>,
     /// Bind parameters as shown (None: SQL NULL); None for the simple protocol.
     pub params: Option<Vec<Option<String>>>,
     pub duration: Duration,
@@ -80,9 +83,13 @@ enum Pending {
     Sync,
 }
 
+/// A bound portal: its statement's name and text, and its parameters as shown.
+type Portal = (Arc<str>, Arc<str>, Vec<Option<String>>);
+
 #[derive(Debug, Default)]
 pub struct Tracker {
-    statements: Map<String, String>,
+    /// Prepared statements: name → (the name, shared; the text).
+    statements: Map<String, (Arc<str>, Arc<str>)>,
     /// Parameter types of prepared statements (from Parse, or the server's
     /// ParameterDescription), to show binary parameters readably.
     types: Map<String, Vec<u32>>,
@@ -95,7 +102,7 @@ pub struct Tracker {
     /// Segments sent by the client, and finished by the server's ReadyForQuery.
     segments_sent: u64,
     segments_done: u64,
-    portals: Map<String, (String, String, Vec<Option<String>>)>,
+    portals: Map<String, Portal>,
     pending: VecDeque<Pending>,
     /// Statements behind portals, which a frontend message (Close, Bind) can finish: those
     /// are handed out with the next backend message's.
@@ -120,12 +127,17 @@ fn clip(mut s: String, max: usize) -> String {
     s
 }
 
-fn statement(at: Duration, protocol: Protocol, name: Option<String>, text: String) -> Statement {
+fn statement(
+    at: Duration,
+    protocol: Protocol,
+    name: Option<Arc<str>>,
+    text: Arc<str>,
+) -> Statement {
     Statement {
         at,
         protocol,
         name,
-        text: clip(text, MAX_TEXT),
+        text,
         params: None,
         duration: Duration::ZERO,
         tags: Vec::new(),
@@ -163,18 +175,20 @@ impl Tracker {
                     now,
                     Protocol::Simple,
                     None,
-                    text.clone(),
+                    clip(text.clone(), MAX_TEXT).into(),
                 ))));
                 self.segments_sent += 1;
             }
             Frontend::Parse { name, text, types } => {
-                self.statements.insert(name.clone(), text.clone());
+                let shared: (Arc<str>, Arc<str>) =
+                    (name.as_str().into(), clip(text.clone(), MAX_TEXT).into());
+                self.statements.insert(name.clone(), shared.clone());
                 self.types.insert(name.clone(), types.clone());
                 self.pending.push_back(Pending::Parse(Box::new(statement(
                     now,
                     Protocol::Extended,
-                    Some(name.clone()),
-                    text.clone(),
+                    Some(shared.0),
+                    shared.1,
                 ))));
             }
             Frontend::Bind {
@@ -182,11 +196,12 @@ impl Tracker {
                 statement: name,
                 params,
             } => {
-                let text = self
-                    .statements
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| format!("<prepared statement {name:?}>"));
+                let (shared_name, text) = self.statements.get(name).cloned().unwrap_or_else(|| {
+                    (
+                        name.as_str().into(),
+                        format!("<prepared statement {name:?}>").into(),
+                    )
+                });
                 self.executions.portal_gone(portal, now);
                 let types = self.types.get(name);
                 let shown = params
@@ -198,13 +213,13 @@ impl Tracker {
                     })
                     .collect();
                 self.portals
-                    .insert(portal.clone(), (name.clone(), text, shown));
+                    .insert(portal.clone(), (shared_name, text, shown));
             }
             Frontend::Execute { portal } => {
                 let portals = &self.portals;
                 let id = self.executions.execute(portal, || {
                     let (name, text, params) = portals.get(portal).cloned().unwrap_or_else(|| {
-                        (String::new(), format!("<portal {portal:?}>"), Vec::new())
+                        ("".into(), format!("<portal {portal:?}>").into(), Vec::new())
                     });
                     let mut s = statement(now, Protocol::Extended, Some(name), text);
                     s.params = Some(params);
@@ -217,7 +232,7 @@ impl Tracker {
                     now,
                     Protocol::FunctionCall,
                     None,
-                    format!("<function call, oid {oid}>"),
+                    format!("<function call, oid {oid}>").into(),
                 );
                 // the arguments are what the call does (query_to_xml runs its first one)
                 s.params = Some(

@@ -83,7 +83,7 @@ fn pipelined_extended_queries_with_parameters() {
         done.extend(t.backend(&m, 2 * MS));
     }
     assert_eq!(done.len(), 2);
-    assert_eq!(done[0].text, "select $1");
+    assert_eq!(&*done[0].text, "select $1");
     assert_eq!(done[0].name.as_deref(), Some("s1"));
     assert_eq!(done[0].params, Some(vec![Some("42".into()), None]));
     assert_eq!(done[1].tags, vec!["INSERT 0 1"]);
@@ -184,12 +184,12 @@ fn an_error_skips_the_rest_of_the_pipeline() {
     t.frontend(&Frontend::Sync, MS);
     let done = t.backend(&err("42601"), 2 * MS);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].text, "bad sql");
+    assert_eq!(&*done[0].text, "bad sql");
     assert!(t.backend(&READY, 3 * MS).is_empty());
     // in step again afterwards
     t.frontend(&Frontend::Query("select 3".into()), 4 * MS);
     t.backend(&complete("SELECT 1"), 5 * MS);
-    assert_eq!(t.backend(&READY, 5 * MS)[0].text, "select 3");
+    assert_eq!(&*t.backend(&READY, 5 * MS)[0].text, "select 3");
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn function_calls_are_logged_with_their_arguments() {
     let done = t.backend(&READY, 2 * MS);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].protocol, Protocol::FunctionCall);
-    assert_eq!(done[0].text, "<function call, oid 2924>");
+    assert_eq!(&*done[0].text, "<function call, oid 2924>");
     assert_eq!(
         done[0].params,
         Some(vec![
@@ -295,7 +295,7 @@ fn a_portal_read_in_pieces_is_one_statement() {
     assert_eq!((s.executions, s.rows, s.suspended), (3, 250, false));
     assert_eq!(s.tags, vec!["SELECT 50"]);
     assert_eq!((s.at, s.duration), (MS, 5 * MS));
-    assert_eq!(s.text, "select * from big");
+    assert_eq!(&*s.text, "select * from big");
 }
 
 /// A portal left suspended is logged, as suspended with its rows, when it goes away: closed,
@@ -337,7 +337,7 @@ fn a_suspended_portal_is_logged_when_it_goes_away() {
     t.backend(&complete("COMMIT"), 6 * MS);
     let done = t.backend(&READY, 6 * MS);
     assert_eq!(done.len(), 3, "{done:?}");
-    assert_eq!(done[0].text, "commit");
+    assert_eq!(&*done[0].text, "commit");
     assert!(done[1].suspended && done[2].suspended);
 
     start(&mut t, "d");

@@ -129,6 +129,55 @@ impl StatementLine {
     /// strings was most of that cost. Numbers and booleans are written by serde_json itself.
     /// Tested against serde_json on every field's edge cases and thousands of random lines.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.borrowed().write_json(out);
+    }
+
+    /// The line's fields, borrowed (what [`StatementLineRef::write_json`] writes).
+    pub fn borrowed(&self) -> StatementLineRef<'_> {
+        StatementLineRef {
+            duration_ms: self.duration_ms,
+            error: self
+                .error
+                .as_ref()
+                .map(|e| (e.message.as_str(), e.sqlstate.as_str())),
+            executions: self.executions,
+            param_count: self.param_count,
+            params: self.params.as_deref(),
+            protocol: &self.protocol,
+            redacted: self.redacted,
+            rows: self.rows,
+            name: self.name.as_deref(),
+            suspended: self.suspended,
+            t: self.t,
+            tag: self.tag.as_deref(),
+            text: &self.text,
+        }
+    }
+}
+
+/// A [`StatementLine`] to write, its strings borrowed: the relay writes a line per
+/// statement from the tracker's statement without moving or copying its strings into an
+/// owned line first. Fields as in [`StatementLine`]; `error` is (message, sqlstate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatementLineRef<'a> {
+    pub duration_ms: Option<f64>,
+    pub error: Option<(&'a str, &'a str)>,
+    pub executions: Option<u64>,
+    pub param_count: Option<u64>,
+    pub params: Option<&'a [Option<String>]>,
+    pub protocol: &'a str,
+    pub redacted: bool,
+    pub rows: u64,
+    pub name: Option<&'a str>,
+    pub suspended: Option<bool>,
+    pub t: f64,
+    pub tag: Option<&'a str>,
+    pub text: &'a str,
+}
+
+impl StatementLineRef<'_> {
+    /// [`StatementLine::write_json`] of the line these fields make.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         /// A number or boolean, as serde_json writes it (NaN and infinities as `null`).
         fn scalar(out: &mut Vec<u8>, v: &impl Serialize) {
             // writing to a Vec cannot fail
@@ -143,12 +192,12 @@ impl StatementLine {
         out.extend_from_slice(b"{\"duration_ms\":");
         scalar(out, &self.duration_ms);
         out.extend_from_slice(b",\"error\":");
-        match &self.error {
-            Some(e) => {
+        match self.error {
+            Some((message, sqlstate)) => {
                 out.extend_from_slice(b"{\"message\":");
-                crate::json::push_str(out, &e.message);
+                crate::json::push_str(out, message);
                 out.extend_from_slice(b",\"sqlstate\":");
-                crate::json::push_str(out, &e.sqlstate);
+                crate::json::push_str(out, sqlstate);
                 out.push(b'}');
             }
             None => out.extend_from_slice(b"null"),
@@ -162,7 +211,7 @@ impl StatementLine {
             scalar(out, &n);
         }
         out.extend_from_slice(b",\"params\":");
-        match &self.params {
+        match self.params {
             Some(params) => {
                 out.push(b'[');
                 for (i, p) in params.iter().enumerate() {
@@ -176,13 +225,13 @@ impl StatementLine {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"protocol\":");
-        crate::json::push_str(out, &self.protocol);
+        crate::json::push_str(out, self.protocol);
         if self.redacted {
             out.extend_from_slice(b",\"redacted\":true");
         }
         out.extend_from_slice(b",\"rows\":");
         scalar(out, &self.rows);
-        if let Some(name) = &self.name {
+        if let Some(name) = self.name {
             out.extend_from_slice(b",\"statement\":");
             crate::json::push_str(out, name);
         }
@@ -193,9 +242,9 @@ impl StatementLine {
         out.extend_from_slice(b",\"t\":");
         scalar(out, &self.t);
         out.extend_from_slice(b",\"tag\":");
-        string_or_null(out, self.tag.as_deref());
+        string_or_null(out, self.tag);
         out.extend_from_slice(b",\"text\":");
-        crate::json::push_str(out, &self.text);
+        crate::json::push_str(out, self.text);
         out.extend_from_slice(b",\"type\":\"statement\"}");
     }
 }
