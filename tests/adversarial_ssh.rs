@@ -263,7 +263,17 @@ fn a_controlmaster_channel_s_end_hangs_up_only_its_own_command() {
     };
     let mut first = mux(61);
     let mut second = mux(62);
-    assert!(running("sleep 61") && running("sleep 62"));
+    // `ready` is printed before the shell starts `sleep`: wait for both commands
+    wait_until(
+        Duration::from_secs(3),
+        || (running("sleep 61") && running("sleep 62")).then_some(()),
+        || {
+            format!(
+                "the channels' commands did not start: {:?}",
+                w.sshd.session_processes()
+            )
+        },
+    );
     first.kill().unwrap();
     let _ = first.wait();
     wait_until(
