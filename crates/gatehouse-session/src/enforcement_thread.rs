@@ -29,8 +29,10 @@ pub fn start() -> std::io::Result<()> {
     if ENFORCEMENT.get().is_some() {
         return Ok(());
     }
+    // I/O and timers only (see `ConnectionThreads::start`: no process driver to park with)
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .thread_name("gatehouse-enforcement")
         .build()?;
     let handle = runtime.handle().clone();
