@@ -2,9 +2,11 @@
 //! same moment all reach the target through one broker on the default SQLite store, and none
 //! is told its target is misconfigured because the store was busy.
 
-use std::process::Stdio;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use gatehouse_e2e::{World, stderr, stdout};
+use gatehouse_e2e::{Gatehouse, World, stderr, stdout, target_dir};
 
 #[test]
 fn a_burst_of_200_logins_is_served_in_full() {
@@ -102,25 +104,8 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
         "a refused session ran its command on the target"
     );
     // the PostgreSQL front waits in the same line: refused with 53300 too_many_connections
-    w.add_password("queue-pw-1");
-    let conf = format!(
-        "host=127.0.0.1 port={} user=alice dbname=mute password=queue-pw-1 sslmode=disable",
-        w.gatehouse.pg_port()
-    );
-    let pg = tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(tokio_postgres::connect(&conf, tokio_postgres::NoTls))
-        .map(|_| ())
-        .expect_err("a PostgreSQL login while the node's only start slot is held");
-    let db = pg
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {pg}"));
-    assert_eq!(
-        db.code(),
-        &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS,
-        "{db:?}"
-    );
-    assert!(db.message().contains("too busy"), "{}", db.message());
+    let message = pg_login_refused_as_full(&w, "mute");
+    assert!(message.contains("too busy"), "{message}");
     // the holder's target login times out; the slot is free again
     let held = holder.wait_with_output().expect("holder output");
     assert!(
@@ -163,5 +148,258 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
             ("alice".to_owned(), "mute".to_owned(), "postgres".to_owned())
         ],
         "{audit:?}"
+    );
+}
+
+/// `ssh alice+web1 'echo ready; touch DIR/ran-NAME; exec sleep 60'` through `w`'s broker;
+/// `Ok` with the client once the command runs on the target, `Err` with the client if it
+/// did not within `wait`.
+fn try_sleeping_session(
+    w: &World,
+    ran: &std::path::Path,
+    name: &str,
+    wait: Duration,
+) -> Result<Child, Child> {
+    let mut child = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .arg(format!(
+            "echo ready; touch {}/ran-{name}; exec sleep 60",
+            ran.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = [0u8; 6];
+        let ok = out.read_exact(&mut ready).is_ok() && &ready == b"ready\n";
+        let _ = tx.send(ok);
+        // (keeps reading: the client must not block on a full pipe)
+        let _ = std::io::copy(&mut out, &mut std::io::sink());
+    });
+    match rx.recv_timeout(wait) {
+        Ok(true) => Ok(child),
+        _ => Err(child),
+    }
+}
+
+/// A PostgreSQL login as alice to `dbname` through `w`'s broker, refused with 53300
+/// too_many_connections (what PostgreSQL itself says when it is full); its message.
+fn pg_login_refused_as_full(w: &World, dbname: &str) -> String {
+    w.add_password("full-pw-1");
+    let conf = format!(
+        "host=127.0.0.1 port={} user=alice dbname={dbname} password=full-pw-1 sslmode=disable",
+        w.gatehouse.pg_port()
+    );
+    let pg = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(tokio_postgres::connect(&conf, tokio_postgres::NoTls))
+        .map(|_| ())
+        .expect_err("a PostgreSQL login while the node is full");
+    let db = pg
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {pg}"));
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS,
+        "{db:?}"
+    );
+    db.message().to_owned()
+}
+
+/// CPU time (user + system) the process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // the fields after the command name's closing parenthesis: utime and stime are 14 and 15
+    let fields: Vec<&str> = stat[stat.rfind(')').expect(")") + 2..].split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+/// The default session limit is what the open-files limit leaves room for: a broker whose
+/// hard limit leaves room for 3 sessions raises its soft limit to it, says so, serves 3,
+/// and refuses a fourth at once on both fronts, with the reason and before anything reaches
+/// the target (not with `EMFILE` somewhere in its start); an ended session frees a room.
+#[test]
+fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
+    use gatehouse_session::open_files::{FILES_FOR_THE_NODE, FILES_PER_SESSION};
+    let hard = FILES_FOR_THE_NODE + 3 * FILES_PER_SESSION;
+    let w = World::around(Gatehouse::start_with_open_files("", 64, hard));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", w.gatehouse.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files in /proc/PID/limits");
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        [hard.to_string(), hard.to_string()],
+        "the soft limit is raised to the hard one: {open_files}"
+    );
+    assert!(
+        w.gatehouse
+            .log()
+            .contains("leaves room for only 3 live sessions"),
+        "the broker says how many sessions its limit allows"
+    );
+    let ran = target_dir();
+    let mut live: Vec<Child> = (0..3)
+        .map(|i| {
+            try_sleeping_session(&w, ran.path(), &i.to_string(), Duration::from_secs(20))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "session {i} did not start: {}",
+                        tail(&w.gatehouse.log(), 30)
+                    )
+                })
+        })
+        .collect();
+    let out = w.ssh_exec(
+        "alice+web1",
+        &format!("touch {}/ran-4th", ran.path().display()),
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("limit of 3 live sessions") && err.contains("nothing was run"),
+        "the fourth login is told why: {err}"
+    );
+    assert!(
+        !ran.path().join("ran-4th").exists(),
+        "a login past the limit ran its command on the target"
+    );
+    // the PostgreSQL front counts toward the same limit: 53300, as PostgreSQL when full
+    let message = pg_login_refused_as_full(&w, "web1");
+    assert!(message.contains("limit of 3 live sessions"), "{message}");
+    // on record, one per front
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&w.gatehouse.cli_ok(&[
+        "audit",
+        "list",
+        "--json",
+        "--kind",
+        "access_denied",
+    ]))
+    .expect("audit json");
+    let refused: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|e| e["kind"] == "access_denied" && e["detail"]["max_sessions"] == 3)
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(refused.iter().all(|e| e["detail"]["reason"] == "busy"));
+    // an ended session frees its room
+    let mut first = live.remove(0);
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut after = None;
+    for _ in 0..50 {
+        let out = w.ssh_exec("alice+web1", "echo after-$((5*5))");
+        if stdout(&out).contains("after-25") {
+            after = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        after.is_some(),
+        "no login after a session ended: {}",
+        tail(&w.gatehouse.log(), 30)
+    );
+    for mut c in live {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Out of descriptors below the session limit (`max_sessions` set past what the open-files
+/// limit allows): at the edge a login either waits in the listen backlog or is refused
+/// naming the cause, never runs unrecorded; the broker neither dies nor spins on its
+/// readable listener, and serves logins again once sessions end.
+#[test]
+fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
+    let w = World::around(Gatehouse::start_with_open_files(
+        "[node]\nmax_sessions = 1000\n",
+        160,
+        160,
+    ));
+    assert!(
+        w.gatehouse
+            .log()
+            .contains("max_sessions is 1000 but the open-files limit"),
+        "the broker warns that its limit allows fewer sessions than configured"
+    );
+    let ran = target_dir();
+    let mut live = Vec::new();
+    let edge = loop {
+        assert!(live.len() < 100, "160 open files held 100 sessions");
+        let name = live.len().to_string();
+        match try_sleeping_session(&w, ran.path(), &name, Duration::from_secs(2)) {
+            Ok(c) => live.push(c),
+            Err(c) => break c,
+        }
+    };
+    assert!(
+        live.len() >= 10,
+        "only {} sessions before the limit",
+        live.len()
+    );
+    // more logins at the edge, and the broker out of descriptors must not spin
+    let mut edge = vec![edge];
+    for i in 0..3 {
+        let name = format!("edge-{i}");
+        match try_sleeping_session(&w, ran.path(), &name, Duration::from_millis(500)) {
+            Ok(c) | Err(c) => edge.push(c),
+        }
+    }
+    let before = cpu_time(w.gatehouse.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(w.gatehouse.pid()) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "the broker used {used:?} of CPU in 1 s while out of files"
+    );
+    // a login refused at the edge says why, or was closed before the SSH banner (out of
+    // descriptors for the connection itself, Gatehouse cannot speak SSH on it)
+    for c in &mut edge {
+        if let Ok(Some(_)) = c.try_wait() {
+            let mut err = String::new();
+            let _ = c.stderr.take().expect("piped").read_to_string(&mut err);
+            assert!(
+                err.contains("Too many open files") || err.contains("kex_exchange_identification"),
+                "a login refused out of files is told why: {err}"
+            );
+        }
+    }
+    // sessions end: logins are served again
+    for mut c in live.drain(..4) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let served = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        stdout(&w.ssh_exec("alice+web1", "echo after-$((5*5))")).contains("after-25")
+    });
+    assert!(
+        served,
+        "no login served after sessions ended: {}",
+        tail(&w.gatehouse.log(), 30)
+    );
+    for mut c in live.into_iter().chain(edge) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // nothing ran unrecorded: every command that ran on the target printed `ready` into a
+    // recording
+    let ran_count = std::fs::read_dir(ran.path()).expect("ran dir").count();
+    let recorded = gatehouse_e2e::files_under(&w.gatehouse.dir().join("recordings"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("ready")))
+        .count();
+    assert!(
+        recorded >= ran_count,
+        "{ran_count} commands ran on the target, {recorded} recordings show them"
     );
 }

@@ -118,6 +118,8 @@ pub struct Gatehouse {
     child: Child,
     port: u16,
     pg_port: Option<u16>,
+    /// The open-files limit (soft, hard) the broker is started with (`prlimit`), if set.
+    open_files: Option<(u64, u64)>,
 }
 
 impl Gatehouse {
@@ -134,6 +136,20 @@ impl Gatehouse {
     /// Like [`Gatehouse::start_with`], running the binary at `bin` (benchmarks compare
     /// builds).
     pub fn start_binary(bin: PathBuf, extra_config: &str) -> Gatehouse {
+        Self::start_limited(bin, extra_config, None)
+    }
+
+    /// Like [`Gatehouse::start_with`], the broker started with the open-files limit
+    /// `soft`/`hard` (util-linux's `prlimit`, which execs the broker: same pid).
+    pub fn start_with_open_files(extra_config: &str, soft: u64, hard: u64) -> Gatehouse {
+        Self::start_limited(gatehouse_bin(), extra_config, Some((soft, hard)))
+    }
+
+    fn start_limited(
+        bin: PathBuf,
+        extra_config: &str,
+        open_files: Option<(u64, u64)>,
+    ) -> Gatehouse {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-e2e-")
             .tempdir()
@@ -147,25 +163,34 @@ impl Gatehouse {
             },
         )
         .expect("write config");
-        let child = Self::spawn(&bin, dir.path());
+        let child = Self::spawn(&bin, dir.path(), open_files);
         let mut g = Gatehouse {
             bin,
             dir,
             child,
             port: 0,
             pg_port: None,
+            open_files,
         };
         (g.port, g.pg_port) = g.read_ports();
         g
     }
 
-    fn spawn(bin: &Path, dir: &Path) -> Child {
+    fn spawn(bin: &Path, dir: &Path, open_files: Option<(u64, u64)>) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("gatehouse.log"))
             .expect("log file");
-        Command::new(bin)
+        let mut command = match open_files {
+            None => Command::new(bin),
+            Some((soft, hard)) => {
+                let mut c = Command::new(tool("prlimit", "util-linux"));
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(bin);
+                c
+            }
+        };
+        command
             .arg("--config")
             .arg(dir.join("gatehouse.toml"))
             .arg("serve")
@@ -459,7 +484,7 @@ impl Gatehouse {
             );
         }
         std::fs::write(self.config(), pinned).expect("write config");
-        self.child = Self::spawn(&self.bin, self.dir.path());
+        self.child = Self::spawn(&self.bin, self.dir.path(), self.open_files);
         (self.port, self.pg_port) = self.read_ports();
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use gatehouse_core::{DenyReason, EndReason, LoginRefusal, Protocol, validate_name};
 use gatehouse_pgproto::scram::{self, ServerExchange, Verifier};
 use gatehouse_pgproto::{MAX_LOGIN_MESSAGE, MAX_SESSION_MESSAGE, backend};
-use gatehouse_session::{Access, Admission, FailedLogin, Login, end_session};
+use gatehouse_session::{Access, Admission, Busy, FailedLogin, Login, end_session};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -238,7 +238,8 @@ async fn session(
     // locals to the end of their scope, here the end of the session: memory per live
     // session); so is the login's description, in the block below
     drop(params);
-    let (starting, admission) = {
+    // (`_room`: held until the session ends)
+    let (_room, starting, admission) = {
         let mut start_detail = serde_json::Map::new();
         start_detail.insert("startup_params".into(), params_json(&passthrough));
         let login = Login {
@@ -251,9 +252,22 @@ async fn session(
             method,
             start_detail,
         };
-        // in line with the node's other starting sessions until the target login is done
-        let starting = match broker.config.front.starting.enter().await {
-            Ok(slot) => slot,
+        // in line with the node's other starting sessions until the target login is done,
+        // in a room under the node's session limit until the session ends (past the limit,
+        // refused at once)
+        let started = match broker.config.front.sessions.take() {
+            Ok(room) => broker
+                .config
+                .front
+                .starting
+                .enter()
+                .await
+                .map(|slot| (room, slot))
+                .map_err(Busy::from),
+            Err(full) => Err(Busy::from(full)),
+        };
+        let (room, starting) = match started {
+            Ok(started) => started,
             Err(busy) => {
                 gatehouse_session::refused_busy(&broker.store, &login, &busy);
                 // 53300 too_many_connections: what PostgreSQL itself says when it is full
@@ -264,7 +278,7 @@ async fn session(
         // the futures around the live session are boxed (memory per live session, as in
         // `run_session`)
         let admission = Box::pin(gatehouse_session::admit(&broker.store, &login)).await;
-        (starting, admission)
+        (room, starting, admission)
     };
     let admission = match admission {
         Ok(a) => a,

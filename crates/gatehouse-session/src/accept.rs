@@ -62,6 +62,7 @@ where
 {
     let slots = Arc::new(Semaphore::new(max));
     let mut tasks = JoinSet::new();
+    let mut failures = FailureLog::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -76,7 +77,9 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; continuing");
+                    // (out of descriptors, the connection waits in the backlog and the
+                    // listener stays readable: the pause keeps this from spinning)
+                    failures.failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -100,8 +103,40 @@ fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    ) || e.raw_os_error() == Some(24) // EMFILE: too many open files, retry later
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
+    ) || crate::open_files::is_out_of_files(e)
+        || e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error())
+}
+
+/// Transient accept failures, logged once per [`FailureLog::EVERY`] with how many there
+/// were since: out of descriptors, the listener fails 20 times a second for as long as it
+/// lasts.
+#[derive(Default)]
+struct FailureLog {
+    since: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
+        {
+            let hint = if crate::open_files::is_out_of_files(e) {
+                "out of open files: new connections wait in the listen backlog until sessions end"
+            } else {
+                "continuing"
+            };
+            tracing::warn!(error = %e, failures = self.count, "accept failed; {hint}");
+            self.since = Some(now);
+            self.count = 0;
+        }
+    }
 }
 
 /// After shutdown: waits for the connection tasks `accept_loop` returned to finish (their

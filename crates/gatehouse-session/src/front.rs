@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gatehouse_core::LoginLimits;
 
-use crate::{LoginGate, StartQueue};
+use crate::{LoginGate, SessionLimit, StartQueue};
 
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -31,6 +31,8 @@ pub struct FrontConfig {
     /// The node's start queue (store registration and target login, so many at once).
     /// Shared like `login`: both fronts queue in the same line.
     pub starting: Arc<StartQueue>,
+    /// The node's limit on live sessions (both fronts), shared like `starting`.
+    pub sessions: Arc<SessionLimit>,
 }
 
 /// Default [`FrontConfig::login_grace`], as OpenSSH's `LoginGraceTime` halved.
@@ -47,6 +49,7 @@ impl FrontConfig {
             shutdown_grace: Duration::from_secs(5),
             login_grace: DEFAULT_LOGIN_GRACE,
             starting: StartQueue::new(crate::DEFAULT_MAX_STARTING, crate::DEFAULT_START_WAIT),
+            sessions: SessionLimit::unlimited(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod live;
 mod login;
 pub mod metrics;
+pub mod open_files;
 pub mod passwords;
 mod queue;
 mod reauth;
@@ -38,5 +39,8 @@ pub use live::{
     marker_label,
 };
 pub use login::{FailedLogin, LoginGate};
-pub use queue::{DEFAULT_MAX_STARTING, DEFAULT_START_WAIT, QueueTimeout, StartQueue, StartSlot};
+pub use queue::{
+    Busy, DEFAULT_MAX_STARTING, DEFAULT_START_WAIT, QueueTimeout, SessionLimit,
+    SessionLimitReached, SessionRoom, StartQueue, StartSlot,
+};
 pub use reauth::StoreReauth;

@@ -177,21 +177,20 @@ pub async fn admit(store: &Store, login: &Login<'_>) -> Result<Admission, StoreE
     register(store, login, None, Some(reason), message).await
 }
 
-/// A login the start queue turned away before its session was registered: on record as
-/// `access_denied` (reason `busy`, with the wait), written without waiting on the store.
-pub fn refused_busy(store: &Store, login: &Login<'_>, busy: &crate::QueueTimeout) {
+/// A login turned away as busy (the start queue did not move, or the node is at its
+/// session limit) before its session was registered: on record as `access_denied` (reason
+/// `busy`, with why), written without waiting on the store.
+pub fn refused_busy(store: &Store, login: &Login<'_>, busy: &crate::Busy) {
+    let mut detail = serde_json::Map::new();
+    detail.insert("target".into(), login.target.unwrap_or("").into());
+    detail.insert("protocol".into(), login.protocol.as_str().into());
+    detail.extend(busy.audit_fields());
     store.audit_later(&AuditEvent {
         kind: "access_denied",
         operator: Some(login.operator),
         session_id: None,
         source: Some(&login.peer.to_string()),
-        detail: json!({
-            "target": login.target.unwrap_or(""),
-            "protocol": login.protocol.as_str(),
-            "reason": "busy",
-            "waited_ms": u64::try_from(busy.waited.as_millis()).unwrap_or(u64::MAX),
-            "waiting": busy.waiting,
-        }),
+        detail: serde_json::Value::Object(detail),
     });
 }
 

@@ -120,6 +120,126 @@ impl StartQueue {
     }
 }
 
+/// The node's limit on live sessions (both fronts): a session holds a [`SessionRoom`] from
+/// its admission to its end. The default is what the process's open-files limit leaves
+/// room for (see [`crate::open_files`]): past it, a session would meet `EMFILE` somewhere in
+/// its start (the target's socket, the recording), so it is refused at once, with a message
+/// saying why, before anything reaches the target.
+#[derive(Debug)]
+pub struct SessionLimit {
+    rooms: Arc<Semaphore>,
+    max: usize,
+}
+
+/// One live session's place under the [`SessionLimit`]; freed when dropped.
+#[derive(Debug)]
+pub struct SessionRoom {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The node holds [`SessionLimit::max`] live sessions already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLimitReached {
+    pub max: usize,
+}
+
+impl SessionLimit {
+    /// At most `max` live sessions (capped at what a semaphore can count).
+    pub fn new(max: usize) -> Arc<Self> {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        Arc::new(SessionLimit {
+            rooms: Arc::new(Semaphore::new(max)),
+            max,
+        })
+    }
+
+    /// No limit but a semaphore's (library users and tests; `serve` sets one).
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(Semaphore::MAX_PERMITS)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Live sessions holding a room now.
+    pub fn live(&self) -> usize {
+        self.max - self.rooms.available_permits()
+    }
+
+    /// A room for one more live session, or at once the reason there is none (never waits:
+    /// a full node frees rooms only as sessions end, which can take hours).
+    pub fn take(&self) -> Result<SessionRoom, SessionLimitReached> {
+        match self.rooms.clone().try_acquire_owned() {
+            Ok(permit) => Ok(SessionRoom { _permit: permit }),
+            Err(_) => {
+                tracing::warn!(max = self.max, "session limit reached: session refused");
+                Err(SessionLimitReached { max: self.max })
+            }
+        }
+    }
+}
+
+/// Why a login was turned away before its session was registered, the node being busy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    /// The start queue did not move in time.
+    Queue(QueueTimeout),
+    /// The node is at its live-session limit.
+    Full(SessionLimitReached),
+}
+
+impl From<QueueTimeout> for Busy {
+    fn from(q: QueueTimeout) -> Self {
+        Busy::Queue(q)
+    }
+}
+
+impl From<SessionLimitReached> for Busy {
+    fn from(f: SessionLimitReached) -> Self {
+        Busy::Full(f)
+    }
+}
+
+impl Busy {
+    /// What the operator is told: nothing ran, why, when to try again.
+    pub fn operator_message(&self) -> String {
+        match self {
+            Busy::Queue(q) => q.operator_message(),
+            Busy::Full(f) => format!(
+                "Gatehouse is at its limit of {} live sessions on this node; nothing was run. \
+                 Try again when a session has ended, or through another node.",
+                f.max
+            ),
+        }
+    }
+
+    /// The session's end reason, as the store keeps it.
+    pub fn end_reason(&self) -> String {
+        match self {
+            Busy::Queue(q) => format!("start queue: no slot within {}s", q.waited.as_secs()),
+            Busy::Full(f) => format!("session limit: {} live sessions", f.max),
+        }
+    }
+
+    /// The `access_denied` audit event's fields besides target and protocol.
+    pub fn audit_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("reason".into(), "busy".into());
+        match self {
+            Busy::Queue(q) => {
+                let waited = u64::try_from(q.waited.as_millis()).unwrap_or(u64::MAX);
+                m.insert("waited_ms".into(), waited.into());
+                m.insert("waiting".into(), q.waiting.into());
+            }
+            Busy::Full(f) => {
+                m.insert("max_sessions".into(), f.max.into());
+            }
+        }
+        m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +295,26 @@ mod tests {
             0,
             "a session that gave up is no longer counted"
         );
+    }
+
+    #[test]
+    fn past_the_session_limit_a_session_is_refused_at_once_and_an_end_frees_a_room() {
+        let limit = SessionLimit::new(2);
+        let a = limit.take().expect("first");
+        let _b = limit.take().expect("second");
+        assert_eq!(limit.live(), 2);
+        let full = limit.take().expect_err("a third live session");
+        assert_eq!(full, SessionLimitReached { max: 2 });
+        let m = Busy::from(full.clone()).operator_message();
+        assert!(
+            m.contains("limit of 2 live sessions") && m.contains("nothing was run"),
+            "{m}"
+        );
+        assert_eq!(Busy::from(full).audit_fields()["max_sessions"], 2);
+        drop(a);
+        assert_eq!(limit.live(), 1);
+        let _c = limit.take().expect("the ended session's room");
+        assert_eq!(SessionLimit::unlimited().max(), Semaphore::MAX_PERMITS);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use gatehouse_core::{EndReason, LoginName, LoginNameError, Protocol};
-use gatehouse_session::{Access, FailedLogin, Login, QueueTimeout};
+use gatehouse_session::{Access, Busy, FailedLogin, Login};
 use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
 
 use crate::broker::Broker;
@@ -152,15 +152,21 @@ impl Connection {
     ) -> Auth {
         (self.broker.config.front.login).succeeded(self.state.peer.ip(), &operator);
         self.state.update(|i| i.authenticated = true);
+        // a room under the node's session limit for as long as the connection lives: past
+        // the limit, refused at once (nothing waits for hours)
+        if self.room.is_none() {
+            match self.broker.config.front.sessions.take() {
+                Ok(room) => self.room = Some(room),
+                Err(full) => {
+                    return self.refused_busy(&operator, target.as_deref(), method, &full.into());
+                }
+            }
+        }
         // in line with the node's other starting sessions: a storm is served, not refused
         let starting = match self.broker.config.front.starting.enter().await {
             Ok(slot) => slot,
             Err(busy) => {
-                let login = self.login(&operator, target.as_deref(), method);
-                gatehouse_session::refused_busy(self.broker.store(), &login, &busy);
-                // let the client in far enough to read why, as for a busy store
-                self.start_queue_refused(&busy);
-                return Auth::Accept;
+                return self.refused_busy(&operator, target.as_deref(), method, &busy.into());
             }
         };
         let registered = self.register(&operator, target.as_deref(), method).await;
@@ -204,13 +210,26 @@ impl Connection {
         }
     }
 
-    /// The start queue did not move in time: nothing reaches the target, and every channel
-    /// is refused with the reason. Returns what the operator is told.
-    pub(crate) fn start_queue_refused(&mut self, busy: &QueueTimeout) -> String {
-        self.state.set_end_reason(EndReason::Error(format!(
-            "start queue: no slot within {}s",
-            busy.waited.as_secs()
-        )));
+    /// The node was too busy for this login (see [`Busy`]): on record, and the client is let
+    /// in far enough to read why, as for a busy store.
+    fn refused_busy(
+        &mut self,
+        operator: &str,
+        target: Option<&str>,
+        method: &str,
+        busy: &Busy,
+    ) -> Auth {
+        let login = self.login(operator, target, method);
+        gatehouse_session::refused_busy(self.broker.store(), &login, busy);
+        self.busy_refused(busy);
+        Auth::Accept
+    }
+
+    /// The node was too busy to start the session: nothing reaches the target, and every
+    /// channel is refused with the reason. Returns what the operator is told.
+    pub(crate) fn busy_refused(&mut self, busy: &Busy) -> String {
+        self.state
+            .set_end_reason(EndReason::Error(busy.end_reason()));
         let message = busy.operator_message();
         self.target = Target::Denied(message.clone());
         message

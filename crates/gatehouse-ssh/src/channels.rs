@@ -54,7 +54,7 @@ impl Connection {
         // its own timeout counts from when it starts
         let starting = match self.broker.config.front.starting.enter().await {
             Ok(slot) => slot,
-            Err(busy) => return Err(self.start_queue_refused(&busy)),
+            Err(busy) => return Err(self.busy_refused(&busy.into())),
         };
         let connected = upstream::connect(&self.broker, &target, &session_id, &operator).await;
         drop(starting);

@@ -47,6 +47,9 @@ pub(crate) struct Connection {
     /// Subsystems besides sftp the environment allows, read at login.
     pub(crate) subsystems: Vec<String>,
     pub(crate) enforcement: Option<Enforcement<ChannelId>>,
+    /// The session's place under the node's live-session limit, from its admission to the
+    /// connection's end.
+    pub(crate) room: Option<gatehouse_session::SessionRoom>,
 }
 
 impl Connection {
@@ -62,6 +65,7 @@ impl Connection {
             pty_info: HashMap::new(),
             subsystems: Vec::new(),
             enforcement: None,
+            room: None,
         }
     }
 

@@ -123,6 +123,9 @@ struct RawNode {
     max_starting_sessions: Option<toml::Spanned<u32>>,
     /// Longest a session waits in that line before it is refused as "too busy" (default 180s).
     start_wait: Option<toml::Spanned<String>>,
+    /// Live sessions on this node at once, both fronts (default: what the open-files limit
+    /// leaves room for); past it a login is refused as busy.
+    max_sessions: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -189,6 +192,8 @@ pub struct Config {
     /// `[node] max_starting_sessions` and `start_wait`: the node's start queue.
     pub max_starting_sessions: u32,
     pub start_wait: Duration,
+    /// `[node] max_sessions`; `None`: what the open-files limit leaves room for.
+    pub max_sessions: Option<u32>,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
     pub detective: DetectiveConfig,
@@ -393,6 +398,10 @@ impl Config {
             gatehouse_session::DEFAULT_MAX_STARTING,
         )?;
         let start_wait = duration(raw.node.start_wait, gatehouse_session::DEFAULT_START_WAIT)?;
+        let max_sessions = match raw.node.max_sessions {
+            None => None,
+            some => Some(limit(some, "max_sessions", 1)?),
+        };
         let mut store_options = gatehouse_store::StoreOptions::default();
         if let Some(n) = raw.store.max_connections {
             store_options.max_connections = Some(limit(Some(n), "max_connections", 1)?);
@@ -419,6 +428,7 @@ impl Config {
             ssh_login_grace,
             max_starting_sessions,
             start_wait,
+            max_sessions,
         })
     }
 }

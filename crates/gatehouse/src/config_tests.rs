@@ -13,6 +13,10 @@ fn defaults_without_a_file() {
     assert_eq!(c.recordings_root, Path::new("/srv/recordings"));
     assert_eq!(c.secret_key_file, Path::new("/srv/gatehouse_secret.key"));
     assert_eq!(c.max_starting_sessions, 16);
+    assert_eq!(
+        c.max_sessions, None,
+        "by default, from the open-files limit"
+    );
     assert_eq!(c.start_wait, std::time::Duration::from_secs(180));
     // one PostgreSQL connection thread per core unless told
     let cores = std::thread::available_parallelism().unwrap().get();
@@ -87,8 +91,10 @@ name = "bastion-1"
     assert_eq!(a.window, std::time::Duration::from_secs(3600));
     assert_eq!(a.lockout, std::time::Duration::from_secs(7200));
     assert_eq!(c.login_limits.source, LimiterConfig::default());
-    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\n").unwrap();
+    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\nmax_sessions = 500\n")
+        .unwrap();
     assert_eq!(c.max_starting_sessions, 4);
+    assert_eq!(c.max_sessions, Some(500));
     assert_eq!(c.start_wait, std::time::Duration::from_secs(30));
     let pg = parse("[store]\nurl = \"postgres://gh@db.internal/gatehouse\"\n").unwrap();
     assert_eq!(pg.store_url, "postgres://gh@db.internal/gatehouse");
@@ -138,6 +144,8 @@ fn bad_values_name_line_and_reason() {
     assert_eq!(e.reason, "login_account_failure_limit must be at least 1");
     let e = parse("[node]\nmax_starting_sessions = 0\n").unwrap_err();
     assert_eq!(e.reason, "max_starting_sessions must be at least 1");
+    let e = parse("[node]\nmax_sessions = 0\n").unwrap_err();
+    assert_eq!(e.reason, "max_sessions must be at least 1");
     let e = parse("[ssh]\nlogin_failure_window = \"0s\"\n").unwrap_err();
     assert_eq!(e.reason, "duration must be greater than zero");
 }

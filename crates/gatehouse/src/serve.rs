@@ -46,6 +46,46 @@ pub struct Prepared {
     pub metrics: Option<(TcpListener, Arc<crate::metrics::MetricsServer>)>,
 }
 
+/// Raises the open-files limit to the hard limit (see `gatehouse_session::open_files`) and
+/// returns the node's live-session limit: `[node] max_sessions`, or what the open-files
+/// limit leaves room for. Warns when that room is under 1,000 sessions or below the
+/// configured limit.
+fn session_limit(configured: Option<u32>) -> usize {
+    use gatehouse_session::open_files::{FILES_PER_SESSION, raise_open_files_limit};
+    let files = match raise_open_files_limit() {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return configured.map_or(usize::MAX, |n| n as usize);
+        }
+    };
+    let room = usize::try_from(files.session_room()).unwrap_or(usize::MAX);
+    let max = configured.map_or(room, |n| n as usize);
+    let (limit, was) = (files.limit, files.before);
+    let short = if room < max {
+        format!(
+            "[node] max_sessions is {max} but the open-files limit ({limit}) leaves room for only about {room} live sessions"
+        )
+    } else if room < 1_000 {
+        format!("the open-files limit ({limit}) leaves room for only {room} live sessions")
+    } else {
+        tracing::info!(
+            limit,
+            was,
+            max_sessions = max,
+            "open-files limit {limit}: room for {room} live sessions"
+        );
+        return max;
+    };
+    tracing::warn!(
+        limit,
+        was,
+        max_sessions = max,
+        "{short} ({FILES_PER_SESSION} files each): raise the hard limit (systemd LimitNOFILE=, ulimit -Hn)"
+    );
+    max
+}
+
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     if gatehouse_recorder::task::UNRECORDED {
         eprintln!(
@@ -53,6 +93,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         );
         tracing::warn!("benchmark build: terminal output and input are not recorded");
     }
+    let max_sessions = session_limit(config.max_sessions);
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());
@@ -78,6 +119,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // one start queue for the node, likewise
     front.starting =
         gatehouse_session::StartQueue::new(config.max_starting_sessions, config.start_wait);
+    // and one session limit
+    front.sessions = gatehouse_session::SessionLimit::new(max_sessions);
     front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts

@@ -1,0 +1,139 @@
+//! The process's open-files limit (`RLIMIT_NOFILE`).
+//!
+//! Every live session holds up to [`FILES_PER_SESSION`] descriptors: the operator's socket
+//! (and, for SSH, a duplicate of it by which Gatehouse can sever the connection), the
+//! target's, and its recording (the cast or statement log and its chain sidecar). A shell
+//! on a stock Debian machine starts programs with a soft limit of 1,024 (the hard limit is
+//! far higher: 1,048,576 under systemd), which would stop a broker at ~250 live sessions
+//! with `EMFILE` while its hard limit allows thousands. `serve` raises the soft limit to the
+//! hard one at start, as Go's runtime and the JVM do for their servers; the hard limit is
+//! the administrator's (systemd's `LimitNOFILE=`, `ulimit -Hn`).
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// Descriptors one live session holds at most: SSH's (the operator's socket and its
+/// duplicate, the target's socket, the recording and its chain sidecar; PostgreSQL's are
+/// one fewer).
+pub const FILES_PER_SESSION: u64 = 5;
+
+/// Descriptors a node holds besides its sessions (listeners, store connections, runtimes'
+/// event loops, logs), with room to spare.
+pub const FILES_FOR_THE_NODE: u64 = 256;
+
+/// The open-files limit before and after [`raise_open_files_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit the process started with.
+    pub before: u64,
+    /// The soft limit now (the hard limit, when raising it worked).
+    pub limit: u64,
+}
+
+impl OpenFiles {
+    /// About how many live sessions the limit leaves room for.
+    pub fn session_room(&self) -> u64 {
+        self.limit.saturating_sub(FILES_FOR_THE_NODE) / FILES_PER_SESSION
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit (never lowers it). An unlimited hard
+/// limit (`RLIM_INFINITY`, which Linux does not accept as a soft `NOFILE` limit) is taken
+/// as the kernel's `fs.nr_open`.
+pub fn raise_open_files_limit() -> std::io::Result<OpenFiles> {
+    let now = getrlimit(Resource::Nofile);
+    let before = now.current.unwrap_or(u64::MAX);
+    let ceiling = match now.maximum {
+        Some(hard) => hard,
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(before),
+    };
+    if before >= ceiling {
+        return Ok(OpenFiles {
+            before,
+            limit: before,
+        });
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(ceiling),
+            maximum: now.maximum,
+        },
+    )?;
+    Ok(OpenFiles {
+        before,
+        limit: ceiling,
+    })
+}
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor left.
+pub fn is_out_of_files(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one_and_never_lowered() {
+        let start = getrlimit(Resource::Nofile);
+        let hard = start
+            .maximum
+            .expect("a finite hard limit in the test environment");
+        // start lower than the hard limit, as a shell on a stock machine does
+        let low = hard.min(512) - 1;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(low),
+                maximum: Some(hard),
+            },
+        )
+        .unwrap();
+        let raised = raise_open_files_limit().unwrap();
+        assert_eq!(
+            raised,
+            OpenFiles {
+                before: low,
+                limit: hard
+            }
+        );
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+        // at the hard limit already: nothing changes
+        assert_eq!(
+            raise_open_files_limit().unwrap(),
+            OpenFiles {
+                before: hard,
+                limit: hard
+            }
+        );
+        assert_eq!(getrlimit(Resource::Nofile).maximum, Some(hard));
+    }
+
+    #[test]
+    fn room_is_what_is_left_after_the_node_divided_by_a_session_s_files() {
+        let files = |limit| OpenFiles {
+            before: 1024,
+            limit,
+        };
+        assert_eq!(files(1024).session_room(), (1024 - 256) / 5);
+        assert_eq!(files(20_000).session_room(), 3_948);
+        assert_eq!(files(100).session_room(), 0);
+    }
+
+    #[test]
+    fn emfile_and_enfile_are_out_of_files_other_errors_are_not() {
+        let os = std::io::Error::from_raw_os_error;
+        assert!(is_out_of_files(&os(24))); // EMFILE
+        assert!(is_out_of_files(&os(23))); // ENFILE
+        assert!(!is_out_of_files(&os(111))); // ECONNREFUSED
+        assert!(!is_out_of_files(&std::io::Error::other("x")));
+    }
+}
