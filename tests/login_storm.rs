@@ -403,3 +403,42 @@ fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
         "{ran_count} commands ran on the target, {recorded} recordings show them"
     );
 }
+
+/// The session limit's arithmetic holds: a live SSH session (the front that holds the most)
+/// keeps at most `FILES_PER_SESSION` descriptors open in the broker. Measured over 40
+/// sessions, with room for every pooled store connection opening meanwhile (2 files each).
+#[test]
+fn a_live_session_holds_no_more_descriptors_than_the_session_limit_counts() {
+    use gatehouse_session::open_files::FILES_PER_SESSION;
+    const SESSIONS: u64 = 40;
+    const POOL_FILES: u64 = 8 * 2;
+    let w = World::new();
+    let open = || {
+        std::fs::read_dir(format!("/proc/{}/fd", w.gatehouse.pid()))
+            .expect("fd dir")
+            .count() as u64
+    };
+    let ran = target_dir();
+    // one session first, ended: what a node opens once (store connections, writers) is open
+    let mut warm = try_sleeping_session(&w, ran.path(), "warm", Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no session: {}", tail(&w.gatehouse.log(), 30)));
+    let _ = warm.kill();
+    let _ = warm.wait();
+    w.gatehouse.wait_all_closed();
+    let before = open();
+    let live: Vec<Child> = (0..SESSIONS)
+        .map(|i| {
+            try_sleeping_session(&w, ran.path(), &i.to_string(), Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("session {i} did not start"))
+        })
+        .collect();
+    let held = open() - before;
+    assert!(
+        held <= SESSIONS * FILES_PER_SESSION + POOL_FILES,
+        "{SESSIONS} live sessions hold {held} descriptors: more than {FILES_PER_SESSION} each"
+    );
+    for mut c in live {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

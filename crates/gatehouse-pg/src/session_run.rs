@@ -399,23 +399,70 @@ async fn connect_target(
             tracing::error!("the target did not finish Gatehouse's login in time");
             unreachable(format!("target '{}' did not answer in time", target.name))
         })?;
-    connected.map(|up| (up, pool_key, false)).map_err(|e| {
-        tracing::error!(error = %e, "cannot log in to the target");
-        match e {
-            // the server's own startup errors (e.g. no such database) are the operator's to see
-            UpstreamError::Startup(f) => (
-                EndReason::TargetUnreachable,
-                Refusal {
-                    code: if f.code == "3D000" { "3D000" } else { "08006" },
-                    message: format!("target '{}': {}", target.name, f.message),
-                },
-            ),
-            // credential problems are the admin's: say so without details
-            UpstreamError::Refused(_) => unreachable(format!(
-                "target '{}' refused Gatehouse's credential; an admin has been told",
-                target.name
-            )),
-            other => unreachable(format!("cannot reach target '{}': {other}", target.name)),
+    connected
+        .map(|up| (up, pool_key, false))
+        .map_err(|e| login_failed(&target.name, e))
+}
+
+/// What the session ends with and the operator is told when Gatehouse's login to `target`
+/// failed with `e`.
+fn login_failed(target: &str, e: UpstreamError) -> (EndReason, Refusal) {
+    let unreachable = |m: String| (EndReason::TargetUnreachable, refuse("08006", m));
+    tracing::error!(error = %e, "cannot log in to the target");
+    match e {
+        // the server's own startup errors (e.g. no such database) are the operator's to see
+        UpstreamError::Startup(f) => (
+            EndReason::TargetUnreachable,
+            Refusal {
+                code: if f.code == "3D000" { "3D000" } else { "08006" },
+                message: format!("target '{target}': {}", f.message),
+            },
+        ),
+        // credential problems are the admin's: say so without details
+        UpstreamError::Refused(_) => unreachable(format!(
+            "target '{target}' refused Gatehouse's credential; an admin has been told"
+        )),
+        // the target is fine: this node had no descriptor for its socket
+        UpstreamError::Unreachable(_, io)
+            if gatehouse_session::open_files::is_out_of_files(&io) =>
+        {
+            (
+                EndReason::Error("out of open files".into()),
+                refuse("53300", gatehouse_session::open_files::OUT_OF_FILES),
+            )
         }
-    })
+        other => unreachable(format!("cannot reach target '{target}': {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_not_blamed_on_the_target() {
+        let io = |code| {
+            UpstreamError::Unreachable("db:5432".into(), std::io::Error::from_raw_os_error(code))
+        };
+        let (end, refusal) = login_failed("orders", io(24));
+        assert_eq!(end, EndReason::Error("out of open files".into()));
+        assert_eq!(
+            refusal.code, "53300",
+            "too_many_connections, as a full PostgreSQL"
+        );
+        assert!(
+            refusal.message.contains("no open files left") && !refusal.message.contains("orders"),
+            "{}",
+            refusal.message
+        );
+        // a refused connection is the target's
+        let (end, refusal) = login_failed("orders", io(111));
+        assert_eq!(end, EndReason::TargetUnreachable);
+        assert_eq!(refusal.code, "08006");
+        assert!(
+            refusal.message.contains("cannot reach target 'orders'"),
+            "{}",
+            refusal.message
+        );
+    }
 }

@@ -68,6 +68,11 @@ pub fn raise_open_files_limit() -> std::io::Result<OpenFiles> {
     })
 }
 
+/// What an operator is told when the node had no descriptor left for the session's target
+/// connection (the target was not contacted).
+pub const OUT_OF_FILES: &str = "Gatehouse has no open files left on this node: the target was \
+     not contacted and nothing was run. Try again when a session has ended, or through another node.";
+
 /// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor left.
 pub fn is_out_of_files(e: &std::io::Error) -> bool {
     matches!(

@@ -29,6 +29,8 @@ pub(crate) enum UpstreamError {
     Misconfigured(String),
     /// Gatehouse's store did not answer in time (busy or down): the target is fine.
     StoreUnavailable(String),
+    /// The node had no descriptor left for the target's socket: the target is fine.
+    OutOfFiles,
 }
 
 impl UpstreamError {
@@ -38,6 +40,17 @@ impl UpstreamError {
             UpstreamError::StoreUnavailable(e.to_string())
         } else {
             UpstreamError::Misconfigured(e.to_string())
+        }
+    }
+
+    /// The target's connection or handshake failed with `e`: unreachable, unless this node
+    /// had no descriptor for the socket (the target is fine then).
+    fn connecting(e: &russh::Error) -> UpstreamError {
+        match e {
+            russh::Error::IO(io) if gatehouse_session::open_files::is_out_of_files(io) => {
+                UpstreamError::OutOfFiles
+            }
+            e => UpstreamError::Unreachable(describe(e)),
         }
     }
 
@@ -51,6 +64,7 @@ impl UpstreamError {
             UpstreamError::StoreUnavailable(m) => {
                 EndReason::Error(format!("store unavailable: {m}"))
             }
+            UpstreamError::OutOfFiles => EndReason::Error("out of open files".into()),
         }
     }
 
@@ -69,6 +83,7 @@ impl UpstreamError {
                 format!("target '{target}' is misconfigured in Gatehouse; ask a Gatehouse admin")
             }
             UpstreamError::StoreUnavailable(_) => crate::auth::STORE_BUSY.to_owned(),
+            UpstreamError::OutOfFiles => gatehouse_session::open_files::OUT_OF_FILES.to_owned(),
         }
     }
 }
@@ -183,7 +198,7 @@ pub(crate) async fn connect(
                 audit_mismatch(broker, target, session_id, operator, &err).await;
                 return Err(err);
             }
-            return Err(UpstreamError::Unreachable(describe(&e)));
+            return Err(UpstreamError::connecting(&e));
         }
         Err(_) => {
             return Err(UpstreamError::Unreachable(format!(
@@ -322,6 +337,36 @@ fn describe(e: &russh::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::UpstreamError;
+
+    #[test]
+    fn out_of_descriptors_is_not_blamed_on_the_target() {
+        let io = |code| russh::Error::IO(std::io::Error::from_raw_os_error(code));
+        let emfile = UpstreamError::connecting(&io(24));
+        assert!(matches!(emfile, UpstreamError::OutOfFiles), "{emfile:?}");
+        let m = emfile.operator_message("web1");
+        assert!(
+            m.contains("no open files left")
+                && m.contains("nothing was run")
+                && !m.contains("web1"),
+            "{m}"
+        );
+        assert_ne!(
+            emfile.end_reason(),
+            gatehouse_core::EndReason::TargetUnreachable
+        );
+        // a refused connection is the target's
+        let refused = UpstreamError::connecting(&io(111));
+        assert!(
+            matches!(refused, UpstreamError::Unreachable(_)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.end_reason(),
+            gatehouse_core::EndReason::TargetUnreachable
+        );
+    }
+
     /// russh's client makes four tokio queues per connection to a target and its server
     /// two per operator connection, and tokio allocates 32 messages' room in each when it
     /// is made: with russh's release messages (client 552 bytes, server 136) that was
