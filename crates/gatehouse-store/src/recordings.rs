@@ -528,6 +528,34 @@ impl Store {
         self.record_from_raw(raw)
     }
 
+    /// The recordings of the sessions `ids` that have one, by session id: a few queries for
+    /// any number (the detective reads every live session's each pass).
+    pub async fn recordings_of(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, RecordingRecord>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sessions
+                 WHERE recording_state IS NOT NULL AND id IN ({placeholders})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let record = self.record_from_raw(raw_from_row(&row)?)?;
+                found.insert(record.session_id.clone(), record);
+            }
+        }
+        Ok(found)
+    }
+
     /// Every recording, oldest first; with `older_than` (Unix ms) only those started before.
     pub async fn list_recordings(&self, older_than: Option<i64>) -> Result<Vec<RecordingRecord>> {
         let sql = format!(

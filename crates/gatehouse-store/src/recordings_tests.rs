@@ -217,6 +217,32 @@ async fn queued(store: &Store) {
         assert_eq!(r.path, format!("/r/{i}.cast"));
         assert!(r.authentic);
     }
+    // the same, read in one call across more than one query's worth of ids (the detective's
+    // way), with a session that has no recording and an id that is no session: not there;
+    // a row edited without the key: there, and not authentic
+    let unrecorded = session(store).await;
+    tamper(
+        store,
+        "UPDATE sessions SET recording_path = '/r/elsewhere.cast' WHERE id = $1",
+        &ids[550],
+    )
+    .await;
+    let mut asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    asked.extend([unrecorded.as_str(), "no-such-session"]);
+    let batch = store.recordings_of(&asked).await.unwrap();
+    assert_eq!(batch.len(), ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let r = &batch[id];
+        if i == 550 {
+            assert!(
+                !r.authentic,
+                "an edited row read in a batch is caught: {r:?}"
+            );
+        } else {
+            assert_eq!(r.path, format!("/r/{i}.cast"));
+            assert!(r.authentic, "{r:?}");
+        }
+    }
 
     // the end of a session whose registration still waits: written by the end itself
     let id = session(store).await;

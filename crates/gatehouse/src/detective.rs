@@ -314,21 +314,29 @@ pub async fn gather(
     } else {
         tails.resize_with(sessions.len(), || None);
     }
-    let mut recordings = Vec::with_capacity(sessions.len());
-    for s in &sessions {
-        let rec = match s.record.recording_state {
-            None => None,
-            Some(_) => Some(store.recording(&s.record.id).await?),
-        };
-        recordings.push(rec);
-    }
+    // (in a few queries, not one per session: a node holds thousands)
+    let recorded: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s.record.recording_state.is_some())
+        .map(|s| s.record.id.as_str())
+        .collect();
+    let mut by_id = store.recordings_of(&recorded).await?;
+    // a row with a recording state whose recording was not found (gone between the two
+    // reads) is not judged this pass rather than judged unrecorded
+    let recordings: Vec<Option<Option<_>>> = sessions
+        .iter()
+        .map(|s| match s.record.recording_state {
+            None => Some(None),
+            Some(_) => by_id.remove(&s.record.id).map(Some),
+        })
+        .collect();
     // reading and verifying files is blocking work
     let judged = tokio::task::spawn_blocking(move || {
         sessions
             .into_iter()
             .zip(recordings)
             .zip(tails)
-            .map(|((s, rec), tail)| session_facts(s, rec, tail))
+            .filter_map(|((s, rec), tail)| Some(session_facts(s, rec?, tail)))
             .collect::<Vec<_>>()
     })
     .await?;
