@@ -222,14 +222,19 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 /// The default session limit is what the open-files limit leaves room for: a broker whose
-/// hard limit leaves room for 3 sessions raises its soft limit to it, says so, serves 3,
+/// hard limit leaves room for 3 sessions (beside one connection logging in) raises its soft limit to it, says so, serves 3,
 /// and refuses a fourth at once on both fronts, with the reason and before anything reaches
 /// the target (not with `EMFILE` somewhere in its start); an ended session frees a room.
 #[test]
 fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
-    use gatehouse_session::open_files::{FILES_FOR_THE_NODE, FILES_PER_SESSION};
-    let hard = FILES_FOR_THE_NODE + 3 * FILES_PER_SESSION;
-    let w = World::around(Gatehouse::start_with_open_files("", 64, hard));
+    use gatehouse_session::open_files::{FILES_FOR_THE_NODE, FILES_PER_LOGIN, FILES_PER_SESSION};
+    // one login at a time on each front, and room for 3 sessions beside them
+    let hard = FILES_FOR_THE_NODE + 2 * FILES_PER_LOGIN + 3 * FILES_PER_SESSION;
+    let w = World::around(Gatehouse::start_with_open_files(
+        "[node]\nmax_unauthenticated = 1\n",
+        64,
+        hard,
+    ));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", w.gatehouse.pid())).unwrap();
     let open_files = limits
         .lines()
@@ -441,4 +446,80 @@ fn a_live_session_holds_no_more_descriptors_than_the_session_limit_counts() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// A flood of unauthenticated connections cannot take the descriptors live sessions need:
+/// 200 silent sockets against a broker whose open-files limit (300) they would exhaust
+/// twice over (an SSH connection holds 2) get the SSH front's 2 login slots between them, the
+/// rest wait in the listen backlog; the node never runs out of files, a live session goes on and is
+/// recorded, and a login started during the flood is served once the flood goes away.
+#[test]
+fn a_flood_of_silent_connections_cannot_take_the_files_of_live_sessions() {
+    use gatehouse_session::open_files::{FILES_FOR_THE_NODE, OpenFiles};
+    const FLOOD: usize = 200;
+    let hard = FILES_FOR_THE_NODE + 44;
+    let logins = OpenFiles {
+        before: hard,
+        limit: hard,
+    }
+    .login_room(2);
+    assert_eq!(logins, 2, "login slots on each front");
+    let w = World::around(Gatehouse::start_with_open_files("", hard, hard));
+    let ran = target_dir();
+    let mut live = try_sleeping_session(&w, ran.path(), "before", Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no session: {}", tail(&w.gatehouse.log(), 30)));
+    let addr = format!("127.0.0.1:{}", w.gatehouse.port());
+    let flood: Vec<std::net::TcpStream> = (0..FLOOD)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // the broker takes what its login slots allow, no more
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", w.gatehouse.pid()))
+        .expect("fd dir")
+        .count() as u64;
+    assert!(
+        fds < hard - 20,
+        "the flood took the broker to {fds} of {hard} descriptors"
+    );
+    // a login during the flood waits behind it, and is served when it goes
+    let waiting = w
+        .gatehouse
+        .ssh("alice+web1", &w.alice_key)
+        .arg(format!("touch {}", ran.path().join("ran-during").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !ran.path().join("ran-during").exists(),
+        "a login got past the slots held by the flood"
+    );
+    drop(flood);
+    let out = waiting.wait_with_output().expect("ssh output");
+    assert!(
+        ran.path().join("ran-during").exists(),
+        "the login that waited was not served: {}\n{}",
+        stderr(&out),
+        tail(&w.gatehouse.log(), 30)
+    );
+    assert!(
+        !w.gatehouse.log().contains("Too many open files"),
+        "the node ran out of files: {}",
+        tail(&w.gatehouse.log(), 30)
+    );
+    // the session that was live throughout is still there, and recorded
+    assert!(
+        matches!(live.try_wait(), Ok(None)),
+        "the live session ended"
+    );
+    let _ = live.kill();
+    let _ = live.wait();
+    let recorded = gatehouse_e2e::files_under(&w.gatehouse.dir().join("recordings"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("ready")))
+        .count();
+    assert_eq!(recorded, 1, "the live session's recording");
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use gatehouse_core::{DenyReason, EndReason, LoginRefusal, Protocol, validate_name};
 use gatehouse_pgproto::scram::{self, ServerExchange, Verifier};
 use gatehouse_pgproto::{MAX_LOGIN_MESSAGE, MAX_SESSION_MESSAGE, backend};
-use gatehouse_session::{Access, Admission, Busy, FailedLogin, Login, end_session};
+use gatehouse_session::{Access, Admission, Busy, FailedLogin, Login, LoginSlot, end_session};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -22,7 +22,12 @@ use crate::session_run::{Admitted, run_session};
 use crate::startup::{self, Negotiated, negotiate};
 use crate::statement_log::{StatementLog, params_json};
 
-pub(crate) async fn serve(broker: Arc<PgBroker>, socket: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(
+    broker: Arc<PgBroker>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    slot: LoginSlot,
+) {
     let span = tracing::info_span!(
         "session",
         peer = %peer,
@@ -53,7 +58,7 @@ pub(crate) async fn serve(broker: Arc<PgBroker>, socket: TcpStream, peer: Socket
                 stream,
                 tls,
                 params,
-            } => session(&broker, stream, tls, params, peer, deadline).await,
+            } => session(&broker, stream, tls, params, peer, deadline, slot).await,
         }
     }
     .instrument(span)
@@ -157,6 +162,7 @@ async fn session(
     params: Vec<(String, String)>,
     peer: SocketAddr,
     login_deadline: tokio::time::Instant,
+    mut slot: LoginSlot,
 ) {
     let (read, mut writer) = tokio::io::split(stream);
     // before authentication: messages up to 64 KiB, and only until the login deadline
@@ -256,14 +262,18 @@ async fn session(
         // in a room under the node's session limit until the session ends (past the limit,
         // refused at once)
         let started = match broker.config.front.sessions.take() {
-            Ok(room) => broker
-                .config
-                .front
-                .starting
-                .enter()
-                .await
-                .map(|slot| (room, slot))
-                .map_err(Busy::from),
+            Ok(room) => {
+                // a session now: its login slot goes to the next connection
+                slot.release();
+                broker
+                    .config
+                    .front
+                    .starting
+                    .enter()
+                    .await
+                    .map(|start| (room, start))
+                    .map_err(Busy::from)
+            }
             Err(full) => Err(Busy::from(full)),
         };
         let (room, starting) = match started {

@@ -26,10 +26,10 @@ pub async fn run(
         Protocol::Postgres,
         front,
         shutdown,
-        |socket, peer| {
+        |socket, peer, slot| {
             let broker = broker.clone();
             let threads = broker.config.threads.clone();
-            let serve = move |socket| crate::conn::serve(broker, socket, peer);
+            let serve = move |socket| crate::conn::serve(broker, socket, peer, slot);
             async move {
                 match threads {
                     Some(threads) => threads.run(socket, serve).await,

@@ -1,5 +1,6 @@
-//! The accept loop every front runs: bounded concurrency (further connections wait in the
-//! listen backlog), transient accept errors retried, one task per connection.
+//! The accept loop every front runs: connections not yet logged in are bounded node-wide
+//! (further ones wait in the listen backlog), transient accept errors retried, one task per
+//! connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use gatehouse_core::{EndReason, Protocol};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::{FrontConfig, LiveSessions};
@@ -26,11 +27,11 @@ pub async fn serve_front<F, Fut>(
     serve: F,
 ) -> Result<(), std::io::Error>
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, LoginSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     live.ensure_watcher();
-    let tasks = accept_loop(listener, front.max_connections, shutdown, serve).await?;
+    let tasks = accept_loop(listener, front.logins.clone(), shutdown, serve).await?;
     let ending = live.end_all(protocol, &EndReason::Shutdown);
     tracing::info!(
         protocol = protocol.as_str(),
@@ -47,20 +48,87 @@ where
     Ok(())
 }
 
-/// Accepts connections until `shutdown` resolves, serving at most `max` at once, each in its
-/// own task running `serve`. Returns the connection tasks still running (the caller ends
-/// them gracefully), or the listener's fatal error.
+/// The listen backlog of the fronts' sockets (the kernel caps it at `net.core.somaxconn`,
+/// 4,096 by default). Connections past the login slots wait there; at Rust's and mio's 128
+/// a storm's further SYNs were dropped and their clients retried after 1, 3, 7… s.
+pub const LISTEN_BACKLOG: u32 = 4_096;
+
+/// A front's listening socket on `addr` (address reuse on, [`LISTEN_BACKLOG`]).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// A connection's place among those not yet logged in (see [`LoginSlots`]): held from the
+/// accept until the front admits the session ([`LoginSlot::release`]) or the connection
+/// ends.
+#[derive(Debug)]
+pub struct LoginSlot(Option<OwnedSemaphorePermit>);
+
+impl LoginSlot {
+    /// The connection is a session now (it holds a [`crate::SessionRoom`]): its slot goes
+    /// to the next connection waiting.
+    pub fn release(&mut self) {
+        self.0 = None;
+    }
+
+    /// A slot that holds nothing (for connections served outside an accept loop).
+    pub fn none() -> LoginSlot {
+        LoginSlot(None)
+    }
+}
+
+/// Connections not yet logged in on one front: unauthenticated sockets cost descriptors (two
+/// for SSH) and memory, so a flood of them must not take what live sessions and their
+/// recordings need. Past the limit, connections wait in the listen backlog (a login storm is
+/// delayed, not refused) until a login completes or a login grace expires. One per front:
+/// an accept loop takes its slot before it waits for a connection, so a front with no
+/// connections to accept would hold a shared slot another front needs.
+#[derive(Debug)]
+pub struct LoginSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl LoginSlots {
+    pub fn new(max: usize) -> Arc<LoginSlots> {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(LoginSlots {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections holding a slot now.
+    pub fn in_use(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// Accepts connections until `shutdown` resolves while a login slot is free, each served in
+/// its own task by `serve` with its slot. Returns the connection tasks still running (the
+/// caller ends them gracefully), or the listener's fatal error.
 pub async fn accept_loop<F, Fut>(
     listener: &TcpListener,
-    max: usize,
+    logins: Arc<LoginSlots>,
     shutdown: impl Future<Output = ()>,
     serve: F,
 ) -> Result<JoinSet<()>, std::io::Error>
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, LoginSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max));
+    let slots = logins.slots.clone();
     let mut tasks = JoinSet::new();
     let mut failures = FailureLog::default();
     tokio::pin!(shutdown);
@@ -89,10 +157,9 @@ where
         let _ = socket.set_nodelay(true);
         // boxed: an async block awaiting a future it captured keeps room for it twice, and
         // this task lives as long as the connection (memory per live session)
-        let mut connection = Box::pin(serve(socket, peer));
+        let mut connection = Box::pin(serve(socket, peer, LoginSlot(Some(permit))));
         tasks.spawn(async move {
             connection.as_mut().await;
-            drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }

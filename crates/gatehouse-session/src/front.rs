@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gatehouse_core::LoginLimits;
 
-use crate::{LoginGate, SessionLimit, StartQueue};
+use crate::{LoginGate, LoginSlots, SessionLimit, StartQueue};
 
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -17,8 +17,9 @@ pub struct FrontConfig {
     pub node_id: String,
     /// Where session recordings and statement logs are written.
     pub recordings_root: PathBuf,
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
+    /// Connections not yet logged in on this front (each front its own); further ones wait
+    /// in the listen backlog.
+    pub logins: Arc<LoginSlots>,
     /// The node's login gate (failed-login limits, bounded password hashing). Shared: every
     /// front of a node gets a clone of the same config, so an SSH failure and a PostgreSQL
     /// failure count toward the same limits.
@@ -44,7 +45,7 @@ impl FrontConfig {
             node_id: node.clone(),
             node,
             recordings_root,
-            max_connections: 10_000,
+            logins: LoginSlots::new(crate::open_files::DEFAULT_MAX_UNAUTHENTICATED as usize),
             login: LoginGate::new(LoginLimits::default()),
             shutdown_grace: Duration::from_secs(5),
             login_grace: DEFAULT_LOGIN_GRACE,

@@ -21,7 +21,9 @@ pub mod passwords;
 mod queue;
 mod reauth;
 
-pub use accept::{accept_loop, drain_connections, serve_front};
+pub use accept::{
+    LISTEN_BACKLOG, LoginSlot, LoginSlots, accept_loop, drain_connections, listen, serve_front,
+};
 pub use connection_threads::ConnectionThreads;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::SessionGate;

@@ -20,6 +20,14 @@ pub const FILES_PER_SESSION: u64 = 5;
 /// event loops, logs), with room to spare.
 pub const FILES_FOR_THE_NODE: u64 = 256;
 
+/// Descriptors a connection holds before it is a session: SSH's socket and its duplicate.
+pub const FILES_PER_LOGIN: u64 = 2;
+
+/// Connections not yet logged in a node serves at once by default (OpenSSH's `MaxStartups`
+/// drops all past 100; Gatehouse keeps a login storm's connections waiting instead), unless
+/// the open-files limit calls for fewer.
+pub const DEFAULT_MAX_UNAUTHENTICATED: u64 = 1_024;
+
 /// The open-files limit before and after [`raise_open_files_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFiles {
@@ -30,9 +38,21 @@ pub struct OpenFiles {
 }
 
 impl OpenFiles {
-    /// About how many live sessions the limit leaves room for.
-    pub fn session_room(&self) -> u64 {
-        self.limit.saturating_sub(FILES_FOR_THE_NODE) / FILES_PER_SESSION
+    /// How many connections not yet logged in the limit leaves room for on each of `fronts`
+    /// fronts: together at most a quarter of what the node does not need itself; each at
+    /// most [`DEFAULT_MAX_UNAUTHENTICATED`], at least one.
+    pub fn login_room(&self, fronts: u64) -> u64 {
+        (self.limit.saturating_sub(FILES_FOR_THE_NODE) / 4 / FILES_PER_LOGIN / fronts.max(1))
+            .clamp(1, DEFAULT_MAX_UNAUTHENTICATED)
+    }
+
+    /// How many live sessions the limit leaves room for beside `logins` connections not yet
+    /// logged in.
+    pub fn session_room(&self, logins: u64) -> u64 {
+        self.limit
+            .saturating_sub(FILES_FOR_THE_NODE)
+            .saturating_sub(logins.saturating_mul(FILES_PER_LOGIN))
+            / FILES_PER_SESSION
     }
 }
 
@@ -123,14 +143,24 @@ mod tests {
     }
 
     #[test]
-    fn room_is_what_is_left_after_the_node_divided_by_a_session_s_files() {
+    fn logins_get_a_quarter_at_most_and_sessions_the_rest() {
         let files = |limit| OpenFiles {
             before: 1024,
             limit,
         };
-        assert_eq!(files(1024).session_room(), (1024 - 256) / 5);
-        assert_eq!(files(20_000).session_room(), 3_948);
-        assert_eq!(files(100).session_room(), 0);
+        // a stock soft limit, two fronts: 48 logins each (192 files), 115 sessions
+        assert_eq!(files(1024).login_room(2), 48);
+        assert_eq!(files(1024).session_room(2 * 48), (1024 - 256 - 192) / 5);
+        assert_eq!(files(1024).login_room(1), 96);
+        // this machine's: 1,024 logins a front, 3,129 sessions
+        assert_eq!(files(20_000).login_room(2), 1_024);
+        assert_eq!(files(20_000).session_room(2 * 1_024), 3_129);
+        // 10,000 sessions need 54,352 files
+        let f = files(54_352);
+        assert_eq!(f.session_room(2 * f.login_room(2)), 10_000);
+        // too small for anything but one login a front
+        assert_eq!(files(100).login_room(2), 1);
+        assert_eq!(files(100).session_room(2), 0);
     }
 
     #[test]

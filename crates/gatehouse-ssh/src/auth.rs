@@ -156,7 +156,11 @@ impl Connection {
         // the limit, refused at once (nothing waits for hours)
         if self.room.is_none() {
             match self.broker.config.front.sessions.take() {
-                Ok(room) => self.room = Some(room),
+                Ok(room) => {
+                    self.room = Some(room);
+                    // a session now: its login slot goes to the next connection
+                    self.login_slot.release();
+                }
                 Err(full) => {
                     return self.refused_busy(&operator, target.as_deref(), method, &full.into());
                 }

@@ -50,10 +50,16 @@ pub(crate) struct Connection {
     /// The session's place under the node's live-session limit, from its admission to the
     /// connection's end.
     pub(crate) room: Option<gatehouse_session::SessionRoom>,
+    /// The connection's login slot, released once the session holds its room.
+    pub(crate) login_slot: gatehouse_session::LoginSlot,
 }
 
 impl Connection {
-    pub(crate) fn new(broker: Arc<Broker>, state: Arc<ConnectionState>) -> Self {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        state: Arc<ConnectionState>,
+        login_slot: gatehouse_session::LoginSlot,
+    ) -> Self {
         Connection {
             broker,
             state,
@@ -66,6 +72,7 @@ impl Connection {
             subsystems: Vec::new(),
             enforcement: None,
             room: None,
+            login_slot,
         }
     }
 

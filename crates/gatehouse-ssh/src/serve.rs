@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, Protocol};
-use gatehouse_session::{Control, serve_front};
+use gatehouse_session::{Control, LoginSlot, serve_front};
 use russh::server;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -38,10 +38,10 @@ pub async fn run(
         Protocol::Ssh,
         front,
         shutdown,
-        |socket, peer| {
+        |socket, peer, slot| {
             let broker = broker.clone();
             let config = config.clone();
-            async move { serve_connection(broker, config, socket, peer).await }
+            async move { serve_connection(broker, config, socket, peer, slot).await }
         },
     )
     .await
@@ -92,6 +92,7 @@ async fn serve_connection(
     config: Arc<server::Config>,
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
+    slot: LoginSlot,
 ) {
     let span = tracing::info_span!(
         "session",
@@ -106,7 +107,7 @@ async fn serve_connection(
         span.clone(),
         broker.store().clone(),
     ));
-    let handler = Connection::new(broker.clone(), state.clone());
+    let handler = Connection::new(broker.clone(), state.clone(), slot);
     // russh runs the session in a task of its own that dropping its handle does not stop;
     // a second descriptor of the same socket lets Gatehouse shut the socket down itself
     // when a client will not leave (login grace over, or an ended session it will not read).
@@ -120,7 +121,7 @@ async fn serve_connection(
     async {
         // The login grace covers the client's banner, the key exchange and authentication:
         // a socket that stays silent, or never finishes logging in, must not hold a
-        // connection slot (10,000 of them would lock everyone out).
+        // login slot for long (see gatehouse_session::LoginSlots).
         let grace = broker.config.front.login_grace;
         let login_deadline = tokio::time::Instant::now() + grace;
         // the futures before and after the live session are boxed: this task lives as long

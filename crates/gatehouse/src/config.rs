@@ -126,6 +126,9 @@ struct RawNode {
     /// Live sessions on this node at once, both fronts (default: what the open-files limit
     /// leaves room for); past it a login is refused as busy.
     max_sessions: Option<toml::Spanned<u32>>,
+    /// Connections not yet logged in, per front (default: 1,024, or fewer if the open-files
+    /// limit calls for it); further ones wait in the listen backlog.
+    max_unauthenticated: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -194,6 +197,8 @@ pub struct Config {
     pub start_wait: Duration,
     /// `[node] max_sessions`; `None`: what the open-files limit leaves room for.
     pub max_sessions: Option<u32>,
+    /// `[node] max_unauthenticated`; `None`: from the open-files limit, at most 1,024.
+    pub max_unauthenticated: Option<u32>,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
     pub detective: DetectiveConfig,
@@ -402,6 +407,10 @@ impl Config {
             None => None,
             some => Some(limit(some, "max_sessions", 1)?),
         };
+        let max_unauthenticated = match raw.node.max_unauthenticated {
+            None => None,
+            some => Some(limit(some, "max_unauthenticated", 1)?),
+        };
         let mut store_options = gatehouse_store::StoreOptions::default();
         if let Some(n) = raw.store.max_connections {
             store_options.max_connections = Some(limit(Some(n), "max_connections", 1)?);
@@ -429,6 +438,7 @@ impl Config {
             max_starting_sessions,
             start_wait,
             max_sessions,
+            max_unauthenticated,
         })
     }
 }

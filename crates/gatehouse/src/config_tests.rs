@@ -91,10 +91,11 @@ name = "bastion-1"
     assert_eq!(a.window, std::time::Duration::from_secs(3600));
     assert_eq!(a.lockout, std::time::Duration::from_secs(7200));
     assert_eq!(c.login_limits.source, LimiterConfig::default());
-    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\nmax_sessions = 500\n")
+    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\nmax_sessions = 500\nmax_unauthenticated = 64\n")
         .unwrap();
     assert_eq!(c.max_starting_sessions, 4);
     assert_eq!(c.max_sessions, Some(500));
+    assert_eq!(c.max_unauthenticated, Some(64));
     assert_eq!(c.start_wait, std::time::Duration::from_secs(30));
     let pg = parse("[store]\nurl = \"postgres://gh@db.internal/gatehouse\"\n").unwrap();
     assert_eq!(pg.store_url, "postgres://gh@db.internal/gatehouse");
@@ -146,6 +147,8 @@ fn bad_values_name_line_and_reason() {
     assert_eq!(e.reason, "max_starting_sessions must be at least 1");
     let e = parse("[node]\nmax_sessions = 0\n").unwrap_err();
     assert_eq!(e.reason, "max_sessions must be at least 1");
+    let e = parse("[node]\nmax_unauthenticated = 0\n").unwrap_err();
+    assert_eq!(e.reason, "max_unauthenticated must be at least 1");
     let e = parse("[ssh]\nlogin_failure_window = \"0s\"\n").unwrap_err();
     assert_eq!(e.reason, "duration must be greater than zero");
 }

@@ -47,43 +47,61 @@ pub struct Prepared {
 }
 
 /// Raises the open-files limit to the hard limit (see `gatehouse_session::open_files`) and
-/// returns the node's live-session limit: `[node] max_sessions`, or what the open-files
-/// limit leaves room for. Warns when that room is under 1,000 sessions or below the
-/// configured limit.
-fn session_limit(configured: Option<u32>) -> usize {
-    use gatehouse_session::open_files::{FILES_PER_SESSION, raise_open_files_limit};
+/// returns the node's limits on connections not yet logged in (per front) and on live sessions:
+/// `[node] max_unauthenticated` and `max_sessions`, or what the open-files limit leaves room
+/// for. Warns when that room is under 1,000 sessions or below the configured limits.
+fn node_limits(config: &Config) -> (usize, usize) {
+    use gatehouse_session::open_files::{
+        DEFAULT_MAX_UNAUTHENTICATED, FILES_PER_SESSION, raise_open_files_limit,
+    };
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let files = match raise_open_files_limit() {
         Ok(files) => files,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read or raise the open-files limit");
-            return configured.map_or(usize::MAX, |n| n as usize);
+            return (
+                config
+                    .max_unauthenticated
+                    .map_or(to_usize(DEFAULT_MAX_UNAUTHENTICATED), |n| n as usize),
+                config.max_sessions.map_or(usize::MAX, |n| n as usize),
+            );
         }
     };
-    let room = usize::try_from(files.session_room()).unwrap_or(usize::MAX);
-    let max = configured.map_or(room, |n| n as usize);
+    // each front has its own login slots (shared, a front that waits for a connection would
+    // hold a slot the other needs)
+    let fronts = 1 + u64::from(config.postgres.is_some());
+    let logins = config
+        .max_unauthenticated
+        .map_or(files.login_room(fronts), u64::from);
+    let room = to_usize(files.session_room(logins * fronts));
+    let max = config.max_sessions.map_or(room, |n| n as usize);
     let (limit, was) = (files.limit, files.before);
     let short = if room < max {
         format!(
-            "[node] max_sessions is {max} but the open-files limit ({limit}) leaves room for only about {room} live sessions"
+            "[node] max_sessions is {max} but the open-files limit ({limit}) leaves room for only about {room} live sessions beside {logins} logins"
         )
     } else if room < 1_000 {
-        format!("the open-files limit ({limit}) leaves room for only {room} live sessions")
+        format!(
+            "the open-files limit ({limit}) leaves room for only {room} live sessions beside {logins} logins"
+        )
     } else {
         tracing::info!(
             limit,
             was,
             max_sessions = max,
-            "open-files limit {limit}: room for {room} live sessions"
+            max_unauthenticated = logins,
+            "open-files limit {limit}: room for {room} live sessions beside {logins} logins"
         );
-        return max;
+        return (to_usize(logins), max);
     };
     tracing::warn!(
         limit,
         was,
         max_sessions = max,
-        "{short} ({FILES_PER_SESSION} files each): raise the hard limit (systemd LimitNOFILE=, ulimit -Hn)"
+        max_unauthenticated = logins,
+        "{short} ({FILES_PER_SESSION} files a session): raise the hard limit (systemd LimitNOFILE=, ulimit -Hn)"
     );
-    max
+    (to_usize(logins), max)
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
@@ -93,7 +111,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         );
         tracing::warn!("benchmark build: terminal output and input are not recorded");
     }
-    let max_sessions = session_limit(config.max_sessions);
+    let (max_unauthenticated, max_sessions) = node_limits(config);
     let store = open_store(config).await?;
     let host_key = keys::load_or_generate_host_key(&config.host_key)?;
     let host_key_line = keys::public_key_line(host_key.public_key());
@@ -109,8 +127,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     if !interrupted.is_empty() {
         tracing::warn!(count = interrupted.len(), sessions = ?interrupted, "sessions left open by a previous run closed as interrupted");
     }
-    let listener = TcpListener::bind(config.ssh_listen)
-        .await
+    let listener = gatehouse_session::listen(config.ssh_listen)
         .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
     let mut front = FrontConfig::new(config.node.clone(), config.recordings_root.clone());
     // one login gate for the node: both fronts get clones of `front`
@@ -119,8 +136,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // one start queue for the node, likewise
     front.starting =
         gatehouse_session::StartQueue::new(config.max_starting_sessions, config.start_wait);
-    // and one session limit
+    // and one session limit; each front its own login slots (the SSH front's here)
     front.sessions = gatehouse_session::SessionLimit::new(max_sessions);
+    front.logins = gatehouse_session::LoginSlots::new(max_unauthenticated);
     front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
@@ -132,6 +150,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 .context("PostgreSQL front TLS")?;
             let mut pg_front = front.clone();
             pg_front.login_grace = pg.login_grace;
+            pg_front.logins = gatehouse_session::LoginSlots::new(max_unauthenticated);
             let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
             pg_config.pool = pg.target_pool;
@@ -139,8 +158,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 ConnectionThreads::start("gatehouse-pg", pg.threads as usize)
                     .context("cannot start the PostgreSQL connection threads")?,
             );
-            let listener = TcpListener::bind(pg.listen)
-                .await
+            let listener = gatehouse_session::listen(pg.listen)
                 .with_context(|| format!("cannot listen for PostgreSQL on {}", pg.listen))?;
             Some((
                 PgBroker::new(store.clone(), pg_config, live.clone()),
@@ -151,8 +169,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let metrics = match config.metrics_listen {
         None => None,
         Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
+            let l = gatehouse_session::listen(addr)
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             let server = crate::metrics::MetricsServer {
                 store: store.clone(),
