@@ -77,11 +77,6 @@ impl LoginSlot {
     pub fn release(&mut self) {
         self.0 = None;
     }
-
-    /// A slot that holds nothing (for connections served outside an accept loop).
-    pub fn none() -> LoginSlot {
-        LoginSlot(None)
-    }
 }
 
 /// Connections not yet logged in on one front: unauthenticated sockets cost descriptors (two
@@ -212,4 +207,78 @@ pub async fn drain_connections(mut tasks: JoinSet<()>, grace: std::time::Duratio
     tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Past its login slots a front accepts nothing more (the connection waits in the
+    /// backlog) until a connection releases its slot (its session admitted) or ends.
+    #[tokio::test]
+    async fn past_the_login_slots_connections_wait_until_a_slot_is_released() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let logins = LoginSlots::new(2);
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let front = tokio::spawn({
+            let logins = logins.clone();
+            async move {
+                let _ = accept_loop(
+                    &listener,
+                    logins,
+                    async {
+                        let _ = stop.await;
+                    },
+                    |mut socket, _, slot| {
+                        let accepted = accepted_tx.clone();
+                        async move {
+                            let (release, end) = tokio::sync::oneshot::channel::<bool>();
+                            let _ = accepted.send(release);
+                            let mut slot = slot;
+                            // true: admitted (slot released, connection kept); false: ended
+                            if end.await == Ok(true) {
+                                slot.release();
+                                let _ = socket.read(&mut [0u8; 1]).await;
+                            }
+                        }
+                    },
+                )
+                .await;
+            }
+        });
+        // (a connection that should be accepted and is not fails the test, not hangs it)
+        async fn next<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a connection accepted in time")
+                .expect("the front runs")
+        }
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let first = next(&mut accepted).await;
+        let second = next(&mut accepted).await;
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(300), accepted.recv()).await;
+        assert!(
+            waited.is_err(),
+            "a third connection was accepted past 2 slots"
+        );
+        assert_eq!(logins.in_use(), 2);
+        // one admitted (its slot released, the connection goes on): the third is accepted
+        first.send(true).unwrap();
+        let third = next(&mut accepted).await;
+        assert_eq!(logins.in_use(), 2, "the admitted one holds no slot");
+        // one that ends frees its slot too: the fourth
+        second.send(false).unwrap();
+        let _fourth = next(&mut accepted).await;
+        drop(third);
+        let _ = stop_tx.send(());
+        front.await.unwrap();
+        assert_eq!(logins.max(), 2);
+    }
 }
