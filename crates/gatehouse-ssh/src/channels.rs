@@ -373,7 +373,14 @@ impl Connection {
         let removed = self.channels.remove(&channel);
         self.state.open_channels.send_replace(self.channels.len());
         if let Some(ChannelKind::Relay(relay)) = removed {
-            self.state.set_end_reason(EndReason::ClientClosed);
+            // a client that closes as soon as it has the program's exit status (dbclient)
+            // can do so before the target's own close reaches Gatehouse: the program ended
+            // on the target, and that is why the session ends
+            self.state.set_end_reason(if relay.target_finished() {
+                EndReason::TargetClosed
+            } else {
+                EndReason::ClientClosed
+            });
             relay.forward(ToTarget::Close);
         }
     }

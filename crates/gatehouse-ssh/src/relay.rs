@@ -186,6 +186,11 @@ pub(crate) enum Started {
 }
 
 impl RelayHandle {
+    /// Whether the target has ended the channel's program (its exit status or signal came).
+    pub(crate) fn target_finished(&self) -> bool {
+        self.shared.finished.load(Ordering::Relaxed)
+    }
+
     /// What the gate says of `action` on this channel now.
     pub(crate) fn admit(&self, action: OperatorAction) -> Admission {
         self.shared.gate.admit(Some(self.shared.start()), action)
