@@ -211,6 +211,23 @@ fn pg_login_refused_as_full(w: &World, dbname: &str) -> String {
     db.message().to_owned()
 }
 
+/// Ends the `clients` (ssh processes) and waits for them.
+fn stop(clients: impl IntoIterator<Item = Child>) {
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Recordings of `w`'s broker (casts) in which `text` appears.
+fn recordings_showing(w: &World, text: &str) -> usize {
+    gatehouse_e2e::files_under(&w.gatehouse.dir().join("recordings"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(text)))
+        .count()
+}
+
 /// CPU time (user + system) the process `pid` has used.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -295,9 +312,7 @@ fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
     assert_eq!(refused.len(), 2, "{refused:#?}");
     assert!(refused.iter().all(|e| e["detail"]["reason"] == "busy"));
     // an ended session frees its room
-    let mut first = live.remove(0);
-    let _ = first.kill();
-    let _ = first.wait();
+    stop([live.remove(0)]);
     let mut after = None;
     for _ in 0..50 {
         let out = w.ssh_exec("alice+web1", "echo after-$((5*5))");
@@ -312,10 +327,7 @@ fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
         "no login after a session ended: {}",
         tail(&w.gatehouse.log(), 30)
     );
-    for mut c in live {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    stop(live);
 }
 
 /// Out of descriptors below the session limit (`max_sessions` set past what the open-files
@@ -378,10 +390,7 @@ fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
         }
     }
     // sessions end: logins are served again
-    for mut c in live.drain(..4) {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    stop(live.drain(..4));
     let served = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         stdout(&w.ssh_exec("alice+web1", "echo after-$((5*5))")).contains("after-25")
@@ -391,18 +400,11 @@ fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
         "no login served after sessions ended: {}",
         tail(&w.gatehouse.log(), 30)
     );
-    for mut c in live.into_iter().chain(edge) {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    stop(live.into_iter().chain(edge));
     // nothing ran unrecorded: every command that ran on the target printed `ready` into a
     // recording
     let ran_count = std::fs::read_dir(ran.path()).expect("ran dir").count();
-    let recorded = gatehouse_e2e::files_under(&w.gatehouse.dir().join("recordings"))
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
-        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("ready")))
-        .count();
+    let recorded = recordings_showing(&w, "ready");
     assert!(
         recorded >= ran_count,
         "{ran_count} commands ran on the target, {recorded} recordings show them"
@@ -425,10 +427,9 @@ fn a_live_session_holds_no_more_descriptors_than_the_session_limit_counts() {
     };
     let ran = target_dir();
     // one session first, ended: what a node opens once (store connections, writers) is open
-    let mut warm = try_sleeping_session(&w, ran.path(), "warm", Duration::from_secs(20))
+    let warm = try_sleeping_session(&w, ran.path(), "warm", Duration::from_secs(20))
         .unwrap_or_else(|_| panic!("no session: {}", tail(&w.gatehouse.log(), 30)));
-    let _ = warm.kill();
-    let _ = warm.wait();
+    stop([warm]);
     w.gatehouse.wait_all_closed();
     let before = open();
     let live: Vec<Child> = (0..SESSIONS)
@@ -442,10 +443,7 @@ fn a_live_session_holds_no_more_descriptors_than_the_session_limit_counts() {
         held <= SESSIONS * FILES_PER_SESSION + POOL_FILES,
         "{SESSIONS} live sessions hold {held} descriptors: more than {FILES_PER_SESSION} each"
     );
-    for mut c in live {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    stop(live);
 }
 
 /// A flood of unauthenticated connections cannot take the descriptors live sessions need:
@@ -514,12 +512,7 @@ fn a_flood_of_silent_connections_cannot_take_the_files_of_live_sessions() {
         matches!(live.try_wait(), Ok(None)),
         "the live session ended"
     );
-    let _ = live.kill();
-    let _ = live.wait();
-    let recorded = gatehouse_e2e::files_under(&w.gatehouse.dir().join("recordings"))
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cast"))
-        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("ready")))
-        .count();
+    stop([live]);
+    let recorded = recordings_showing(&w, "ready");
     assert_eq!(recorded, 1, "the live session's recording");
 }

@@ -261,19 +261,15 @@ async fn session(
         // in line with the node's other starting sessions until the target login is done,
         // in a room under the node's session limit until the session ends (past the limit,
         // refused at once)
-        let started = match broker.config.front.sessions.take() {
-            Ok(room) => {
-                // a session now: its login slot goes to the next connection
-                slot.release();
-                broker
-                    .config
-                    .front
-                    .starting
-                    .enter()
-                    .await
-                    .map(|start| (room, start))
-                    .map_err(Busy::from)
-            }
+        let started = match broker.config.front.sessions.admit(&mut slot) {
+            Ok(room) => broker
+                .config
+                .front
+                .starting
+                .enter()
+                .await
+                .map(|start| (room, start))
+                .map_err(Busy::from),
             Err(full) => Err(Busy::from(full)),
         };
         let (room, starting) = match started {

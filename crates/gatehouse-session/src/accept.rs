@@ -1,4 +1,4 @@
-//! The accept loop every front runs: connections not yet logged in are bounded node-wide
+//! The accept loop every front runs: connections not yet logged in are bounded per front
 //! (further ones wait in the listen backlog), transient accept errors retried, one task per
 //! connection.
 
@@ -72,8 +72,8 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct LoginSlot(Option<OwnedSemaphorePermit>);
 
 impl LoginSlot {
-    /// The connection is a session now (it holds a [`crate::SessionRoom`]): its slot goes
-    /// to the next connection waiting.
+    /// The connection is a session now (it holds a [`crate::SessionRoom`]: see
+    /// [`crate::SessionLimit::admit`]): its slot goes to the next connection waiting.
     pub fn release(&mut self) {
         self.0 = None;
     }
@@ -215,12 +215,14 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     /// Past its login slots a front accepts nothing more (the connection waits in the
-    /// backlog) until a connection releases its slot (its session admitted) or ends.
+    /// backlog) until a connection is admitted as a session (`SessionLimit::admit` releases
+    /// its slot) or ends; one the session limit refuses keeps its slot until it ends.
     #[tokio::test]
     async fn past_the_login_slots_connections_wait_until_a_slot_is_released() {
         let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let logins = LoginSlots::new(2);
+        let rooms = crate::SessionLimit::new(1);
         let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
         let front = tokio::spawn({
@@ -232,17 +234,17 @@ mod tests {
                     async {
                         let _ = stop.await;
                     },
-                    |mut socket, _, slot| {
-                        let accepted = accepted_tx.clone();
+                    |mut socket, _, mut slot| {
+                        let (accepted, rooms) = (accepted_tx.clone(), rooms.clone());
                         async move {
-                            let (release, end) = tokio::sync::oneshot::channel::<bool>();
-                            let _ = accepted.send(release);
-                            let mut slot = slot;
-                            // true: admitted (slot released, connection kept); false: ended
-                            if end.await == Ok(true) {
-                                slot.release();
-                                let _ = socket.read(&mut [0u8; 1]).await;
-                            }
+                            let (admit, admitted) = tokio::sync::oneshot::channel::<()>();
+                            let _ = accepted.send(admit);
+                            let _room = match admitted.await {
+                                Ok(()) => rooms.admit(&mut slot).ok(),
+                                Err(_) => None,
+                            };
+                            // until the client goes
+                            let _ = socket.read(&mut [0u8; 1]).await;
                         }
                     },
                 )
@@ -256,27 +258,35 @@ mod tests {
                 .expect("a connection accepted in time")
                 .expect("the front runs")
         }
+        async fn none_within_300ms<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> bool {
+            tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv())
+                .await
+                .is_err()
+        }
         let mut clients = Vec::new();
         for _ in 0..4 {
-            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            clients.push(Some(tokio::net::TcpStream::connect(addr).await.unwrap()));
         }
         let first = next(&mut accepted).await;
         let second = next(&mut accepted).await;
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(300), accepted.recv()).await;
         assert!(
-            waited.is_err(),
+            none_within_300ms(&mut accepted).await,
             "a third connection was accepted past 2 slots"
         );
         assert_eq!(logins.in_use(), 2);
         // one admitted (its slot released, the connection goes on): the third is accepted
-        first.send(true).unwrap();
-        let third = next(&mut accepted).await;
+        first.send(()).unwrap();
+        let _third = next(&mut accepted).await;
         assert_eq!(logins.in_use(), 2, "the admitted one holds no slot");
-        // one that ends frees its slot too: the fourth
-        second.send(false).unwrap();
+        // one the session limit refuses keeps its slot: no fourth
+        second.send(()).unwrap();
+        assert!(
+            none_within_300ms(&mut accepted).await,
+            "a connection refused a room gave up its slot"
+        );
+        // until it ends: the fourth
+        clients[1] = None;
         let _fourth = next(&mut accepted).await;
-        drop(third);
         let _ = stop_tx.send(());
         front.await.unwrap();
         assert_eq!(logins.max(), 2);

@@ -167,6 +167,15 @@ impl SessionLimit {
         self.max - self.rooms.available_permits()
     }
 
+    /// The connection holding `slot` becomes a session: a room for it, its login slot
+    /// released to the next connection waiting; or at once the reason there is no room
+    /// (the slot kept until the connection ends).
+    pub fn admit(&self, slot: &mut crate::LoginSlot) -> Result<SessionRoom, SessionLimitReached> {
+        let room = self.take()?;
+        slot.release();
+        Ok(room)
+    }
+
     /// A room for one more live session, or at once the reason there is none (never waits:
     /// a full node frees rooms only as sessions end, which can take hours).
     pub fn take(&self) -> Result<SessionRoom, SessionLimitReached> {

@@ -155,12 +155,14 @@ impl Connection {
         // a room under the node's session limit for as long as the connection lives: past
         // the limit, refused at once (nothing waits for hours)
         if self.room.is_none() {
-            match self.broker.config.front.sessions.take() {
-                Ok(room) => {
-                    self.room = Some(room);
-                    // a session now: its login slot goes to the next connection
-                    self.login_slot.release();
-                }
+            match self
+                .broker
+                .config
+                .front
+                .sessions
+                .admit(&mut self.login_slot)
+            {
+                Ok(room) => self.room = Some(room),
                 Err(full) => {
                     return self.refused_busy(&operator, target.as_deref(), method, &full.into());
                 }

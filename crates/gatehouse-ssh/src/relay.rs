@@ -186,7 +186,8 @@ pub(crate) enum Started {
 }
 
 impl RelayHandle {
-    /// Whether the target has ended the channel's program (its exit status or signal came).
+    /// Whether the target has ended the channel's program (its exit status or signal came,
+    /// or it closed the channel), or a hangup was sent to it.
     pub(crate) fn target_finished(&self) -> bool {
         self.shared.finished.load(Ordering::Relaxed)
     }

@@ -511,6 +511,17 @@ impl Store {
 
 /// `NotFound { kind, name }` when an update or delete touched no row.
 /// The first column of every row, as strings (ids, names).
+/// Ids bound per statement in an `IN (…)` list: a bounded statement for any number of ids.
+const IDS_PER_STATEMENT: usize = 500;
+
+/// `$first, $first+1, …`: `count` numbered parameters, for an `IN (…)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn first_column(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>> {
     use sqlx::Row;
     rows.iter()

@@ -9,10 +9,10 @@ use gatehouse_core::detective::NodeFact;
 use sqlx::Row;
 
 use crate::audit::{insert_audit_on, log_audit};
-use crate::{AuditEvent, GuardState, Result, Store, first_column, now_millis};
-
-/// Session ids per statement (bounded statement size, any number of sessions).
-const STAMP_CHUNK: usize = 500;
+use crate::{
+    AuditEvent, GuardState, IDS_PER_STATEMENT, Result, Store, first_column, now_millis,
+    placeholders,
+};
 
 /// What a node says about itself in each heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +111,11 @@ impl Store {
             .await?;
         }
         let mut closed = Vec::new();
-        for chunk in held.chunks(STAMP_CHUNK) {
-            let placeholders = (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
+        for chunk in held.chunks(IDS_PER_STATEMENT) {
             let sql = format!(
                 "UPDATE sessions SET owner_seen_at = $1
-                 WHERE node_id = $2 AND ended_at IS NULL AND id IN ({placeholders})"
+                 WHERE node_id = $2 AND ended_at IS NULL AND id IN ({})",
+                placeholders(3, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(now)
@@ -127,12 +124,9 @@ impl Store {
                 q = q.bind(id);
             }
             q.execute(&self.pool).await?;
-            let placeholders = (0..chunk.len())
-                .map(|i| format!("${}", i + 1))
-                .collect::<Vec<_>>()
-                .join(", ");
             let sql = format!(
-                "SELECT id FROM sessions WHERE ended_at IS NOT NULL AND id IN ({placeholders})"
+                "SELECT id FROM sessions WHERE ended_at IS NOT NULL AND id IN ({})",
+                placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {

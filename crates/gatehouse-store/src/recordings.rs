@@ -535,14 +535,11 @@ impl Store {
         ids: &[&str],
     ) -> Result<std::collections::HashMap<String, RecordingRecord>> {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let placeholders = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+        for chunk in ids.chunks(crate::IDS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT {COLUMNS} FROM sessions
-                 WHERE recording_state IS NOT NULL AND id IN ({placeholders})"
+                 WHERE recording_state IS NOT NULL AND id IN ({})",
+                crate::placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {

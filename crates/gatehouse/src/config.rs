@@ -403,18 +403,17 @@ impl Config {
             gatehouse_session::DEFAULT_MAX_STARTING,
         )?;
         let start_wait = duration(raw.node.start_wait, gatehouse_session::DEFAULT_START_WAIT)?;
-        let max_sessions = match raw.node.max_sessions {
-            None => None,
-            some => Some(limit(some, "max_sessions", 1)?),
+        // (no default here: `serve` derives these from the open-files limit, the store its
+        // pool size from its backend)
+        let optional = |v: Option<toml::Spanned<u32>>, key: &str| {
+            v.map(|v| limit(Some(v), key, 1)).transpose()
         };
-        let max_unauthenticated = match raw.node.max_unauthenticated {
-            None => None,
-            some => Some(limit(some, "max_unauthenticated", 1)?),
+        let max_sessions = optional(raw.node.max_sessions, "max_sessions")?;
+        let max_unauthenticated = optional(raw.node.max_unauthenticated, "max_unauthenticated")?;
+        let mut store_options = gatehouse_store::StoreOptions {
+            max_connections: optional(raw.store.max_connections, "max_connections")?,
+            ..Default::default()
         };
-        let mut store_options = gatehouse_store::StoreOptions::default();
-        if let Some(n) = raw.store.max_connections {
-            store_options.max_connections = Some(limit(Some(n), "max_connections", 1)?);
-        }
         store_options.timeouts.acquire =
             duration(raw.store.acquire_timeout, store_options.timeouts.acquire)?;
         Ok(Config {
