@@ -411,8 +411,9 @@ async fn its_status_reads_activity_the_lock_and_the_next_limit_without_asking_it
     p.reauth_after = Some(M);
     p.lock_grace = 30 * S;
     let h = start(p, Some("pw"));
-    let transitions = Arc::new(Notify::new());
-    h.status.notify_transitions(transitions.clone());
+    let moves = Arc::new(crate::GuardMoves::default());
+    h.status.report_moves_to(moves.clone(), 7);
+    assert_eq!(moves.take(), [7], "reported once registered");
     h.tx.send(GuardEvent::ChannelStarted {
         channel: 0,
         pty: true,
@@ -422,9 +423,22 @@ async fn its_status_reads_activity_the_lock_and_the_next_limit_without_asking_it
     // the wall clock reads `wall` whenever the status is read
     let wall = 1_000_000;
     advance(4 * S).await;
+    let _ = moves.take();
+    let s = h.status.read_reported(wall).unwrap();
+    assert!(moves.take().is_empty(), "nothing moved since the last read");
     h.clock.touch(); // the guard has not seen this keystroke yet; the status has
+    h.clock.touch();
+    assert_eq!(
+        moves.take(),
+        [7],
+        "a move is reported once until it is read"
+    );
+    h.clock.touch();
+    assert!(moves.take().is_empty());
     advance(S).await;
-    let s = h.status.read(wall).unwrap();
+    let s2 = h.status.read_reported(wall).unwrap();
+    assert_ne!(s, s2);
+    let s = s2;
     assert_eq!(s.last_activity_at, wall - 1_000);
     assert_eq!(s.locked_since, None);
     assert_eq!(s.next_limit, Some((WarnKind::Idle, wall + 9_000)));
@@ -435,7 +449,8 @@ async fn its_status_reads_activity_the_lock_and_the_next_limit_without_asking_it
     assert_eq!(s.locked_since, Some(wall));
     // locked: the reauthentication deadline is the end of the lock grace
     assert_eq!(s.next_limit, Some((WarnKind::Reauth, wall + 30_000)));
-    tokio::time::timeout(Duration::ZERO, transitions.notified())
+    assert_eq!(moves.take(), [7], "the guard's steps are reported");
+    tokio::time::timeout(Duration::ZERO, moves.transitions.notified())
         .await
         .expect("the lock was told");
 }

@@ -28,8 +28,8 @@ pub use connection_threads::ConnectionThreads;
 pub use front::{DEFAULT_LOGIN_GRACE, FrontConfig};
 pub use gate::SessionGate;
 pub use guard::{
-    ActivityClock, Guard, GuardEvent, GuardEvents, GuardGone, GuardInbox, GuardObserver,
-    GuardStatus, OperatorIo, Reauthenticator,
+    ActivityClock, Guard, GuardEvent, GuardEvents, GuardGone, GuardInbox, GuardMoves,
+    GuardObserver, GuardStatus, OperatorIo, Reauthenticator,
 };
 pub use lifecycle::{
     Access, Admission, Allowed, EndReasonCell, Enforcement, GuardSetup, Login, MarkerSink,

@@ -4,9 +4,12 @@
 //! store to the guards within a second; shutdown ends every connection of a front through
 //! the same path (`end_all`). Shared by all fronts of one process, so a node polls the store
 //! once, not once per front. The node's heartbeat claims the sessions registered here, so a
-//! live row that no guard holds shows in the store, and writes what their guards know (last
-//! activity, lock, next limit) for reviewers: every 2 s, and at once when a session locks
-//! or unlocks. On PostgreSQL the watcher also wakes on
+//! live row that no guard holds shows in the store (a third of them each beat, so each
+//! every 6 s), and writes what their guards know (last activity, lock, next limit) for
+//! reviewers: every 2 s for the guards that moved ([`GuardMoves`]), and at once when a
+//! session locks or unlocks. Neither loop touches an idle session's memory on an ordinary
+//! tick: with thousands of live sessions that alone cost a node a sizeable part of a core.
+//! On PostgreSQL the watcher also wakes on
 //! the store's change notifications (`Store::change_feed`), so a change reaches guards in
 //! milliseconds; the poll stays as the fallback.
 
@@ -18,14 +21,17 @@ use std::time::Duration;
 use gatehouse_core::{Directive, EndReason, EnvPolicy, Protocol};
 use gatehouse_store::{AuditEvent, GuardState, KillRequest, NodeInfo, Store};
 use serde_json::json;
-use tokio::sync::Notify;
 
-use crate::GuardStatus;
+use crate::{GuardMoves, GuardStatus};
 
 /// How often the node looks for policy changes and kill requests in the store.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the node writes its heartbeat and claims its live sessions in the store.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// The heartbeat claims its live sessions in this many turns, a share each beat: each
+/// session every 6 s, within the detective's 10 s (`Tolerances::owner_grace`). After a beat
+/// that failed or came late, the next claims them all.
+const CLAIM_TURNS: u64 = 3;
 
 /// What the registry tells a live connection: its guard, or, before a guard runs (a
 /// connection still logging in, a refused session), the front itself.
@@ -61,8 +67,10 @@ pub struct LiveSessions {
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Lock and unlock transitions of the guards: the heartbeat writes at once.
-    transitions: Arc<Notify>,
+    /// Guards whose state may have moved, and lock transitions: read by the heartbeat.
+    moves: Arc<GuardMoves>,
+    /// Entries guarded since the watcher last looked (it checks their policy versions).
+    fresh: Mutex<Vec<u64>>,
 }
 
 /// A connection's entry in the registry; dropping it removes the entry.
@@ -86,7 +94,7 @@ impl Registration {
         let Some(live) = self.live.upgrade() else {
             return;
         };
-        status.notify_transitions(live.transitions.clone());
+        status.report_moves_to(live.moves.clone(), self.key);
         if let Ok(mut e) = live.entries.lock()
             && let Some(entry) = e.get_mut(&self.key)
         {
@@ -97,6 +105,9 @@ impl Registration {
                 status,
             });
             entry.deliver = Box::new(deliver);
+        }
+        if let Ok(mut f) = live.fresh.lock() {
+            f.push(self.key);
         }
     }
 }
@@ -119,7 +130,8 @@ impl LiveSessions {
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             watcher: Mutex::new(None),
-            transitions: Arc::new(Notify::new()),
+            moves: Arc::new(GuardMoves::default()),
+            fresh: Mutex::new(Vec::new()),
         })
     }
 
@@ -186,17 +198,66 @@ impl LiveSessions {
             .unwrap_or(0)
     }
 
-    /// What the guards of the sessions registered here know, `wall_now` (Unix ms) being now.
-    pub fn guard_states(&self, wall_now: i64) -> Vec<(String, GuardState)> {
+    /// What the guards of the sessions registered here know, `wall_now` (Unix ms) being now:
+    /// every guard (`all`), or those that reported a move since the last read.
+    fn guard_states(&self, wall_now: i64, all: bool) -> Vec<(u64, String, GuardState)> {
+        // taken before the reads: a move reported meanwhile is read again next time
+        let moved = self.moves.take();
         let Ok(e) = self.entries.lock() else {
             return Vec::new();
         };
-        e.values()
-            .filter_map(|e| {
-                let g = e.guarded.as_ref()?;
-                Some((g.session_id.clone(), g.status.read(wall_now)?))
+        let read = |(key, e): (&u64, &Entry)| {
+            let g = e.guarded.as_ref()?;
+            Some((
+                *key,
+                g.session_id.clone(),
+                g.status.read_reported(wall_now)?,
+            ))
+        };
+        if all {
+            e.iter().filter_map(read).collect()
+        } else {
+            moved
+                .iter()
+                .filter_map(|k| e.get_key_value(k))
+                .filter_map(read)
+                .collect()
+        }
+    }
+
+    /// How many sessions are guarded here, and the ids of those to claim this beat.
+    fn claims(&self, claim: Claim) -> (usize, Vec<String>) {
+        let Ok(e) = self.entries.lock() else {
+            return (0, Vec::new());
+        };
+        let mut count = 0;
+        let mut ids = Vec::new();
+        for (key, e) in e.iter() {
+            let Some(g) = &e.guarded else { continue };
+            count += 1;
+            let claimed = match claim {
+                Claim::All => true,
+                Claim::Turn(t) => key % CLAIM_TURNS == t % CLAIM_TURNS,
+                Claim::None => false,
+            };
+            if claimed {
+                ids.push(g.session_id.clone());
+            }
+        }
+        (count, ids)
+    }
+
+    /// Registration keys of the guarded sessions.
+    fn guarded_keys(&self) -> HashSet<u64> {
+        self.entries
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .filter(|(_, e)| e.guarded.is_some())
+                    .map(|(k, _)| *k)
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default()
     }
 
     /// Ids of the sessions whose guards run here.
@@ -212,40 +273,65 @@ impl LiveSessions {
     }
 
     /// Writes the node's heartbeat every [`HEARTBEAT_INTERVAL`] until the task is aborted,
-    /// claiming the sessions whose guards run here and writing what their guards know (also
-    /// at once when one locks or unlocks). A guard whose row another node closed
-    /// meanwhile (it declared this node lost) is told to end: nothing is closed twice and
-    /// nothing closed comes back. A store that is down is logged once and retried.
+    /// claiming the sessions whose guards run here (a turn of them each beat) and writing
+    /// what their guards know when it moved (also at once when one locks or unlocks). A
+    /// guard whose row another node closed meanwhile (it declared this node lost) is told to
+    /// end: nothing is closed twice and nothing closed comes back. A store that is down is
+    /// logged once and retried; the beat after a failed or late one claims and writes all.
     pub fn spawn_heartbeat(self: &Arc<Self>, node: NodeInfo) -> tokio::task::JoinHandle<()> {
         let live = Arc::downgrade(self);
-        let transitions = self.transitions.clone();
+        let moves = self.moves.clone();
         tokio::spawn(async move {
             let mut failing = false;
             let mut told: HashSet<String> = HashSet::new();
             let mut written = WrittenGuards::default();
+            // everything at the first beat, and after one that failed or came late (this
+            // node may have been declared lost meanwhile: its closed rows are found at once)
+            let mut all = true;
+            let mut turn: u64 = 0;
+            let mut last_beat = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = transitions.notified() => {}
-                }
+                let ticked = tokio::select! {
+                    _ = tick.tick() => true,
+                    () = moves.transitions.notified() => false,
+                };
                 let Some(live) = live.upgrade() else { return };
-                let ids = live.session_ids();
-                let guards = live.guard_states(gatehouse_store::now_millis());
-                let changed = written.changed(&guards);
+                if last_beat.elapsed() > 2 * HEARTBEAT_INTERVAL {
+                    all = true;
+                }
+                let claim = if all {
+                    Claim::All
+                } else if ticked {
+                    turn += 1;
+                    Claim::Turn(turn)
+                } else {
+                    Claim::None
+                };
+                let (count, ids) = live.claims(claim);
+                let guards = live.guard_states(gatehouse_store::now_millis(), all);
+                let changed = written.changed(guards);
+                let rows: Vec<(String, GuardState)> =
+                    changed.iter().map(|(_, id, g)| (id.clone(), *g)).collect();
                 let started = std::time::Instant::now();
-                let beat = live.store.node_heartbeat(&node, &ids, &changed).await;
+                let beat = live.store.node_heartbeat(&node, count, &ids, &rows).await;
                 crate::metrics::store_round_trip("heartbeat", started.elapsed(), beat.is_ok());
                 match beat {
                     Ok(closed) => {
                         failing = false;
-                        written.wrote(changed, &guards);
+                        all = false;
+                        last_beat = tokio::time::Instant::now();
+                        written.wrote(changed);
+                        if written.len() > count {
+                            written.keep(&live.guarded_keys());
+                        }
                         live.end_closed(&closed, &mut told);
                     }
                     Err(e) => {
                         // what was written is not known: all of it again next time
                         written.forget();
+                        all = true;
                         if !failing {
                             failing = true;
                             tracing::error!(error = %e, "cannot write the node heartbeat");
@@ -325,6 +411,8 @@ impl Drop for LiveSessions {
 /// registry goes away; a store that is down is logged and retried.
 async fn watch_store(live: Weak<LiveSessions>) {
     let mut killed: HashSet<String> = HashSet::new();
+    // the policy versions the last look saw (a change: every session is looked at)
+    let mut seen: HashMap<String, i64> = HashMap::new();
     let mut store_down = false;
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,19 +448,41 @@ async fn watch_store(live: Weak<LiveSessions>) {
         let Ok(mut entries) = live.entries.lock() else {
             return;
         };
+        let fresh = live
+            .fresh
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
         let current: HashMap<&str, _> = policies
             .iter()
             .map(|p| (p.environment.as_str(), p))
             .collect();
-        for e in entries.values_mut() {
+        let deliver = |e: &mut Entry| {
             let Some(g) = e.guarded.as_mut() else {
-                continue;
+                return;
             };
             if let Some(p) = current.get(g.environment.as_str())
                 && p.version != g.policy_version
             {
                 g.policy_version = p.version;
                 (e.deliver)(Control::Policy(p.policy.clone()));
+            }
+        };
+        // every session when a policy changed; otherwise only those guarded since the last
+        // look (they may have started with a version older than the store's): an idle
+        // session's memory is not touched twice a second
+        let seen_now: HashMap<String, i64> = policies
+            .iter()
+            .map(|p| (p.environment.clone(), p.version))
+            .collect();
+        if seen_now != seen {
+            entries.values_mut().for_each(deliver);
+            seen = seen_now;
+        } else {
+            for key in fresh {
+                if let Some(e) = entries.get_mut(&key) {
+                    deliver(e);
+                }
             }
         }
         // (the index of every session only when there is a kill to deliver or remember: a
@@ -470,32 +580,48 @@ impl<C> From<Control> for crate::GuardEvent<C> {
         }
     }
 }
+/// Which of its sessions a beat claims.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    All,
+    /// Those whose registration key falls in this turn (modulo [`CLAIM_TURNS`]).
+    Turn(u64),
+    /// None (a beat for a lock or unlock).
+    None,
+}
+
 /// What the heartbeat last wrote of each live guard, so that a beat writes only the guards
 /// whose state moved: an idle session's state stays put, and writing every guard every
 /// beat cost a node with 1,000 idle sessions ~10 % of a core (500 row updates a second).
 #[derive(Debug, Default)]
-struct WrittenGuards(HashMap<String, GuardState>);
+struct WrittenGuards(HashMap<u64, GuardState>);
 
 impl WrittenGuards {
     /// A wall time read through a monotonic clock moves by a millisecond or so from one beat
     /// to the next; a move within this is no change.
     const JITTER_MS: i64 = 100;
 
-    /// The states in `now` that differ from what was written.
-    fn changed(&self, now: &[(String, GuardState)]) -> Vec<(String, GuardState)> {
-        now.iter()
-            .filter(|(id, g)| self.0.get(id).is_none_or(|w| !Self::same(w, g)))
-            .cloned()
+    /// The states in `now` (registration key, session id, state) that differ from what was
+    /// written.
+    fn changed(&self, now: Vec<(u64, String, GuardState)>) -> Vec<(u64, String, GuardState)> {
+        now.into_iter()
+            .filter(|(key, _, g)| self.0.get(key).is_none_or(|w| !Self::same(w, g)))
             .collect()
     }
 
-    /// `changed` was written; `now` is every live guard (the others are forgotten).
-    fn wrote(&mut self, changed: Vec<(String, GuardState)>, now: &[(String, GuardState)]) {
-        if self.0.len() > now.len() {
-            let live: HashSet<&str> = now.iter().map(|(id, _)| id.as_str()).collect();
-            self.0.retain(|id, _| live.contains(id.as_str()));
-        }
-        self.0.extend(changed);
+    /// `changed` was written.
+    fn wrote(&mut self, changed: Vec<(u64, String, GuardState)>) {
+        self.0
+            .extend(changed.into_iter().map(|(key, _, g)| (key, g)));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Forgets the guards not in `live` (ended sessions).
+    fn keep(&mut self, live: &HashSet<u64>) {
+        self.0.retain(|key, _| live.contains(key));
     }
 
     fn forget(&mut self) {
@@ -536,39 +662,155 @@ mod tests {
         let mut w = WrittenGuards::default();
         let idle = state(1_000, None, Some((WarnKind::Idle, 61_000)));
         let busy = state(1_000, None, Some((WarnKind::Idle, 61_000)));
-        let first = vec![("idle".to_owned(), idle), ("busy".to_owned(), busy)];
-        assert_eq!(w.changed(&first), first, "everything at first");
-        w.wrote(w.changed(&first), &first);
+        let first = vec![(1, "idle".to_owned(), idle), (2, "busy".to_owned(), busy)];
+        assert_eq!(w.changed(first.clone()), first, "everything at first");
+        w.wrote(first);
         // a beat later: the idle one's times read a millisecond apart, the busy one typed
         let later = vec![
             (
+                1,
                 "idle".to_owned(),
                 state(1_001, None, Some((WarnKind::Idle, 60_999))),
             ),
             (
+                2,
                 "busy".to_owned(),
                 state(3_000, None, Some((WarnKind::Idle, 63_000))),
             ),
         ];
-        let changed = w.changed(&later);
+        let changed = w.changed(later.clone());
         assert_eq!(changed, vec![later[1].clone()]);
-        w.wrote(changed, &later);
-        assert!(w.changed(&later).is_empty(), "nothing moved since");
+        w.wrote(changed);
+        assert!(w.changed(later.clone()).is_empty(), "nothing moved since");
         // a lock, and a next limit of another kind, are changes however close in time
         let locked = vec![(
+            1,
             "idle".to_owned(),
             state(1_001, Some(1_050), Some((WarnKind::Idle, 60_999))),
         )];
-        assert_eq!(w.changed(&locked).len(), 1);
+        assert_eq!(w.changed(locked).len(), 1);
         let other = vec![(
+            1,
             "idle".to_owned(),
             state(1_001, None, Some((WarnKind::MaxSession, 60_999))),
         )];
-        assert_eq!(w.changed(&other).len(), 1);
+        assert_eq!(w.changed(other).len(), 1);
         // an ended session is forgotten; a failed beat writes everything again
-        w.wrote(Vec::new(), &later[1..]);
-        assert_eq!(w.0.len(), 1);
+        w.keep(&HashSet::from([2]));
+        assert_eq!(w.len(), 1);
+        assert!(w.changed(later[1..].to_vec()).is_empty());
         w.forget();
-        assert_eq!(w.changed(&later[1..]).len(), 1);
+        assert_eq!(w.changed(later[1..].to_vec()).len(), 1);
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::open(&url, gatehouse_store::MasterKey::generate())
+            .await
+            .unwrap();
+        store.add_environment("prod").await.unwrap();
+        store
+    }
+
+    fn guarded(
+        live: &Arc<LiveSessions>,
+        id: &str,
+        version: i64,
+        deliver: impl Fn(Control) + Send + Sync + 'static,
+    ) -> (Registration, Arc<crate::ActivityClock>) {
+        let reg = live.track(Protocol::Ssh, |_| {});
+        let clock = Arc::new(crate::ActivityClock::new(tokio::time::Instant::now()));
+        let status = Arc::new(GuardStatus::new(
+            clock.clone(),
+            gatehouse_core::Enforcer::new(EnvPolicy::default()),
+        ));
+        reg.guard(id, "prod", version, status, deliver);
+        (reg, clock)
+    }
+
+    fn ids(states: Vec<(u64, String, GuardState)>) -> Vec<String> {
+        let mut ids: Vec<String> = states.into_iter().map(|(_, id, _)| id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_beat_reads_only_the_guards_that_moved_and_claims_each_session_in_one_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LiveSessions::new(store(&dir).await, "n".into());
+        let _login = live.track(Protocol::Ssh, |_| {}); // not guarded: never claimed
+        let mut sessions: Vec<_> = (0..7)
+            .map(|i| guarded(&live, &format!("s{i}"), 1, |_| {}))
+            .collect();
+        let all: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+        // each guard is reported once registered, and not again until it moves
+        assert_eq!(ids(live.guard_states(0, false)), all);
+        assert!(live.guard_states(0, false).is_empty());
+        sessions[2].1.touch();
+        sessions[5].1.touch();
+        sessions[5].1.touch();
+        assert_eq!(ids(live.guard_states(0, false)), ["s2", "s5"]);
+        assert!(live.guard_states(0, false).is_empty());
+        // after a failed beat: all of them, moved or not
+        assert_eq!(ids(live.guard_states(0, true)), all);
+        // the turns share the sessions out, each in exactly one
+        let (count, mut claimed) = live.claims(Claim::All);
+        claimed.sort();
+        assert_eq!((count, claimed), (7, all.clone()));
+        let mut turns: Vec<String> = (0..CLAIM_TURNS)
+            .flat_map(|t| live.claims(Claim::Turn(t + 5)).1)
+            .collect();
+        turns.sort();
+        assert_eq!(turns, all);
+        assert_eq!(live.claims(Claim::None), (7, Vec::new()));
+        // an ended session: neither read nor claimed, and a move of it reported late is
+        // ignored
+        let (gone, clock) = sessions.remove(3);
+        drop(gone);
+        clock.touch();
+        assert!(live.guard_states(0, false).is_empty());
+        assert_eq!(live.claims(Claim::All).0, 6);
+        assert_eq!(live.guarded_keys().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_policy_change_reaches_every_session_and_a_late_starter_with_an_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let v1 = store.list_policies().await.unwrap()[0].version;
+        let live = LiveSessions::new(store.clone(), "n".into());
+        live.ensure_watcher();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, i64)>();
+        let told = |who: &'static str| {
+            let tx = tx.clone();
+            move |c: Control| {
+                if let Control::Policy(p) = c {
+                    let _ = tx.send((
+                        who,
+                        i64::try_from(p.idle_timeout.unwrap().as_secs()).unwrap(),
+                    ));
+                }
+            }
+        };
+        let _old = guarded(&live, "old", v1, told("old"));
+        let recv = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+            tokio::time::timeout(4 * WATCH_INTERVAL, rx.recv()).await
+        };
+        assert!(recv(&mut rx).await.is_err(), "nothing changed");
+        let p = EnvPolicy {
+            idle_timeout: Some(Duration::from_secs(600)),
+            ..EnvPolicy::default()
+        };
+        store.set_environment_policy("prod", &p).await.unwrap();
+        assert_eq!(recv(&mut rx).await.unwrap(), Some(("old", 600)));
+        // the watcher has seen the new version; a session admitted with the old one before
+        // the change registers now: it is told too
+        tokio::time::sleep(2 * WATCH_INTERVAL).await;
+        let _late = guarded(&live, "late", v1, told("late"));
+        assert_eq!(recv(&mut rx).await.unwrap(), Some(("late", 600)));
+        // one admitted with the current version is not told again, nor are the others
+        let v2 = store.list_policies().await.unwrap()[0].version;
+        let _new = guarded(&live, "new", v2, told("new"));
+        assert!(recv(&mut rx).await.is_err());
     }
 }

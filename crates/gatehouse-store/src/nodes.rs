@@ -68,18 +68,20 @@ pub struct LostSession {
 }
 
 impl Store {
-    /// Records that `node` is alive and holds the live sessions `held`, and what their
-    /// guards know (`guards`, by session id: the review list's idle, next limit and lock
-    /// columns). Returns those of `held` whose rows are closed already (another node
+    /// Records that `node` is alive with `live` sessions and holds the live sessions `held`
+    /// (all of them or a share: each claim stamps the row's `owner_seen_at`), and what
+    /// their guards know (`guards`, by session id: the review list's idle, next limit and
+    /// lock columns). Returns those of `held` whose rows are closed already (another node
     /// declared this one lost and took them over): their guards must end.
     pub async fn node_heartbeat(
         &self,
         node: &NodeInfo,
+        live: usize,
         held: &[String],
         guards: &[(String, GuardState)],
     ) -> Result<Vec<String>> {
         let now = now_millis();
-        let live = i64::try_from(held.len()).unwrap_or(i64::MAX);
+        let live = i64::try_from(live).unwrap_or(i64::MAX);
         // one turn for the node's whole heartbeat (its writes and the reads between them)
         let _turn = self.write_turn().await?;
         let done = sqlx::query(

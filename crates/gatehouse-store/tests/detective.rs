@@ -61,14 +61,14 @@ async fn exercise(store: &Store) {
     // the heartbeat reports the held sessions whose rows are closed
     assert_eq!(
         store
-            .node_heartbeat(&n1, &[held.clone(), ended.clone()], &[])
+            .node_heartbeat(&n1, 2, &[held.clone(), ended.clone()], &[])
             .await
             .unwrap(),
         vec![ended.clone()]
     );
     assert!(
         store
-            .node_heartbeat(&n1, std::slice::from_ref(&held), &[])
+            .node_heartbeat(&n1, 1, std::slice::from_ref(&held), &[])
             .await
             .unwrap()
             .is_empty()

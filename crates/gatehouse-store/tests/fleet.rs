@@ -42,11 +42,11 @@ async fn exercise(store: &Store) {
     store.recording_started(&on_b, "/r/b.cast").await.unwrap();
     store.recording_checkpoint(&on_b, 3, "d3").await.unwrap();
     store
-        .node_heartbeat(&a, std::slice::from_ref(&on_a), &[])
+        .node_heartbeat(&a, 1, std::slice::from_ref(&on_a), &[])
         .await
         .unwrap();
     store
-        .node_heartbeat(&b, std::slice::from_ref(&on_b), &[])
+        .node_heartbeat(&b, 1, std::slice::from_ref(&on_b), &[])
         .await
         .unwrap();
     let records = store.node_records().await.unwrap();
@@ -107,7 +107,7 @@ async fn exercise(store: &Store) {
     let ended_at = row.ended_at;
     assert_eq!(
         store
-            .node_heartbeat(&b, std::slice::from_ref(&on_b), &[])
+            .node_heartbeat(&b, 1, std::slice::from_ref(&on_b), &[])
             .await
             .unwrap(),
         vec![on_b.clone()]
@@ -138,7 +138,7 @@ async fn exercise(store: &Store) {
     // a node that heartbeats after the cutoff keeps its sessions
     let on_b2 = session(store, &b.id).await;
     store
-        .node_heartbeat(&b, std::slice::from_ref(&on_b2), &[])
+        .node_heartbeat(&b, 1, std::slice::from_ref(&on_b2), &[])
         .await
         .unwrap();
     let (closed, _) = store.take_over_lost_nodes(&a.id, cutoff).await.unwrap();

@@ -67,7 +67,10 @@ async fn sqlite_heartbeat_writes_each_live_sessions_guard_state() {
         started_at: 1000,
         listen: "ssh 127.0.0.1:22".into(),
     };
-    store.node_heartbeat(&n1, &held, &guards).await.unwrap();
+    store
+        .node_heartbeat(&n1, held.len(), &held, &guards)
+        .await
+        .unwrap();
     let guard_of = |id: &str, sessions: &[gatehouse_store::SessionRecord]| {
         sessions.iter().find(|s| s.id == id).unwrap().guard
     };
@@ -83,7 +86,7 @@ async fn sqlite_heartbeat_writes_each_live_sessions_guard_state() {
 
     // the next beat overwrites: unlocked, no limit left
     store
-        .node_heartbeat(&n1, &held, &[(locked.clone(), no_limit)])
+        .node_heartbeat(&n1, held.len(), &held, &[(locked.clone(), no_limit)])
         .await
         .unwrap();
     let sessions = store.list_sessions(10).await.unwrap();
