@@ -27,6 +27,10 @@ pub struct Tail {
     path: PathBuf,
     header: Vec<u8>,
     offset: u64,
+    /// The file's length when it was last read: an idle session's recording is not opened
+    /// again until it grows (a `stat` instead of open, seek, read and close for each of a
+    /// node's thousands of idle sessions every pass).
+    read_len: Option<u64>,
     /// What was read, summarized ([`Timeline::summarized`]: a live session's rules read
     /// only its state), so it stays a few events long however long the session runs.
     pub timeline: Timeline,
@@ -38,6 +42,7 @@ impl Tail {
             path: path.to_path_buf(),
             header: Vec::new(),
             offset: 0,
+            read_len: None,
             timeline: Timeline::default(),
         }
     }
@@ -52,10 +57,15 @@ impl Tail {
         parse: impl Fn(&Path, &[u8]) -> Result<Timeline, String>,
     ) -> Result<(), String> {
         let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let len = std::fs::metadata(&self.path).map_err(err)?.len();
+        if self.read_len == Some(len) {
+            return Ok(());
+        }
         let mut f = std::fs::File::open(&self.path).map_err(err)?;
         f.seek(SeekFrom::Start(self.offset)).map_err(err)?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf).map_err(err)?;
+        self.read_len = Some(self.offset + buf.len() as u64);
         let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
             return Ok(());
         };
