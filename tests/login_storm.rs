@@ -122,14 +122,7 @@ fn a_login_that_cannot_start_in_time_is_refused_as_busy_and_nothing_runs() {
         "the refusal is in the broker's log"
     );
     // and on record: one access_denied (busy) per front, with the operator and target
-    let audit: Vec<serde_json::Value> = serde_json::from_str(&w.gatehouse.cli_ok(&[
-        "audit",
-        "list",
-        "--json",
-        "--kind",
-        "access_denied",
-    ]))
-    .expect("audit JSON");
+    let audit = access_denied(&w);
     let busy: Vec<(String, String, String)> = audit
         .iter()
         .filter(|e| e["detail"]["reason"] == "busy")
@@ -228,6 +221,26 @@ fn recordings_showing(w: &World, text: &str) -> usize {
         .count()
 }
 
+/// The `access_denied` audit events of `w`'s broker.
+fn access_denied(w: &World) -> Vec<serde_json::Value> {
+    serde_json::from_str(&w.gatehouse.cli_ok(&[
+        "audit",
+        "list",
+        "--json",
+        "--kind",
+        "access_denied",
+    ]))
+    .expect("audit JSON")
+}
+
+/// Those of [`access_denied`] for logins refused because `max_sessions` (`limit`) were live.
+fn refused_as_full(w: &World, limit: u64) -> Vec<serde_json::Value> {
+    access_denied(w)
+        .into_iter()
+        .filter(|e| e["kind"] == "access_denied" && e["detail"]["max_sessions"] == limit)
+        .collect()
+}
+
 /// CPU time (user + system) the process `pid` has used.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -297,18 +310,8 @@ fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
     let message = pg_login_refused_as_full(&w, "web1");
     assert!(message.contains("limit of 3 live sessions"), "{message}");
     // on record, one per front
-    let audit: Vec<serde_json::Value> = serde_json::from_str(&w.gatehouse.cli_ok(&[
-        "audit",
-        "list",
-        "--json",
-        "--kind",
-        "access_denied",
-    ]))
-    .expect("audit json");
-    let refused: Vec<&serde_json::Value> = audit
-        .iter()
-        .filter(|e| e["kind"] == "access_denied" && e["detail"]["max_sessions"] == 3)
-        .collect();
+    let audit = refused_as_full(&w, 3);
+    let refused: Vec<&serde_json::Value> = audit.iter().collect();
     assert_eq!(refused.len(), 2, "{refused:#?}");
     assert!(refused.iter().all(|e| e["detail"]["reason"] == "busy"));
     // an ended session frees its room
@@ -328,6 +331,69 @@ fn past_the_open_files_room_a_login_is_refused_at_once_and_nothing_runs() {
         tail(&w.gatehouse.log(), 30)
     );
     stop(live);
+}
+
+/// A login refused because the node is full is let in far enough to read why, and no
+/// further: a client that then asks for nothing (`ssh -N`) would hold its login slot for as
+/// long as it liked, and with the slots held no one could log in even once rooms were free.
+/// It is dropped at its login grace.
+#[test]
+fn a_login_refused_as_full_is_dropped_at_its_login_grace() {
+    let w = World::with_config(
+        "login_grace = \"2s\"\n[node]\nmax_sessions = 1\nmax_unauthenticated = 1\n",
+    );
+    let ran = target_dir();
+    let live = try_sleeping_session(&w, ran.path(), "first", Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no first session: {}", tail(&w.gatehouse.log(), 30)));
+    let mut args = w.gatehouse.client_options("-p", &w.alice_key);
+    args.push("-N".into());
+    args.push("alice+web1@127.0.0.1".into());
+    let connected = std::time::Instant::now();
+    let mut idle = std::process::Command::new(gatehouse_e2e::tool("ssh", "openssh-client"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ssh -N");
+    // it logs in, and is refused for the full node (on record)
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !refused_as_full(&w, 1).is_empty()
+    });
+    assert!(
+        refused,
+        "not refused as full: {}",
+        tail(&w.gatehouse.log(), 30)
+    );
+    // a room is free again; the refused client keeps asking for nothing
+    stop([live]);
+    let mut gone = None;
+    while connected.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = idle.try_wait().expect("try_wait") {
+            gone = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let at = connected.elapsed();
+    stop([idle]);
+    assert!(
+        gone.is_some(),
+        "a client refused as full still held its connection (and the node's one login slot) after {at:?}: {}",
+        tail(&w.gatehouse.log(), 30)
+    );
+    assert!(
+        at >= Duration::from_secs(2),
+        "dropped before its login grace: {at:?}"
+    );
+    // the slot is free: a login is served
+    let out = w.ssh_exec("alice+web1", "echo after-$((6*7))");
+    assert!(
+        stdout(&out).contains("after-42"),
+        "no login after the refused client was dropped: {}",
+        stderr(&out)
+    );
 }
 
 /// Out of descriptors below the session limit (`max_sessions` set past what the open-files

@@ -162,7 +162,10 @@ impl Connection {
                 .sessions
                 .admit(&mut self.login_slot)
             {
-                Ok(room) => self.room = Some(room),
+                Ok(room) => {
+                    self.room = Some(room);
+                    self.state.update(|i| i.admitted = true);
+                }
                 Err(full) => {
                     return self.refused_busy(&operator, target.as_deref(), method, &full.into());
                 }

@@ -155,6 +155,14 @@ async fn serve_connection(
                         "login grace expired before authentication: connection dropped"
                     );
                     state.sever.notify_one();
+                } else if !state.is_admitted() {
+                    // refused for a full node: it has had the grace to read why, and must
+                    // not hold its login slot (and descriptors) for as long as it likes
+                    tracing::info!(
+                        grace_s = grace.as_secs_f64(),
+                        "login grace expired on a connection refused as busy: connection dropped"
+                    );
+                    state.sever.notify_one();
                 }
             })
         };

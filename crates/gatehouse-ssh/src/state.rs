@@ -64,6 +64,8 @@ const HANGUPS_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 pub(crate) struct StateInner {
     /// Authentication bookkeeping, for counting a key-only failed connection once.
     pub(crate) authenticated: bool,
+    /// The session holds a room under the node's session limit (its login slot released).
+    pub(crate) admitted: bool,
     pub(crate) keys_rejected: u32,
     pub(crate) failures_recorded: u32,
     pub(crate) last_user: Option<String>,
@@ -163,6 +165,12 @@ impl ConnectionState {
     /// Whether the operator completed authentication on this connection.
     pub(crate) fn is_authenticated(&self) -> bool {
         self.inner.lock().map(|i| i.authenticated).unwrap_or(false)
+    }
+
+    /// Whether the connection's session was admitted (holds a room): a connection that was
+    /// not by the end of its login grace (refused for a full node) holds a login slot.
+    pub(crate) fn is_admitted(&self) -> bool {
+        self.inner.lock().map(|i| i.admitted).unwrap_or(false)
     }
 
     /// Records why the session ends; the first reason given wins.
