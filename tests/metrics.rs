@@ -1,7 +1,9 @@
 //! `[metrics] listen`: a Prometheus scrape during a session shows it live, after the kill
 //! the end-reason counter, the enforcement end and the sealed recording's bytes have it,
-//! heartbeat ages and store round trips are there, a failed login is counted; `/healthz` answers 200 while the store and the recordings
-//! root work, and 503 naming the recordings root once it is unusable.
+//! heartbeat ages and store round trips are there, a failed login is counted, the node's
+//! room (sessions admitted under `max_sessions`, connections holding a front's login slot)
+//! follows a session and a silent socket; `/healthz` answers 200 while the store and the
+//! recordings root work, and 503 naming the recordings root once it is unusable.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -49,11 +51,31 @@ fn scrape_until(port: u16, needle: &str) -> String {
 fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_root() {
     let port = gatehouse_testbed::free_port().unwrap();
     let w = World::with_config(&format!(
-        "[node]\nname = \"m1\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        "[node]\nname = \"m1\"\nmax_sessions = 40\nmax_unauthenticated = 7\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
     ));
     let g = &w.gatehouse;
     assert_eq!(get(port, "/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(get(port, "/nope").0, 404);
+    let text = scrape_until(port, "gatehouse_max_sessions 40\n");
+    for want in [
+        "gatehouse_sessions_admitted 0\n",
+        "gatehouse_max_unauthenticated{protocol=\"ssh\"} 7\n",
+        "gatehouse_max_unauthenticated{protocol=\"postgres\"} 7\n",
+        "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 0\n",
+    ] {
+        assert!(text.contains(want), "no {want} in:\n{text}");
+    }
+    // a socket that says nothing holds one of the SSH front's login slots until it goes
+    let silent = TcpStream::connect(("127.0.0.1", g.port())).unwrap();
+    scrape_until(
+        port,
+        "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 1\n",
+    );
+    drop(silent);
+    scrape_until(
+        port,
+        "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 0\n",
+    );
 
     let mut child = g
         .ssh("alice+web1", &w.alice_key)
@@ -65,10 +87,17 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         .unwrap();
     let mut ready = [0u8; 6];
     child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    scrape_until(
+    let text = scrape_until(
         port,
         "gatehouse_live_sessions{node=\"m1\",protocol=\"ssh\",environment=\"prod\"} 1\n",
     );
+    // admitted: it holds a room, and its login slot is free again
+    for want in [
+        "gatehouse_sessions_admitted 1\n",
+        "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 0\n",
+    ] {
+        assert!(text.contains(want), "no {want} in:\n{text}");
+    }
 
     let id = g.wait_live();
     g.cli_ok(&["sessions", "kill", &id, "--reason", "scrape me"]);
@@ -92,6 +121,7 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         !text.contains("scrape me"),
         "the admin's text is no label: {text}"
     );
+    scrape_until(port, "gatehouse_sessions_admitted 0\n");
     // the kill was an enforcement end; the session's recording was sealed and counted; the
     // node's own heartbeat is seconds old; the store's round trips are timed
     for want in [

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gatehouse_core::{EndReason, Protocol};
@@ -69,13 +70,21 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// accept until the front admits the session ([`LoginSlot::release`]) or the connection
 /// ends.
 #[derive(Debug)]
-pub struct LoginSlot(Option<OwnedSemaphorePermit>);
+pub struct LoginSlot(Option<(OwnedSemaphorePermit, Arc<AtomicUsize>)>);
 
 impl LoginSlot {
     /// The connection is a session now (it holds a [`crate::SessionRoom`]: see
     /// [`crate::SessionLimit::admit`]): its slot goes to the next connection waiting.
     pub fn release(&mut self) {
-        self.0 = None;
+        if let Some((_, held)) = self.0.take() {
+            held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -89,6 +98,9 @@ impl LoginSlot {
 pub struct LoginSlots {
     slots: Arc<Semaphore>,
     max: usize,
+    /// Slots held by connections (the accept loop also holds one while it waits for the
+    /// next connection).
+    held: Arc<AtomicUsize>,
 }
 
 impl LoginSlots {
@@ -97,6 +109,7 @@ impl LoginSlots {
         Arc::new(LoginSlots {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            held: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -106,7 +119,7 @@ impl LoginSlots {
 
     /// Connections holding a slot now.
     pub fn in_use(&self) -> usize {
-        self.max - self.slots.available_permits()
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -152,7 +165,9 @@ where
         let _ = socket.set_nodelay(true);
         // boxed: an async block awaiting a future it captured keeps room for it twice, and
         // this task lives as long as the connection (memory per live session)
-        let mut connection = Box::pin(serve(socket, peer, LoginSlot(Some(permit))));
+        logins.held.fetch_add(1, Ordering::Relaxed);
+        let slot = LoginSlot(Some((permit, logins.held.clone())));
+        let mut connection = Box::pin(serve(socket, peer, slot));
         tasks.spawn(async move {
             connection.as_mut().await;
         });

@@ -95,6 +95,21 @@ struct Metrics {
     start_queue_waiting: Gauge,
     start_queue_wait: Histogram,
     start_queue_timeouts: Counter,
+    max_sessions: Gauge,
+    sessions_admitted: Gauge,
+    max_unauthenticated: Family<ProtocolLabels, Gauge>,
+    unauthenticated: Family<ProtocolLabels, Gauge>,
+}
+
+/// The node's room for sessions and logins, read at scrape time: its `[node] max_sessions`
+/// and the sessions holding a room under it, and per front its `max_unauthenticated` login
+/// slots and the connections holding one (not yet admitted to a session).
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub max_sessions: usize,
+    pub sessions_admitted: usize,
+    /// (protocol, slots, slots in use) per front.
+    pub login_slots: Vec<(gatehouse_core::Protocol, usize, usize)>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -211,8 +226,36 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Sessions refused because the start queue did not move within its longest wait",
         start_queue_timeouts.clone(),
     );
+    let max_sessions = Gauge::default();
+    registry.register(
+        "max_sessions",
+        "Live sessions this node admits at most ([node] max_sessions, by default what its open-files limit leaves room for)",
+        max_sessions.clone(),
+    );
+    let sessions_admitted = Gauge::default();
+    registry.register(
+        "sessions_admitted",
+        "Sessions holding a room under max_sessions (admitted, until their connection ends)",
+        sessions_admitted.clone(),
+    );
+    let max_unauthenticated = Family::<ProtocolLabels, Gauge>::default();
+    registry.register(
+        "max_unauthenticated",
+        "Login slots of each front ([node] max_unauthenticated): connections not yet admitted to a session beyond these wait in the listen backlog",
+        max_unauthenticated.clone(),
+    );
+    let unauthenticated = Family::<ProtocolLabels, Gauge>::default();
+    registry.register(
+        "unauthenticated_connections",
+        "Connections holding a login slot of each front (logging in, or refused and not yet gone)",
+        unauthenticated.clone(),
+    );
     Metrics {
         registry,
+        max_sessions,
+        sessions_admitted,
+        max_unauthenticated,
+        unauthenticated,
         notify_lag,
         start_queue_waiting,
         start_queue_wait,
@@ -373,11 +416,31 @@ pub fn node_heartbeat_ages(ages: &[(String, f64)]) {
     }
 }
 
-/// The exposition text, with the live-session gauge set to `live` for `node` first.
+/// The exposition text, with the live-session gauge set to `live` for `node` and the
+/// capacity gauges to `capacity` first.
 pub fn encode(
     node: &str,
     live: &[(gatehouse_core::Protocol, String, usize)],
+    capacity: &Capacity,
 ) -> Result<String, std::fmt::Error> {
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    METRICS.max_sessions.set(gauge(capacity.max_sessions));
+    METRICS
+        .sessions_admitted
+        .set(gauge(capacity.sessions_admitted));
+    for (protocol, max, in_use) in &capacity.login_slots {
+        let labels = ProtocolLabels {
+            protocol: protocol.as_str().to_owned(),
+        };
+        METRICS
+            .max_unauthenticated
+            .get_or_create(&labels)
+            .set(gauge(*max));
+        METRICS
+            .unauthenticated
+            .get_or_create(&labels)
+            .set(gauge(*in_use));
+    }
     if let Ok(mut seen) = METRICS.live_seen.lock() {
         for labels in seen.iter() {
             METRICS.live_sessions.get_or_create(labels).set(0);
@@ -415,6 +478,7 @@ mod tests {
                 (Protocol::Ssh, "prod".into(), 3),
                 (Protocol::Postgres, "prod".into(), 1),
             ],
+            &Capacity::default(),
         )
         .unwrap_or_default();
         assert!(
@@ -428,7 +492,12 @@ mod tests {
         assert!(text.contains(&format!("{}3\n", live("ssh"))), "{text}");
         assert!(text.contains(&format!("{}1\n", live("postgres"))), "{text}");
         // a protocol/environment whose sessions all ended reads 0, not its last value
-        let text = encode("n1", &[(Protocol::Ssh, "prod".into(), 2)]).unwrap_or_default();
+        let text = encode(
+            "n1",
+            &[(Protocol::Ssh, "prod".into(), 2)],
+            &Capacity::default(),
+        )
+        .unwrap_or_default();
         assert!(text.contains(&format!("{}2\n", live("ssh"))), "{text}");
         assert!(text.contains(&format!("{}0\n", live("postgres"))), "{text}");
     }
@@ -445,7 +514,15 @@ mod tests {
         store_round_trip("test-op", std::time::Duration::from_millis(2), false);
         node_heartbeat_ages(&[("test-node".into(), 1.5)]);
         notify_applied(1_000, 1_250);
-        let text = encode("n2", &[]).unwrap_or_default();
+        let capacity = Capacity {
+            max_sessions: 3129,
+            sessions_admitted: 17,
+            login_slots: vec![
+                (gatehouse_core::Protocol::Ssh, 1024, 3),
+                (gatehouse_core::Protocol::Postgres, 1024, 0),
+            ],
+        };
+        let text = encode("n2", &[], &capacity).unwrap_or_default();
         for want in [
             "gatehouse_enforcement_lateness_seconds_bucket{le=\"0.004\"} ",
             "gatehouse_enforcement_actions_total{action=\"warn\"} ",
@@ -456,6 +533,11 @@ mod tests {
             "gatehouse_store_errors_total{operation=\"test-op\"} 1",
             "gatehouse_node_heartbeat_age_seconds{node=\"test-node\"} 1.5",
             "gatehouse_notify_lag_seconds_bucket{le=\"0.256\"} 1",
+            "gatehouse_max_sessions 3129\n",
+            "gatehouse_sessions_admitted 17\n",
+            "gatehouse_max_unauthenticated{protocol=\"ssh\"} 1024\n",
+            "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 3\n",
+            "gatehouse_unauthenticated_connections{protocol=\"postgres\"} 0\n",
         ] {
             assert!(text.contains(want), "no {want} in:\n{text}");
         }

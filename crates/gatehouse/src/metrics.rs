@@ -22,6 +22,23 @@ pub struct MetricsServer {
     pub live: Arc<LiveSessions>,
     pub node_name: String,
     pub recordings_root: PathBuf,
+    /// The node's session limit and each front's login slots (capacity gauges).
+    pub sessions: Arc<gatehouse_session::SessionLimit>,
+    pub login_slots: Vec<(gatehouse_core::Protocol, Arc<gatehouse_session::LoginSlots>)>,
+}
+
+impl MetricsServer {
+    fn capacity(&self) -> gatehouse_session::metrics::Capacity {
+        gatehouse_session::metrics::Capacity {
+            max_sessions: self.sessions.max(),
+            sessions_admitted: self.sessions.live(),
+            login_slots: self
+                .login_slots
+                .iter()
+                .map(|(p, s)| (*p, s.max(), s.in_use()))
+                .collect(),
+        }
+    }
 }
 
 /// Serves until the task is aborted; one task per connection.
@@ -76,7 +93,11 @@ async fn serve_one(mut stream: TcpStream, server: &MetricsServer) -> std::io::Re
                     .collect();
                 gatehouse_session::metrics::node_heartbeat_ages(&ages);
             }
-            match gatehouse_session::metrics::encode(&server.node_name, &server.live.census()) {
+            match gatehouse_session::metrics::encode(
+                &server.node_name,
+                &server.live.census(),
+                &server.capacity(),
+            ) {
                 Ok(text) => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -143,6 +143,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
     let live = LiveSessions::new(store.clone(), node_id.clone());
+    // each front's login slots, for the metrics
+    let mut login_slots = vec![(gatehouse_core::Protocol::Ssh, front.logins.clone())];
     let postgres = match &config.postgres {
         None => None,
         Some(pg) => {
@@ -151,6 +153,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             let mut pg_front = front.clone();
             pg_front.login_grace = pg.login_grace;
             pg_front.logins = gatehouse_session::LoginSlots::new(max_unauthenticated);
+            login_slots.push((gatehouse_core::Protocol::Postgres, pg_front.logins.clone()));
             let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
             pg_config.pool = pg.target_pool;
@@ -176,6 +179,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 live: live.clone(),
                 node_name: config.node.clone(),
                 recordings_root: config.recordings_root.clone(),
+                sessions: front.sessions.clone(),
+                login_slots,
             };
             Some((l, Arc::new(server)))
         }
