@@ -582,3 +582,72 @@ fn a_flood_of_silent_connections_cannot_take_the_files_of_live_sessions() {
     let recorded = recordings_showing(&w, "ready");
     assert_eq!(recorded, 1, "the live session's recording");
 }
+
+/// With `[node] max_unauthenticated_per_source`, one source's silent sockets take at most
+/// its share of the login slots: further ones from it are closed at once, and an operator
+/// from another address logs in (and runs) while they sit there — without it the flood
+/// would hold every slot and the operator would wait behind it until its login grace.
+#[test]
+fn a_flood_from_one_source_leaves_the_login_slots_to_others() {
+    let w =
+        World::with_config("[node]\nmax_unauthenticated = 4\nmax_unauthenticated_per_source = 2\n");
+    let addr = format!("127.0.0.1:{}", w.gatehouse.port());
+    let started = std::time::Instant::now();
+    let mut flood: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    // past the share: closed at once, not left waiting for a login grace
+    let closed = flood
+        .iter_mut()
+        .map(|s| s.read(&mut [0u8; 64]))
+        .filter(|r| matches!(r, Ok(0)))
+        .count();
+    assert_eq!(
+        closed,
+        4,
+        "sockets of one source closed at once, of 6 with a share of 2 ({:?})",
+        started.elapsed()
+    );
+    // another address gets in while the two hold their slots
+    let ran = target_dir();
+    let mut args = w.gatehouse.client_options("-p", &w.alice_key);
+    args.extend([
+        "-b".into(),
+        "127.0.0.2".into(),
+        "alice+web1@127.0.0.1".into(),
+    ]);
+    args.push(format!(
+        "touch {}/ran-other; echo other-$((6*7))",
+        ran.path().display()
+    ));
+    let mut ssh = std::process::Command::new(gatehouse_e2e::tool("ssh", "openssh-client"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh from 127.0.0.2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ssh.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ssh.kill();
+    let out = ssh.wait_with_output().expect("ssh output");
+    assert!(
+        stdout(&out).contains("other-42") && ran.path().join("ran-other").exists(),
+        "a login from another address was not served: {}",
+        stderr(&out)
+    );
+    assert!(
+        w.gatehouse
+            .log()
+            .contains("its source holds its share of login slots"),
+        "the closed connections are in the log"
+    );
+    drop(flood);
+}

@@ -2,13 +2,14 @@
 //! (further ones wait in the listen backlog), transient accept errors retried, one task per
 //! connection.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_core::{EndReason, Protocol};
+use gatehouse_core::{EndReason, Protocol, SourceBucket};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -70,16 +71,31 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// accept until the front admits the session ([`LoginSlot::release`]) or the connection
 /// ends.
 #[derive(Debug)]
-pub struct LoginSlot(Option<(OwnedSemaphorePermit, Arc<AtomicUsize>)>);
+pub struct LoginSlot(Option<(OwnedSemaphorePermit, Arc<Held>, SourceBucket)>);
 
 impl LoginSlot {
     /// The connection is a session now (it holds a [`crate::SessionRoom`]: see
     /// [`crate::SessionLimit::admit`]): its slot goes to the next connection waiting.
     pub fn release(&mut self) {
-        if let Some((_, held)) = self.0.take() {
-            held.fetch_sub(1, Ordering::Relaxed);
+        if let Some((_, held, source)) = self.0.take() {
+            held.count.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut s) = held.sources.lock()
+                && let Some(n) = s.get_mut(&source)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    s.remove(&source);
+                }
+            }
         }
     }
+}
+
+/// The slots connections hold, in all and by source.
+#[derive(Debug, Default)]
+struct Held {
+    count: AtomicUsize,
+    sources: Mutex<HashMap<SourceBucket, usize>>,
 }
 
 impl Drop for LoginSlot {
@@ -98,19 +114,32 @@ impl Drop for LoginSlot {
 pub struct LoginSlots {
     slots: Arc<Semaphore>,
     max: usize,
+    /// At most this many slots for one source (an address, an IPv6 /64), if set: one
+    /// source's flood of silent sockets then cannot keep everyone else waiting.
+    per_source: Option<usize>,
     /// Slots held by connections (the accept loop also holds one while it waits for the
     /// next connection).
-    held: Arc<AtomicUsize>,
+    held: Arc<Held>,
 }
 
 impl LoginSlots {
     pub fn new(max: usize) -> Arc<LoginSlots> {
+        Self::with_per_source(max, None)
+    }
+
+    /// `max` slots, at most `per_source` of them for connections from one source.
+    pub fn with_per_source(max: usize, per_source: Option<usize>) -> Arc<LoginSlots> {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(LoginSlots {
             slots: Arc::new(Semaphore::new(max)),
             max,
-            held: Arc::new(AtomicUsize::new(0)),
+            per_source: per_source.map(|n| n.max(1)),
+            held: Arc::default(),
         })
+    }
+
+    pub fn per_source(&self) -> Option<usize> {
+        self.per_source
     }
 
     pub fn max(&self) -> usize {
@@ -119,7 +148,27 @@ impl LoginSlots {
 
     /// Connections holding a slot now.
     pub fn in_use(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.held.count.load(Ordering::Relaxed)
+    }
+
+    /// A slot for a connection from `peer` (holding `permit`), or `Err` with its source if
+    /// that source holds its share of slots already.
+    fn slot(
+        &self,
+        permit: OwnedSemaphorePermit,
+        peer: std::net::IpAddr,
+    ) -> Result<LoginSlot, SourceBucket> {
+        let source = SourceBucket::of(peer);
+        let Ok(mut sources) = self.held.sources.lock() else {
+            return Err(source);
+        };
+        let n = sources.entry(source).or_insert(0);
+        if self.per_source.is_some_and(|max| *n >= max) {
+            return Err(source);
+        }
+        *n += 1;
+        self.held.count.fetch_add(1, Ordering::Relaxed);
+        Ok(LoginSlot(Some((permit, self.held.clone(), source))))
     }
 }
 
@@ -139,6 +188,7 @@ where
     let slots = logins.slots.clone();
     let mut tasks = JoinSet::new();
     let mut failures = FailureLog::default();
+    let mut crowded = CrowdedLog::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -165,8 +215,16 @@ where
         let _ = socket.set_nodelay(true);
         // boxed: an async block awaiting a future it captured keeps room for it twice, and
         // this task lives as long as the connection (memory per live session)
-        logins.held.fetch_add(1, Ordering::Relaxed);
-        let slot = LoginSlot(Some((permit, logins.held.clone())));
+        let slot = match logins.slot(permit, peer.ip()) {
+            Ok(slot) => slot,
+            Err(source) => {
+                // (closed at once, as OpenSSH's PerSourceMaxStartups does; the slot goes to
+                // the next connection)
+                crowded.refused(source, logins.per_source.unwrap_or(0));
+                drop(socket);
+                continue;
+            }
+        };
         let mut connection = Box::pin(serve(socket, peer, slot));
         tasks.spawn(async move {
             connection.as_mut().await;
@@ -183,6 +241,34 @@ fn is_transient(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
     ) || crate::open_files::is_out_of_files(e)
         || e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error())
+}
+
+/// Connections closed because their source held its share of login slots, logged once per
+/// [`FailureLog::EVERY`] with how many there were since.
+#[derive(Default)]
+struct CrowdedLog {
+    since: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+impl CrowdedLog {
+    fn refused(&mut self, source: SourceBucket, per_source: usize) {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= FailureLog::EVERY)
+        {
+            tracing::warn!(
+                %source,
+                max_unauthenticated_per_source = per_source,
+                closed = self.count,
+                "connection closed: its source holds its share of login slots"
+            );
+            self.since = Some(now);
+            self.count = 0;
+        }
+    }
 }
 
 /// Transient accept failures, logged once per [`FailureLog::EVERY`] with how many there
@@ -229,41 +315,55 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// A front on a loopback port serving with `serve` until the sender is used.
+    fn front<F, Fut>(
+        logins: Arc<LoginSlots>,
+        serve: F,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )
+    where
+        F: Fn(TcpStream, SocketAddr, LoginSlot) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = accept_loop(
+                &listener,
+                logins,
+                async {
+                    let _ = stop.await;
+                },
+                serve,
+            )
+            .await;
+        });
+        (addr, stop_tx, task)
+    }
+
     /// Past its login slots a front accepts nothing more (the connection waits in the
     /// backlog) until a connection is admitted as a session (`SessionLimit::admit` releases
     /// its slot) or ends; one the session limit refuses keeps its slot until it ends.
     #[tokio::test]
     async fn past_the_login_slots_connections_wait_until_a_slot_is_released() {
-        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
         let logins = LoginSlots::new(2);
         let rooms = crate::SessionLimit::new(1);
         let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-        let front = tokio::spawn({
-            let logins = logins.clone();
+        let (addr, stop_tx, front) = front(logins.clone(), move |mut socket, _, mut slot| {
+            let (accepted, rooms) = (accepted_tx.clone(), rooms.clone());
             async move {
-                let _ = accept_loop(
-                    &listener,
-                    logins,
-                    async {
-                        let _ = stop.await;
-                    },
-                    |mut socket, _, mut slot| {
-                        let (accepted, rooms) = (accepted_tx.clone(), rooms.clone());
-                        async move {
-                            let (admit, admitted) = tokio::sync::oneshot::channel::<()>();
-                            let _ = accepted.send(admit);
-                            let _room = match admitted.await {
-                                Ok(()) => rooms.admit(&mut slot).ok(),
-                                Err(_) => None,
-                            };
-                            // until the client goes
-                            let _ = socket.read(&mut [0u8; 1]).await;
-                        }
-                    },
-                )
-                .await;
+                let (admit, admitted) = tokio::sync::oneshot::channel::<()>();
+                let _ = accepted.send(admit);
+                let _room = match admitted.await {
+                    Ok(()) => rooms.admit(&mut slot).ok(),
+                    Err(_) => None,
+                };
+                // until the client goes
+                let _ = socket.read(&mut [0u8; 1]).await;
             }
         });
         // (a connection that should be accepted and is not fails the test, not hangs it)
@@ -305,5 +405,69 @@ mod tests {
         let _ = stop_tx.send(());
         front.await.unwrap();
         assert_eq!(logins.max(), 2);
+    }
+
+    /// A connection from `from` to `addr`.
+    async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Whether `client` is closed by the other side within 2 s (it sends nothing).
+    async fn closed(client: &mut TcpStream) -> bool {
+        matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.read(&mut [0u8; 1])
+            )
+            .await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    /// With a share per source, one source's silent sockets past it are closed at once;
+    /// another source's connection is served meanwhile, and once one of the first source's
+    /// ends (or is admitted) it may connect again. The node's counts follow.
+    #[tokio::test]
+    async fn one_source_cannot_take_more_than_its_share_of_login_slots() {
+        let logins = LoginSlots::with_per_source(8, Some(2));
+        let (addr, stop_tx, front) = front(logins.clone(), |mut socket, _, slot| async move {
+            // holds its slot until the client goes
+            let _ = socket.read(&mut [0u8; 1]).await;
+            drop(slot);
+        });
+        let mut a1 = connect_from("127.0.0.1", addr).await;
+        let _a2 = connect_from("127.0.0.1", addr).await;
+        let mut a3 = connect_from("127.0.0.1", addr).await;
+        assert!(closed(&mut a3).await, "a third from one source was kept");
+        let mut b1 = connect_from("127.0.0.2", addr).await;
+        assert!(
+            !closed(&mut b1).await,
+            "another source's connection was closed"
+        );
+        assert!(
+            !closed(&mut a1).await,
+            "the first source's first connection was closed"
+        );
+        assert_eq!(logins.in_use(), 3);
+        // one of the first source's goes: it may connect again
+        drop(a1);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while logins.in_use() != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot was not released"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut a4 = connect_from("127.0.0.1", addr).await;
+        assert!(
+            !closed(&mut a4).await,
+            "the source's freed share was not given back"
+        );
+        assert_eq!(logins.in_use(), 3);
+        let _ = stop_tx.send(());
+        front.await.unwrap();
     }
 }

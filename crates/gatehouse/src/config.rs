@@ -129,6 +129,9 @@ struct RawNode {
     /// Connections not yet logged in, per front (default: 1,024, or fewer if the open-files
     /// limit calls for it); further ones wait in the listen backlog.
     max_unauthenticated: Option<toml::Spanned<u32>>,
+    /// Of those, at most this many from one source (an address, an IPv6 /64); further ones
+    /// are closed at once (default: no share per source).
+    max_unauthenticated_per_source: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -199,6 +202,8 @@ pub struct Config {
     pub max_sessions: Option<u32>,
     /// `[node] max_unauthenticated`; `None`: from the open-files limit, at most 1,024.
     pub max_unauthenticated: Option<u32>,
+    /// `[node] max_unauthenticated_per_source`; `None`: no share per source.
+    pub max_unauthenticated_per_source: Option<u32>,
     /// The PostgreSQL front, unless disabled.
     pub postgres: Option<PostgresConfig>,
     pub detective: DetectiveConfig,
@@ -410,6 +415,10 @@ impl Config {
         };
         let max_sessions = optional(raw.node.max_sessions, "max_sessions")?;
         let max_unauthenticated = optional(raw.node.max_unauthenticated, "max_unauthenticated")?;
+        let max_unauthenticated_per_source = optional(
+            raw.node.max_unauthenticated_per_source,
+            "max_unauthenticated_per_source",
+        )?;
         let mut store_options = gatehouse_store::StoreOptions {
             max_connections: optional(raw.store.max_connections, "max_connections")?,
             ..Default::default()
@@ -438,6 +447,7 @@ impl Config {
             start_wait,
             max_sessions,
             max_unauthenticated,
+            max_unauthenticated_per_source,
         })
     }
 }

@@ -91,8 +91,15 @@ name = "bastion-1"
     assert_eq!(a.window, std::time::Duration::from_secs(3600));
     assert_eq!(a.lockout, std::time::Duration::from_secs(7200));
     assert_eq!(c.login_limits.source, LimiterConfig::default());
-    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\nmax_sessions = 500\nmax_unauthenticated = 64\n")
+    let c = parse("[node]\nmax_starting_sessions = 4\nstart_wait = \"30s\"\nmax_sessions = 500\nmax_unauthenticated = 64\nmax_unauthenticated_per_source = 8\n")
         .unwrap();
+    assert_eq!(c.max_unauthenticated_per_source, Some(8));
+    assert!(
+        parse("[node]\nmax_unauthenticated_per_source = 0\n")
+            .unwrap_err()
+            .to_string()
+            .contains("max_unauthenticated_per_source")
+    );
     assert_eq!(c.max_starting_sessions, 4);
     assert_eq!(c.max_sessions, Some(500));
     assert_eq!(c.max_unauthenticated, Some(64));

@@ -138,7 +138,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         gatehouse_session::StartQueue::new(config.max_starting_sessions, config.start_wait);
     // and one session limit; each front its own login slots (the SSH front's here)
     front.sessions = gatehouse_session::SessionLimit::new(max_sessions);
-    front.logins = gatehouse_session::LoginSlots::new(max_unauthenticated);
+    let per_source = config.max_unauthenticated_per_source.map(|n| n as usize);
+    front.logins = gatehouse_session::LoginSlots::with_per_source(max_unauthenticated, per_source);
     front.node_id = node_id.clone();
     let broker_config = BrokerConfig::new(front.clone(), host_key);
     // one registry and store watcher for the node, shared by both fronts
@@ -152,7 +153,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 .context("PostgreSQL front TLS")?;
             let mut pg_front = front.clone();
             pg_front.login_grace = pg.login_grace;
-            pg_front.logins = gatehouse_session::LoginSlots::new(max_unauthenticated);
+            pg_front.logins =
+                gatehouse_session::LoginSlots::with_per_source(max_unauthenticated, per_source);
             login_slots.push((gatehouse_core::Protocol::Postgres, pg_front.logins.clone()));
             let mut pg_config = PgConfig::new(pg_front, tls);
             pg_config.allow_cleartext = pg.allow_cleartext;
