@@ -2,7 +2,7 @@
 //! the end-reason counter, the enforcement end and the sealed recording's bytes have it,
 //! heartbeat ages and store round trips are there, a failed login is counted, the node's
 //! room (sessions admitted under `max_sessions`, connections holding a front's login slot)
-//! follows a session and a silent socket; `/healthz` answers 200 while the store and the
+//! follows a session and a silent socket, a connection past its source's share is counted; `/healthz` answers 200 while the store and the
 //! recordings root work, and 503 naming the recordings root once it is unusable.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -51,7 +51,7 @@ fn scrape_until(port: u16, needle: &str) -> String {
 fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_root() {
     let port = gatehouse_testbed::free_port().unwrap();
     let w = World::with_config(&format!(
-        "[node]\nname = \"m1\"\nmax_sessions = 40\nmax_unauthenticated = 7\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        "[node]\nname = \"m1\"\nmax_sessions = 40\nmax_unauthenticated = 7\nmax_unauthenticated_per_source = 2\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
     ));
     let g = &w.gatehouse;
     assert_eq!(get(port, "/healthz"), (200, "ok\n".to_owned()));
@@ -71,7 +71,15 @@ fn metrics_show_a_live_session_then_its_end_and_healthz_checks_the_recordings_ro
         port,
         "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 1\n",
     );
-    drop(silent);
+    // past the source's share of 2: closed at once, and counted
+    let second = TcpStream::connect(("127.0.0.1", g.port())).unwrap();
+    let mut third = TcpStream::connect(("127.0.0.1", g.port())).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(third.read(&mut [0u8; 64]).unwrap(), 0, "a third was kept");
+    scrape_until(port, "gatehouse_source_share_closed_total 1\n");
+    drop((silent, second));
     scrape_until(
         port,
         "gatehouse_unauthenticated_connections{protocol=\"ssh\"} 0\n",

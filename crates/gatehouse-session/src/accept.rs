@@ -253,6 +253,7 @@ struct CrowdedLog {
 
 impl CrowdedLog {
     fn refused(&mut self, source: SourceBucket, per_source: usize) {
+        crate::metrics::source_share_closed();
         self.count += 1;
         let now = tokio::time::Instant::now();
         if self

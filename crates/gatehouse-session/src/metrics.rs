@@ -95,6 +95,7 @@ struct Metrics {
     start_queue_waiting: Gauge,
     start_queue_wait: Histogram,
     start_queue_timeouts: Counter,
+    source_share_closed: Counter,
     max_sessions: Gauge,
     sessions_admitted: Gauge,
     max_unauthenticated: Family<ProtocolLabels, Gauge>,
@@ -226,6 +227,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Sessions refused because the start queue did not move within its longest wait",
         start_queue_timeouts.clone(),
     );
+    let source_share_closed = Counter::default();
+    registry.register(
+        "source_share_closed",
+        "Connections closed at once because their source held its share of a front's login slots ([node] max_unauthenticated_per_source)",
+        source_share_closed.clone(),
+    );
     let max_sessions = Gauge::default();
     registry.register(
         "max_sessions",
@@ -252,6 +259,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     Metrics {
         registry,
+        source_share_closed,
         max_sessions,
         sessions_admitted,
         max_unauthenticated,
@@ -378,6 +386,11 @@ pub fn start_queue_waited(waited: std::time::Duration, ok: bool) {
     if !ok {
         METRICS.start_queue_timeouts.inc();
     }
+}
+
+/// A connection was closed because its source held its share of the login slots.
+pub fn source_share_closed() {
+    METRICS.source_share_closed.inc();
 }
 
 /// A statement was written to a statement log.
