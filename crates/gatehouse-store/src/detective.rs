@@ -17,6 +17,22 @@ pub struct CheckedSession {
     pub owner_seen_at: Option<i64>,
 }
 
+/// Live sessions and those ended at or after `$1`. Each pass runs this and the two below: each
+/// reads by index (migration 0018; `tests`), never the whole registry or audit log. No
+/// ORDER BY: SQLite would walk the `started_at` index through every row to give it.
+fn sessions_sql() -> String {
+    format!(
+        "SELECT {SESSION_COLUMNS}, kill_requested_at, kill_reason, owner_seen_at FROM sessions
+         WHERE ended_at IS NULL OR ended_at >= $1"
+    )
+}
+
+const LOCK_CHANGES_SQL: &str = "SELECT at, kind, detail FROM audit_events
+     WHERE kind = 'user_locked' OR kind = 'user_unlocked' ORDER BY at, id";
+
+const REPORTED_SQL: &str =
+    "SELECT session_id, detail FROM audit_events WHERE kind = 'violation' AND at >= $1";
+
 /// The advisory lock key of the detective control on PostgreSQL ("gatedete").
 const DETECTIVE_LOCK_KEY: i64 = 0x6761_7465_6465_7465;
 
@@ -40,16 +56,13 @@ impl DetectiveLock {
 impl Store {
     /// Live sessions, and those that ended at or after `since` (Unix ms), oldest first.
     pub async fn detective_sessions(&self, since: i64) -> Result<Vec<CheckedSession>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS}, kill_requested_at, kill_reason, owner_seen_at FROM sessions
-             WHERE ended_at IS NULL OR ended_at >= $1 ORDER BY started_at, id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sessions_sql()))
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
         let n = SESSION_COLUMNS.split(',').count();
-        rows.iter()
+        let mut sessions = rows
+            .iter()
             .map(|r| {
                 let kill_at: Option<i64> = r.try_get(n)?;
                 let kill_reason: Option<String> = r.try_get(n + 1)?;
@@ -62,17 +75,16 @@ impl Store {
                     owner_seen_at: r.try_get(n + 2)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        sessions.sort_by(|a, b| {
+            (a.record.started_at, &a.record.id).cmp(&(b.record.started_at, &b.record.id))
+        });
+        Ok(sessions)
     }
 
     /// Every lock and unlock of an operator an admin made, from the audit log, oldest first.
     pub async fn operator_lock_changes(&self) -> Result<Vec<LockChange>> {
-        let rows = sqlx::query(
-            "SELECT at, kind, detail FROM audit_events
-             WHERE kind = 'user_locked' OR kind = 'user_unlocked' ORDER BY at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(LOCK_CHANGES_SQL).fetch_all(&self.pool).await?;
         let mut out = Vec::new();
         for r in &rows {
             let detail: String = r.try_get(2)?;
@@ -94,12 +106,10 @@ impl Store {
     /// `(rule, session id)` of every `violation` audit event since `since` (Unix ms): what
     /// has been reported already.
     pub async fn reported_violations(&self, since: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT session_id, detail FROM audit_events WHERE kind = 'violation' AND at >= $1",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(REPORTED_SQL)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::new();
         for r in &rows {
             let session: Option<String> = r.try_get(0)?;
@@ -127,5 +137,52 @@ impl Store {
         .fetch_one(&mut conn)
         .await?;
         Ok((row.try_get::<i64, _>(0)? == 1).then_some(DetectiveLock { conn: Some(conn) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql` (with `params` bound to 0), one line per step.
+    async fn plan(store: &Store, sql: &str, params: usize) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(explain));
+        for _ in 0..params {
+            q = q.bind(0_i64);
+        }
+        q.fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap())
+            .collect()
+    }
+
+    /// The detective runs these every pass (and each node's watcher the last, twice a
+    /// second): none may walk the whole session registry or
+    /// audit log (both grow with the node's history; before migration 0018 and without the
+    /// ORDER BY, the sessions' and each audit read did). Scanning the partial index of live
+    /// sessions is walking what is live, which is the point.
+    #[tokio::test]
+    async fn the_detective_reads_by_index_not_the_whole_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::open(&url, crate::MasterKey::generate())
+            .await
+            .unwrap();
+        for (sql, params) in [
+            (sessions_sql(), 1),
+            (LOCK_CHANGES_SQL.to_owned(), 0),
+            (REPORTED_SQL.to_owned(), 1),
+            (crate::recordings::recordings_of_sql(3), 3),
+            (crate::policies::PENDING_KILLS_SQL.to_owned(), 1),
+        ] {
+            let plan = plan(&store, &sql, params).await;
+            let walks = plan
+                .iter()
+                .any(|step| step.starts_with("SCAN ") && !step.contains("sessions_live_node_id"));
+            assert!(!walks, "{sql}\nwalks a whole table: {plan:#?}");
+        }
     }
 }

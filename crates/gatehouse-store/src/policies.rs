@@ -231,13 +231,10 @@ impl Store {
 
     /// Live sessions of the node with id `node_id` that an admin asked to end.
     pub async fn pending_kills(&self, node_id: &str) -> Result<Vec<(String, KillRequest)>> {
-        let rows = sqlx::query(
-            "SELECT id, kill_reason FROM sessions
-             WHERE node_id = $1 AND ended_at IS NULL AND kill_requested_at IS NOT NULL",
-        )
-        .bind(node_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PENDING_KILLS_SQL)
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let stored = r.try_get::<Option<String>, _>(1)?.unwrap_or_default();
@@ -246,6 +243,11 @@ impl Store {
             .collect()
     }
 }
+
+/// Kill requests not yet carried out for the live sessions of node `$1` (every node's
+/// watcher, twice a second).
+pub(crate) const PENDING_KILLS_SQL: &str = "SELECT id, kill_reason FROM sessions
+     WHERE node_id = $1 AND ended_at IS NULL AND kill_requested_at IS NOT NULL";
 
 /// Copies an environment's policy as it is now into the history, in force from `at`.
 pub(crate) async fn record_policy_version(

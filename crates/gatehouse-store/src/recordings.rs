@@ -536,12 +536,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, RecordingRecord>> {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(crate::IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM sessions
-                 WHERE recording_state IS NOT NULL AND id IN ({})",
-                crate::placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(recordings_of_sql(chunk.len())));
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -574,6 +569,14 @@ impl Store {
         self.transition(session_id, RecordingState::Pruned, None, None)
             .await
     }
+}
+
+/// The recordings of `n` sessions by id (a detective pass reads them all).
+pub(crate) fn recordings_of_sql(n: usize) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM sessions WHERE recording_state IS NOT NULL AND id IN ({})",
+        crate::placeholders(1, n)
+    )
 }
 
 #[cfg(test)]
