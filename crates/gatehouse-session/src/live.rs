@@ -30,7 +30,7 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// The heartbeat claims its live sessions in this many turns, a share each beat: each
 /// session every 6 s, within the detective's 10 s (`Tolerances::owner_grace`). After a beat
-/// that failed or came late, the next claims them all.
+/// that failed, and at a beat more than half an interval late, it claims them all.
 const CLAIM_TURNS: u64 = 3;
 
 /// What the registry tells a live connection: its guard, or, before a guard runs (a
@@ -285,11 +285,7 @@ impl LiveSessions {
             let mut failing = false;
             let mut told: HashSet<String> = HashSet::new();
             let mut written = WrittenGuards::default();
-            // everything at the first beat, and after one that failed or came late (this
-            // node may have been declared lost meanwhile: its closed rows are found at once)
-            let mut all = true;
-            let mut turn: u64 = 0;
-            let mut last_beat = tokio::time::Instant::now();
+            let mut beats = Beats::default();
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -298,18 +294,9 @@ impl LiveSessions {
                     () = moves.transitions.notified() => false,
                 };
                 let Some(live) = live.upgrade() else { return };
-                if last_beat.elapsed() > 2 * HEARTBEAT_INTERVAL {
-                    all = true;
-                }
-                let claim = if all {
-                    Claim::All
-                } else if ticked {
-                    turn += 1;
-                    Claim::Turn(turn)
-                } else {
-                    Claim::None
-                };
+                let claim = beats.next(tokio::time::Instant::now(), ticked);
                 let (count, ids) = live.claims(claim);
+                let all = matches!(claim, Claim::All);
                 let guards = live.guard_states(gatehouse_store::now_millis(), all);
                 let changed = written.changed(guards);
                 let rows: Vec<(String, GuardState)> =
@@ -320,8 +307,7 @@ impl LiveSessions {
                 match beat {
                     Ok(closed) => {
                         failing = false;
-                        all = false;
-                        last_beat = tokio::time::Instant::now();
+                        beats.wrote();
                         written.wrote(changed);
                         if written.len() > count {
                             written.keep(&live.guarded_keys());
@@ -331,7 +317,7 @@ impl LiveSessions {
                     Err(e) => {
                         // what was written is not known: all of it again next time
                         written.forget();
-                        all = true;
+                        beats.failed();
                         if !failing {
                             failing = true;
                             tracing::error!(error = %e, "cannot write the node heartbeat");
@@ -581,13 +567,66 @@ impl<C> From<Control> for crate::GuardEvent<C> {
     }
 }
 /// Which of its sessions a beat claims.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claim {
     All,
     /// Those whose registration key falls in this turn (modulo [`CLAIM_TURNS`]).
     Turn(u64),
     /// None (a beat for a lock or unlock).
     None,
+}
+
+/// Which sessions each beat claims (and whether it reads every guard: `Claim::All`).
+#[derive(Debug)]
+struct Beats {
+    /// Everything at the next beat: the first, and the one after a beat that failed.
+    all: bool,
+    turn: u64,
+    previous: Option<tokio::time::Instant>,
+}
+
+impl Default for Beats {
+    fn default() -> Self {
+        Beats {
+            all: true,
+            turn: 0,
+            previous: None,
+        }
+    }
+}
+
+impl Beats {
+    /// The claim of a beat at `now`: `ticked` at the interval, else for a lock transition.
+    /// A beat more than half an interval late claims everything too: beats slowed by a
+    /// busy store would stretch the turns past the detective's grace, and a stalled
+    /// process may have been declared lost meanwhile (its closed rows are found at once).
+    fn next(&mut self, now: tokio::time::Instant, ticked: bool) -> Claim {
+        if self
+            .previous
+            .is_some_and(|p| now - p > HEARTBEAT_INTERVAL * 3 / 2)
+        {
+            self.all = true;
+        }
+        self.previous = Some(now);
+        if self.all {
+            Claim::All
+        } else if ticked {
+            self.turn += 1;
+            Claim::Turn(self.turn)
+        } else {
+            Claim::None
+        }
+    }
+
+    /// The beat was written: turns again from the next.
+    fn wrote(&mut self) {
+        self.all = false;
+    }
+
+    /// The beat failed: what it wrote is not known, so everything next time.
+    fn failed(&mut self) {
+        self.all = true;
+    }
 }
 
 /// What the heartbeat last wrote of each live guard, so that a beat writes only the guards
@@ -701,6 +740,30 @@ mod tests {
         assert!(w.changed(later[1..].to_vec()).is_empty());
         w.forget();
         assert_eq!(w.changed(later[1..].to_vec()).len(), 1);
+    }
+
+    #[test]
+    fn beats_claim_everything_first_then_in_turns_and_everything_again_when_late_or_failed() {
+        let t0 = tokio::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut b = Beats::default();
+        assert_eq!(b.next(at(0), true), Claim::All);
+        b.wrote();
+        let turns: Vec<Claim> = [2_000, 4_000, 6_000].map(|ms| b.next(at(ms), true)).into();
+        assert_eq!(turns, [Claim::Turn(1), Claim::Turn(2), Claim::Turn(3)]);
+        // each session's key falls in exactly one turn of any CLAIM_TURNS in a row
+        let residues: HashSet<u64> = [1, 2, 3].iter().map(|t| t % CLAIM_TURNS).collect();
+        assert_eq!(residues.len() as u64, CLAIM_TURNS);
+        // a lock between ticks writes the guards, claims nothing
+        assert_eq!(b.next(at(6_500), false), Claim::None);
+        // beats slowed past half an interval (a busy store): everything
+        assert_eq!(b.next(at(8_000), true), Claim::Turn(4));
+        assert_eq!(b.next(at(11_100), true), Claim::All);
+        b.wrote();
+        assert_eq!(b.next(at(13_100), true), Claim::Turn(5));
+        // a failed beat: everything next time
+        b.failed();
+        assert_eq!(b.next(at(15_100), true), Claim::All);
     }
 
     async fn store(dir: &tempfile::TempDir) -> Store {
