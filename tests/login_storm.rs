@@ -455,7 +455,10 @@ fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
             );
         }
     }
-    // sessions end: logins are served again
+    // the logins at the edge give up (one still waiting in the backlog would take the
+    // files the ended sessions free, before the login below), and sessions end: logins
+    // are served again
+    stop(edge);
     stop(live.drain(..4));
     let served = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
@@ -466,7 +469,7 @@ fn out_of_open_files_nothing_runs_unrecorded_and_the_node_recovers() {
         "no login served after sessions ended: {}",
         tail(&w.gatehouse.log(), 30)
     );
-    stop(live.into_iter().chain(edge));
+    stop(live);
     // nothing ran unrecorded: every command that ran on the target printed `ready` into a
     // recording
     let ran_count = std::fs::read_dir(ran.path()).expect("ran dir").count();
