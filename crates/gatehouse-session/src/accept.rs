@@ -138,10 +138,6 @@ impl LoginSlots {
         })
     }
 
-    pub fn per_source(&self) -> Option<usize> {
-        self.per_source
-    }
-
     pub fn max(&self) -> usize {
         self.max
     }
@@ -243,62 +239,63 @@ fn is_transient(e: &std::io::Error) -> bool {
         || e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error())
 }
 
-/// Connections closed because their source held its share of login slots, logged once per
-/// [`FailureLog::EVERY`] with how many there were since.
+/// Events the accept loop logs once per [`Throttled::EVERY`] with how many there were since
+/// (out of descriptors, the listener fails 20 times a second for as long as it lasts).
 #[derive(Default)]
-struct CrowdedLog {
+struct Throttled {
     since: Option<tokio::time::Instant>,
     count: u64,
 }
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts one; `Some(count since the last log)` when it is time to log.
+    fn tally(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.since = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Connections closed because their source held its share of login slots.
+#[derive(Default)]
+struct CrowdedLog(Throttled);
 
 impl CrowdedLog {
     fn refused(&mut self, source: SourceBucket, per_source: usize) {
         crate::metrics::source_share_closed();
-        self.count += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .since
-            .is_none_or(|t| now.duration_since(t) >= FailureLog::EVERY)
-        {
+        if let Some(closed) = self.0.tally() {
             tracing::warn!(
                 %source,
                 max_unauthenticated_per_source = per_source,
-                closed = self.count,
+                closed,
                 "connection closed: its source holds its share of login slots"
             );
-            self.since = Some(now);
-            self.count = 0;
         }
     }
 }
 
-/// Transient accept failures, logged once per [`FailureLog::EVERY`] with how many there
-/// were since: out of descriptors, the listener fails 20 times a second for as long as it
-/// lasts.
+/// Transient accept failures.
 #[derive(Default)]
-struct FailureLog {
-    since: Option<tokio::time::Instant>,
-    count: u64,
-}
+struct FailureLog(Throttled);
 
 impl FailureLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
     fn failed(&mut self, e: &std::io::Error) {
-        self.count += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .since
-            .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
-        {
+        if let Some(failures) = self.0.tally() {
             let hint = if crate::open_files::is_out_of_files(e) {
                 "out of open files: new connections wait in the listen backlog until sessions end"
             } else {
                 "continuing"
             };
-            tracing::warn!(error = %e, failures = self.count, "accept failed; {hint}");
-            self.since = Some(now);
-            self.count = 0;
+            tracing::warn!(error = %e, failures, "accept failed; {hint}");
         }
     }
 }
