@@ -26,6 +26,10 @@ pub struct PgConfig {
     /// Threads that run the connections (each an event loop of its own); `None`: the
     /// caller's runtime.
     pub threads: Option<Arc<ConnectionThreads>>,
+    /// Where the statement logs' recorders run (formatting, hashing and writing the lines
+    /// a relay queues): the node's shared runtime, so that a connection thread spends its
+    /// time relaying; `None`: the connection's own runtime.
+    pub recorders: Option<tokio::runtime::Handle>,
     /// Target connections kept between sessions (`[postgres] target_pool`; off by default).
     pub pool: PoolConfig,
 }
@@ -37,6 +41,7 @@ impl PgConfig {
             tls,
             allow_cleartext: false,
             threads: None,
+            recorders: None,
             pool: PoolConfig::default(),
         }
     }

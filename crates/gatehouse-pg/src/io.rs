@@ -143,6 +143,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) async fn next_batch(&mut self) -> Result<Option<BytesMut>, ReadError> {
         loop {
             let complete = for_each_frame_within(&self.buf, self.max, |_, _| {})?;
+            if complete > 0 && complete == self.buf.len() && self.chunk == FIRST_CHUNK {
+                // small reads (a round trip's), all of it whole messages: the buffer was
+                // made for this read and goes with the batch, not split off (a split shares
+                // the buffer, which allocates the share's header; a busy reader's buffer is
+                // shared and kept instead)
+                return Ok(Some(std::mem::take(&mut self.buf)));
+            }
             if complete > 0 {
                 return Ok(Some(self.buf.split_to(complete)));
             }

@@ -113,8 +113,9 @@ where
         }
         let now = c.opened.elapsed();
         // parsed in full before anything is tracked or forwarded: a batch is forwarded
-        // only if every message in it is in the statement log's view
-        let mut messages = Vec::with_capacity(4);
+        // only if every message in it is in the statement log's view (a round trip's
+        // batch, Bind/Execute/Sync or a Query, is held without an allocation)
+        let mut messages = smallvec::SmallVec::<[(u8, Frontend<'_>); 4]>::new();
         let mut refused = None;
         // the bytes before the operator's Terminate, if any: Gatehouse ends its target
         // connection itself (a Terminate of its own, or a reset when the connection is
@@ -201,6 +202,8 @@ where
         bytes_out,
     } = client;
     let mut guard_open = true;
+    // the statements each batch finishes (kept for the session: no allocation per batch)
+    let mut finished = Vec::new();
     loop {
         // both arms are cancel-safe: `next_batch` keeps partial reads in its buffer
         let batch = tokio::select! {
@@ -247,18 +250,17 @@ where
             },
         };
         let now = opened.elapsed();
-        let mut finished = Vec::new();
         if let Ok(mut t) = tracker.lock() {
             let _ = for_each_frame(&batch, |tag, body| {
                 // (DataRows only counted: Backend::parse does not decode them)
                 if matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's' | b'1' | b't' | b'D')
                     && let Ok(m) = Backend::parse(tag, body)
                 {
-                    finished.extend(t.backend(&m, now));
+                    t.backend_into(&m, now, &mut finished);
                 }
             });
         }
-        for s in finished {
+        for s in finished.drain(..) {
             log.statement(s);
         }
         bytes_out.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -98,6 +98,7 @@ pub(crate) async fn run_session(broker: &Arc<PgBroker>, a: Admitted<'_>) -> Ende
         started,
         opened,
         &header,
+        broker.config.recorders.as_ref(),
         move |_| {
             let _ = failed_tx.send(());
         },

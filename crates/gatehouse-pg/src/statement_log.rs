@@ -19,7 +19,7 @@ use gatehouse_recorder::sql_log::{
     MarkerLine, MarkerType, Refusal, SQL_LOG_VERSION, SqlLogHeader, StatementLineRef, TargetLine,
     TargetType, seconds,
 };
-use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder};
+use gatehouse_recorder::{RecordError, RecorderHandle, Sealed, spawn_recorder, spawn_recorder_on};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -54,13 +54,47 @@ pub(crate) struct StatementLog {
     redact: bool,
 }
 
-/// One statement as a log line, written from the statement's own strings (a statement per
-/// round trip: nothing moved or copied into an owned line first).
+/// A statement waiting in the recorder's queue: its line is written by the recorder's task
+/// (on the node's shared runtime), not by the relay, which only queues it.
+struct QueuedStatement {
+    s: Statement,
+    redact: bool,
+}
+
+impl gatehouse_recorder::DeferredLine for QueuedStatement {
+    fn len_hint(&self) -> usize {
+        let s = &self.s;
+        let params = s.params.as_deref().map_or(0, |p| {
+            p.iter()
+                .map(|v| v.as_deref().map_or(4, |v| v.len() + 3))
+                .sum()
+        });
+        let tags: usize = s.tags.iter().map(|t| t.len() + 2).sum();
+        let error = s.error.as_ref().map_or(0, |(c, m)| c.len() + m.len() + 32);
+        // the fields' names, numbers and quotes: ~200 bytes
+        s.text.len() + s.name.as_deref().map_or(0, str::len) + params + tags + error + 256
+    }
+
+    fn write_line(&self, out: &mut Vec<u8>) {
+        write_statement_line(&self.s, self.redact, out);
+    }
+}
+
+/// One statement as a log line, in a `String` (tests; the relay queues statements).
+#[cfg(test)]
 pub(crate) fn statement_line(s: Statement, redact: bool) -> String {
+    let mut out = Vec::new();
+    write_statement_line(&s, redact, &mut out);
+    String::from_utf8(out).expect("statement lines are UTF-8")
+}
+
+/// One statement's log line, written at the end of `out` from the statement's own strings
+/// (nothing moved or copied into an owned line first).
+fn write_statement_line(s: &Statement, redact: bool, out: &mut Vec<u8>) {
     let extended = s.protocol == Protocol::Extended;
     let (params, param_count, redacted) = match &s.params {
         Some(p) if redact => (None, Some(p.len() as u64), true),
-        Some(p) => (Some(p.as_slice()), None, false),
+        Some(p) => (Some(&p[..]), None, false),
         None => (None, None, false),
     };
     let joined;
@@ -89,23 +123,7 @@ pub(crate) fn statement_line(s: Statement, redact: bool) -> String {
         },
         text: &s.text,
     };
-    thread_local! {
-        /// Where lines are written before their exact-size copy: the escaper keeps a few
-        /// hundred bytes of room past what it writes, which a fresh buffer would regrow
-        /// for every line (and a queued line would keep).
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with_borrow_mut(|out| {
-        out.clear();
-        line.write_json(out);
-        // what it writes is UTF-8 (the line's strings are)
-        let text = std::str::from_utf8(out).unwrap_or_default().to_owned();
-        // a huge statement's room is not kept for the thread's life
-        if out.capacity() > 64 * 1024 {
-            *out = Vec::new();
-        }
-        text
-    })
+    line.write_json(out);
 }
 
 /// A log line (the line types are plain data: serializing cannot fail).
@@ -122,6 +140,7 @@ impl StatementLog {
         started: SystemTime,
         opened: Instant,
         h: &LogHeader<'_>,
+        runtime: Option<&tokio::runtime::Handle>,
         on_failure: impl FnOnce(String) + Send + 'static,
     ) -> Result<(StatementLog, PathBuf), RecordError> {
         let path = root.join(relative_path_with(h.session, started, SQL_LOG_EXTENSION));
@@ -141,7 +160,10 @@ impl StatementLog {
             timestamp: Some(i64::try_from(timestamp).unwrap_or(i64::MAX)),
         };
         let file = RecordingFile::create_at_blocking(path.clone(), to_line(&header)).await?;
-        let handle = spawn_recorder(file, opened, on_failure);
+        let handle = match runtime {
+            Some(r) => spawn_recorder_on(r, file, opened, on_failure),
+            None => spawn_recorder(file, opened, on_failure),
+        };
         Ok((
             StatementLog {
                 handle,
@@ -154,7 +176,10 @@ impl StatementLog {
 
     pub(crate) fn statement(&self, s: Statement) {
         gatehouse_session::metrics::statement_logged();
-        self.handle.line(statement_line(s, self.redact));
+        self.handle.deferred_line(Box::new(QueuedStatement {
+            s,
+            redact: self.redact,
+        }));
     }
 
     pub(crate) fn marker(&self, label: &str) {
@@ -268,7 +293,7 @@ mod tests {
         let extended = Statement {
             protocol: Protocol::Extended,
             name: Some("s1".into()),
-            params: Some(vec![Some("42".into()), None, Some("\u{0}".into())]),
+            params: Some(vec![Some("42".into()), None, Some("\u{0}".into())].into()),
             tags: vec![],
             executions: 201,
             suspended: true,
@@ -308,7 +333,7 @@ mod tests {
             protocol: Protocol::Extended,
             name: Some("s1".into()),
             text: "select $1".into(),
-            params: Some(vec![Some("42".into()), None]),
+            params: Some(vec![Some("42".into()), None].into()),
             duration: Duration::from_micros(420),
             tags: vec!["SELECT 1".into()],
             executions: 1,

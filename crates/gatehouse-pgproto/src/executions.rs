@@ -176,4 +176,9 @@ impl Executions {
     pub(crate) fn take_done(&mut self) -> Vec<Statement> {
         std::mem::take(&mut self.done)
     }
+
+    /// Moves the finished entries to `out`, keeping this queue's room for the next ones.
+    pub(crate) fn done_into(&mut self, out: &mut Vec<Statement>) {
+        out.append(&mut self.done);
+    }
 }

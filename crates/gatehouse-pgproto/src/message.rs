@@ -2,6 +2,8 @@
 //! that carry statements and the backend messages that finish them. Anything else is
 //! relayed without being decoded.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -62,7 +64,12 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
     fn string(&mut self) -> Result<String, ProtoError> {
-        Ok(String::from_utf8_lossy(self.cstr()?).into_owned())
+        Ok(self.text()?.into_owned())
+    }
+    /// [`Cursor::string`] borrowed from the message where it is valid UTF-8 (nearly
+    /// always): the relay's messages are read without copying their names and texts.
+    fn text(&mut self) -> Result<Cow<'a, str>, ProtoError> {
+        Ok(String::from_utf8_lossy(self.cstr()?))
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
@@ -87,10 +94,9 @@ impl<'a> Cursor<'a> {
         if nformats * 2 > self.buf.len() {
             return Err(self.err());
         }
-        let mut formats = Vec::with_capacity(nformats);
-        for _ in 0..nformats {
-            formats.push(self.i16()? == 1);
-        }
+        // (read where they lie: a format code is 1 for binary)
+        let formats = self.bytes(nformats * 2)?;
+        let is_binary = |i: usize| i16::from_be_bytes([formats[2 * i], formats[2 * i + 1]]) == 1;
         let nvalues = self.count()?;
         if (nformats > 1 && nformats != nvalues) || nvalues * 4 > self.buf.len() {
             return Err(self.err());
@@ -103,10 +109,10 @@ impl<'a> Cursor<'a> {
                 n if n >= 0 => Some(self.bytes(n as usize)?),
                 _ => return Err(self.err()),
             };
-            let binary = match formats.len() {
+            let binary = match nformats {
                 0 => false,
-                1 => formats[0],
-                _ => formats[i],
+                1 => is_binary(0),
+                _ => is_binary(i),
             };
             values.push(Param { value, binary });
         }
@@ -170,30 +176,34 @@ impl Startup {
 
 /// A frontend message, as far as Gatehouse cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Names and texts are borrowed from the message (`Cow::Owned` only where the bytes are not
+/// UTF-8 and are shown with replacement characters): the relay parses every message the
+/// operator sends, and copies only what the statement log keeps.
 pub enum Frontend<'a> {
-    Query(String),
+    Query(Cow<'a, str>),
     Parse {
-        name: String,
-        text: String,
+        name: Cow<'a, str>,
+        text: Cow<'a, str>,
         /// Parameter type OIDs given by the client (0: left to the server).
         types: Vec<u32>,
     },
     /// Describe of a prepared statement (`Some(name)`) or of a portal (`None`).
     Describe {
-        statement: Option<String>,
+        statement: Option<Cow<'a, str>>,
     },
     Bind {
-        portal: String,
-        statement: String,
+        portal: Cow<'a, str>,
+        statement: Cow<'a, str>,
         params: Vec<Param<'a>>,
     },
     Execute {
-        portal: String,
+        portal: Cow<'a, str>,
     },
     /// Close of a prepared statement (`statement: true`) or of a portal.
     Close {
         statement: bool,
-        name: String,
+        name: Cow<'a, str>,
     },
     /// A fast-path function call: the function's OID and its arguments (which can be SQL
     /// text, e.g. for `query_to_xml`).
@@ -261,26 +271,26 @@ impl Param<'_> {
 impl<'a> Frontend<'a> {
     pub fn parse(tag: u8, body: &'a [u8]) -> Result<Frontend<'a>, ProtoError> {
         Ok(match tag {
-            b'Q' => Frontend::Query(Cursor::new(body, "Query").string()?),
+            b'Q' => Frontend::Query(Cursor::new(body, "Query").text()?),
             b'P' => {
                 let mut c = Cursor::new(body, "Parse");
-                let name = c.string()?;
-                let text = c.string()?;
+                let name = c.text()?;
+                let text = c.text()?;
                 let types = c.oids()?;
                 Frontend::Parse { name, text, types }
             }
             b'D' => {
                 let mut c = Cursor::new(body, "Describe");
                 let kind = c.u8()?;
-                let name = c.string()?;
+                let name = c.text()?;
                 Frontend::Describe {
                     statement: (kind == b'S').then_some(name),
                 }
             }
             b'B' => {
                 let mut c = Cursor::new(body, "Bind");
-                let portal = c.string()?;
-                let statement = c.string()?;
+                let portal = c.text()?;
+                let statement = c.text()?;
                 let params = c.values()?;
                 // result-column format codes: read so that a message PostgreSQL would take
                 // apart differently is refused here rather than forwarded
@@ -293,12 +303,12 @@ impl<'a> Frontend<'a> {
                 }
             }
             b'E' => Frontend::Execute {
-                portal: Cursor::new(body, "Execute").string()?,
+                portal: Cursor::new(body, "Execute").text()?,
             },
             b'C' => {
                 let mut c = Cursor::new(body, "Close");
                 let kind = c.u8()?;
-                let name = c.string()?;
+                let name = c.text()?;
                 Frontend::Close {
                     statement: kind == b'S',
                     name,
@@ -348,7 +358,7 @@ pub enum Backend<'a> {
         status: u8,
     },
     CommandComplete {
-        tag: String,
+        tag: Cow<'a, str>,
     },
     EmptyQuery,
     PortalSuspended,
@@ -439,7 +449,7 @@ impl<'a> Backend<'a> {
                 status: Cursor::new(body, "ReadyForQuery").u8()?,
             },
             b'C' => Backend::CommandComplete {
-                tag: Cursor::new(body, "CommandComplete").string()?,
+                tag: Cursor::new(body, "CommandComplete").text()?,
             },
             b'I' => Backend::EmptyQuery,
             b's' => Backend::PortalSuspended,

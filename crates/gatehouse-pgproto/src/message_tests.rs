@@ -112,7 +112,7 @@ fn counts_are_unsigned_up_to_65535() {
         let Ok(Frontend::Parse { name, text, types }) = Frontend::parse(b'P', &parse) else {
             panic!("Parse with {n} parameters not parsed")
         };
-        assert_eq!((name.as_str(), types.len()), ("s1", n));
+        assert_eq!((name.as_ref(), types.len()), ("s1", n));
         assert!(text.starts_with("delete from t"));
         let Ok(Frontend::Bind { params, .. }) = Frontend::parse(b'B', &bind) else {
             panic!("Bind with {n} parameters not parsed")

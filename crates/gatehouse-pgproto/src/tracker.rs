@@ -55,8 +55,9 @@ pub struct Statement {
     /// counted rather than copied at each Bind and Execute.
     pub name: Option<Arc<str>>,
     pub text: Arc<str>,
-    /// Bind parameters as shown (None: SQL NULL); None for the simple protocol.
-    pub params: Option<Vec<Option<String>>>,
+    /// Bind parameters as shown (None: SQL NULL); None for the simple protocol. Shared with
+    /// the bound portal's entry (each Execute of it would otherwise copy them).
+    pub params: Option<Arc<[Option<String>]>>,
     pub duration: Duration,
     /// CommandComplete tags (several for a multi-statement Query).
     pub tags: Vec<String>,
@@ -84,7 +85,7 @@ enum Pending {
 }
 
 /// A bound portal: its statement's name and text, and its parameters as shown.
-type Portal = (Arc<str>, Arc<str>, Vec<Option<String>>);
+type Portal = (Arc<str>, Arc<str>, Arc<[Option<String>]>);
 
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -112,6 +113,15 @@ pub struct Tracker {
     unsynced: bool,
     /// The last ReadyForQuery said a transaction is open (or failed).
     in_transaction: bool,
+}
+
+/// `text` cut to `max` bytes ([`clip`]), shared.
+fn clip_shared(text: &str, max: usize) -> Arc<str> {
+    if text.len() > max {
+        clip(text.to_owned(), max).into()
+    } else {
+        text.into()
+    }
 }
 
 fn clip(mut s: String, max: usize) -> String {
@@ -175,15 +185,16 @@ impl Tracker {
                     now,
                     Protocol::Simple,
                     None,
-                    clip(text.clone(), MAX_TEXT).into(),
+                    clip_shared(text, MAX_TEXT),
                 ))));
                 self.segments_sent += 1;
             }
             Frontend::Parse { name, text, types } => {
                 let shared: (Arc<str>, Arc<str>) =
-                    (name.as_str().into(), clip(text.clone(), MAX_TEXT).into());
-                self.statements.insert(name.clone(), shared.clone());
-                self.types.insert(name.clone(), types.clone());
+                    (name.as_ref().into(), clip_shared(text, MAX_TEXT));
+                self.statements
+                    .insert(name.as_ref().to_owned(), shared.clone());
+                self.types.insert(name.as_ref().to_owned(), types.clone());
                 self.pending.push_back(Pending::Parse(Box::new(statement(
                     now,
                     Protocol::Extended,
@@ -196,11 +207,9 @@ impl Tracker {
                 statement: name,
                 params,
             } => {
+                let name: &str = name;
                 let (shared_name, text) = self.statements.get(name).cloned().unwrap_or_else(|| {
-                    (
-                        name.as_str().into(),
-                        format!("<prepared statement {name:?}>").into(),
-                    )
+                    (name.into(), format!("<prepared statement {name:?}>").into())
                 });
                 self.executions.portal_gone(portal, now);
                 let types = self.types.get(name);
@@ -213,14 +222,19 @@ impl Tracker {
                     })
                     .collect();
                 self.portals
-                    .insert(portal.clone(), (shared_name, text, shown));
+                    .insert(portal.as_ref().to_owned(), (shared_name, text, shown));
             }
             Frontend::Execute { portal } => {
                 let portals = &self.portals;
                 let id = self.executions.execute(portal, || {
-                    let (name, text, params) = portals.get(portal).cloned().unwrap_or_else(|| {
-                        ("".into(), format!("<portal {portal:?}>").into(), Vec::new())
-                    });
+                    let (name, text, params) =
+                        portals.get(portal.as_ref()).cloned().unwrap_or_else(|| {
+                            (
+                                "".into(),
+                                format!("<portal {portal:?}>").into(),
+                                Arc::from([]),
+                            )
+                        });
                     let mut s = statement(now, Protocol::Extended, Some(name), text);
                     s.params = Some(params);
                     s
@@ -247,7 +261,7 @@ impl Tracker {
                 statement: Some(name),
             } => self
                 .describing
-                .push_back((self.segments_sent, name.clone())),
+                .push_back((self.segments_sent, name.as_ref().to_owned())),
             Frontend::Sync => {
                 self.pending.push_back(Pending::Sync);
                 self.segments_sent += 1;
@@ -266,8 +280,16 @@ impl Tracker {
 
     /// A message from the server, at `now`; returns the statements it finished.
     pub fn backend(&mut self, msg: &Backend<'_>, now: Duration) -> Vec<Statement> {
+        let mut out = Vec::new();
+        self.backend_into(msg, now, &mut out);
+        out
+    }
+
+    /// [`Tracker::backend`], the statements it finished added to `out` (the relay keeps one
+    /// `out` for its session rather than a new one per message).
+    pub fn backend_into(&mut self, msg: &Backend<'_>, now: Duration, out: &mut Vec<Statement>) {
         // statements a frontend message finished (a suspended portal closed) came first
-        let mut out = self.executions.take_done();
+        self.executions.done_into(out);
         match msg {
             Backend::Other(b'1') => {
                 if matches!(self.pending.front(), Some(Pending::Parse(_))) {
@@ -288,7 +310,7 @@ impl Tracker {
             }
             Backend::CommandComplete { .. } | Backend::EmptyQuery => {
                 let tag = match msg {
-                    Backend::CommandComplete { tag } => Some(tag.clone()),
+                    Backend::CommandComplete { tag } => Some(tag.as_ref().to_owned()),
                     _ => None,
                 };
                 match self.pending.front_mut() {
@@ -309,7 +331,7 @@ impl Tracker {
                         match self.pending.pop_front() {
                             Some(Pending::Parse(mut s)) => {
                                 s.error = Some(error);
-                                finish(*s, now, &mut out);
+                                finish(*s, now, out);
                             }
                             Some(Pending::Execute(id)) => self.executions.failed(id, error, now),
                             _ => {}
@@ -339,7 +361,7 @@ impl Tracker {
                 while let Some(p) = self.pending.pop_front() {
                     match p {
                         Pending::Query(s) => {
-                            finish(*s, now, &mut out);
+                            finish(*s, now, out);
                             break;
                         }
                         Pending::Sync => break,
@@ -354,8 +376,7 @@ impl Tracker {
             }
             _ => {}
         }
-        out.extend(self.executions.take_done());
-        out
+        self.executions.done_into(out);
     }
 
     /// Whether the server is at rest as far as the client's messages go: every segment the

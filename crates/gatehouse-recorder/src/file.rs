@@ -206,6 +206,20 @@ impl RecordingFile {
         self.event_added(start)
     }
 
+    /// Appends the line `write` writes (about `len` bytes, no newline, UTF-8), made in
+    /// place: a line formatted by the recorder rather than by its source
+    /// ([`DeferredLine`](crate::DeferredLine)).
+    pub fn append_with(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), RecordError> {
+        self.make_room(len)?;
+        let start = self.pending.len();
+        write(&mut self.pending);
+        self.event_added(start)
+    }
+
     /// Appends the [`event_line`](crate::format::event_line) of `data`, made in place.
     pub fn append_event(
         &mut self,

@@ -29,5 +29,8 @@ pub mod verify;
 pub use file::{RecordError, Sealed};
 pub use format::{CastHeader, Chain, Code, EventLine, Header, PTY_KEY, effective_size};
 pub use kind::{CAST_EXTENSION, RecordingKind, SQL_LOG_EXTENSION};
-pub use task::{CHECKPOINT_INTERVAL, Checkpoint, RecorderHandle, spawn_recorder};
+pub use task::{
+    CHECKPOINT_INTERVAL, Checkpoint, DeferredLine, RecorderHandle, spawn_recorder,
+    spawn_recorder_on,
+};
 pub use verify::{Expected, Verdict, verify, verify_to_checkpoint};

@@ -448,6 +448,17 @@ fn written_statement_t(line: &[u8]) -> Option<f64> {
     (c.at == line.len()).then_some(t)
 }
 
+/// Whether none of the eight bytes of `w` is a quote, a backslash or below 0x20, with
+/// the word-at-a-time tests for a zero byte and for a byte below a bound (each exact as a
+/// whole: it may flag the wrong byte, never a word with none).
+fn plain_word(w: u64) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    let below_0x20 = w.wrapping_sub(LOW * 0x20) & !w & HIGH;
+    (zero_in(w ^ (LOW * u64::from(b'"'))) | zero_in(w ^ (LOW * u64::from(b'\\'))) | below_0x20) == 0
+}
+
 /// A JSON number's text read as serde_json reads it into an `f64` (its own rounding; out
 /// of range is an error).
 fn serde_f64(text: &[u8]) -> Option<f64> {
@@ -475,6 +486,17 @@ impl Cursor<'_> {
         self.eat(b"\"")?;
         let start = self.at;
         loop {
+            // eight bytes at a time while none of them ends the string, escapes or is a
+            // control byte (a statement's text is read here on every line of every log)
+            while let Some(word) = self.s.get(self.at..self.at + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                if plain_word(u64::from_le_bytes(w)) {
+                    self.at += 8;
+                } else {
+                    break;
+                }
+            }
             let b = *self.s.get(self.at)?;
             match b {
                 b'"' => break,
@@ -725,6 +747,85 @@ mod tests {
             Untagged::Other { t, kind } => (t, SqlLogLine::Other { t, kind }),
         };
         (t.is_finite() && t >= 0.0).then_some(l)
+    }
+
+    /// The fast path's string reading, eight bytes at a time, ends exactly where a byte at
+    /// a time did (or fails where it failed): strings of every length up to 40 with each
+    /// special byte (quote, backslash and its escapes, every control byte, a `\u`, bytes
+    /// of multi-byte and invalid UTF-8) at every position, and random strings.
+    #[test]
+    fn strings_are_read_eight_bytes_at_a_time_as_one_at_a_time() {
+        fn one_at_a_time(s: &[u8]) -> Option<usize> {
+            let mut at = 1;
+            if s.first() != Some(&b'"') {
+                return None;
+            }
+            loop {
+                match *s.get(at)? {
+                    b'"' => break,
+                    b'\\' => match s.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                        _ => return None,
+                    },
+                    0..0x20 => return None,
+                    _ => at += 1,
+                }
+            }
+            std::str::from_utf8(&s[1..at]).ok()?;
+            Some(at + 1)
+        }
+        let check = |s: &[u8]| {
+            let mut c = Cursor { s, at: 0 };
+            let got = c.string().map(|()| c.at);
+            assert_eq!(got, one_at_a_time(s), "{:?}", String::from_utf8_lossy(s));
+        };
+        let mut specials: Vec<&[u8]> = vec![
+            b"\"",
+            b"\\\"",
+            b"\\\\",
+            b"\\/",
+            b"\\n",
+            b"\\t",
+            b"\\u00e9",
+            b"\\x",
+            b"\\",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            b"\xff",
+            b"\xc3",
+            b"\x7f",
+            b" ",
+            b"~",
+        ];
+        let controls: Vec<[u8; 1]> = (0u8..0x20).map(|b| [b]).collect();
+        specials.extend(controls.iter().map(|c| &c[..]));
+        for len in 0..40 {
+            for special in &specials {
+                for at in 0..=len {
+                    let mut s = vec![b'"'];
+                    s.extend(std::iter::repeat_n(b'a', at));
+                    s.extend_from_slice(special);
+                    s.extend(std::iter::repeat_n(b'b', len - at));
+                    s.extend_from_slice(b"\",\"x\":1}");
+                    check(&s);
+                    check(&s[..s.len() - 8]);
+                }
+            }
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let alphabet = b"ab \"\\/ntu0\x01\x1f\x7f\x80\xc3\xa9\xff";
+        for _ in 0..50_000 {
+            let len = (next() % 48) as usize;
+            let mut s = vec![b'"'];
+            s.extend((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]));
+            check(&s);
+        }
     }
 
     /// Each line of `base`, then `per_line` variants of it: a random span replaced by a

@@ -59,11 +59,36 @@ enum RecEvent {
 /// block (it queues).
 pub type CheckpointSink = Box<dyn FnMut(Checkpoint) + Send>;
 
+/// A line the recorder formats itself when it writes the queue
+/// ([`RecorderHandle::deferred_line`]): the source's task only queues what the line says,
+/// and the formatting (with the hashing and the write) happens on the recorder's.
+pub trait DeferredLine: Send {
+    /// About how many bytes the line takes (counted against the queue's 64 KiB).
+    fn len_hint(&self) -> usize;
+    /// Writes the line at the end of `out`: UTF-8, no newline.
+    fn write_line(&self, out: &mut Vec<u8>);
+}
+
+/// A queued line: formatted by its source, or by the recorder.
+enum QueuedLine {
+    Text(String),
+    Deferred(Box<dyn DeferredLine>),
+}
+
 /// Lines waiting for the recorder's next flush (see [`RecorderHandle::line`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct QueuedLines {
-    lines: Vec<String>,
+    lines: Vec<QueuedLine>,
     bytes: usize,
+}
+
+impl std::fmt::Debug for QueuedLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedLines")
+            .field("lines", &self.lines.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }
 
 type SharedLines = Arc<Mutex<QueuedLines>>;
@@ -184,9 +209,22 @@ impl RecorderHandle {
     /// task wake-up per round trip. Lines keep their order among themselves; a log
     /// written with `line` should use nothing else.
     pub fn line(&self, line: String) {
+        let len = line.len();
+        self.queue_line(len, QueuedLine::Text(line));
+    }
+
+    /// Appends a line the recorder formats when it writes the queue (see
+    /// [`DeferredLine`]), as [`RecorderHandle::line`] does with a formatted one; the two
+    /// keep their order among themselves.
+    pub fn deferred_line(&self, line: Box<dyn DeferredLine>) {
+        let len = line.len_hint();
+        self.queue_line(len, QueuedLine::Deferred(line));
+    }
+
+    fn queue_line(&self, len: usize, line: QueuedLine) {
         let Ok(mut q) = self.lines.lock() else { return };
         let before = q.bytes;
-        q.bytes += line.len() + 1;
+        q.bytes += len + 1;
         q.lines.push(line);
         if before == 0 {
             let _ = self.queue(RecEvent::LinesQueued);
@@ -212,8 +250,21 @@ impl RecorderHandle {
     }
 }
 
-/// Starts recording into `file`; event times are relative to `opened`.
+/// Starts recording into `file`, on the caller's runtime; event times are relative to
+/// `opened`.
 pub fn spawn_recorder(
+    file: RecordingFile,
+    opened: Instant,
+    on_failure: impl FnOnce(String) + Send + 'static,
+) -> RecorderHandle {
+    spawn_recorder_on(&tokio::runtime::Handle::current(), file, opened, on_failure)
+}
+
+/// [`spawn_recorder`] with the recorder's task on `runtime`: a source on a runtime that
+/// should spend its time relaying (a connection thread) has its recording formatted,
+/// hashed and written elsewhere.
+pub fn spawn_recorder_on(
+    runtime: &tokio::runtime::Handle,
     file: RecordingFile,
     opened: Instant,
     on_failure: impl FnOnce(String) + Send + 'static,
@@ -225,7 +276,7 @@ pub fn spawn_recorder(
         on_failure,
         backlog: backlog.clone(),
     };
-    tokio::spawn(run(file, opened, rx, lines.clone(), sinks));
+    runtime.spawn(run(file, opened, rx, lines.clone(), sinks));
     RecorderHandle { tx, lines, backlog }
 }
 
@@ -326,7 +377,11 @@ async fn run(
         };
         let f = file.as_mut()?;
         for line in &queued {
-            if let Err(e) = f.append(line) {
+            let written = match line {
+                QueuedLine::Text(text) => f.append(text),
+                QueuedLine::Deferred(d) => f.append_with(d.len_hint(), |out| d.write_line(out)),
+            };
+            if let Err(e) = written {
                 return Some(e);
             }
         }
@@ -648,6 +703,83 @@ mod tests {
         let text = on_disk(&path);
         let n2 = text.find(r#"{"n":2}"#).unwrap();
         assert!(text[n2..].contains(r#"{"n":3}"#), "{text}");
+        let expected = crate::Expected {
+            events: sealed.events,
+            digest: sealed.digest,
+        };
+        let v = crate::verify(&path, Some(&expected)).unwrap();
+        assert_eq!(v, crate::Verdict::Ok { events: 4 });
+    }
+
+    /// A line the recorder formats itself: written by the recorder's task, on the runtime
+    /// it was started on (not the source's thread), in order with formatted lines, and
+    /// chained.
+    #[test]
+    fn deferred_lines_are_formatted_on_the_recorder_s_runtime_in_order() {
+        struct Counted {
+            n: u32,
+            len: usize,
+            on: std::sync::Arc<Mutex<Vec<String>>>,
+        }
+        impl DeferredLine for Counted {
+            fn len_hint(&self) -> usize {
+                self.len
+            }
+            fn write_line(&self, out: &mut Vec<u8>) {
+                let thread = std::thread::current().name().unwrap_or("?").to_owned();
+                self.on.lock().unwrap().push(thread);
+                let pad = "x".repeat(self.len.saturating_sub(32));
+                out.extend_from_slice(
+                    format!(r#"{{"deferred":{},"pad":"{pad}"}}"#, self.n).as_bytes(),
+                );
+            }
+        }
+        let recorders = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("recorders")
+            .enable_all()
+            .build()
+            .unwrap();
+        let source = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let on = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let file = RecordingFile::create_at(path.clone(), r#"{"header":1}"#).unwrap();
+        let deferred = |n, len| {
+            Box::new(Counted {
+                n,
+                len,
+                on: on.clone(),
+            })
+        };
+        let sealed = source.block_on(async {
+            let h = spawn_recorder_on(recorders.handle(), file, Instant::now(), |_| {});
+            h.line(r#"{"n":1}"#.into());
+            h.deferred_line(deferred(2, 10));
+            h.line(r#"{"n":3}"#.into());
+            // one longer than the file's buffer (written through a full buffer)
+            h.deferred_line(deferred(4, crate::file::BUFFER + 64));
+            h.seal().await.unwrap().unwrap()
+        });
+        let text = on_disk(&path);
+        let lines: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| &l[..l.len().min(16)])
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"n":1}"#,
+                r#"{"deferred":2,"p"#,
+                r#"{"n":3}"#,
+                r#"{"deferred":4,"p"#
+            ]
+        );
+        assert_eq!(*on.lock().unwrap(), ["recorders", "recorders"]);
         let expected = crate::Expected {
             events: sealed.events,
             digest: sealed.digest,

@@ -13,8 +13,10 @@
 //! two cores to one bulk session.
 //!
 //! A connection goes to the thread with the fewest live connections (ties: the next in
-//! turn). What it spawns (its recorder, its blocking writes) runs on that thread's runtime
-//! too; store calls still work from there (tokio I/O resources may be polled from any
+//! turn). What it spawns runs on that thread's runtime too, unless it names another (the
+//! PostgreSQL front starts its statement logs' recorders on the shared runtime, so that
+//! formatting, hashing and writing the lines stay off the relay's thread); store calls
+//! still work from there (tokio I/O resources may be polled from any
 //! runtime while the one that registered them runs).
 
 use std::future::Future;

@@ -163,6 +163,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 ConnectionThreads::start("gatehouse-pg", pg.threads as usize)
                     .context("cannot start the PostgreSQL connection threads")?,
             );
+            // statement logs are written on the shared runtime, off the connection threads
+            pg_config.recorders = Some(tokio::runtime::Handle::current());
             let listener = gatehouse_session::listen(pg.listen)
                 .with_context(|| format!("cannot listen for PostgreSQL on {}", pg.listen))?;
             Some((
