@@ -485,19 +485,24 @@ impl Cursor<'_> {
     fn string(&mut self) -> Option<()> {
         self.eat(b"\"")?;
         let start = self.at;
+        // the bits of every byte read, to skip the UTF-8 check of a string all ASCII
+        let mut bits = 0u64;
         loop {
             // eight bytes at a time while none of them ends the string, escapes or is a
             // control byte (a statement's text is read here on every line of every log)
             while let Some(word) = self.s.get(self.at..self.at + 8) {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(word);
-                if plain_word(u64::from_le_bytes(w)) {
+                let w = u64::from_le_bytes(w);
+                if plain_word(w) {
+                    bits |= w;
                     self.at += 8;
                 } else {
                     break;
                 }
             }
             let b = *self.s.get(self.at)?;
+            bits |= u64::from(b);
             match b {
                 b'"' => break,
                 b'\\' => match self.s.get(self.at + 1)? {
@@ -508,7 +513,9 @@ impl Cursor<'_> {
                 _ => self.at += 1,
             }
         }
-        std::str::from_utf8(&self.s[start..self.at]).ok()?;
+        if bits & 0x8080_8080_8080_8080 != 0 {
+            std::str::from_utf8(&self.s[start..self.at]).ok()?;
+        }
         self.at += 1;
         Some(())
     }
