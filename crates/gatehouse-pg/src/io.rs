@@ -44,6 +44,8 @@ pub(crate) struct FrameReader<R> {
     /// nothing is half-received, the reader waits holding no buffer at all (see
     /// [`SCRATCH`]): an idle session's two readers hold nothing (memory per live session).
     chunk: usize,
+    /// The last batch given out was this reader's whole buffer (see `recycle`).
+    gave_whole: bool,
 }
 
 thread_local! {
@@ -52,6 +54,17 @@ thread_local! {
     /// arrives is copied into a buffer of its exact size. One per runtime thread.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; FIRST_CHUNK].into_boxed_slice());
 }
+
+thread_local! {
+    /// Small buffers of batches already relayed (see [`FrameReader::recycle`]), for the
+    /// next small read on this thread: a round trip's two reads then allocate nothing, and
+    /// an idle reader still holds no buffer of its own.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept in [`SPARE`] per thread, and the largest kept.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_CAPACITY: usize = 4 * FIRST_CHUNK;
 
 /// Largest read: a busy relay reads (and forwards) up to this much at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -66,6 +79,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max,
             deadline: None,
             chunk: FIRST_CHUNK,
+            gave_whole: false,
         }
     }
 
@@ -106,6 +120,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     let mut into = ReadBuf::new(&mut s[..room]);
                     match Pin::new(&mut *inner).poll_read(cx, &mut into) {
                         Poll::Ready(Ok(())) => {
+                            if buf.capacity() == 0 && !into.filled().is_empty() {
+                                // (a spare's contents were cleared when it was recycled)
+                                if let Some(spare) = SPARE.with_borrow_mut(Vec::pop) {
+                                    *buf = spare;
+                                }
+                            }
                             buf.extend_from_slice(into.filled());
                             Poll::Ready(Ok(into.filled().len()))
                         }
@@ -148,9 +168,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // made for this read and goes with the batch, not split off (a split shares
                 // the buffer, which allocates the share's header; a busy reader's buffer is
                 // shared and kept instead)
+                self.gave_whole = true;
                 return Ok(Some(std::mem::take(&mut self.buf)));
             }
             if complete > 0 {
+                self.gave_whole = false;
                 return Ok(Some(self.buf.split_to(complete)));
             }
             // a long message announces its length (checked against the cap above): make
@@ -163,6 +185,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return self.closed();
             }
         }
+    }
+
+    /// The last batch this reader gave out, relayed: its buffer, if it was a small read's
+    /// own (not split off a busy reader's shared buffer), is kept (per thread, a few) for a
+    /// later small read instead of being freed.
+    pub(crate) fn recycle(&mut self, batch: BytesMut) {
+        let mut batch = batch;
+        if !std::mem::take(&mut self.gave_whole)
+            || batch.capacity() > SPARE_CAPACITY
+            || batch.capacity() == 0
+        {
+            return;
+        }
+        batch.clear();
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(batch);
+            }
+        });
     }
 
     /// The next single message (tag and body), for the login phase.
@@ -186,6 +227,44 @@ mod tests {
     use super::*;
     use gatehouse_pgproto::MAX_LOGIN_MESSAGE;
     use tokio::io::AsyncWriteExt;
+
+    /// A round trip's small read is handed out as the batch whole, and its buffer, once
+    /// recycled, takes the next small read: no allocation per read. A batch split off a
+    /// buffer still holding the start of the next message is not kept.
+    #[tokio::test]
+    async fn small_batches_buffers_are_reused_split_ones_are_not() {
+        SPARE.with_borrow_mut(Vec::clear);
+        let (mut peer, ours) = tokio::io::duplex(4096);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        let sync = [b'S', 0, 0, 0, 4];
+        peer.write_all(&sync).await.unwrap();
+        let first = reader.next_batch().await.unwrap().unwrap();
+        assert_eq!(&first[..], sync);
+        let at = first.as_ptr();
+        reader.recycle(first);
+        assert_eq!(SPARE.with_borrow(Vec::len), 1);
+        peer.write_all(&sync).await.unwrap();
+        let second = reader.next_batch().await.unwrap().unwrap();
+        assert_eq!(second.as_ptr(), at, "the spare buffer was not reused");
+        assert_eq!(SPARE.with_borrow(Vec::len), 0);
+        reader.recycle(second);
+        // a whole message and the start of the next: the batch is split off
+        peer.write_all(&[b'S', 0, 0, 0, 4, b'Q', 0, 0])
+            .await
+            .unwrap();
+        let split = reader.next_batch().await.unwrap().unwrap();
+        assert_eq!(&split[..], sync);
+        let spares = SPARE.with_borrow(Vec::len);
+        reader.recycle(split);
+        assert_eq!(
+            SPARE.with_borrow(Vec::len),
+            spares,
+            "a shared buffer was kept"
+        );
+        peer.write_all(&[0, 6, b'x', 0]).await.unwrap();
+        let rest = reader.next_batch().await.unwrap().unwrap();
+        assert_eq!(&rest[..], [b'Q', 0, 0, 0, 6, b'x', 0]);
+    }
 
     /// A peer declaring a 100 MB message is refused on its header: the reader neither
     /// waits for the body nor makes room for it.

@@ -172,6 +172,7 @@ where
         if terminate {
             return Stop::ClientClosed;
         }
+        c.reader.recycle(batch);
     }
 }
 
@@ -268,5 +269,6 @@ where
         if w.write_all(&batch).await.is_err() || w.flush().await.is_err() {
             return Stop::ClientClosed;
         }
+        reader.recycle(batch);
     }
 }
