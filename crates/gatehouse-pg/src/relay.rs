@@ -203,8 +203,6 @@ where
         bytes_out,
     } = client;
     let mut guard_open = true;
-    // the statements each batch finishes (kept for the session: no allocation per batch)
-    let mut finished = Vec::new();
     loop {
         // both arms are cancel-safe: `next_batch` keeps partial reads in its buffer
         let batch = tokio::select! {
@@ -251,6 +249,9 @@ where
             },
         };
         let now = opened.elapsed();
+        // the statements the batch finishes (the tracker's own queue, moved: one vector per
+        // statement finished, none kept while the session idles)
+        let mut finished = Vec::new();
         if let Ok(mut t) = tracker.lock() {
             let _ = for_each_frame(&batch, |tag, body| {
                 // (DataRows only counted: Backend::parse does not decode them)
@@ -261,7 +262,7 @@ where
                 }
             });
         }
-        for s in finished.drain(..) {
+        for s in finished {
             log.statement(s);
         }
         bytes_out.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -177,8 +177,18 @@ impl Executions {
         std::mem::take(&mut self.done)
     }
 
-    /// Moves the finished entries to `out`, keeping this queue's room for the next ones.
+    /// Moves the finished entries to `out`: into an empty `out` the queue itself (its
+    /// allocation goes with them, nothing is copied), else appended. The queue keeps no room:
+    /// an idle session holds none (memory per live session).
     pub(crate) fn done_into(&mut self, out: &mut Vec<Statement>) {
-        out.append(&mut self.done);
+        if self.done.is_empty() {
+            return;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.done);
+        } else {
+            out.append(&mut self.done);
+        }
+        self.done = Vec::new();
     }
 }

@@ -285,8 +285,8 @@ impl Tracker {
         out
     }
 
-    /// [`Tracker::backend`], the statements it finished added to `out` (the relay keeps one
-    /// `out` for its session rather than a new one per message).
+    /// [`Tracker::backend`], the statements it finished added to `out` (one `out` for a
+    /// batch of messages rather than a vector per message).
     pub fn backend_into(&mut self, msg: &Backend<'_>, now: Duration, out: &mut Vec<Statement>) {
         // statements a frontend message finished (a suspended portal closed) came first
         self.executions.done_into(out);
