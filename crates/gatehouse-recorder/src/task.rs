@@ -69,10 +69,11 @@ pub trait DeferredLine: Send {
     fn write_line(&self, out: &mut Vec<u8>);
 }
 
-/// A queued line: formatted by its source, or by the recorder.
+/// A queued line: formatted by its source, or by the recorder (with its size hint, asked
+/// once).
 enum QueuedLine {
     Text(String),
-    Deferred(Box<dyn DeferredLine>),
+    Deferred(usize, Box<dyn DeferredLine>),
 }
 
 /// Lines waiting for the recorder's next flush (see [`RecorderHandle::line`]).
@@ -218,7 +219,7 @@ impl RecorderHandle {
     /// keep their order among themselves.
     pub fn deferred_line(&self, line: Box<dyn DeferredLine>) {
         let len = line.len_hint();
-        self.queue_line(len, QueuedLine::Deferred(line));
+        self.queue_line(len, QueuedLine::Deferred(len, line));
     }
 
     fn queue_line(&self, len: usize, line: QueuedLine) {
@@ -379,7 +380,7 @@ async fn run(
         for line in &queued {
             let written = match line {
                 QueuedLine::Text(text) => f.append(text),
-                QueuedLine::Deferred(d) => f.append_with(d.len_hint(), |out| d.write_line(out)),
+                QueuedLine::Deferred(len, d) => f.append_with(*len, |out| d.write_line(out)),
             };
             if let Err(e) = written {
                 return Some(e);
